@@ -1,0 +1,26 @@
+"""Test configuration shared by every test module.
+
+Rank promotion raises, as in equinox's tests: a library whose first promise is shape strictness
+must not pass its tests through an accidental broadcast.
+"""
+
+import os
+
+import jax
+import pytest
+from hypothesis import settings
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Few, fast examples by default: every example traces and compiles. HYPOTHESIS_PROFILE=thorough
+# runs more.
+settings.register_profile("ci", max_examples=25, deadline=None, print_blob=True)
+settings.register_profile("thorough", max_examples=300, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def x64():
+    """Runs the test with 64-bit types, for finite-difference gradient checks."""
+    with jax.enable_x64(True):
+        yield
