@@ -1,0 +1,159 @@
+"""Gate activations and their derivatives, written for the hand-written rules.
+
+Each activation is a pair ``(fn, grad)`` of element-wise functions with ``grad = d fn / dx``,
+both finite wherever the math is (|x| up to 1e4 and beyond, and the limits at +-inf), written
+without divisions, and meant to be evaluated in float32 or wider (see :func:`compute_dtype`):
+
+* ``sigmoid'(x) = sigmoid(x) * sigmoid(-x)``, not ``s * (1 - s)``, which is exactly 0 in bfloat16
+  for x >= 6.25 and loses all relative precision in float32 for large x.
+* ``silu'`` and ``gelu'`` contain ``x * (something that decays to 0)``, which is ``inf * 0 = nan``
+  at +-inf; their limits (0 at -inf, 1 at +inf) are substituted there, with the formula branch
+  evaluated at a safe point so that no NaN leaks into higher derivatives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_TANH_C = 0.044715
+
+
+class Activation(NamedTuple):
+    """An element-wise activation and its derivative (both in the input's dtype)."""
+
+    name: str
+    fn: Callable[[jax.Array], jax.Array]
+    grad: Callable[[jax.Array], jax.Array]
+
+
+def compute_dtype(dtype) -> np.dtype:
+    """The dtype activations are evaluated in: float32 for 16-bit floats, else ``dtype``."""
+    dtype = jnp.dtype(dtype)
+    if dtype in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)):
+        return jnp.dtype(jnp.float32)
+    return dtype
+
+
+def _with_limits(x: jax.Array, formula: Callable[[jax.Array], jax.Array], at_neg_inf, at_pos_inf):
+    """``formula(x)`` for finite x, the given limits at -inf/+inf, NaN-free in derivatives."""
+    is_inf = jnp.isinf(x)
+    safe_x = jnp.where(is_inf, jnp.zeros_like(x), x)
+    limit = jnp.where(x > 0, jnp.asarray(at_pos_inf, x.dtype), jnp.asarray(at_neg_inf, x.dtype))
+    return jnp.where(is_inf, limit, formula(safe_x))
+
+
+# --- identity (bilinear) -------------------------------------------------------------------
+
+
+def _identity(x):
+    return x
+
+
+def _identity_grad(x):
+    return jnp.ones_like(x)
+
+
+# --- sigmoid (GLU) ---------------------------------------------------------------------------
+
+
+def _sigmoid(x):
+    return jax.nn.sigmoid(x)
+
+
+def _sigmoid_grad(x):
+    return jax.nn.sigmoid(x) * jax.nn.sigmoid(-x)
+
+
+# --- relu (ReGLU) -----------------------------------------------------------------------------
+
+
+def _relu(x):
+    return jax.nn.relu(x)
+
+
+def _relu_grad(x):
+    # relu'(0) = 0, as jax.nn.relu.
+    return (x > 0).astype(x.dtype)
+
+
+# --- silu (SwiGLU) ---------------------------------------------------------------------------
+
+
+def _silu(x):
+    return jax.nn.silu(x)
+
+
+def _silu_grad(x):
+    # d/dx x s(x) = s(x) + x s(x) s(-x) = s(x) (1 + x s(-x)).
+    def formula(x):
+        s = jax.nn.sigmoid(x)
+        return s + x * s * jax.nn.sigmoid(-x)
+
+    return _with_limits(x, formula, 0.0, 1.0)
+
+
+# --- gelu, exact (GeGLU) -----------------------------------------------------------------------
+
+
+def _gelu(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+def _gelu_grad(x):
+    # d/dx x Phi(x) = Phi(x) + x phi(x).
+    def formula(x):
+        cdf = 0.5 * (1.0 + jax.lax.erf(x / _SQRT_2))
+        pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * x * x)
+        return cdf + x * pdf
+
+    return _with_limits(x, formula, 0.0, 1.0)
+
+
+# --- gelu, tanh approximation (GeGLU, approximate=True) ----------------------------------------
+
+
+def _gelu_tanh(x):
+    return jax.nn.gelu(x, approximate=True)
+
+
+def _gelu_tanh_grad(x):
+    # u = sqrt(2/pi) (x + c x^3); d/dx 0.5 x (1 + tanh u) = 0.5 (1 + tanh u) + 0.5 x sech^2(u) u'.
+    def formula(x):
+        u = _SQRT_2_OVER_PI * (x + _GELU_TANH_C * x * x * x)
+        du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * x * x)
+        # sech(u) = 2 e^-|u| / (1 + e^-2|u|): no overflow, and exact where 1 - tanh(u)^2
+        # cancels to 0 (the denominator lies in [1, 2]).
+        e = jnp.exp(-jnp.abs(u))
+        sech2 = jnp.square(2.0 * e / (1.0 + e * e))
+        return 0.5 * (1.0 + jnp.tanh(u)) + 0.5 * x * sech2 * du
+
+    return _with_limits(x, formula, 0.0, 1.0)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "identity": Activation("identity", _identity, _identity_grad),
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_grad),
+    "relu": Activation("relu", _relu, _relu_grad),
+    "silu": Activation("silu", _silu, _silu_grad),
+    "gelu": Activation("gelu", _gelu, _gelu_grad),
+    "gelu_tanh": Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_grad),
+}
+
+
+def get(name: str) -> Activation:
+    """The activation called ``name`` (one of :data:`ACTIVATIONS`), or a ``ValueError``."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}."
+        ) from None
