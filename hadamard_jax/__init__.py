@@ -18,6 +18,9 @@ from hadamard_jax._src.hadamard import hadamard_n as hadamard_n
 # --- masks (begin) ---
 # --- masks (end) ---
 
+# --- fused blocks (begin) ---
+# --- fused blocks (end) ---
+
 __all__ = [
     "__version__",
     "hadamard",
@@ -26,4 +29,6 @@ __all__ = [
     # --- gating __all__ (end) ---
     # --- masks __all__ (begin) ---
     # --- masks __all__ (end) ---
+    # --- fused blocks __all__ (begin) ---
+    # --- fused blocks __all__ (end) ---
 ]

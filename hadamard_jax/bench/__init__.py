@@ -1,0 +1,1 @@
+"""Benchmarks and the benchmark report (``python -m hadamard_jax.bench``)."""
