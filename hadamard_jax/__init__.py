@@ -13,6 +13,17 @@ from hadamard_jax._src.hadamard import hadamard as hadamard
 from hadamard_jax._src.hadamard import hadamard_n as hadamard_n
 
 # --- gating ops (begin) ---
+from hadamard_jax._src.glu import glu as glu
+from hadamard_jax._src.glu import bilinear as bilinear
+from hadamard_jax._src.glu import reglu as reglu
+from hadamard_jax._src.glu import geglu as geglu
+from hadamard_jax._src.glu import swiglu as swiglu
+from hadamard_jax._src.glu import glu_packed as glu_packed
+from hadamard_jax._src.glu import bilinear_packed as bilinear_packed
+from hadamard_jax._src.glu import reglu_packed as reglu_packed
+from hadamard_jax._src.glu import geglu_packed as geglu_packed
+from hadamard_jax._src.glu import swiglu_packed as swiglu_packed
+from hadamard_jax._src.highway import highway as highway
 # --- gating ops (end) ---
 
 # --- masks (begin) ---
@@ -26,6 +37,17 @@ __all__ = [
     "hadamard",
     "hadamard_n",
     # --- gating __all__ (begin) ---
+    "glu",
+    "bilinear",
+    "reglu",
+    "geglu",
+    "swiglu",
+    "glu_packed",
+    "bilinear_packed",
+    "reglu_packed",
+    "geglu_packed",
+    "swiglu_packed",
+    "highway",
     # --- gating __all__ (end) ---
     # --- masks __all__ (begin) ---
     # --- masks __all__ (end) ---

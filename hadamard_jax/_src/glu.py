@@ -1,0 +1,363 @@
+"""The GLU family, ``act(gate) * value``, with one shared derivative rule.
+
+Five activations (sigmoid: GLU, identity: bilinear, relu: ReGLU, gelu: GeGLU, silu: SwiGLU) in
+two layouts:
+
+* two arrays, ``gate`` and ``value`` (``glu``, ``bilinear``, ``reglu``, ``geglu``, ``swiglu``);
+* one packed array split in two halves along ``axis``, the layout of a fused gate/up projection
+  and of ``jax.nn.glu``: the FIRST half is the value, the SECOND half the gate
+  (``glu_packed``, ``bilinear_packed``, ``reglu_packed``, ``geglu_packed``, ``swiglu_packed``).
+
+All ten functions go through :func:`_gate`, one ``jax.custom_jvp`` whose static arguments are the
+activation name, the layout and the dtypes. Its tangent rule
+
+.. math::
+  d(\\mathrm{act}(g)\\, v) = \\mathrm{act}'(g)\\, v\\, dg + \\mathrm{act}(g)\\, dv
+
+is evaluated under ``jax.checkpoint`` (:func:`hadamard_jax._src.rules.checkpointed_tangent`), so
+the backward pass keeps only the op's inputs (``gate`` and ``value``, or the packed ``x``: the
+split happens inside the rule) and recomputes the activation. Activations are evaluated in
+float32 for 16-bit inputs (:func:`hadamard_jax._src.activations.compute_dtype`); results and
+gradients come back in the input dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from hadamard_jax._src import activations, checks, rules
+
+Shape = tuple[int, ...]
+
+
+# --- shared machinery --------------------------------------------------------------------------
+
+
+def _operands(
+    split_axis: int | None, shape: Shape, cdt: np.dtype, xs: Sequence[Any]
+) -> tuple[Any, Any]:
+    """``(gate, value)`` in ``cdt`` from the op's inputs (or tangents; ``None`` stays ``None``).
+
+    ``split_axis is None``: ``xs = (gate, value)``, each broadcast to ``shape``.
+    Otherwise ``xs = (x,)``, split in two along ``split_axis``: ``value, gate = split(x)``.
+    Both are linear maps, so the same function serves primals and tangents.
+    """
+    if split_axis is None:
+        return tuple(
+            None if x is None else jnp.broadcast_to(jnp.asarray(x).astype(cdt), shape) for x in xs
+        )
+    (x,) = xs
+    if x is None:
+        return None, None
+    value, gate = jnp.split(jnp.asarray(x).astype(cdt), 2, axis=split_axis)
+    return gate, value
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _gate(act: str, split_axis: int | None, shape: Shape, dtype: np.dtype, *xs: Any) -> jax.Array:
+    """``act(gate) * value`` in ``compute_dtype(dtype)``, cast to ``dtype``.
+
+    Args:
+      act: a key of :data:`hadamard_jax._src.activations.ACTIVATIONS`.
+      split_axis: ``None`` for ``xs = (gate, value)``; an axis for ``xs = (x,)`` packed.
+      shape: the result shape (the broadcast shape of ``gate`` and ``value``; unused if packed).
+      dtype: the result dtype (floating).
+    """
+    gate, value = _operands(split_axis, shape, activations.compute_dtype(dtype), xs)
+    return (activations.ACTIVATIONS[act].fn(gate) * value).astype(dtype)
+
+
+@functools.partial(_gate.defjvp, symbolic_zeros=True)
+def _gate_jvp(act, split_axis, shape, dtype, primals, tangents):
+    out = _gate(act, split_axis, shape, dtype, *primals)
+    fns = activations.ACTIVATIONS[act]
+    cdt = activations.compute_dtype(dtype)
+
+    def tangent_fn(xs, ts):
+        gate, value = _operands(split_axis, shape, cdt, xs)
+        dgate, dvalue = _operands(split_axis, shape, cdt, ts)
+        return rules.sum_terms(
+            [
+                None if dgate is None else fns.grad(gate) * dgate * value,
+                None if dvalue is None else fns.fn(gate) * dvalue,
+            ]
+        ).astype(dtype)
+
+    return out, rules.checkpointed_tangent(tangent_fn, primals, tangents, out)
+
+
+_gate_jit = jax.jit(_gate, static_argnums=(0, 1, 2, 3))
+
+
+# --- argument checks ---------------------------------------------------------------------------
+
+
+def _real_arrays(arrays: Sequence[Any], names: Sequence[str], op: str) -> list[Any]:
+    """Checks each argument is a real (non-complex) array or number; returns them."""
+    out = []
+    for x, name in zip(arrays, names):
+        x = checks.as_array(x, name, op)
+        dtype = jnp.result_type(x)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(
+                f"{op}: argument {name!r} has complex dtype {dtype}; gating ops are defined for "
+                "real inputs only (activations such as sigmoid, relu and gelu are real functions)."
+            )
+        out.append(x)
+    return out
+
+
+def float_result_dtype(arrays: Sequence[Any]) -> np.dtype:
+    """``jnp.result_type(*arrays)`` promoted to floating, as ``jax.nn.gelu`` promotes integers.
+
+    Weak typing is kept: a bfloat16 array with a Python float gives bfloat16, an int32 array
+    gives the default float dtype (float32, or float64 with x64 enabled).
+    """
+    return jnp.dtype(jnp.result_type(*arrays, 1.0))
+
+
+def _check_bool(value: Any, name: str, op: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {type(value).__name__} ({value!r}).")
+    return bool(value)
+
+
+def _pair(op: str, act: str, gate: Any, value: Any, broadcast: Any) -> jax.Array:
+    broadcast = _check_bool(broadcast, "broadcast", op)
+    gate, value = _real_arrays((gate, value), ("gate", "value"), op)
+    shape = checks.result_shape([jnp.shape(gate), jnp.shape(value)], ("gate", "value"), op, broadcast)
+    return _gate_jit(act, None, shape, float_result_dtype((gate, value)), gate, value)
+
+
+def _packed(op: str, act: str, x: Any, axis: Any) -> jax.Array:
+    (x,) = _real_arrays((x,), ("x",), op)
+    ndim = jnp.ndim(x)
+    if ndim == 0:
+        raise ValueError(f"{op}: x must have at least one axis to split, got a scalar.")
+    split_axis = checks.check_axis(axis, ndim, "axis", op)
+    size = jnp.shape(x)[split_axis]
+    if size % 2:
+        raise ValueError(
+            f"{op}: x.shape[{axis}] = {size} along axis={axis} is odd; the packed layout needs "
+            f"two equal halves (value, gate) along the axis, got x.shape={tuple(jnp.shape(x))}."
+        )
+    return _gate_jit(act, split_axis, (), float_result_dtype((x,)), x)
+
+
+def _act_name(op: str, base: str, approximate: Any) -> str:
+    return base + "_tanh" if _check_bool(approximate, "approximate", op) else base
+
+
+# --- two-input forms ---------------------------------------------------------------------------
+
+_PAIR_DOC = """
+    Args:
+      gate: array of shape ``S``, the pre-activation gate.
+      value: array of shape ``S``. With ``broadcast=True``, ``gate`` and ``value`` may have any
+        shapes that broadcast NumPy-style; gradients then come back in each input's own shape.
+{extra}      broadcast: allow NumPy broadcasting (off by default: unequal shapes are an error).
+
+    Returns:
+      Array of shape ``S`` (or the broadcast shape), dtype ``jnp.result_type(gate, value)``
+      promoted to floating (integers and booleans give the default float dtype).
+
+    Raises:
+      ValueError: the shapes differ and ``broadcast`` is False, or they do not broadcast.
+      TypeError: an argument is complex, or not an array or a number; a flag is not a bool.
+"""
+
+
+def glu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    r"""Gated linear unit: ``sigmoid(gate) * value``.
+
+    .. math::
+      \mathrm{glu}(g, v)_i = \sigma(g_i)\, v_i
+
+    The derivative rule keeps only ``gate`` and ``value`` for the backward pass and uses
+    :math:`\sigma'(g) = \sigma(g)\sigma(-g)` (exact in bfloat16 and at large :math:`|g|`).
+    {pair_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import glu
+      >>> glu(jnp.array([0.0, 100.0]), jnp.array([2.0, 3.0]))
+      Array([1., 3.], dtype=float32)
+
+    See also:
+      :func:`glu_packed` for ``jax.nn.glu``'s packed layout.
+    """
+    return _pair("glu", "sigmoid", gate, value, broadcast)
+
+
+def bilinear(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    r"""Bilinear gate (GLU without activation): ``gate * value``.
+
+    .. math::
+      \mathrm{bilinear}(g, v)_i = g_i\, v_i
+    {pair_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import bilinear
+      >>> bilinear(jnp.array([-1.0, 2.0]), jnp.array([2.0, 3.0]))
+      Array([-2.,  6.], dtype=float32)
+    """
+    return _pair("bilinear", "identity", gate, value, broadcast)
+
+
+def reglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    r"""ReGLU: ``relu(gate) * value``.
+
+    .. math::
+      \mathrm{reglu}(g, v)_i = \max(g_i, 0)\, v_i
+
+    As ``jax.nn.relu``, the derivative at ``gate == 0`` is 0.
+    {pair_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import reglu
+      >>> reglu(jnp.array([-1.0, 2.0]), jnp.array([2.0, 3.0]))
+      Array([0., 6.], dtype=float32)
+    """
+    return _pair("reglu", "relu", gate, value, broadcast)
+
+
+def geglu(
+    gate: ArrayLike, value: ArrayLike, *, approximate: bool = False, broadcast: bool = False
+) -> jax.Array:
+    r"""GeGLU: ``gelu(gate) * value``, exact (erf) GELU by default.
+
+    .. math::
+      \mathrm{geglu}(g, v)_i = g_i\, \Phi(g_i)\, v_i
+
+    with :math:`\Phi` the standard normal CDF, or its tanh approximation with
+    ``approximate=True`` (as ``jax.nn.gelu(gate, approximate=approximate)``).
+    {pair_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import geglu
+      >>> geglu(jnp.array([0.0, 100.0]), jnp.array([2.0, 3.0]))
+      Array([  0., 300.], dtype=float32)
+    """
+    return _pair("geglu", _act_name("geglu", "gelu", approximate), gate, value, broadcast)
+
+
+def swiglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    r"""SwiGLU: ``silu(gate) * value``.
+
+    .. math::
+      \mathrm{swiglu}(g, v)_i = g_i\, \sigma(g_i)\, v_i
+
+    The gated feed-forward layer of LLaMA-style models is ``swiglu(x @ W1, x @ W2) @ W3``.
+    {pair_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import swiglu
+      >>> swiglu(jnp.array([0.0, 100.0]), jnp.array([2.0, 3.0]))
+      Array([  0., 300.], dtype=float32)
+    """
+    return _pair("swiglu", "silu", gate, value, broadcast)
+
+
+# --- packed forms ------------------------------------------------------------------------------
+
+_PACKED_DOC = """
+    Args:
+      x: array of shape ``(..., 2n, ...)`` with an even length ``2n`` along ``axis``: the FIRST
+        half is the value, the SECOND half the gate (the layout of ``jax.nn.glu``).
+      axis: the axis to split (an int, negative allowed).
+{extra}
+    Returns:
+      Array of shape ``(..., n, ...)``, dtype ``x.dtype`` promoted to floating.
+
+    Raises:
+      ValueError: the length along ``axis`` is odd, ``axis`` is out of range, ``x`` is a scalar.
+      TypeError: ``x`` is complex, or not an array or a number; ``axis`` is not an int.
+"""
+
+
+def glu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
+    r"""``jax.nn.glu`` with a derivative rule that keeps only ``x``.
+
+    .. math::
+      \mathrm{glu}(x) = x_{[:n]} \cdot \sigma(x_{[n:]})
+    {packed_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import glu_packed
+      >>> glu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
+      Array([1., 3.], dtype=float32)
+    """
+    return _packed("glu_packed", "sigmoid", x, axis)
+
+
+def bilinear_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
+    r"""Packed bilinear gate: ``x[:n] * x[n:]`` along ``axis``.
+    {packed_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import bilinear_packed
+      >>> bilinear_packed(jnp.array([2.0, 3.0, -1.0, 2.0]))
+      Array([-2.,  6.], dtype=float32)
+    """
+    return _packed("bilinear_packed", "identity", x, axis)
+
+
+def reglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
+    r"""Packed ReGLU: ``x[:n] * relu(x[n:])`` along ``axis``.
+    {packed_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import reglu_packed
+      >>> reglu_packed(jnp.array([2.0, 3.0, -1.0, 2.0]))
+      Array([0., 6.], dtype=float32)
+    """
+    return _packed("reglu_packed", "relu", x, axis)
+
+
+def geglu_packed(x: ArrayLike, axis: int = -1, *, approximate: bool = False) -> jax.Array:
+    r"""Packed GeGLU: ``x[:n] * gelu(x[n:], approximate)`` along ``axis``.
+    {packed_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import geglu_packed
+      >>> geglu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
+      Array([  0., 300.], dtype=float32)
+    """
+    return _packed("geglu_packed", _act_name("geglu_packed", "gelu", approximate), x, axis)
+
+
+def swiglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
+    r"""Packed SwiGLU: ``x[:n] * silu(x[n:])`` along ``axis``.
+
+    For a fused projection ``x @ W`` with ``W = concat([W_up, W_gate], axis=1)``.
+    {packed_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import swiglu_packed
+      >>> swiglu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
+      Array([  0., 300.], dtype=float32)
+    """
+    return _packed("swiglu_packed", "silu", x, axis)
+
+
+def _fill_docs() -> None:
+    approx = (
+        "      approximate: use the tanh approximation of GELU (``jax.nn.gelu``'s flag).\n"
+    )
+    for fn in (glu, bilinear, reglu, geglu, swiglu):
+        extra = approx if fn is geglu else ""
+        fn.__doc__ = fn.__doc__.replace("{pair_doc}", _PAIR_DOC.format(extra=extra).strip() + "\n")
+    for fn in (glu_packed, bilinear_packed, reglu_packed, geglu_packed, swiglu_packed):
+        extra = approx if fn is geglu_packed else ""
+        fn.__doc__ = fn.__doc__.replace(
+            "{packed_doc}", _PACKED_DOC.format(extra=extra).strip() + "\n"
+        )
+
+
+_fill_docs()

@@ -1,0 +1,95 @@
+"""The highway / gated-residual combination ``gate * transform + (1 - gate) * carry``."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from hadamard_jax._src import activations, checks, rules
+from hadamard_jax._src.glu import _check_bool, _real_arrays, float_result_dtype
+
+Shape = tuple[int, ...]
+
+_NAMES = ("transform", "gate", "carry")
+
+
+def _prepare(x: Any, shape: Shape, dtype: np.dtype) -> jax.Array:
+    return jnp.broadcast_to(jnp.asarray(x).astype(dtype), shape)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _highway(shape: Shape, dtype: np.dtype, transform: Any, gate: Any, carry: Any) -> jax.Array:
+    """``gate * transform + (1 - gate) * carry`` in ``compute_dtype(dtype)``, cast to ``dtype``."""
+    cdt = activations.compute_dtype(dtype)
+    t, g, c = (_prepare(x, shape, cdt) for x in (transform, gate, carry))
+    return (g * t + (1 - g) * c).astype(dtype)
+
+
+@functools.partial(_highway.defjvp, symbolic_zeros=True)
+def _highway_jvp(shape, dtype, primals, tangents):
+    out = _highway(shape, dtype, *primals)
+    cdt = activations.compute_dtype(dtype)
+
+    def tangent_fn(xs, ts):
+        # d(g t + (1 - g) c) = g dt + (t - c) dg + (1 - g) dc.
+        t, g, c = (_prepare(x, shape, cdt) for x in xs)
+        dt, dg, dc = (None if x is None else _prepare(x, shape, cdt) for x in ts)
+        return rules.sum_terms(
+            [
+                None if dt is None else g * dt,
+                None if dg is None else (t - c) * dg,
+                None if dc is None else (1 - g) * dc,
+            ]
+        ).astype(dtype)
+
+    return out, rules.checkpointed_tangent(tangent_fn, primals, tangents, out)
+
+
+_highway_jit = jax.jit(_highway, static_argnums=(0, 1))
+
+
+def highway(
+    transform: ArrayLike, gate: ArrayLike, carry: ArrayLike, *, broadcast: bool = False
+) -> jax.Array:
+    r"""The highway / gated-residual combination of a transform and a carry.
+
+    .. math::
+      y_i = g_i\, T_i + (1 - g_i)\, C_i
+
+    ``gate`` is used as given (already in ``[0, 1]``, e.g. ``jax.nn.sigmoid(x @ W_g)``): the
+    op applies no activation. The derivative rule keeps only the three inputs for the backward
+    pass (the plain composition also keeps ``1 - gate``), and works under every JAX transform.
+    16-bit inputs are combined in float32 and rounded once; complex inputs are rejected.
+
+    Args:
+      transform: array of shape ``S``, the transformed path :math:`T` (e.g. ``layer(x)``).
+      gate: array of shape ``S``, the gate :math:`g`, values in ``[0, 1]``.
+      carry: array of shape ``S``, the carried path :math:`C` (e.g. ``x``).
+      broadcast: allow NumPy broadcasting between the three arrays (e.g. one gate per
+        feature); gradients then come back in each input's own shape.
+
+    Returns:
+      Array of shape ``S`` (or the broadcast shape), dtype ``jnp.result_type(transform, gate,
+      carry)`` promoted to floating.
+
+    Raises:
+      ValueError: the shapes differ and ``broadcast`` is False, or they do not broadcast.
+      TypeError: an argument is complex, or not an array or a number; ``broadcast`` is not a
+        bool.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import highway
+      >>> highway(jnp.array([1.0, 1.0]), jnp.array([0.25, 1.0]), jnp.array([5.0, 5.0]))
+      Array([4., 1.], dtype=float32)
+    """
+    op = "highway"
+    broadcast = _check_bool(broadcast, "broadcast", op)
+    arrays = _real_arrays((transform, gate, carry), _NAMES, op)
+    shape = checks.result_shape([jnp.shape(x) for x in arrays], _NAMES, op, broadcast)
+    return _highway_jit(shape, float_result_dtype(arrays), *arrays)
