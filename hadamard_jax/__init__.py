@@ -30,6 +30,7 @@ from hadamard_jax._src.highway import highway as highway
 # --- masks (end) ---
 
 # --- fused blocks (begin) ---
+from hadamard_jax._src.gated_mlp import gated_mlp as gated_mlp
 # --- fused blocks (end) ---
 
 __all__ = [
@@ -52,5 +53,6 @@ __all__ = [
     # --- masks __all__ (begin) ---
     # --- masks __all__ (end) ---
     # --- fused blocks __all__ (begin) ---
+    "gated_mlp",
     # --- fused blocks __all__ (end) ---
 ]
