@@ -1,0 +1,233 @@
+"""Workload: a stack of gated feed-forward layers, plain ``jax.nn`` vs the gating rules.
+
+Each layer is a residual gated FFN (LLaMA / T5 v1.1 style)::
+
+    x <- x + (act(x @ W1) * (x @ W2)) @ W3        x: (batch, d), W1, W2: (d, h), W3: (h, d)
+
+with ``act`` SiLU (``"swiglu"``) or GELU (``"geglu"``), applied under ``lax.scan`` over the layer
+axis of stacked weights. Under ``scan`` JAX, not XLA, decides what the backward pass keeps, so
+the derivative rule of the gate shows up in the compiled temp memory (FIELD-NOTES.md). Three
+implementations of the same loss:
+
+* ``"plain"``: ``jax.nn.silu(a) * b`` / ``jax.nn.gelu(a, approximate=...) * b``;
+* ``"hadamard_jax"``: :func:`hadamard_jax.swiglu` / :func:`hadamard_jax.geglu`;
+* ``"remat"``: the plain layer under ``jax.checkpoint(policy=dots_saveable)``.
+
+The functions are small and pure so that the asv suite can import them; jitted steps are
+cached at module level (asv re-runs ``setup`` before every timed call).
+
+Run ``python -m hadamard_jax.bench.ffn_stack`` for the memory and time ratios at the issue-3
+size (d=512, h=2048, batch 2048, 8 layers, float32).
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from hadamard_jax._src.glu import geglu, swiglu
+
+GATES = ("swiglu", "geglu")
+IMPLS = ("plain", "hadamard_jax", "remat")
+
+Params = dict[str, jax.Array]
+Loss = Callable[[Params, jax.Array], jax.Array]
+
+
+def init_params(
+    key: jax.Array, *, layers: int = 8, d: int = 512, h: int = 2048, dtype: Any = jnp.float32
+) -> Params:
+    """Stacked weights of ``layers`` gated FFN layers.
+
+    Returns:
+      ``{"w1": (layers, d, h), "w2": (layers, d, h), "w3": (layers, h, d)}`` in ``dtype``,
+      normal with variance ``1/fan_in``.
+    """
+    k1, k2, k3 = jax.random.split(key, 3)
+    return {
+        "w1": (jax.random.normal(k1, (layers, d, h)) * d**-0.5).astype(dtype),
+        "w2": (jax.random.normal(k2, (layers, d, h)) * d**-0.5).astype(dtype),
+        "w3": (jax.random.normal(k3, (layers, h, d)) * h**-0.5).astype(dtype),
+    }
+
+
+def init_inputs(key: jax.Array, *, batch: int = 2048, d: int = 512, dtype: Any = jnp.float32):
+    """Inputs of shape ``(batch, d)``, standard normal, in ``dtype``."""
+    return jax.random.normal(key, (batch, d)).astype(dtype)
+
+
+def _gate_fn(gate: str, impl: str, approximate: bool) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    if gate not in GATES:
+        raise ValueError(f"ffn_stack: gate must be one of {GATES}, got {gate!r}.")
+    if impl not in IMPLS:
+        raise ValueError(f"ffn_stack: impl must be one of {IMPLS}, got {impl!r}.")
+    if impl == "hadamard_jax":
+        if gate == "swiglu":
+            return swiglu
+        return functools.partial(geglu, approximate=approximate)
+    if gate == "swiglu":
+        return lambda a, b: jax.nn.silu(a) * b
+    return lambda a, b: jax.nn.gelu(a, approximate=approximate) * b
+
+
+def make_loss(gate: str, impl: str, *, approximate: bool = False) -> Loss:
+    """The loss ``mean(y**2)`` of the layer stack, ``y = stack(x)``.
+
+    Args:
+      gate: ``"swiglu"`` or ``"geglu"`` (exact GELU unless ``approximate=True``).
+      impl: ``"plain"``, ``"hadamard_jax"`` or ``"remat"`` (see the module docstring).
+      approximate: tanh-approximate GELU, for ``gate="geglu"``.
+
+    Returns:
+      ``loss(params, x) -> scalar``, ``params`` from :func:`init_params`, ``x`` of shape
+      ``(batch, d)``.
+    """
+    act_mul = _gate_fn(gate, impl, approximate)
+
+    def layer(x, w):
+        return x + act_mul(x @ w["w1"], x @ w["w2"]) @ w["w3"]
+
+    if impl == "remat":
+        layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.dots_saveable)
+
+    def loss(params: Params, x: jax.Array) -> jax.Array:
+        y, _ = jax.lax.scan(lambda x, w: (layer(x, w), None), x, params)
+        return jnp.mean(jnp.square(y.astype(jnp.float32)))
+
+    return loss
+
+
+def train_step(loss: Loss) -> Callable[[Params, jax.Array], tuple[jax.Array, Params]]:
+    """``jax.jit(jax.value_and_grad(loss))``: ``(params, x) -> (loss, grads)``."""
+    return jax.jit(jax.value_and_grad(loss))
+
+
+@functools.cache
+def cached_train_step(gate: str, impl: str, *, approximate: bool = False):
+    """:func:`train_step` of :func:`make_loss`, built once per ``(gate, impl, approximate)``."""
+    return train_step(make_loss(gate, impl, approximate=approximate))
+
+
+def _abstract_args(batch: int, d: int, h: int, layers: int, dtype: Any):
+    dtype = jnp.dtype(dtype)
+    params = {
+        "w1": jax.ShapeDtypeStruct((layers, d, h), dtype),
+        "w2": jax.ShapeDtypeStruct((layers, d, h), dtype),
+        "w3": jax.ShapeDtypeStruct((layers, h, d), dtype),
+    }
+    return params, jax.ShapeDtypeStruct((batch, d), dtype)
+
+
+@functools.cache
+def compiled_temp_bytes(
+    gate: str,
+    impl: str,
+    *,
+    batch: int = 2048,
+    d: int = 512,
+    h: int = 2048,
+    layers: int = 8,
+    dtype: Any = jnp.float32,
+    approximate: bool = False,
+) -> int:
+    """``memory_analysis().temp_size_in_bytes`` of the compiled training step.
+
+    Compiled from abstract shapes (nothing is allocated); deterministic for a given JAX/XLA
+    version and backend. Cached.
+    """
+    step = cached_train_step(gate, impl, approximate=approximate)
+    compiled = step.lower(*_abstract_args(batch, d, h, layers, dtype)).compile()
+    return int(compiled.memory_analysis().temp_size_in_bytes)
+
+
+def memory_ratio(gate: str, impl: str = "hadamard_jax", **kwargs: Any) -> float:
+    """``compiled_temp_bytes(gate, impl) / compiled_temp_bytes(gate, "plain")``."""
+    return compiled_temp_bytes(gate, impl, **kwargs) / compiled_temp_bytes(gate, "plain", **kwargs)
+
+
+def _time_once(step, params, x) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(step(params, x))
+    return time.perf_counter() - start
+
+
+def time_ratio(
+    gate: str,
+    *,
+    repeats: int = 5,
+    batch: int = 2048,
+    d: int = 512,
+    h: int = 2048,
+    layers: int = 8,
+    dtype: Any = jnp.float32,
+    approximate: bool = False,
+    impl: str = "hadamard_jax",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Wall time of ``impl`` over ``"plain"``, timed alternately in one process.
+
+    Both steps are compiled and run once before timing (warm-up excluded); then ``repeats``
+    rounds each time plain and ``impl`` back to back (``block_until_ready``), so drifting load
+    on a shared machine hits both alike.
+
+    Returns:
+      ``{"ratio": median of per-round ratios, "ratios": [...], "plain_s": [...],
+      "<impl>_s": [...]}``; a ratio below 1 means ``impl`` is faster.
+    """
+    kp, kx = jax.random.split(jax.random.key(seed))
+    params = init_params(kp, layers=layers, d=d, h=h, dtype=dtype)
+    x = init_inputs(kx, batch=batch, d=d, dtype=dtype)
+    plain = cached_train_step(gate, "plain", approximate=approximate)
+    ours = cached_train_step(gate, impl, approximate=approximate)
+    _time_once(plain, params, x)
+    _time_once(ours, params, x)
+    plain_s, ours_s = [], []
+    for _ in range(repeats):
+        plain_s.append(_time_once(plain, params, x))
+        ours_s.append(_time_once(ours, params, x))
+    ratios = [o / p for o, p in zip(ours_s, plain_s)]
+    return {
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "plain_s": plain_s,
+        f"{impl}_s": ours_s,
+    }
+
+
+def main() -> None:  # pragma: no cover - a report, exercised by hand
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--d", type=int, default=512)
+    parser.add_argument("--h", type=int, default=2048)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-time", action="store_true", help="memory only")
+    args = parser.parse_args()
+    size = dict(batch=args.batch, d=args.d, h=args.h, layers=args.layers)
+    for gate in GATES:
+        mem = {impl: compiled_temp_bytes(gate, impl, **size) for impl in IMPLS}
+        line = ", ".join(f"{impl} {mem[impl] / 2**20:.0f} MiB" for impl in IMPLS)
+        print(f"{gate}: temp memory {line}; hadamard_jax/plain = {mem['hadamard_jax'] / mem['plain']:.3f}")
+    if args.no_time:
+        return
+    for gate in GATES:
+        r = time_ratio(gate, repeats=args.repeats, **size)
+        spread = f"min {min(r['ratios']):.3f}, max {max(r['ratios']):.3f}"
+        plain = statistics.median(r["plain_s"])
+        ours = statistics.median(r["hadamard_jax_s"])
+        print(
+            f"{gate}: time hadamard_jax/plain = {r['ratio']:.3f} (median of {args.repeats} "
+            f"alternations; {spread}); plain {plain:.3f} s, hadamard_jax {ours:.3f} s"
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
