@@ -1,0 +1,135 @@
+"""Gating ops against their plain ``jax.nn`` compositions: fwd+bwd kernels and saved residuals.
+
+Each case pairs a :mod:`hadamard_jax` gating op with the composition a user would write
+without it (``jax.nn.silu(gate) * value`` for :func:`hadamard_jax.swiglu`, ``jax.nn.glu`` for
+:func:`hadamard_jax.glu_packed`, ...). Both are jitted once at import as
+``(out, *vjp(ct))`` so the asv suite and the report time the same functions.
+
+Saved-residual bytes are what reverse mode keeps between the forward and the backward pass of
+the op alone: the leaves of the ``jax.vjp`` closure, counted from abstract shapes (nothing is
+run). The plain compositions keep their intermediates too (``jax.nn.silu(g) * v`` keeps ``g``,
+``v`` and 3 intermediates); the library's rules keep only the inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import hadamard_jax
+from hadamard_jax.bench.timing import Call
+
+IMPLS = ("hadamard_jax", "plain")
+
+
+class GateCase(NamedTuple):
+    """A gating op, its plain composition, and the number of ``(n, n)`` operands it takes."""
+
+    name: str
+    ours: Callable[..., jax.Array]
+    plain: Callable[..., jax.Array]
+    arity: int
+    packed: bool = False
+
+
+def _cases() -> dict[str, GateCase]:
+    nn = jax.nn
+    cases = [
+        GateCase("glu", hadamard_jax.glu, lambda g, v: nn.sigmoid(g) * v, 2),
+        GateCase("bilinear", hadamard_jax.bilinear, lambda g, v: g * v, 2),
+        GateCase("reglu", hadamard_jax.reglu, lambda g, v: nn.relu(g) * v, 2),
+        GateCase("geglu", hadamard_jax.geglu, lambda g, v: nn.gelu(g, approximate=False) * v, 2),
+        GateCase(
+            "geglu_tanh",
+            functools.partial(hadamard_jax.geglu, approximate=True),
+            lambda g, v: nn.gelu(g, approximate=True) * v,
+            2,
+        ),
+        GateCase("swiglu", hadamard_jax.swiglu, lambda g, v: nn.silu(g) * v, 2),
+        GateCase("glu_packed", hadamard_jax.glu_packed, lambda x: nn.glu(x, axis=-1), 1, True),
+        GateCase("highway", hadamard_jax.highway, lambda t, g, c: g * t + (1 - g) * c, 3),
+    ]
+    return {case.name: case for case in cases}
+
+
+CASES: dict[str, GateCase] = _cases()
+NAMES = tuple(CASES)
+
+
+def _fn(name: str, impl: str) -> Callable[..., jax.Array]:
+    if name not in CASES:
+        raise ValueError(f"gating: op must be one of {NAMES}, got {name!r}.")
+    if impl not in IMPLS:
+        raise ValueError(f"gating: impl must be one of {IMPLS}, got {impl!r}.")
+    case = CASES[name]
+    return case.ours if impl == "hadamard_jax" else case.plain
+
+
+def _forward_backward(fn: Callable[..., jax.Array]):
+    def fwd_bwd(ct: jax.Array, *args: jax.Array):
+        out, vjp = jax.vjp(fn, *args)
+        return (out, *vjp(ct))
+
+    return fwd_bwd
+
+
+FORWARD_BACKWARD = {
+    (name, impl): jax.jit(_forward_backward(_fn(name, impl))) for name in NAMES for impl in IMPLS
+}
+
+
+@functools.cache
+def operands(name: str, n: int, dtype: str) -> tuple[jax.Array, ...]:
+    """``(ct, *inputs)`` for case ``name`` at size ``n`` (cached).
+
+    Two-input gates get ``gate, value`` standard normal of shape ``(n, n)``; the packed form one
+    ``(n, 2n)`` array; ``highway`` ``transform, gate, carry`` with ``gate`` in ``(0, 1)``.
+    ``ct`` has the output's shape ``(n, n)``.
+    """
+    case = CASES[name]
+    keys = jax.random.split(jax.random.key(0), 4)
+
+    def normal(key, shape):
+        return jax.random.normal(key, shape, jnp.float32).astype(dtype)
+
+    if case.packed:
+        args = [normal(keys[1], (n, 2 * n))]
+    elif name == "highway":
+        gate = jax.nn.sigmoid(jax.random.normal(keys[2], (n, n), jnp.float32)).astype(dtype)
+        args = [normal(keys[1], (n, n)), gate, normal(keys[3], (n, n))]
+    else:
+        args = [normal(keys[1], (n, n)), normal(keys[2], (n, n))]
+    return jax.block_until_ready((normal(keys[0], (n, n)), *args))
+
+
+def forward_backward_call(name: str, impl: str, n: int, dtype: str):
+    """A blocking zero-argument call of the fwd+bwd of case ``name`` in ``impl``."""
+    _fn(name, impl)
+    return Call(FORWARD_BACKWARD[(name, impl)], operands(name, n, dtype))
+
+
+def saved_residual_bytes(name: str, impl: str, n: int, dtype: Any) -> int:
+    """Bytes reverse mode keeps for the backward pass of ``name`` in ``impl`` at size ``n``.
+
+    The sum of the leaves of the ``jax.vjp`` closure, from abstract shapes (nothing runs);
+    the op's own inputs count too.
+
+    Returns:
+      For example ``saved_residual_bytes("swiglu", "hadamard_jax", 1024, "float32")`` is
+      ``2 * 1024 * 1024 * 4`` (``gate`` and ``value``) where the plain composition keeps 5 arrays.
+    """
+    fn = _fn(name, impl)
+    shapes = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in _abstract_operands(name, n, dtype)]
+    closure = jax.eval_shape(lambda *args: jax.vjp(fn, *args)[1], *shapes)
+    return int(sum(leaf.size * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(closure)))
+
+
+def _abstract_operands(name: str, n: int, dtype: Any) -> list[jax.ShapeDtypeStruct]:
+    case = CASES[name]
+    if case.packed:
+        return [jax.ShapeDtypeStruct((n, 2 * n), jnp.dtype(dtype))]
+    return [jax.ShapeDtypeStruct((n, n), jnp.dtype(dtype))] * case.arity
