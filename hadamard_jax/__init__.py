@@ -27,6 +27,22 @@ from hadamard_jax._src.highway import highway as highway
 # --- gating ops (end) ---
 
 # --- masks (begin) ---
+from hadamard_jax._src.masking import apply_mask as apply_mask
+from hadamard_jax._src.masking import combine_masks as combine_masks
+from hadamard_jax._src.masking import causal_mask as causal_mask
+from hadamard_jax._src.masking import padding_mask as padding_mask
+from hadamard_jax._src.masking import attention_mask as attention_mask
+from hadamard_jax._src.pruning import magnitude_mask as magnitude_mask
+from hadamard_jax._src.pruning import global_magnitude_masks as global_magnitude_masks
+from hadamard_jax._src.pruning import random_mask as random_mask
+from hadamard_jax._src.pruning import nm_mask as nm_mask
+from hadamard_jax._src.pruning import topk_mask as topk_mask
+from hadamard_jax._src.learned_masks import ste_mask as ste_mask
+from hadamard_jax._src.learned_masks import bernoulli_ste as bernoulli_ste
+from hadamard_jax._src.learned_masks import hard_concrete as hard_concrete
+from hadamard_jax._src.learned_masks import l0_penalty as l0_penalty
+from hadamard_jax._src.mask_packing import pack_mask as pack_mask
+from hadamard_jax._src.mask_packing import unpack_mask as unpack_mask
 # --- masks (end) ---
 
 # --- fused blocks (begin) ---
@@ -51,6 +67,22 @@ __all__ = [
     "highway",
     # --- gating __all__ (end) ---
     # --- masks __all__ (begin) ---
+    "apply_mask",
+    "combine_masks",
+    "causal_mask",
+    "padding_mask",
+    "attention_mask",
+    "magnitude_mask",
+    "global_magnitude_masks",
+    "random_mask",
+    "nm_mask",
+    "topk_mask",
+    "ste_mask",
+    "bernoulli_ste",
+    "hard_concrete",
+    "l0_penalty",
+    "pack_mask",
+    "unpack_mask",
     # --- masks __all__ (end) ---
     # --- fused blocks __all__ (begin) ---
     "gated_mlp",
