@@ -1,1 +1,24 @@
-"""Benchmarks and the benchmark report (``python -m hadamard_jax.bench``)."""
+"""Benchmarks and the benchmark report (``python -m hadamard_jax.bench``).
+
+* :mod:`~hadamard_jax.bench.report`: :func:`run_report` / :func:`measure` and :class:`Config`;
+* :mod:`~hadamard_jax.bench.kernels`: the timed kernels and how their bytes and flops count;
+* :mod:`~hadamard_jax.bench.gating`: gating ops against their plain ``jax.nn`` compositions;
+* :mod:`~hadamard_jax.bench.timing`: blocking, warmed-up, alternating timers;
+* :mod:`~hadamard_jax.bench.ffn_stack`: the scanned gated-FFN training workload.
+
+The asv suite in ``benchmarks/`` times the same kernels.
+"""
+
+from hadamard_jax.bench.cli import main as main
+
+
+def __getattr__(name: str):
+    # The report pulls in JAX kernels; import it on first use, not with the package.
+    if name in ("Config", "measure", "run_report", "format_table"):
+        from hadamard_jax.bench import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module 'hadamard_jax.bench' has no attribute {name!r}")
+
+
+__all__ = ["Config", "format_table", "main", "measure", "run_report"]

@@ -1,0 +1,460 @@
+"""The benchmark report: measures this machine and writes a table, ``report.json`` and a roofline.
+
+:func:`measure` runs a list of steps (each prints one progress line) and returns the figures as a
+plain dict (the JSON written to ``report.json``); :func:`format_table` renders them;
+:func:`run_report` does both and draws ``roofline.png``. ``python -m hadamard_jax.bench`` is the
+command-line entry (:mod:`hadamard_jax.bench.cli`).
+
+What is measured (see :mod:`hadamard_jax.bench.timing` for the timing rules and
+:mod:`hadamard_jax.bench.kernels` for how bytes and flops are counted):
+
+* the streaming bandwidth: the STREAM-style ``add`` kernel, jitted with its first argument
+  donated, on ``stream_n x stream_n`` float32 arrays (far larger than the caches);
+* each element-wise op's achieved GB/s, forward with and without donation and forward+backward,
+  timed alternately with the ``add`` kernel so their fractions of the bandwidth compare like for
+  like; the target is ``hadamard`` donated >= 0.9x ``add`` donated at ``stream_n`` float32;
+* matmul GFLOP/s (the compute roof);
+* ``hadamard`` against ``jnp.multiply``, both jitted, timed alternately (target ratio <= 1.02),
+  and whether their compiled ``cost_analysis()`` bytes accessed are equal;
+* each gating op's fwd+bwd time over its plain ``jax.nn`` composition, alternately (target
+  <= 1.0), and the bytes each keeps for the backward pass;
+* compiled temp bytes of a scanned gated-FFN training step (and the Flax workload if present).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from hadamard_jax.bench import gating, kernels, memory, timing
+
+STREAM_TARGET = 0.9
+MULTIPLY_RATIO_TARGET = 1.02
+GATING_RATIO_TARGET = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """What the report measures, and how long it samples.
+
+    Attributes:
+      stream_n: side of the float32 arrays for the streaming bandwidth and the donation target.
+      sizes: sides at which each element-wise op's GB/s is measured (``stream_n`` is added).
+      dtypes: dtypes of the element-wise and matmul figures.
+      matmul_sizes: sides of the matmul GFLOP/s figures.
+      ratio_sizes: sides of the float32 ``hadamard`` / ``jnp.multiply`` ratio.
+      gating_n: side of the gating ops' operands.
+      gating_dtypes: dtypes of the gating ratios.
+      rounds: alternation rounds for rates; ratio_rounds: for ratios.
+      min_sample_s: each sample batches calls up to at least this long.
+      ffn: ``batch, d, h, layers`` of the FFN-stack memory figure (compiled only, nothing
+        allocated), or ``None`` to skip it.
+    """
+
+    stream_n: int = 4096
+    sizes: tuple[int, ...] = (1024, 4096)
+    dtypes: tuple[str, ...] = ("float32", "bfloat16")
+    matmul_sizes: tuple[int, ...] = (1024, 4096)
+    ratio_sizes: tuple[int, ...] = (1024, 4096)
+    gating_n: int = 2048
+    gating_dtypes: tuple[str, ...] = ("float32", "bfloat16")
+    rounds: int = 12
+    ratio_rounds: int = 21
+    min_sample_s: float = 0.03
+    ffn: dict[str, int] | None = dataclasses.field(
+        default_factory=lambda: {"batch": 2048, "d": 512, "h": 2048, "layers": 8}
+    )
+
+    @classmethod
+    def quick(cls) -> Config:
+        """About 45 s on 2 cores: float32 only, fewer rounds, one matmul size."""
+        return cls(
+            sizes=(1024,),
+            dtypes=("float32",),
+            matmul_sizes=(1024,),
+            gating_n=1024,
+            gating_dtypes=("float32",),
+            rounds=6,
+            ratio_rounds=9,
+            min_sample_s=0.02,
+        )
+
+
+Figures = dict[str, Any]
+Progress = Callable[[str], None]
+
+
+def _machine() -> dict[str, Any]:
+    device = jax.devices()[0]
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device": str(device.device_kind),
+    }
+
+
+def _op_row(op: str, n: int, dtype: str, seconds: float, *, backward: bool, donated: bool):
+    w = kernels.work(op, n, dtype, backward=backward)
+    return {
+        "op": op,
+        "n": n,
+        "dtype": dtype,
+        "pass": "forward+backward" if backward else "forward",
+        "donated": donated,
+        "seconds": seconds,
+        "gbps": timing.rate(w.bytes, seconds),
+        "gflops": timing.rate(w.flops, seconds),
+        "intensity": w.intensity,
+    }
+
+
+def _elementwise_group(n: int, dtype: str, config: Config) -> list[dict[str, Any]]:
+    """Every element-wise kernel at ``(n, dtype)``, alternately; GB/s as a fraction of ``add``."""
+    calls: dict[tuple[str, bool, bool], Any] = {}
+    for op in kernels.ELEMENTWISE:
+        calls[(op, False, True)] = kernels.forward_call(op, n, dtype, donate=True)
+        calls[(op, False, False)] = kernels.forward_call(op, n, dtype)
+        if op != "add":
+            calls[(op, True, False)] = kernels.forward_backward_call(op, n, dtype)
+    samples = timing.interleaved(calls, rounds=config.rounds, min_sample_s=config.min_sample_s)
+    rows = []
+    for (op, backward, donated), s in samples.items():
+        rows.append(_op_row(op, n, dtype, timing.best(s), backward=backward, donated=donated))
+    reference = {r["donated"]: r["gbps"] for r in rows if r["op"] == "add"}
+    for row in rows:
+        row["stream_fraction"] = row["gbps"] / reference[True]
+    return rows
+
+
+def _matmul(n: int, dtype: str, config: Config) -> dict[str, Any]:
+    call = kernels.forward_call("matmul", n, dtype)
+    samples = timing.interleaved(
+        {"matmul": call}, rounds=max(3, config.rounds // 2), min_sample_s=config.min_sample_s
+    )
+    return _op_row("matmul", n, dtype, timing.best(samples["matmul"]), backward=False, donated=False)
+
+
+def _hadamard_vs_multiply(n: int, config: Config) -> dict[str, Any]:
+    dtype = "float32"
+    calls = {op: kernels.forward_call(op, n, dtype) for op in ("hadamard", "multiply")}
+    samples = timing.interleaved(
+        calls, rounds=config.ratio_rounds, min_sample_s=config.min_sample_s
+    )
+    a, b, _ = kernels.inputs("hadamard", n, dtype)
+    cost = {op: kernels.cost_bytes(kernels.FORWARD[op], a, b) for op in calls}
+    ratio = timing.median_ratio(samples["hadamard"], samples["multiply"])
+    return {
+        "n": n,
+        "dtype": dtype,
+        "ratio": ratio,
+        "ratio_min": min(h / m for h, m in zip(samples["hadamard"], samples["multiply"])),
+        "hadamard_seconds": timing.best(samples["hadamard"]),
+        "multiply_seconds": timing.best(samples["multiply"]),
+        "cost_bytes_hadamard": cost["hadamard"],
+        "cost_bytes_multiply": cost["multiply"],
+        "cost_bytes_equal": cost["hadamard"] == cost["multiply"],
+        "target": MULTIPLY_RATIO_TARGET,
+        "met": ratio <= MULTIPLY_RATIO_TARGET,
+    }
+
+
+def _gating(name: str, dtype: str, config: Config) -> dict[str, Any]:
+    n = config.gating_n
+    calls = {impl: gating.forward_backward_call(name, impl, n, dtype) for impl in gating.IMPLS}
+    samples = timing.interleaved(
+        calls, rounds=config.ratio_rounds, min_sample_s=config.min_sample_s
+    )
+    ratio = timing.median_ratio(samples["hadamard_jax"], samples["plain"])
+    return {
+        "op": name,
+        "n": n,
+        "dtype": dtype,
+        "ratio": ratio,
+        "hadamard_jax_seconds": timing.best(samples["hadamard_jax"]),
+        "plain_seconds": timing.best(samples["plain"]),
+        "saved_bytes_hadamard_jax": gating.saved_residual_bytes(name, "hadamard_jax", n, dtype),
+        "saved_bytes_plain": gating.saved_residual_bytes(name, "plain", n, dtype),
+        "target": GATING_RATIO_TARGET,
+        "met": ratio <= GATING_RATIO_TARGET,
+    }
+
+
+def _steps(config: Config, figures: Figures) -> list[tuple[str, Callable[[], str]]]:
+    """The report as ``(label, run)`` steps; ``run`` fills ``figures`` and returns a summary."""
+    steps: list[tuple[str, Callable[[], str]]] = []
+    ops = figures["ops"]
+
+    def group(n, dtype):
+        def run():
+            rows = _elementwise_group(n, dtype, config)
+            ops.extend(rows)
+            had = next(r for r in rows if r["op"] == "hadamard" and r["donated"])
+            add = next(r for r in rows if r["op"] == "add" and r["donated"])
+            return f"add {add['gbps']:.1f} GB/s, hadamard donated {had['gbps']:.1f} GB/s"
+
+        return run
+
+    sizes = sorted(set(config.sizes) | {config.stream_n})
+    for dtype in config.dtypes:
+        for n in sizes:
+            steps.append((f"element-wise {n}x{n} {dtype}", group(n, dtype)))
+    if "float32" not in config.dtypes:
+        steps.append((f"element-wise {config.stream_n}^2 float32", group(config.stream_n, "float32")))
+
+    def matmul(n, dtype):
+        def run():
+            row = _matmul(n, dtype, config)
+            ops.append(row)
+            return f"{row['gflops']:.0f} GFLOP/s"
+
+        return run
+
+    for dtype in config.dtypes:
+        for n in config.matmul_sizes:
+            steps.append((f"matmul {n}x{n} {dtype}", matmul(n, dtype)))
+
+    def ratio(n):
+        def run():
+            row = _hadamard_vs_multiply(n, config)
+            figures["hadamard_vs_multiply"].append(row)
+            return f"ratio {row['ratio']:.3f}, cost bytes equal: {row['cost_bytes_equal']}"
+
+        return run
+
+    for n in config.ratio_sizes:
+        steps.append((f"hadamard / jnp.multiply {n}x{n} float32", ratio(n)))
+
+    def gate(name, dtype):
+        def run():
+            row = _gating(name, dtype, config)
+            figures["gating"].append(row)
+            return f"fwd+bwd ratio {row['ratio']:.3f}"
+
+        return run
+
+    for dtype in config.gating_dtypes:
+        for name in gating.NAMES:
+            steps.append((f"gating {name} {dtype}", gate(name, dtype)))
+
+    if config.ffn is not None:
+
+        def ffn():
+            figures["training_memory"] = {
+                "size": dict(config.ffn),
+                "temp_bytes": memory.ffn_temp_bytes(**config.ffn),
+            }
+            flax = memory.flax_figures()
+            figures["flax_memory"] = flax
+            return "compiled" if figures["training_memory"]["temp_bytes"] else "workload absent"
+
+        steps.append(("training memory (compiled temp bytes)", ffn))
+    return steps
+
+
+def _summarise(figures: Figures, config: Config) -> None:
+    """Adds the streaming bandwidth, the matmul peak and the donation target to ``figures``."""
+    ops = figures["ops"]
+
+    def find(op, n, dtype, donated, backward=False):
+        return next(
+            r
+            for r in ops
+            if r["op"] == op
+            and r["n"] == n
+            and r["dtype"] == dtype
+            and r["donated"] == donated
+            and (r["pass"] == "forward+backward") == backward
+        )
+
+    n = config.stream_n
+    add = find("add", n, "float32", True)
+    had = find("hadamard", n, "float32", True)
+    figures["stream"] = {
+        "kernel": "add, jitted, first argument donated",
+        "n": n,
+        "dtype": "float32",
+        "gbps": add["gbps"],
+        "gbps_without_donation": find("add", n, "float32", False)["gbps"],
+    }
+    matmuls = [r["gflops"] for r in ops if r["op"] == "matmul"]
+    figures["matmul_peak_gflops"] = max(matmuls) if matmuls else None
+    fraction = had["gbps"] / add["gbps"]
+    figures["targets"] = {
+        "hadamard_donated_stream_fraction": {
+            "value": fraction,
+            "target": STREAM_TARGET,
+            "met": fraction >= STREAM_TARGET,
+        },
+        "hadamard_vs_multiply_max_ratio": _worst(figures["hadamard_vs_multiply"], "ratio"),
+        "gating_max_ratio": _worst(figures["gating"], "ratio"),
+    }
+
+
+def _worst(rows: list[dict[str, Any]], key: str) -> float | None:
+    return max((r[key] for r in rows), default=None)
+
+
+def measure(config: Config, *, progress: Progress | None = print) -> Figures:
+    """Measures everything in ``config``; returns the figures (a JSON-serialisable dict).
+
+    Args:
+      config: what to measure (:meth:`Config.quick` for the ~45 s version).
+      progress: called with one line per step as it finishes (``None``: silent).
+
+    Returns:
+      ``{"machine", "config", "ops", "stream", "matmul_peak_gflops", "targets",
+      "hadamard_vs_multiply", "gating", "training_memory", "flax_memory", "seconds"}``.
+    """
+    start = time.perf_counter()
+    figures: Figures = {
+        "machine": _machine(),
+        "config": dataclasses.asdict(config),
+        "ops": [],
+        "hadamard_vs_multiply": [],
+        "gating": [],
+        "training_memory": None,
+        "flax_memory": None,
+    }
+    steps = _steps(config, figures)
+    for i, (label, run) in enumerate(steps, 1):
+        step_start = time.perf_counter()
+        summary = run()
+        if progress is not None:
+            elapsed = time.perf_counter() - step_start
+            progress(f"[{i:2d}/{len(steps)}] {label}: {summary} ({elapsed:.1f} s)")
+    _summarise(figures, config)
+    figures["seconds"] = time.perf_counter() - start
+    return figures
+
+
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+def format_table(figures: Figures) -> str:
+    """The figures as plain-text tables (Markdown pipe tables, readable in a terminal)."""
+    out = []
+    stream = figures["stream"]
+    out.append(
+        f"Streaming bandwidth (STREAM add, jitted, donated, {stream['n']}x{stream['n']} "
+        f"{stream['dtype']}): {stream['gbps']:.1f} GB/s "
+        f"({stream['gbps_without_donation']:.1f} GB/s without donation)"
+    )
+    if figures["matmul_peak_gflops"] is not None:
+        out.append(f"Matmul peak: {figures['matmul_peak_gflops']:.0f} GFLOP/s")
+    target = figures["targets"]["hadamard_donated_stream_fraction"]
+    out.append(
+        f"hadamard donated / STREAM add: {target['value']:.2f}x "
+        f"(target >= {target['target']}: {'met' if target['met'] else 'NOT met'})"
+    )
+    out.append("")
+    out.append("| op | n | dtype | pass | donated | time | GB/s | x STREAM | GFLOP/s |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for r in figures["ops"]:
+        fraction = f"{r['stream_fraction']:.2f}" if "stream_fraction" in r else "-"
+        out.append(
+            f"| {r['op']} | {r['n']} | {r['dtype']} | {r['pass']} | {_yes(r['donated'])} "
+            f"| {r['seconds'] * 1e3:.3f} ms | {r['gbps']:.1f} | {fraction} | {r['gflops']:.1f} |"
+        )
+    out.append("")
+    out.append("| hadamard / jnp.multiply (jitted, alternately) | n | ratio | target | "
+               "cost_analysis bytes equal |")
+    out.append("|---|---|---|---|---|")
+    for r in figures["hadamard_vs_multiply"]:
+        out.append(
+            f"| forward, {r['dtype']} | {r['n']} | {r['ratio']:.3f} | <= {r['target']} "
+            f"| {_yes(r['cost_bytes_equal'])} ({r['cost_bytes_hadamard']:.0f} vs "
+            f"{r['cost_bytes_multiply']:.0f}) |"
+        )
+    out.append("")
+    out.append("| gating op (fwd+bwd vs plain jax.nn, alternately) | n | dtype | ratio | "
+               "saved for backward: ours | plain |")
+    out.append("|---|---|---|---|---|---|")
+    for r in figures["gating"]:
+        out.append(
+            f"| {r['op']} | {r['n']} | {r['dtype']} | {r['ratio']:.3f} "
+            f"| {_mib(r['saved_bytes_hadamard_jax'])} | {_mib(r['saved_bytes_plain'])} |"
+        )
+    memory_table = _memory_table(figures)
+    if memory_table:
+        out.append("")
+        out.extend(memory_table)
+    return "\n".join(out)
+
+
+def _memory_table(figures: Figures) -> list[str]:
+    training = figures.get("training_memory") or {}
+    temp = training.get("temp_bytes")
+    lines = []
+    if temp:
+        size = training["size"]
+        impls = list(next(iter(temp.values())))
+        lines.append(
+            f"Training step, {size['layers']} gated FFN layers under lax.scan (batch "
+            f"{size['batch']}, d {size['d']}, h {size['h']}): compiled temp memory"
+        )
+        lines.append("| gate | " + " | ".join(impls) + " |")
+        lines.append("|---|" + "---|" * len(impls))
+        for gate, row in temp.items():
+            lines.append(f"| {gate} | " + " | ".join(_mib(row[i]) for i in impls) + " |")
+    flax = figures.get("flax_memory")
+    if flax:
+        lines.append("")
+        lines.append("Flax GatedMLP workload: " + ", ".join(
+            f"{k} {_mib(v) if isinstance(v, (int, float)) else v}" for k, v in flax.items()
+        ))
+    return lines
+
+
+def write_json(figures: Figures, path: Path) -> Path:
+    """Writes ``figures`` as indented JSON to ``path``; returns ``path``."""
+    path.write_text(json.dumps(figures, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def run_report(
+    config: Config | None = None,
+    *,
+    out_dir: str | os.PathLike[str] = "bench_out",
+    progress: Progress | None = print,
+) -> Figures:
+    """Measures, prints the table, and writes ``report.json`` and ``roofline.png``.
+
+    Args:
+      config: what to measure (default: the full :class:`Config`).
+      out_dir: directory for ``report.json`` and ``roofline.png`` (created if missing).
+      progress: receives the progress lines and the table (``None``: silent).
+
+    Returns:
+      The figures, with ``"files"`` giving the paths written.
+    """
+    from hadamard_jax.bench import roofline
+
+    config = config or Config()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = measure(config, progress=progress)
+    png = roofline.plot(figures, out / "roofline.png")
+    figures["files"] = {"json": str(out / "report.json"), "roofline": str(png)}
+    write_json(figures, out / "report.json")
+    if progress is not None:
+        progress("")
+        progress(format_table(figures))
+        progress("")
+        progress(f"Wrote {figures['files']['json']} and {figures['files']['roofline']}")
+    return figures

@@ -1,0 +1,84 @@
+"""The roofline plot of the report: arithmetic intensity against achieved throughput.
+
+Each measured op is a point at (flops per byte, achieved GFLOP/s), bytes counted as STREAM counts
+them (:mod:`hadamard_jax.bench.kernels`). The roof is ``min(bandwidth * intensity, peak)`` with
+the bandwidth of the STREAM-style ``add`` measured in the same run and the peak the best matmul
+GFLOP/s measured. Element-wise ops sit far left of the ridge point (bandwidth-bound), matmul on
+the right (compute-bound).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_STYLE = {
+    "add": ("tab:gray", "s"),
+    "hadamard": ("tab:red", "o"),
+    "multiply": ("tab:blue", "^"),
+    "matmul": ("tab:green", "D"),
+}
+
+
+def _label(row: dict[str, Any]) -> str:
+    parts = [row["op"], row["dtype"].replace("float", "f").replace("bfloat", "bf")]
+    if row["pass"] != "forward":
+        parts.append("fwd+bwd")
+    if row["donated"]:
+        parts.append("donated")
+    return " ".join(parts)
+
+
+def plot(figures: dict[str, Any], path: str | Path) -> Path:
+    """Draws the roofline of ``figures`` (from :func:`hadamard_jax.bench.report.measure`).
+
+    Args:
+      figures: the report's figures: ``ops`` rows, ``stream`` and ``matmul_peak_gflops``.
+      path: where to write the PNG.
+
+    Returns:
+      ``path`` as a :class:`~pathlib.Path`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    path = Path(path)
+    ops = figures["ops"]
+    bandwidth = figures["stream"]["gbps"]
+    peak = figures["matmul_peak_gflops"] or max(r["gflops"] for r in ops)
+    intensities = [r["intensity"] for r in ops]
+    x = np.geomspace(min(intensities) / 4, max(intensities) * 4, 200)
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    ax.loglog(x, np.minimum(bandwidth * x, peak), color="black", lw=1.5,
+              label=f"roof: {bandwidth:.0f} GB/s STREAM add, {peak:.0f} GFLOP/s matmul")
+    no_donation = figures["stream"].get("gbps_without_donation")
+    if no_donation:
+        ax.loglog(x, np.minimum(no_donation * x, peak), color="black", lw=0.8, ls="--",
+                  label=f"{no_donation:.0f} GB/s: add without donation")
+    seen = set()
+    for row in ops:
+        color, marker = _STYLE.get(row["op"], ("tab:purple", "x"))
+        filled = row["donated"] or row["op"] == "matmul"
+        label = row["op"] if row["op"] not in seen else None
+        seen.add(row["op"])
+        ax.scatter(row["intensity"], row["gflops"], s=30 + 40 * (row["n"] >= 4096),
+                   marker=marker, edgecolors=color, facecolors=color if filled else "none",
+                   label=label, zorder=3)
+        if row["n"] == max(r["n"] for r in ops if r["op"] == row["op"]):
+            ax.annotate(_label(row), (row["intensity"], row["gflops"]), fontsize=6,
+                        xytext=(4, 2), textcoords="offset points")
+    ax.set_xlabel("arithmetic intensity (flop / byte, bytes counted as STREAM counts them)")
+    ax.set_ylabel("achieved GFLOP/s")
+    machine = figures.get("machine", {})
+    ax.set_title(f"hadamard_jax roofline: {machine.get('device', '')} "
+                 f"({machine.get('cpu_count', '?')} cores), filled = donated / matmul")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
