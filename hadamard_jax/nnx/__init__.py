@@ -1,0 +1,34 @@
+"""Flax NNX modules: gated units (GLU, GatedMLP, Highway, GatedResidual) and masks (Mask,
+MaskedLinear, HardConcreteGate, prune), built on the hadamard_jax ops.
+
+Masks are :class:`MaskVar` variables, kept apart from the trainable ``nnx.Param``s. The same
+modules, with the same names and arguments, are in :mod:`hadamard_jax.linen`.
+"""
+
+from hadamard_jax.nnx._common import MaskVar as MaskVar
+from hadamard_jax.nnx._gated_mlp import GatedMLP as GatedMLP
+from hadamard_jax.nnx._gated_residual import GatedResidual as GatedResidual
+from hadamard_jax.nnx._glu import GLU as GLU
+from hadamard_jax.nnx._hard_concrete import HardConcreteGate as HardConcreteGate
+from hadamard_jax.nnx._highway import Highway as Highway
+from hadamard_jax.nnx._masked_linear import MaskedLinear as MaskedLinear
+from hadamard_jax.nnx._masks import Mask as Mask
+from hadamard_jax.nnx._prune import l0_penalty as l0_penalty
+from hadamard_jax.nnx._prune import mask_sparsity as mask_sparsity
+from hadamard_jax.nnx._prune import masks_of as masks_of
+from hadamard_jax.nnx._prune import prune as prune
+
+__all__ = [
+    "GLU",
+    "GatedMLP",
+    "GatedResidual",
+    "HardConcreteGate",
+    "Highway",
+    "Mask",
+    "MaskVar",
+    "MaskedLinear",
+    "l0_penalty",
+    "mask_sparsity",
+    "masks_of",
+    "prune",
+]

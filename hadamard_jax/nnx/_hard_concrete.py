@@ -1,0 +1,86 @@
+"""``HardConcreteGate``: learned hard-concrete gates with an L0 penalty (Louizos et al. 2018)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import hadamard_jax as hj
+from hadamard_jax.nnx import _common as C
+
+#: Initial ``log_alpha``: 3 opens every gate deterministically (``z = 1``) and samples ``z = 1``
+#: most of the time, so training starts from the dense model.
+default_log_alpha_init = nnx.initializers.constant(3.0)
+
+
+class HardConcreteGate(nnx.Module):
+    r"""A learned gate ``z`` in ``[0, 1]`` per entry of ``shape``, applied as ``x * z``.
+
+    Training (``deterministic=False``) samples ``z = hard_concrete(key, log_alpha)``; evaluation
+    uses the deterministic gate. ``l0_penalty()`` is the expected number of non-zero gates, to
+    add (scaled) to the loss.
+
+    Args:
+      shape: the gate's shape; it broadcasts against the input.
+      beta, gamma, zeta: temperature and stretch bounds (Louizos et al. defaults).
+      log_alpha_init: initializer of ``log_alpha`` (default ``constant(3.0)``: all open).
+      deterministic: use the test-time gate (``model.eval()`` sets it).
+      param_dtype: dtype of ``log_alpha``.
+      rng_collection: rng stream for sampling (default ``"hard_concrete"``).
+      rngs: ``nnx.Rngs``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import HardConcreteGate
+      >>> gate = HardConcreteGate((4,), deterministic=True, rngs=nnx.Rngs(0))
+      >>> gate(jnp.full((2, 4), 2.0))
+      Array([[2., 2., 2., 2.],
+             [2., 2., 2., 2.]], dtype=float32)
+      >>> round(float(gate.l0_penalty()), 3)
+      3.96
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        *,
+        beta: float = 2.0 / 3.0,
+        gamma: float = -0.1,
+        zeta: float = 1.1,
+        log_alpha_init: Any = default_log_alpha_init,
+        deterministic: bool | None = False,
+        param_dtype: Any = jnp.float32,
+        rng_collection: str = "hard_concrete",
+        rngs: nnx.Rngs,
+    ):
+        self.shape = tuple(shape)
+        self.beta, self.gamma, self.zeta = beta, gamma, zeta
+        self.deterministic, self.rng_collection = deterministic, rng_collection
+        self.log_alpha = C.param(log_alpha_init, rngs.params(), self.shape, param_dtype)
+        self.rngs = C.rng_stream(rngs, rng_collection)
+
+    def gate(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
+        """The gate values ``z``, of ``shape``."""
+        deterministic = bool(C.first(deterministic, self.deterministic, False))
+        key = None if deterministic else C.draw_key(
+            "HardConcreteGate", rngs, self.rngs, self.rng_collection)
+        return hj.hard_concrete(key, self.log_alpha[...], beta=self.beta, gamma=self.gamma,
+                                zeta=self.zeta, deterministic=deterministic)
+
+    def __call__(
+        self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
+    ) -> jax.Array:
+        """``x * z`` (``z`` broadcast to ``x``'s shape)."""
+        z = self.gate(deterministic=deterministic, rngs=rngs)
+        x = jnp.asarray(x)
+        return hj.hadamard(x, z.astype(x.dtype), broadcast=True)
+
+    def l0_penalty(self) -> jax.Array:
+        """The expected number of non-zero gates, a differentiable scalar."""
+        return hj.l0_penalty(self.log_alpha[...], beta=self.beta, gamma=self.gamma,
+                             zeta=self.zeta)

@@ -1,0 +1,163 @@
+"""``MaskedLinear``: a linear layer whose kernel is multiplied by a fixed, pruned or learned mask."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import hadamard_jax as hj
+from hadamard_jax.nnx import _common as C
+from hadamard_jax.nnx import _functional as F
+from hadamard_jax.nnx._common import MaskVar
+from hadamard_jax.nnx._hard_concrete import HardConcreteGate, default_log_alpha_init
+
+
+def check_mask_options(mask_type: str, sparsity: Any, threshold: Any) -> None:
+    """Validates ``MaskedLinear``'s mask options (shared with the Linen module)."""
+    if mask_type not in F.MASK_TYPES:
+        raise ValueError(
+            f"MaskedLinear: unknown mask_type {mask_type!r}; expected one of {F.MASK_TYPES}."
+        )
+    if mask_type == "ste" and (sparsity is None) == (threshold is None):
+        raise ValueError(
+            "MaskedLinear: mask_type='ste' needs exactly one of sparsity= (prune the lowest "
+            "scores) or threshold= (keep scores > threshold)."
+        )
+    if mask_type != "ste" and (sparsity is not None or threshold is not None):
+        raise ValueError(
+            f"MaskedLinear: sparsity/threshold apply to mask_type='ste', not {mask_type!r}; "
+            "use prune() to set a fixed mask."
+        )
+    if sparsity is not None and not 0.0 <= float(sparsity) <= 1.0:
+        raise ValueError(f"MaskedLinear: sparsity must be in [0, 1], got {sparsity!r}.")
+
+
+def ste_mask(scores: jax.Array, sparsity: float | None, threshold: float | None) -> jax.Array:
+    """The straight-through mask of ``MaskedLinear(mask_type="ste")``."""
+    if sparsity is not None:
+        return hj.ste_mask(scores, fraction=1.0 - float(sparsity))
+    return hj.ste_mask(scores, threshold=threshold)
+
+
+class MaskedLinear(nnx.Module):
+    r"""A linear layer ``x @ (kernel * mask) + bias`` with a fixed, pruned or learned mask.
+
+    ``mask_type`` chooses the mask:
+
+    * ``"fixed"`` (default): a boolean :class:`MaskVar` ``mask`` (all ones at first), applied
+      with select semantics: masked weights are exactly zero and get exactly zero gradient.
+      :func:`prune` sets it (magnitude, global magnitude, random, N:M).
+    * ``"ste"``: learned scores (an ``nnx.Param`` ``scores``, by default ``|kernel|`` at
+      init) give a hard 0/1 mask through :func:`hadamard_jax.ste_mask` with a straight-through
+      gradient (edge-popup / movement pruning): ``sparsity=`` keeps the top ``1 - sparsity``
+      scores, ``threshold=`` keeps scores above it.
+    * ``"hard_concrete"``: a :class:`HardConcreteGate` ``gate`` over the kernel (L0
+      regularisation, Louizos et al. 2018); add ``l0_penalty()`` to the loss.
+
+    Args:
+      in_features, out_features: kernel shape ``[in, out]``.
+      mask_type: ``"fixed"``, ``"ste"`` or ``"hard_concrete"``.
+      sparsity, threshold: the ``"ste"`` selection rule (exactly one).
+      use_bias, dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
+      mask_init: initializer of the fixed mask (default ones). By default the mask takes the
+        kernel's partitioning metadata (``nnx.with_partitioning``).
+      scores_init: initializer of the ``"ste"`` scores (default: ``|kernel|``).
+      beta, gamma, zeta, log_alpha_init: the hard-concrete gate's parameters.
+      deterministic: hard-concrete test-time gate (``model.eval()`` sets it).
+      rng_collection: rng stream for hard-concrete sampling.
+      rngs: ``nnx.Rngs``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import MaskedLinear, prune
+      >>> layer = MaskedLinear(8, 4, rngs=nnx.Rngs(0))
+      >>> _ = prune(layer, 0.75)
+      >>> int((layer.masked_kernel() == 0).sum()), layer(jnp.ones((2, 8))).shape
+      (24, (2, 4))
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        mask_type: str = "fixed",
+        sparsity: float | None = None,
+        threshold: float | None = None,
+        use_bias: bool = True,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        precision: Any = None,
+        kernel_init: Any = C.default_kernel_init,
+        bias_init: Any = C.default_bias_init,
+        mask_init: Any = nnx.initializers.ones_init(),
+        scores_init: Any = None,
+        beta: float = 2.0 / 3.0,
+        gamma: float = -0.1,
+        zeta: float = 1.1,
+        log_alpha_init: Any = default_log_alpha_init,
+        deterministic: bool | None = False,
+        rng_collection: str = "hard_concrete",
+        rngs: nnx.Rngs,
+    ):
+        check_mask_options(mask_type, sparsity, threshold)
+        self.in_features, self.out_features = in_features, out_features
+        self.mask_type, self.sparsity, self.threshold = mask_type, sparsity, threshold
+        self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
+        self.precision = precision
+        shape = (in_features, out_features)
+        self.kernel = C.param(kernel_init, rngs.params(), shape, param_dtype)
+        self.bias = (C.param(bias_init, rngs.params(), (out_features,), param_dtype)
+                     if use_bias else nnx.data(None))
+        if mask_type == "fixed":
+            init = mask_init(rngs.params(), shape, jnp.bool_)
+            meta = {} if isinstance(init, nnx.VariableMetadata) else C.sharding_metadata(self.kernel)
+            self.mask = MaskVar(init, **meta)
+        elif mask_type == "ste":
+            if scores_init is None:
+                scores = jnp.abs(self.kernel[...])
+                self.scores = nnx.Param(scores, **C.sharding_metadata(self.kernel))
+            else:
+                self.scores = C.param(scores_init, rngs.params(), shape, param_dtype)
+        else:
+            self.gate = HardConcreteGate(
+                shape, beta=beta, gamma=gamma, zeta=zeta, log_alpha_init=log_alpha_init,
+                deterministic=deterministic, param_dtype=param_dtype,
+                rng_collection=rng_collection, rngs=rngs,
+            )
+
+    def current_mask(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
+        """The mask ``[in, out]``: bool (fixed), 0/1 float (ste) or gate values (hard concrete)."""
+        if self.mask_type == "fixed":
+            return self.mask[...]
+        if self.mask_type == "ste":
+            return ste_mask(self.scores[...], self.sparsity, self.threshold)
+        return self.gate.gate(deterministic=deterministic, rngs=rngs)
+
+    def masked_kernel(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
+        """``kernel * mask`` (masked entries exactly zero), ``[in, out]``."""
+        mask = self.current_mask(deterministic=deterministic, rngs=rngs)
+        return F.masked_kernel(self.kernel[...], mask)
+
+    def __call__(
+        self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
+    ) -> jax.Array:
+        """``[..., in_features] -> [..., out_features]``."""
+        F.check_features("MaskedLinear", x, self.in_features)
+        kernel = self.masked_kernel(deterministic=deterministic, rngs=rngs)
+        x, kernel, bias = F.promote((x, kernel, C.value(self.bias)), self.dtype)
+        return F.dense(x, kernel, bias, self.precision)
+
+    def l0_penalty(self) -> jax.Array:
+        """The expected number of non-zero weights (``mask_type="hard_concrete"`` only)."""
+        if self.mask_type != "hard_concrete":
+            raise ValueError(
+                f"MaskedLinear: l0_penalty() needs mask_type='hard_concrete', not "
+                f"{self.mask_type!r}."
+            )
+        return self.gate.l0_penalty()

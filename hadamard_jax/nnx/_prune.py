@@ -1,0 +1,102 @@
+"""Model-level helpers: ``prune`` every masked layer, report sparsity, sum L0 penalties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hadamard_jax.nnx import _functional as F
+from hadamard_jax.nnx._hard_concrete import HardConcreteGate
+from hadamard_jax.nnx._masked_linear import MaskedLinear
+
+
+def _fixed_layers(model: nnx.Module) -> dict[str, MaskedLinear]:
+    return {
+        "/".join(map(str, path)): module
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, MaskedLinear) and module.mask_type == "fixed"
+    }
+
+
+def prune(
+    model: nnx.Module,
+    sparsity: float | None,
+    *,
+    method: str = "magnitude",
+    key: jax.Array | None = None,
+    n: int | None = None,
+    m: int | None = None,
+    axis: int = 0,
+) -> nnx.Module:
+    """Sets the masks of every ``MaskedLinear(mask_type="fixed")`` in ``model``, in place.
+
+    The pruned kernel entries are also set to zero. The forward pass selects ``kernel`` with
+    the mask, so pruned weights are exactly zero and get exactly zero gradient: they stay zero
+    through further training with any optax optimizer (start a fresh optimizer state after
+    pruning, so no momentum from before pruning moves the stored zeros). Pruning again only
+    removes more weights (new masks are ANDed with the old ones).
+
+    Args:
+      model: an NNX module (searched recursively).
+      sparsity: fraction of each kernel (``"magnitude"``, ``"random"``) or of all masked
+        kernels together (``"global_magnitude"``) to prune; for ``"nm"`` ``None`` or
+        ``1 - n/m``.
+      method: ``"magnitude"`` (per layer, smallest ``|w|``), ``"global_magnitude"`` (one
+        threshold over all masked layers), ``"random"`` (needs ``key``) or ``"nm"`` (keep the
+        ``n`` largest of every ``m`` consecutive weights along ``axis``; 2:4 is ``n=2, m=4``).
+      key: PRNG key for ``"random"``.
+      n, m, axis: the N:M pattern (``axis=0``: groups along the input dimension).
+
+    Returns:
+      ``model`` (mutated).
+
+    Raises:
+      ValueError: unknown method, a sparsity outside ``[0, 1]``, missing ``key``/``n``/``m``,
+        or no masked layer in the model.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import MaskedLinear, prune, mask_sparsity
+      >>> layer = MaskedLinear(8, 8, rngs=nnx.Rngs(0))
+      >>> _ = prune(layer, 0.5, method="nm", n=2, m=4)
+      >>> mask_sparsity(layer)
+      0.5
+    """
+    sparsity = F.check_prune(sparsity, method, key, n, m)
+    layers = _fixed_layers(model)
+    if not layers:
+        raise ValueError("prune: the model has no MaskedLinear layer with mask_type='fixed'.")
+    kernels = {name: layer.kernel[...] for name, layer in layers.items()}
+    masks = {name: layer.mask[...] for name, layer in layers.items()}
+    new = F.prune_masks(kernels, masks, sparsity, method=method, key=key, n=n, m=m, axis=axis)
+    for name, layer in layers.items():
+        layer.mask[...] = new[name]
+        layer.kernel[...] = jnp.where(new[name], kernels[name], jnp.zeros((), kernels[name].dtype))
+    return model
+
+
+def mask_sparsity(model: nnx.Module) -> float:
+    """The fraction of masked-out weights over all ``MaskedLinear(mask_type="fixed")`` layers."""
+    masks = [layer.mask[...] for layer in _fixed_layers(model).values()]
+    total = sum(int(mask.size) for mask in masks)
+    if total == 0:
+        return 0.0
+    return 1.0 - sum(int(jnp.count_nonzero(mask)) for mask in masks) / total
+
+
+def l0_penalty(model: nnx.Module) -> jax.Array:
+    """The sum of ``l0_penalty()`` over every :class:`HardConcreteGate` in ``model``."""
+    gates = [g for _, g in nnx.iter_modules(model) if isinstance(g, HardConcreteGate)]
+    return sum((g.l0_penalty() for g in gates), jnp.zeros((), jnp.float32))
+
+
+def masks_of(model: nnx.Module) -> Any:
+    """``nnx.state(model, MaskVar)``: every mask of the model."""
+    from hadamard_jax.nnx._common import MaskVar
+
+    return nnx.state(model, MaskVar)
