@@ -63,8 +63,8 @@ def static_int(value: Any, name: str, op: str, lo: int, hi: int | None = None) -
         )
     value = int(value)
     if value < lo or (hi is not None and value > hi):
-        bounds = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{op}: {name} must be in {bounds}, got {name}={value}.")
+        bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{op}: {name} must be {bounds}, got {name}={value}.")
     return value
 
 
