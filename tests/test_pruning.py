@@ -185,7 +185,8 @@ def test_topk_mask_matches_reference_and_lax_top_k(x, data):
     assert out.shape == x.shape and int(out.sum()) == k
     np.testing.assert_array_equal(out.ravel(), _keep_largest_ref(x.ravel(), k))
     if k > 0:
-        _, idx = jax.lax.top_k(jnp.asarray(x).ravel(), k)  # lax.top_k: lower index first on ties
+        # lax.top_k: lower index first on ties (it orders -0.0 below 0.0; we treat them equal).
+        _, idx = jax.lax.top_k(jnp.asarray(x + np.float32(0.0)).ravel(), k)
         expected = np.zeros(x.size, bool)
         expected[np.asarray(idx)] = True
         np.testing.assert_array_equal(out.ravel(), expected)

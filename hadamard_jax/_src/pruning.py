@@ -318,7 +318,8 @@ def topk_mask(scores: ArrayLike, k: int, *, axis: int | None = None) -> jax.Arra
     r"""Keeps the ``k`` largest scores (by value, not magnitude).
 
     Ties are broken by position: the smaller (flat, or along ``axis``) index is kept first, as
-    in ``jax.lax.top_k``. NaN ranks above ``inf``. For magnitudes pass ``jnp.abs(scores)``.
+    in ``jax.lax.top_k`` (which, unlike this function, also orders ``-0.0`` below ``0.0``).
+    NaN ranks above ``inf``. For magnitudes pass ``jnp.abs(scores)``.
 
     Args:
       scores: a real (float, integer or boolean) array.
