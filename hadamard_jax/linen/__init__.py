@@ -1,0 +1,30 @@
+"""Flax Linen modules: the :mod:`hadamard_jax.nnx` modules with the same names and arguments
+(input sizes inferred from the inputs, as in ``nn.Dense``). Masks live in the ``"masks"``
+collection; :func:`prune` returns new variables.
+"""
+
+from hadamard_jax.linen._modules import GLU as GLU
+from hadamard_jax.linen._modules import MASKS as MASKS
+from hadamard_jax.linen._modules import GatedMLP as GatedMLP
+from hadamard_jax.linen._modules import GatedResidual as GatedResidual
+from hadamard_jax.linen._modules import HardConcreteGate as HardConcreteGate
+from hadamard_jax.linen._modules import Highway as Highway
+from hadamard_jax.linen._modules import Mask as Mask
+from hadamard_jax.linen._modules import MaskedLinear as MaskedLinear
+from hadamard_jax.linen._prune import l0_penalty as l0_penalty
+from hadamard_jax.linen._prune import mask_sparsity as mask_sparsity
+from hadamard_jax.linen._prune import prune as prune
+
+__all__ = [
+    "GLU",
+    "GatedMLP",
+    "GatedResidual",
+    "HardConcreteGate",
+    "Highway",
+    "MASKS",
+    "Mask",
+    "MaskedLinear",
+    "l0_penalty",
+    "mask_sparsity",
+    "prune",
+]

@@ -1,0 +1,93 @@
+"""Variable-level helpers for Linen models: ``prune``, ``mask_sparsity``, ``l0_penalty``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+from flax.core import meta, unfreeze
+
+import hadamard_jax as hj
+from hadamard_jax.nnx import _functional as F
+
+MASKS = "masks"
+
+
+def _masked_kernels(variables: Any) -> tuple[dict, dict, dict[str, tuple]]:
+    """Flattened params, flattened masks, and ``{name: mask path}`` of every MaskedLinear."""
+    params = traverse_util.flatten_dict(unfreeze(variables.get("params", {})))
+    masks = traverse_util.flatten_dict(unfreeze(variables.get(MASKS, {})))
+    found = {
+        "/".join(map(str, path)): path
+        for path in masks
+        if path[-1] == "mask" and path[:-1] + ("kernel",) in params
+    }
+    return params, masks, found
+
+
+def prune(
+    variables: Any,
+    sparsity: float | None,
+    *,
+    method: str = "magnitude",
+    key: jax.Array | None = None,
+    n: int | None = None,
+    m: int | None = None,
+    axis: int = 0,
+) -> dict[str, Any]:
+    """Returns ``variables`` with the mask of every fixed-mask ``MaskedLinear`` set.
+
+    The Linen counterpart of :func:`hadamard_jax.nnx.prune` (same arguments and semantics):
+    a mask ``masks/<path>/mask`` next to a kernel ``params/<path>/kernel`` is pruned, and the
+    pruned kernel entries are set to zero. The input is not modified.
+
+    Raises:
+      ValueError: as :func:`hadamard_jax.nnx.prune`.
+    """
+    sparsity = F.check_prune(sparsity, method, key, n, m)
+    params, masks, found = _masked_kernels(variables)
+    if not found:
+        raise ValueError("prune: the variables have no MaskedLinear mask (masks/.../mask).")
+    kernel_of = {name: path[:-1] + ("kernel",) for name, path in found.items()}
+    kernels = {name: meta.unbox(params[p]) for name, p in kernel_of.items()}
+    old = {name: meta.unbox(masks[p]) for name, p in found.items()}
+    new = F.prune_masks(kernels, old, sparsity, method=method, key=key, n=n, m=m, axis=axis)
+    for name, path in found.items():
+        masks[path] = _rebox(masks[path], new[name])
+        k = kernels[name]
+        params[kernel_of[name]] = _rebox(params[kernel_of[name]],
+                                         jnp.where(new[name], k, jnp.zeros((), k.dtype)))
+    out = dict(unfreeze(variables))
+    out["params"] = traverse_util.unflatten_dict(params)
+    out[MASKS] = traverse_util.unflatten_dict(masks)
+    return out
+
+
+def _rebox(old: Any, value: jax.Array) -> Any:
+    return old.replace_boxed(value) if isinstance(old, meta.AxisMetadata) else value
+
+
+def mask_sparsity(variables: Any) -> float:
+    """The fraction of masked-out weights over all fixed-mask ``MaskedLinear`` layers."""
+    _, masks, found = _masked_kernels(variables)
+    arrays = [meta.unbox(masks[p]) for p in found.values()]
+    total = sum(int(a.size) for a in arrays)
+    if total == 0:
+        return 0.0
+    return 1.0 - sum(int(jnp.count_nonzero(a)) for a in arrays) / total
+
+
+def l0_penalty(
+    variables: Any, *, beta: float = 2.0 / 3.0, gamma: float = -0.1, zeta: float = 1.1
+) -> jax.Array:
+    """The sum of :func:`hadamard_jax.l0_penalty` over every ``log_alpha`` in ``params``
+    (every ``HardConcreteGate``, inside ``MaskedLinear`` too), with the given gate parameters.
+    Differentiable in the params."""
+    params = traverse_util.flatten_dict(unfreeze(variables.get("params", variables)))
+    total = jnp.zeros((), jnp.float32)
+    for path, value in params.items():
+        if path[-1] == "log_alpha":
+            total = total + hj.l0_penalty(meta.unbox(value), beta=beta, gamma=gamma, zeta=zeta)
+    return total
