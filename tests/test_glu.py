@@ -1,0 +1,493 @@
+"""Tests of the GLU family: values, dtypes, errors, numerics and every transform."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+from hadamard_jax import (
+    bilinear,
+    bilinear_packed,
+    geglu,
+    geglu_packed,
+    glu,
+    glu_packed,
+    reglu,
+    reglu_packed,
+    swiglu,
+    swiglu_packed,
+)
+from hadamard_jax.bench import ffn_stack
+from tests.utils import assert_tree_allclose, only_arguments_saved, saved_residuals
+
+KEY = jax.random.key(0)
+
+# name -> (our two-input op, our packed op, the plain jax.nn activation)
+OPS = {
+    "glu": (glu, glu_packed, jax.nn.sigmoid),
+    "bilinear": (bilinear, bilinear_packed, lambda g: g),
+    "reglu": (reglu, reglu_packed, jax.nn.relu),
+    "geglu": (geglu, geglu_packed, functools.partial(jax.nn.gelu, approximate=False)),
+    "geglu_tanh": (
+        functools.partial(geglu, approximate=True),
+        functools.partial(geglu_packed, approximate=True),
+        functools.partial(jax.nn.gelu, approximate=True),
+    ),
+    "swiglu": (swiglu, swiglu_packed, jax.nn.silu),
+}
+NAMES = list(OPS)
+
+
+def _ours(name):
+    return OPS[name][0]
+
+
+def _packed(name):
+    return OPS[name][1]
+
+
+def _plain(name):
+    act = OPS[name][2]
+    return lambda g, v: act(g) * v
+
+
+def _plain_packed(name, axis=-1):
+    act = OPS[name][2]
+
+    def f(x):
+        value, gate = jnp.split(x, 2, axis)
+        return act(gate) * value
+
+    return f
+
+
+def _rand(shape, dtype=jnp.float32, key=KEY, scale=1.0):
+    return (scale * jax.random.normal(key, shape)).astype(dtype)
+
+
+def _pair(shape=(3, 4), dtype=jnp.float32, shape_v=None):
+    k1, k2 = jax.random.split(KEY)
+    return _rand(shape, dtype, k1, 2.0), _rand(shape_v or shape, dtype, k2)
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_values_match_plain_composition(name):
+    g, v = _pair()
+    out = jax.jit(_ours(name))(g, v)
+    assert out.dtype == jnp.float32 and out.shape == (3, 4)
+    # Against the jitted composition: eager and jitted tanh-GELU differ by more than an ulp
+    # where 1 + tanh(u) cancels.
+    np.testing.assert_allclose(out, jax.jit(_plain(name))(g, v), rtol=2e-7, atol=1e-7)
+    x = _rand((3, 8), key=jax.random.key(5), scale=2.0)
+    np.testing.assert_allclose(
+        jax.jit(_packed(name))(x), jax.jit(_plain_packed(name))(x), rtol=2e-7, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_glu_packed_equals_jax_nn_glu_exactly(x64, dtype, axis):
+    x = _rand((4, 6, 2), dtype, scale=3.0)
+    out, ref = glu_packed(x, axis), jax.nn.glu(x, axis)
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    np.testing.assert_array_equal(out, ref)
+    gout = jax.grad(lambda x: jnp.sum(jnp.sin(glu_packed(x, axis))))(x)
+    gref = jax.grad(lambda x: jnp.sum(jnp.sin(jax.nn.glu(x, axis))))(x)
+    # Gradients to rounding: ours uses sigmoid(x) sigmoid(-x), jax.nn's autodiff s (1 - s).
+    np.testing.assert_allclose(gout, gref, rtol=1e-12 if dtype == jnp.float64 else 1e-5, atol=1e-7)
+
+
+def test_packed_is_the_two_input_form_on_the_halves():
+    x = _rand((2, 6, 5), scale=2.0)
+    for name in NAMES:
+        value, gate = jnp.split(x, 2, 1)
+        np.testing.assert_array_equal(_packed(name)(x, axis=1), _ours(name)(gate, value))
+
+
+def test_dtypes():
+    g, v = _pair(dtype=jnp.bfloat16)
+    for name in NAMES:
+        assert _ours(name)(g, v).dtype == jnp.bfloat16
+        assert _packed(name)(g).dtype == jnp.bfloat16
+        assert _ours(name)(g.astype(jnp.float16), v.astype(jnp.float16)).dtype == jnp.float16
+        assert _ours(name)(g, v.astype(jnp.float32)).dtype == jnp.float32
+        # A Python scalar is weakly typed, as in jnp.
+        assert _ours(name)(g, 2.0, broadcast=True).dtype == jnp.bfloat16
+
+
+def test_integer_and_bool_inputs_promote_to_float():
+    i = jnp.array([[-2, 0, 3]], jnp.int32)
+    b = jnp.array([[True, False, True]])
+    f = i.astype(jnp.float32)
+    for name in NAMES:
+        out = _ours(name)(i, b)
+        assert out.dtype == jnp.float32
+        np.testing.assert_allclose(out, _plain(name)(f, b.astype(jnp.float32)), rtol=1e-6)
+        assert _packed(name)(jnp.arange(4, dtype=jnp.int8)).dtype == jnp.float32
+    # The gradient of a float input next to an integer one; float0 for the integer.
+    x = _rand((1, 3))
+    out, vjp = jax.vjp(swiglu, x, i)
+    ct_x, ct_i = vjp(jnp.ones_like(out))
+    assert ct_i.dtype == jax.dtypes.float0
+    np.testing.assert_allclose(ct_x, jax.grad(lambda x: jnp.sum(jax.nn.silu(x) * f))(x), rtol=1e-6)
+    assert swiglu(2, 3.0) == jax.nn.silu(2.0) * 3.0
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shape_mismatch(name):
+    with pytest.raises(ValueError, match=r"gate\.shape=\(2, 3\).*value\.shape=\(3,\).*broadcast=True"):
+        _ours(name)(jnp.ones((2, 3)), jnp.ones((3,)))
+    with pytest.raises(ValueError, match=r"do not broadcast.*\(2, 3\).*\(4,\)"):
+        _ours(name)(jnp.ones((2, 3)), jnp.ones((4,)), broadcast=True)
+    with pytest.raises(ValueError, match="equal shapes"):  # at trace time, under jit
+        jax.jit(_ours(name)).lower(jnp.ones(2), jnp.ones(3))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_packed_errors(name):
+    op = _packed(name)
+    with pytest.raises(ValueError, match=r"axis=-1.*odd|odd.*axis=-1") as e:
+        op(jnp.ones((2, 5)))
+    assert "5" in str(e.value)
+    with pytest.raises(ValueError, match=r"axis=0.*odd") as e:
+        op(jnp.ones((3, 4)), axis=0)
+    assert "3" in str(e.value)
+    with pytest.raises(ValueError, match="axis=2 is out of range"):
+        op(jnp.ones((2, 4)), axis=2)
+    with pytest.raises(TypeError, match="axis must be an int"):
+        op(jnp.ones((2, 4)), axis=1.0)
+    with pytest.raises(ValueError, match="scalar"):
+        op(jnp.float32(1.0))
+    with pytest.raises(TypeError, match="argument 'x'"):
+        op(None)
+
+
+@pytest.mark.parametrize("bad", [None, "abc", object(), {"a": 1}], ids=["None", "str", "object", "dict"])
+def test_bad_argument_types(bad):
+    for name in NAMES:
+        with pytest.raises(TypeError, match=f"{name.split('_')[0]}: argument 'value'"):
+            _ours(name)(jnp.ones(2), bad)
+        with pytest.raises(TypeError, match="argument 'gate'"):
+            _ours(name)(bad, jnp.ones(2))
+
+
+def test_complex_and_flag_errors():
+    c = jnp.ones(2, jnp.complex64)
+    with pytest.raises(TypeError, match="swiglu: argument 'gate' has complex dtype complex64"):
+        swiglu(c, jnp.ones(2))
+    with pytest.raises(TypeError, match="argument 'value' has complex dtype"):
+        bilinear(jnp.ones(2), c)
+    with pytest.raises(TypeError, match="glu_packed: argument 'x' has complex dtype"):
+        glu_packed(jnp.ones(4, jnp.complex64))
+    with pytest.raises(TypeError, match="approximate must be a bool"):
+        geglu(jnp.ones(2), jnp.ones(2), approximate="tanh")
+    with pytest.raises(TypeError, match="approximate must be a bool"):
+        geglu_packed(jnp.ones(4), approximate=None)
+    with pytest.raises(TypeError, match="broadcast must be a bool"):
+        glu(jnp.ones(2), jnp.ones(2), broadcast=1)
+
+
+# --- derivatives -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_grads(x64, name):
+    g, v = _pair((2, 3), jnp.float64)
+    if name == "reglu":  # keep away from the kink, where finite differences are meaningless
+        g = jnp.where(jnp.abs(g) < 0.1, 0.5, g)
+    check_grads(_ours(name), (g, v), order=2, modes=["fwd", "rev"])
+    # The layouts share the core above: check them on two activations (fast tests).
+    if name == "glu":
+        check_grads(
+            lambda g, v: _ours(name)(g, v, broadcast=True), (g[:1], v), order=2, modes=["fwd", "rev"]
+        )
+    if name in ("glu", "geglu_tanh"):
+        x = jnp.concatenate([v, g], axis=0)
+        check_grads(lambda x: _packed(name)(x, axis=0), (x,), order=2, modes=["fwd", "rev"])
+
+
+TRANSFORMS = {
+    "jit": lambda f: f,
+    "grad": lambda f: jax.grad(lambda g, v: jnp.sum(jnp.sin(f(g, v))), argnums=(0, 1)),
+    "value_and_grad": lambda f: jax.value_and_grad(lambda g, v: jnp.sum(f(g, v) ** 2), argnums=(0, 1)),
+    "jvp": lambda f: lambda g, v: jax.jvp(f, (g, v), (jnp.cos(g), jnp.sin(v))),
+    "jacfwd": lambda f: jax.jacfwd(f, argnums=(0, 1)),
+    "jacrev": lambda f: jax.jacrev(f, argnums=(0, 1)),
+    "hessian": lambda f: jax.hessian(lambda g, v: jnp.sum(jnp.sin(f(g, v))), argnums=(0, 1)),
+    "hvp_fwd_over_rev": lambda f: lambda g, v: jax.jvp(
+        jax.grad(lambda g, v: jnp.sum(jnp.tanh(f(g, v))), argnums=(0, 1)), (g, v), (v, g)
+    ),
+    "checkpoint": lambda f: jax.grad(lambda g, v: jnp.sum(jax.checkpoint(f)(g, v) ** 2), argnums=(0, 1)),
+    "vmap": lambda f: jax.vmap(f),
+    "vmap_in_axes_single": lambda f: lambda g, v: jax.vmap(f, in_axes=(None, 0))(g[0], v),
+    "vmap_of_grad": lambda f: jax.vmap(jax.grad(lambda g, v: jnp.sum(f(g, v)), argnums=(0, 1))),
+    "scan": lambda f: lambda g, v: jax.grad(
+        lambda c, v: jnp.sum(jax.lax.scan(lambda c, _: (jnp.tanh(f(c, v)), None), c, None, length=3)[0]),
+        argnums=(0, 1),
+    )(g, v),
+}
+
+
+# Every op shares one rule (check_grads above covers each activation); the transforms are run
+# on two of them to keep the tests fast.
+TRANSFORM_OPS = ("swiglu", "geglu")
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_transforms_agree_with_plain_composition(transform):
+    g, v = _pair((2, 3))
+    for name in TRANSFORM_OPS:
+        ours = jax.jit(TRANSFORMS[transform](_ours(name)))(g, v)
+        plain = jax.jit(TRANSFORMS[transform](_plain(name)))(g, v)
+        assert_tree_allclose(ours, plain, rtol=2e-5, atol=1e-5)
+
+
+PACKED_TRANSFORMS = {
+    "grad": lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(x)))),
+    "jvp": lambda f: lambda x: jax.jvp(f, (x,), (jnp.cos(x),)),
+    "jacfwd": jax.jacfwd,
+    "hessian": lambda f: jax.hessian(lambda x: jnp.sum(jnp.sin(f(x)))),
+    "hvp_fwd_over_rev": lambda f: lambda x: jax.jvp(jax.grad(lambda x: jnp.sum(jnp.tanh(f(x)))), (x,), (x,)),
+    "vmap_checkpoint": lambda f: jax.vmap(jax.grad(lambda x: jnp.sum(jax.checkpoint(f)(x) ** 2))),
+    "scan": lambda f: jax.grad(
+        lambda x: jnp.sum(
+            jax.lax.scan(
+                lambda c, _: (jnp.concatenate([jnp.tanh(f(c)), c[:, 3:]], axis=1), None), x, None, length=3
+            )[0]
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("transform", PACKED_TRANSFORMS)
+def test_packed_transforms_agree_with_plain_composition(transform):
+    x = _rand((2, 6), scale=2.0)
+    for name in ("glu", "geglu_tanh"):
+        ours = jax.jit(PACKED_TRANSFORMS[transform](_packed(name)))(x)
+        plain = jax.jit(PACKED_TRANSFORMS[transform](_plain_packed(name)))(x)
+        assert_tree_allclose(ours, plain, rtol=2e-5, atol=1e-5)
+
+
+def test_broadcast_gradients_come_back_in_input_shapes():
+    g, v = _rand((4, 1, 3), scale=2.0), _rand((5, 1), key=jax.random.key(3))
+    for name in ("bilinear", "swiglu"):
+        loss = lambda f: lambda g, v: jnp.sum(jnp.sin(f(g, v)))  # noqa: E731
+        ours = jax.grad(loss(functools.partial(_ours(name), broadcast=True)), argnums=(0, 1))(g, v)
+        with jax.numpy_rank_promotion("allow"):  # the reference broadcasts implicitly
+            ref = jax.grad(loss(_plain(name)), argnums=(0, 1))(g, v)
+        assert ours[0].shape == g.shape and ours[1].shape == v.shape
+        assert_tree_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+# --- numerics: large |x|, bf16, inf --------------------------------------------------------------
+
+LARGE = [-1e4, -300.0, -40.0, -8.0, -1.0, 0.5, 8.0, 40.0, 300.0, 1e4]
+
+
+def _np_sigmoid_and_grad(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)), e / (1.0 + e) ** 2
+
+
+def _np_gelu_and_grad(x):
+    cdf = 0.5 * np.vectorize(math.erfc)(-x / math.sqrt(2.0))
+    return x * cdf, cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _np_gelu_tanh_and_grad(x):
+    u = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
+    du = math.sqrt(2.0 / math.pi) * (1.0 + 3 * 0.044715 * x**2)
+    s, ds = _np_sigmoid_and_grad(2.0 * u)  # 0.5 (1 + tanh u) = sigmoid(2u)
+    return x * s, s + x * 2.0 * ds * du
+
+
+def _np_silu_and_grad(x):
+    s, ds = _np_sigmoid_and_grad(x)
+    return x * s, s + x * ds
+
+
+# name -> x -> (act(x), act'(x)) in float64 NumPy, written independently of activations.py.
+NP_ACTS = {
+    "glu": _np_sigmoid_and_grad,
+    "bilinear": lambda x: (x, np.ones_like(x)),
+    "reglu": lambda x: (np.maximum(x, 0.0), (x > 0).astype(np.float64)),
+    "geglu": _np_gelu_and_grad,
+    "geglu_tanh": _np_gelu_tanh_and_grad,
+    "swiglu": _np_silu_and_grad,
+}
+
+
+def _np_reference(name, g, v, w):
+    """Value and the gradients of ``sum(w * act(g) * v)`` in float64 NumPy."""
+    g, v, w = (np.asarray(a, np.float64) for a in (g, v, w))
+    act, dact = NP_ACTS[name](g)
+    return act * v, dact * v * w, act * w
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_at_large_gate_values(name):
+    g = jnp.array(LARGE, jnp.float32)
+    v = jnp.linspace(-2.0, 2.0, len(LARGE), dtype=jnp.float32)
+    w = jnp.arange(len(LARGE), dtype=jnp.float32)
+    loss = lambda g, v: jnp.sum(_ours(name)(g, v) * w)  # noqa: E731
+    dg, dv = jax.grad(loss, argnums=(0, 1))(g, v)
+    _, ref_dg, ref_dv = _np_reference(name, g, v, w)
+    assert np.isfinite(dg).all() and np.isfinite(dv).all(), (dg, dv)
+    np.testing.assert_allclose(dg, ref_dg, rtol=1e-5, atol=1e-35)
+    # d/dvalue = act(gate) is the forward factor, computed as jax.nn computes it (jax.nn.gelu's
+    # tanh form cancels to 0 for gate << 0), hence the absolute tolerance.
+    np.testing.assert_allclose(dv, ref_dv, rtol=1e-5, atol=1e-6)
+    # Second derivatives finite too.
+    h = jax.grad(lambda g: jnp.sum(jax.grad(loss)(g, v)))(g)
+    assert np.isfinite(h).all(), h
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_gradients(name):
+    g = jnp.array(LARGE[1:-1] + [6.5, 7.0, -3.0, 2.0], jnp.bfloat16)
+    v = jnp.linspace(-2.0, 2.0, g.shape[0]).astype(jnp.bfloat16)
+    w = jnp.ones_like(v)  # the cotangent of a bf16 -> f32 cast of a sum
+    out = _ours(name)(g, v)
+    dg, dv = jax.grad(
+        lambda g, v: jnp.sum(_ours(name)(g, v).astype(jnp.float32)), argnums=(0, 1)
+    )(g, v)
+    ref = _np_reference(name, g, v, w)
+    # One rounding to bfloat16 of a float32 computation: relative error <= 2^-8 (and an
+    # absolute 1e-6 for the forward factor, as in test_gradients_at_large_gate_values).
+    for o, r, atol in zip((out, dg, dv), ref, (1e-6, 1e-35, 1e-6)):
+        assert o.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(o, np.float32), r, rtol=2**-8, atol=atol)
+    x = jnp.concatenate([v, g])
+    dx = jax.grad(lambda x: jnp.sum(_packed(name)(x).astype(jnp.float32)))(x)
+    assert dx.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(dx, jnp.concatenate([dv, dg]))
+
+
+def test_bf16_sigmoid_gradient_does_not_vanish():
+    # s * (1 - s) is exactly 0 in bfloat16 for g >= 6.25; sigmoid(g) * sigmoid(-g) is not.
+    g = jnp.array([6.5, 8.0, 12.0], jnp.bfloat16)
+    dg = jax.grad(lambda g: jnp.sum(glu(g, jnp.ones_like(g)).astype(jnp.float32)))(g)
+    expected = jax.nn.sigmoid(g.astype(jnp.float32)) * jax.nn.sigmoid(-g.astype(jnp.float32))
+    assert (np.asarray(dg, np.float32) > 0).all()
+    np.testing.assert_allclose(np.asarray(dg, np.float32), expected, rtol=2**-8)
+
+
+def test_bf16_gradients_in_input_dtype_inside_scan():
+    g, v = _pair((4,), jnp.bfloat16)
+
+    def loss(g, v):
+        def body(c, _):
+            return swiglu(c, v), None
+
+        return jax.lax.scan(body, g, None, length=2)[0].astype(jnp.float32).sum()
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(g, v)
+    assert all(x.dtype == jnp.bfloat16 for x in grads)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_infinite_gates(name):
+    g = jnp.array([-jnp.inf, jnp.inf, -jnp.inf, jnp.inf, 1.0], jnp.float32)
+    v = jnp.array([1.5, 1.5, -2.0, -2.0, 3.0], jnp.float32)
+    # The forward pass is the plain composition's, NaN included (e.g. jax.nn.silu(-inf) is nan).
+    np.testing.assert_array_equal(_ours(name)(g, v), _plain(name)(g, v))
+    dg, dv = jax.grad(lambda g, v: jnp.sum(_ours(name)(g, v)), argnums=(0, 1))(g, v)
+    # d/dgate = act'(gate) * value has a limit at +-inf (0 or 1 for these activations).
+    assert np.isfinite(dg).all(), dg
+    act_grad_limit = {"bilinear": [1, 1, 1, 1], "glu": [0, 0, 0, 0]}.get(name, [0, 1, 0, 1])
+    np.testing.assert_array_equal(dg[:4], np.asarray(act_grad_limit, np.float32) * v[:4])
+    # d/dvalue = act(gate), the forward factor.
+    np.testing.assert_array_equal(dv, OPS[name][2](g))
+    d2 = jax.grad(lambda g: jnp.sum(jax.grad(lambda g: jnp.sum(_ours(name)(g, v)))(g)))(g)
+    assert np.isfinite(d2).all(), d2
+
+
+# --- saved residuals ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_saved_residuals_are_the_inputs(capsys, name):
+    g, v = _pair((16,))
+    lines = saved_residuals(capsys, lambda g, v: jnp.sum(_ours(name)(g, v)), g, v)
+    assert only_arguments_saved(lines) and len(lines) == 2, lines
+    x = jnp.concatenate([v, g])
+    lines = saved_residuals(capsys, lambda x: jnp.sum(_packed(name)(x)), x)
+    assert only_arguments_saved(lines) and len(lines) == 1, lines
+    lines = saved_residuals(
+        capsys, lambda g, v: jnp.sum(_ours(name)(g, v, broadcast=True)), g[:1], v.astype(jnp.bfloat16)
+    )
+    assert only_arguments_saved(lines) and len(lines) == 2, lines
+    if name in ("swiglu", "geglu", "geglu_tanh"):
+        plain = saved_residuals(capsys, lambda g, v: jnp.sum(_plain(name)(g, v)), g, v)
+        assert len(plain) > 2 and not only_arguments_saved(plain), plain
+
+
+def test_saved_residuals_under_scan(capsys):
+    g, v = _pair((8,))
+
+    def loss(f):
+        return lambda g, v: jax.lax.scan(lambda c, _: (f(c, v), None), g, None, length=4)[0].sum()
+
+    ours = saved_residuals(capsys, loss(swiglu), g, v)
+    plain = saved_residuals(capsys, loss(_plain("swiglu")), g, v)
+    assert len(ours) < len(plain), (ours, plain)
+
+
+def test_ffn_stack_memory_ratio_small():
+    # The compiled temp memory of a scanned gated-FFN training step (deterministic).
+    size = dict(batch=256, d=64, h=256, layers=8)
+    for gate in ffn_stack.GATES:
+        assert ffn_stack.memory_ratio(gate, **size) <= 0.6, gate
+
+
+# --- properties --------------------------------------------------------------------------------
+
+
+def _np_silu(g):
+    return g / (1.0 + np.exp(-g))
+
+
+_shapes = st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple)
+_floats = st.floats(-20, 20, width=32)
+
+
+@given(shape=_shapes, data=st.data())
+def test_swiglu_matches_numpy(shape, data):
+    size = int(np.prod(shape))
+    g = np.asarray(data.draw(st.lists(_floats, min_size=size, max_size=size)), np.float32).reshape(shape)
+    v = np.asarray(data.draw(st.lists(_floats, min_size=size, max_size=size)), np.float32).reshape(shape)
+    out = swiglu(g, v)
+    assert out.shape == shape and out.dtype == jnp.float32
+    g64, v64 = g.astype(np.float64), v.astype(np.float64)
+    np.testing.assert_allclose(out, _np_silu(g64) * v64, rtol=1e-5, atol=1e-6)
+    dg, dv = jax.grad(lambda g, v: jnp.sum(swiglu(g, v)), argnums=(0, 1))(g, v)
+    s = 1.0 / (1.0 + np.exp(-g64))
+    np.testing.assert_allclose(dg, (s + g64 * s * (1 - s)) * v64, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dv, _np_silu(g64), rtol=1e-5, atol=1e-6)
+
+
+@given(shape=st.lists(st.integers(0, 3), min_size=1, max_size=3).map(tuple), data=st.data())
+def test_glu_packed_matches_numpy(shape, data):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    full = list(shape)
+    full[axis] *= 2
+    size = int(np.prod(full))
+    x = np.asarray(data.draw(st.lists(_floats, min_size=size, max_size=size)), np.float32).reshape(full)
+    out = glu_packed(x, axis)
+    value, gate = np.split(x.astype(np.float64), 2, axis)
+    expected = value / (1.0 + np.exp(-gate))
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out, jax.nn.glu(x, axis))
