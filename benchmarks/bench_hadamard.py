@@ -1,0 +1,125 @@
+"""Hadamard product against ``jnp.multiply`` and ``jnp.matmul``: time, GB/s, GFLOP/s.
+
+Bytes are counted as STREAM counts them (:mod:`hadamard_jax.bench.kernels`): an element-wise
+forward pass moves 3 arrays, forward+backward 6. The bandwidth reference is the STREAM-style
+``add`` kernel, built the same way (jitted, same donation policy, same byte count) and timed
+alternately with the others in the same process.
+"""
+
+from __future__ import annotations
+
+from . import common
+
+ELEMENTWISE = ["add", "hadamard", "multiply"]
+COMPARED = ["hadamard", "multiply", "matmul"]
+
+
+class Forward:
+    """Forward time of ``op(a, b)`` on ``(n, n)`` arrays, optionally with ``a`` donated."""
+
+    params = [common.SIZES, common.DTYPES, COMPARED, [False, True]]
+    param_names = ["n", "dtype", "op", "donated"]
+
+    def setup(self, n, dtype, op, donated):
+        if donated and op == "matmul":
+            raise NotImplementedError("a matmul cannot write over its input")
+        self.call = common.warm_call("forward", op, n, dtype, donated)
+
+    def time_forward(self, n, dtype, op, donated):
+        self.call()
+
+
+class ForwardBackward:
+    """Forward pass and both cotangents, ``(op(a, b), *vjp(ct))``, jitted together."""
+
+    params = [common.SIZES, common.DTYPES, COMPARED]
+    param_names = ["n", "dtype", "op"]
+
+    def setup(self, n, dtype, op):
+        self.call = common.warm_call("forward_backward", op, n, dtype)
+
+    def time_forward_backward(self, n, dtype, op):
+        self.call()
+
+
+def _measure_bandwidth():
+    """GB/s of every element-wise kernel, per ``(n, dtype)`` group, timed alternately."""
+    from hadamard_jax.bench import kernels, timing
+
+    figures = {}
+    for n in common.SIZES:
+        for dtype in common.DTYPES:
+            calls = {
+                (op, donated): kernels.forward_call(op, n, dtype, donate=donated)
+                for op in ELEMENTWISE
+                for donated in (False, True)
+            }
+            samples = timing.interleaved(
+                calls, rounds=common.ROUNDS, min_sample_s=common.MIN_SAMPLE_S
+            )
+            nbytes = kernels.work("add", n, dtype).bytes
+            for (op, donated), s in samples.items():
+                figures[(n, dtype, op, donated)] = timing.rate(nbytes, timing.best(s))
+    return figures
+
+
+class _BandwidthFigures:
+    """Shares one ``setup_cache`` (one measurement, one process) between the bandwidth classes."""
+
+    timeout = common.SETUP_CACHE_TIMEOUT
+
+    def setup_cache(self):
+        return _measure_bandwidth()
+
+    setup_cache.timeout = common.SETUP_CACHE_TIMEOUT
+
+
+class Bandwidth(_BandwidthFigures):
+    """Achieved GB/s of the element-wise forward kernels, with and without donating ``a``.
+
+    All kernels of one ``(n, dtype)`` are timed alternately in ``setup_cache``. Higher is better
+    here, but asv shows lower as better: this figure is for display.
+    """
+
+    params = [common.SIZES, common.DTYPES, ELEMENTWISE, [False, True]]
+    param_names = ["n", "dtype", "op", "donated"]
+
+    def track_gbps(self, figures, n, dtype, op, donated):
+        return figures[(n, dtype, op, donated)]
+
+    track_gbps.unit = "GB/s"
+
+
+class StreamFraction(_BandwidthFigures):
+    """GB/s over the STREAM-style ``add`` kernel with the same donation policy, same run.
+
+    The issue's target: ``hadamard`` with ``a`` donated >= 0.9 at 4096 float32.
+    """
+
+    params = [common.SIZES, common.DTYPES, ["hadamard", "multiply"], [False, True]]
+    param_names = ["n", "dtype", "op", "donated"]
+
+    def track_stream_fraction(self, figures, n, dtype, op, donated):
+        return figures[(n, dtype, op, donated)] / figures[(n, dtype, "add", donated)]
+
+    track_stream_fraction.unit = "x STREAM add"
+
+
+class MatmulThroughput:
+    """Achieved matmul GFLOP/s (``2 n^3`` flops per call), best of a few calls."""
+
+    params = [common.SIZES, common.DTYPES]
+    param_names = ["n", "dtype"]
+
+    def setup(self, n, dtype):
+        self.call = common.warm_call("forward", "matmul", n, dtype, False)
+
+    def track_gflops(self, n, dtype):
+        from hadamard_jax.bench import kernels, timing
+
+        samples = timing.interleaved(
+            {"matmul": self.call}, rounds=3, min_sample_s=common.MIN_SAMPLE_S, warm_up_calls=0
+        )
+        return timing.rate(kernels.work("matmul", n, dtype).flops, timing.best(samples["matmul"]))
+
+    track_gflops.unit = "GFLOP/s"

@@ -1,0 +1,223 @@
+"""The benchmark machinery at tiny sizes: report, CLI, kernels' byte counts, and the asv suite.
+
+Timing figures are not asserted (they belong to the benchmarks); what is asserted is
+deterministic: files written, table contents, STREAM byte counts against XLA's cost analysis,
+saved-residual bytes, and that every asv benchmark's setup and one call run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import itertools
+import json
+import math
+import pkgutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hadamard_jax.bench import cli, gating, kernels, report, timing
+
+TINY = report.Config(
+    stream_n=64,
+    sizes=(32,),
+    dtypes=("float32",),
+    matmul_sizes=(32,),
+    ratio_sizes=(32, 64),
+    gating_n=16,
+    gating_dtypes=("float32",),
+    rounds=2,
+    ratio_rounds=3,
+    min_sample_s=0.0,
+    ffn={"batch": 8, "d": 8, "h": 16, "layers": 2},
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    lines: list[str] = []
+    figures = report.run_report(TINY, out_dir=out, progress=lines.append)
+    return figures, out, lines
+
+
+def test_report_writes_json_png_and_prints_table(tiny_report):
+    figures, out, lines = tiny_report
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["stream"] == figures["stream"]
+    assert (out / "roofline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    steps = [line for line in lines if line.startswith("[")]
+    n_steps = 2 + 1 + 2 + len(gating.NAMES) + 1  # element-wise x2, matmul, ratios, gating, memory
+    assert len(steps) == n_steps and steps[-1].startswith(f"[{n_steps}/{n_steps}]")
+    text = "\n".join(lines)
+    assert "Streaming bandwidth (STREAM add, jitted, donated, 64x64 float32)" in text
+    assert "| op | n | dtype | pass | donated |" in text
+    assert str(out / "roofline.png") in text
+
+
+def test_report_figures_are_consistent(tiny_report):
+    figures, _, _ = tiny_report
+    ops = figures["ops"]
+    # 2 sizes x (3 ops x 2 donation + 2 fwd+bwd) element-wise rows, then 1 matmul row.
+    assert len(ops) == 2 * 8 + 1
+    for row in ops:
+        work = kernels.work(row["op"], row["n"], row["dtype"], backward=row["pass"] != "forward")
+        assert row["gbps"] == pytest.approx(work.bytes / row["seconds"] / 1e9)
+        assert row["gflops"] == pytest.approx(work.flops / row["seconds"] / 1e9)
+    add = next(r for r in ops if r["op"] == "add" and r["n"] == 64 and r["donated"])
+    had = next(r for r in ops if r["op"] == "hadamard" and r["n"] == 64 and r["donated"])
+    target = figures["targets"]["hadamard_donated_stream_fraction"]
+    assert figures["stream"]["gbps"] == add["gbps"]
+    assert target["value"] == pytest.approx(had["gbps"] / add["gbps"])
+    assert target["met"] == (target["value"] >= 0.9)
+    assert figures["matmul_peak_gflops"] == max(r["gflops"] for r in ops if r["op"] == "matmul")
+
+
+def test_report_hadamard_costs_what_multiply_costs(tiny_report):
+    figures, _, _ = tiny_report
+    rows = figures["hadamard_vs_multiply"]
+    assert [r["n"] for r in rows] == [32, 64]
+    for r in rows:
+        assert r["cost_bytes_equal"], r
+        assert r["cost_bytes_hadamard"] == kernels.work("hadamard", r["n"], "float32").bytes
+        assert math.isfinite(r["ratio"]) and r["ratio"] > 0
+
+
+def test_report_gating_and_memory(tiny_report):
+    figures, _, _ = tiny_report
+    rows = {r["op"]: r for r in figures["gating"]}
+    assert set(rows) == set(gating.NAMES)
+    array = 16 * 16 * 4
+    for name, r in rows.items():
+        inputs = 3 if name == "highway" else 2
+        assert r["saved_bytes_hadamard_jax"] == inputs * array, name
+        assert r["saved_bytes_plain"] >= r["saved_bytes_hadamard_jax"], name
+    assert rows["swiglu"]["saved_bytes_plain"] == 5 * array
+    temp = figures["training_memory"]["temp_bytes"]
+    assert set(temp) == {"swiglu", "geglu"}
+    assert all(set(v) == {"plain", "hadamard_jax", "remat"} for v in temp.values())
+    assert all(b > 0 for v in temp.values() for b in v.values())
+
+
+def test_cli_quick_runs_the_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(report.Config, "quick", classmethod(lambda cls: TINY))
+    assert cli.main(["--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "hadamard / jnp.multiply" in out
+    assert (tmp_path / "report.json").exists() and (tmp_path / "roofline.png").exists()
+
+
+@pytest.mark.parametrize(
+    "op, dtype",
+    [(op, dtype) for op in kernels.ELEMENTWISE for dtype in kernels.DTYPES]
+    # A bfloat16 matmul runs in float32 on CPU: XLA's count then includes the conversions.
+    + [("matmul", "float32")],
+)
+def test_stream_byte_count_matches_cost_analysis(op, dtype):
+    a, b, _ = kernels.inputs(op, 32, dtype)
+    assert kernels.cost_bytes(kernels.FORWARD[op], a, b) == kernels.work(op, 32, dtype).bytes
+
+
+def test_work_counts():
+    assert kernels.work("hadamard", 4096, "float32") == (4096.0**2, 12 * 4096.0**2)
+    assert kernels.work("multiply", 8, "bfloat16", backward=True) == (3 * 64.0, 6 * 64 * 2.0)
+    assert kernels.work("matmul", 8, "float32", backward=True).flops == 6 * 8.0**3
+    with pytest.raises(ValueError, match="kernels: op must be one of"):
+        kernels.work("divide", 8, "float32")
+    with pytest.raises(ValueError, match="donation"):
+        kernels.forward_call("matmul", 8, "float32", donate=True)
+
+
+@pytest.mark.parametrize("op", ["add", "hadamard", "multiply"])
+def test_donated_chain_stays_in_range(op):
+    call = kernels.forward_call(op, 32, "float32", donate=True)
+    a0 = np.asarray(kernels.inputs(op, 32, "float32")[0])
+    for _ in range(5):
+        out = call()
+    assert call.args[0] is out
+    np.testing.assert_allclose(np.asarray(out), a0, rtol=1e-5)
+    assert np.asarray(kernels.inputs(op, 32, "float32")[0]).shape == (32, 32)  # not consumed
+
+
+def test_forward_backward_call_matches_jnp():
+    out, da, db = kernels.forward_backward_call("hadamard", 16, "float32")()
+    a, b, ct = kernels.inputs("hadamard", 16, "float32")
+    np.testing.assert_array_equal(out, a * b)
+    np.testing.assert_array_equal(da, ct * b)
+    np.testing.assert_array_equal(db, ct * a)
+
+
+def test_interleaved_and_ratio():
+    counter = {"a": 0, "b": 0}
+
+    def make(name):
+        def call():
+            counter[name] += 1
+            return jax.block_until_ready(jnp.ones(4))
+
+        return call
+
+    samples = timing.interleaved({"a": make("a"), "b": make("b")}, rounds=4, min_sample_s=0.0)
+    assert [len(s) for s in samples.values()] == [4, 4]
+    assert counter == {"a": 2 + 4, "b": 2 + 4}  # warm-up calls, then one call per sample
+    assert timing.median_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 1.0]) == 4.0
+    assert timing.rate(3e9, 1.5) == 2.0
+    assert timing.calls_per_sample(0.001, 0.01) == 10
+
+
+# --- the asv suite --------------------------------------------------------------------------
+
+
+def _benchmark_classes():
+    import benchmarks
+
+    for info in pkgutil.iter_modules(benchmarks.__path__):
+        if info.name.startswith("bench_"):
+            module = importlib.import_module(f"benchmarks.{info.name}")
+            for name, cls in inspect.getmembers(module, inspect.isclass):
+                if cls.__module__ == module.__name__ and not name.startswith("_"):
+                    yield module, cls
+
+
+_PREFIXES = ("time_", "track_", "peakmem_", "mem_")
+
+
+def test_every_benchmark_runs_at_its_smallest_params(monkeypatch):
+    from benchmarks import bench_memory, common
+
+    monkeypatch.setattr(common, "SIZES", [256])
+    monkeypatch.setattr(common, "DTYPES", ["float32"])
+    monkeypatch.setattr(common, "GATING_N", 16)
+    monkeypatch.setattr(common, "ROUNDS", 1)
+    monkeypatch.setattr(common, "RATIO_ROUNDS", 1)
+    monkeypatch.setattr(bench_memory, "SIZE", {"batch": 8, "d": 8, "h": 16, "layers": 2})
+    ran = []
+    for module, cls in _benchmark_classes():
+        methods = [m for m in dir(cls) if m.startswith(_PREFIXES)]
+        assert methods, cls
+        params = getattr(cls, "params", [])
+        assert len(getattr(cls, "param_names", [])) == len(params), cls
+        combos = itertools.product(*params) if params else [()]
+        bench = cls()
+        cache = (bench.setup_cache(),) if hasattr(cls, "setup_cache") else ()
+        for combo in combos:
+            try:
+                if hasattr(bench, "setup"):
+                    bench.setup(*cache, *combo)
+            except NotImplementedError:
+                continue  # a combination the class skips (e.g. donated matmul)
+            for method in methods:
+                value = getattr(bench, method)(*cache, *combo)
+                if method.startswith("track_"):
+                    assert isinstance(value, (int, float)) and value > 0, (cls, method, combo)
+            ran.append(cls.__name__)
+            break  # the first combination that runs
+    expected = {"Forward", "ForwardBackward", "Bandwidth", "StreamFraction", "MatmulThroughput",
+                "GatingTime", "GatingRatio", "GatingMemory", "TrainingMemory"}
+    assert expected <= set(ran), expected - set(ran)
+    flax_present = importlib.util.find_spec("hadamard_jax.bench.flax_stack") is not None
+    assert ("FlaxMemory" in ran) == flax_present
