@@ -18,7 +18,9 @@ is evaluated under ``jax.checkpoint`` (:func:`hadamard_jax._src.rules.checkpoint
 the backward pass keeps only the op's inputs (``gate`` and ``value``, or the packed ``x``: the
 split happens inside the rule) and recomputes the activation. Activations are evaluated in
 float32 for 16-bit inputs (:func:`hadamard_jax._src.activations.compute_dtype`); results and
-gradients come back in the input dtype.
+gradients come back in the input dtype. Integer and boolean inputs promote to the default float
+dtype (as ``jax.nn.gelu`` does); complex inputs are a ``TypeError`` (the activations are real
+functions).
 """
 
 from __future__ import annotations
@@ -286,6 +288,11 @@ def glu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
 
     .. math::
       \mathrm{glu}(x) = x_{[:n]} \cdot \sigma(x_{[n:]})
+
+    Bit-for-bit equal to ``jax.nn.glu(x, axis)`` for float32 and float64. For bfloat16 and
+    float16 the sigmoid and the product are computed in float32 and rounded once, so results
+    differ from ``jax.nn.glu`` (which rounds after each step) by rounding, usually towards the
+    float32 result.
     {packed_doc}
     Examples:
       >>> import jax.numpy as jnp
@@ -352,12 +359,12 @@ def _fill_docs() -> None:
     )
     for fn in (glu, bilinear, reglu, geglu, swiglu):
         extra = approx if fn is geglu else ""
-        fn.__doc__ = fn.__doc__.replace("{pair_doc}", _PAIR_DOC.format(extra=extra).strip() + "\n")
+        text = _PAIR_DOC.format(extra=extra).strip("\n")
+        fn.__doc__ = fn.__doc__.replace("    {pair_doc}\n", "\n" + text + "\n\n")
     for fn in (glu_packed, bilinear_packed, reglu_packed, geglu_packed, swiglu_packed):
         extra = approx if fn is geglu_packed else ""
-        fn.__doc__ = fn.__doc__.replace(
-            "{packed_doc}", _PACKED_DOC.format(extra=extra).strip() + "\n"
-        )
+        text = _PACKED_DOC.format(extra=extra).strip("\n")
+        fn.__doc__ = fn.__doc__.replace("    {packed_doc}\n", "\n" + text + "\n\n")
 
 
 _fill_docs()
