@@ -39,7 +39,8 @@ def test_values_match_plain_composition():
 def test_dtypes():
     t, g, c = _args(dtype=jnp.bfloat16)
     assert highway(t, g, c).dtype == jnp.bfloat16
-    assert highway(t.astype(jnp.float16), g.astype(jnp.float16), c.astype(jnp.float16)).dtype == jnp.float16
+    half = [x.astype(jnp.float16) for x in (t, g, c)]
+    assert highway(*half).dtype == jnp.float16
     assert highway(t, g, c.astype(jnp.float32)).dtype == jnp.float32
     assert highway(t, 0.5, c, broadcast=True).dtype == jnp.bfloat16  # weakly typed scalar
     # Integers and booleans promote to float.
@@ -59,7 +60,8 @@ def test_dtypes():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"transform\.shape=\(2, 3\).*gate\.shape=\(3,\).*broadcast=True"):
+    match = r"transform\.shape=\(2, 3\).*gate\.shape=\(3,\).*broadcast=True"
+    with pytest.raises(ValueError, match=match):
         highway(jnp.ones((2, 3)), jnp.ones((3,)), jnp.ones((2, 3)))
     with pytest.raises(ValueError, match=r"transform\.shape=\(2, 3\).*carry\.shape=\(3, 2\)"):
         highway(jnp.ones((2, 3)), jnp.ones((2, 3)), jnp.ones((3, 2)))
@@ -100,7 +102,9 @@ TRANSFORMS = {
         xs,
         tuple(jnp.ones_like(x) for x in xs),
     ),
-    "checkpoint": lambda f: jax.grad(lambda *xs: jnp.sum(jax.checkpoint(f)(*xs) ** 2), argnums=(0, 1, 2)),
+    "checkpoint": lambda f: jax.grad(
+        lambda *xs: jnp.sum(jax.checkpoint(f)(*xs) ** 2), argnums=(0, 1, 2)
+    ),
     "vmap": lambda f: jax.vmap(f),
     "vmap_in_axes_single": lambda f: lambda t, g, c: jax.vmap(f, in_axes=(0, None, 0))(t, g[0], c),
     "vmap_of_grad": lambda f: jax.vmap(jax.grad(lambda *xs: jnp.sum(f(*xs)), argnums=(0, 1, 2))),
@@ -143,7 +147,8 @@ def test_large_values_and_bf16():
     # bf16 in, bf16 out and bf16 gradients, within one bf16 rounding of the float64 values.
     tb, gb, cb = (x.astype(jnp.bfloat16) for x in _args((16,)))
     out = highway(tb, gb, cb)
-    grads = jax.grad(lambda *xs: jnp.sum(highway(*xs).astype(jnp.float32)), argnums=(0, 1, 2))(tb, gb, cb)
+    loss = lambda *xs: jnp.sum(highway(*xs).astype(jnp.float32))  # noqa: E731
+    grads = jax.grad(loss, argnums=(0, 1, 2))(tb, gb, cb)
     t64, g64, c64 = (np.asarray(x, np.float64) for x in (tb, gb, cb))
     for o, r in zip((out, *grads), (g64 * t64 + (1 - g64) * c64, g64, t64 - c64, 1 - g64)):
         assert o.dtype == jnp.bfloat16
@@ -172,7 +177,8 @@ def test_saved_residuals_are_the_inputs(capsys):
     assert len(plain) > 3 and not only_arguments_saved(plain), plain  # also keeps 1 - gate
     t, g, c = _args((16,), jnp.bfloat16, gate_shape=(1,))
     lines = saved_residuals(capsys, lambda *xs: jnp.sum(highway(*xs, broadcast=True)), t, g, c)
-    assert only_arguments_saved(lines) and len(lines) == 3 and all("bf16" in x for x in lines), lines
+    assert only_arguments_saved(lines) and len(lines) == 3, lines
+    assert all("bf16" in x for x in lines), lines
 
 
 # --- properties --------------------------------------------------------------------------------
@@ -197,4 +203,5 @@ def test_highway_matches_numpy(shape, ones, seed):
     dg = jax.grad(lambda g: jnp.sum(highway(t, g, c, broadcast=True)))(g)
     assert dg.shape == gate_shape
     axes = tuple(i for i, (a, b) in enumerate(zip(gate_shape, shape)) if a != b)
-    np.testing.assert_allclose(dg, np.sum(t64 - c64, axis=axes, keepdims=True), rtol=1e-5, atol=1e-5)
+    expected = np.sum(t64 - c64, axis=axes, keepdims=True)
+    np.testing.assert_allclose(dg, expected, rtol=1e-5, atol=1e-5)

@@ -134,7 +134,8 @@ def _check_bool(value: Any, name: str, op: str) -> bool:
 def _pair(op: str, act: str, gate: Any, value: Any, broadcast: Any) -> jax.Array:
     broadcast = _check_bool(broadcast, "broadcast", op)
     gate, value = _real_arrays((gate, value), ("gate", "value"), op)
-    shape = checks.result_shape([jnp.shape(gate), jnp.shape(value)], ("gate", "value"), op, broadcast)
+    shapes = [jnp.shape(gate), jnp.shape(value)]
+    shape = checks.result_shape(shapes, ("gate", "value"), op, broadcast)
     return _gate_jit(act, None, shape, float_result_dtype((gate, value)), gate, value)
 
 

@@ -62,7 +62,9 @@ def init_inputs(key: jax.Array, *, batch: int = 2048, d: int = 512, dtype: Any =
     return jax.random.normal(key, (batch, d)).astype(dtype)
 
 
-def _gate_fn(gate: str, impl: str, approximate: bool) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def _gate_fn(
+    gate: str, impl: str, approximate: bool
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
     if gate not in GATES:
         raise ValueError(f"ffn_stack: gate must be one of {GATES}, got {gate!r}.")
     if impl not in IMPLS:
@@ -215,7 +217,8 @@ def main() -> None:  # pragma: no cover - a report, exercised by hand
     for gate in GATES:
         mem = {impl: compiled_temp_bytes(gate, impl, **size) for impl in IMPLS}
         line = ", ".join(f"{impl} {mem[impl] / 2**20:.0f} MiB" for impl in IMPLS)
-        print(f"{gate}: temp memory {line}; hadamard_jax/plain = {mem['hadamard_jax'] / mem['plain']:.3f}")
+        ratio = mem["hadamard_jax"] / mem["plain"]
+        print(f"{gate}: temp memory {line}; hadamard_jax/plain = {ratio:.3f}")
     if args.no_time:
         return
     for gate in GATES:
