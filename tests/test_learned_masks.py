@@ -183,7 +183,7 @@ def test_hard_concrete_check_grads(x64):
     # point of this key lies within the finite-difference step of a kink).
     z = np.asarray(hard_concrete(KEY, la))
     assert ((z > 0) & (z < 1)).sum() >= 3
-    check_grads(lambda l: hard_concrete(KEY, l), (la,), order=2, modes=["fwd", "rev"])
+    check_grads(lambda l: hard_concrete(KEY, l), (la,), order=1, modes=["fwd", "rev"])
 
 
 def test_hard_concrete_finite_gradients_at_extremes(monkeypatch):

@@ -39,12 +39,20 @@ def _plain(x, mask, fill=0.0):
 # --- apply_mask: values ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "mask_dtype", [jnp.bool_, jnp.int32, jnp.uint8, jnp.float32, jnp.bfloat16], ids=str
-)
-@pytest.mark.parametrize(
-    "x_dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64, jnp.int32, jnp.bool_], ids=str
-)
+_DTYPE_PAIRS = [
+    (jnp.float32, jnp.bool_),
+    (jnp.float32, jnp.int32),
+    (jnp.float32, jnp.float32),
+    (jnp.float32, jnp.bfloat16),
+    (jnp.bfloat16, jnp.uint8),
+    (jnp.float16, jnp.bool_),
+    (jnp.complex64, jnp.float32),
+    (jnp.int32, jnp.bool_),
+    (jnp.bool_, jnp.int32),
+]
+
+
+@pytest.mark.parametrize("x_dtype,mask_dtype", _DTYPE_PAIRS, ids=str)
 def test_apply_mask_values_and_dtypes(x_dtype, mask_dtype):
     k1, k2 = jax.random.split(KEY)
     x = (jax.random.normal(k1, (3, 4)) * 4).astype(x_dtype)
@@ -125,7 +133,6 @@ def test_apply_mask_no_gradient_into_mask_and_fill_gradient():
 def test_apply_mask_check_grads(x64):
     x = _normal((3, 4), dtype=jnp.float64)
     mask = _bits((1, 4))
-    check_grads(lambda x: apply_mask(x, mask), (x,), order=2, modes=["fwd", "rev"])
     check_grads(lambda x, f: apply_mask(x, mask, fill=f), (x, 0.5), order=2, modes=["fwd", "rev"])
     xc = (x + 1j * x[::-1]).astype(jnp.complex128)
     check_grads(lambda x: apply_mask(x, mask[0]), (xc,), order=2, modes=["fwd", "rev"])
@@ -176,7 +183,7 @@ def test_apply_mask_transforms_agree_with_where(name):
 # --- combine_masks -----------------------------------------------------------------------------
 
 
-@settings(max_examples=15)
+@settings(max_examples=10)
 @given(
     shape=st.lists(st.integers(1, 3), min_size=1, max_size=3),
     present=st.lists(st.booleans(), min_size=1, max_size=4),
@@ -219,7 +226,7 @@ def test_combine_masks_none_and_errors():
 
 @pytest.mark.parametrize("length", [0, 1, 5])
 @pytest.mark.parametrize("extra", [0, 2])
-@pytest.mark.parametrize("dtype", [None, jnp.bool_, jnp.int32], ids=str)
+@pytest.mark.parametrize("dtype", [None, jnp.bool_], ids=str)
 def test_causal_mask_equals_flax(length, extra, dtype):
     kwargs = {} if dtype is None else {"dtype": dtype}
     ours = causal_mask(length, extra_batch_dims=extra, **kwargs)
@@ -240,7 +247,7 @@ def test_padding_mask_values():
     np.testing.assert_array_equal(f(jnp.array([1, 4])), [[1, 0, 0, 0], [1, 1, 1, 1]])
 
 
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(
     batch=st.lists(st.integers(1, 3), min_size=0, max_size=2),
     q=st.integers(1, 4),
@@ -303,7 +310,7 @@ def test_mask_makers_under_jit_and_vmap():
 # --- packing -----------------------------------------------------------------------------------
 
 
-@settings(max_examples=15)
+@settings(max_examples=10)
 @given(
     shape=st.lists(st.integers(0, 9), min_size=0, max_size=3),
     seed=st.integers(0, 2**16),

@@ -174,7 +174,12 @@ def combine_masks(*masks: ArrayLike | None, dtype: Any = jnp.float32) -> jax.Arr
         np.broadcast_shapes(*(m.shape for _, m in present))
     except ValueError:
         raise ValueError(f"{op}: mask shapes do not broadcast together: {listed}.") from None
-    mask, *others = (m for _, m in present)
+    return _combine(tuple(m for _, m in present), dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _combine(masks: tuple[jax.Array, ...], dtype: np.dtype) -> jax.Array:
+    mask, *others = masks
     for other in others:
         mask = jnp.logical_and(mask, other)
     return mask.astype(dtype)
@@ -227,6 +232,11 @@ def causal_mask(
     length = _static_length(length, "length", op)
     extra = _static_batch_dims(extra_batch_dims, op)
     dtype = checks.check_dtype_arg(dtype, "dtype", op)
+    return _causal(length, extra, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _causal(length: int, extra: int, dtype: np.dtype) -> jax.Array:
     idx = jnp.arange(length, dtype=jnp.int32)
     mask = idx[:, None] >= idx[None, :]
     return mask.reshape((1,) * (extra + 1) + mask.shape).astype(dtype)
@@ -265,6 +275,11 @@ def padding_mask(lengths: ArrayLike, max_length: int, *, dtype: Any = jnp.float3
         raise TypeError(f"{op}: lengths must be an integer array, got dtype {lengths.dtype}.")
     max_length = _static_length(max_length, "max_length", op)
     dtype = checks.check_dtype_arg(dtype, "dtype", op)
+    return _padding(lengths, max_length, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _padding(lengths: jax.Array, max_length: int, dtype: np.dtype) -> jax.Array:
     shape = lengths.shape + (max_length,)
     positions = jax.lax.broadcasted_iota(lengths.dtype, shape, len(shape) - 1)
     return (positions < jnp.broadcast_to(lengths[..., None], shape)).astype(dtype)
@@ -327,7 +342,11 @@ def attention_mask(
             f"{op}: the batch axes of query_mask.shape={q.shape} and key_mask.shape={k.shape} "
             "do not broadcast."
         ) from None
-    shape = batch + (q.shape[-1], k.shape[-1])
+    return _attention(q, k, batch + (q.shape[-1], k.shape[-1]), extra, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _attention(q: jax.Array, k: jax.Array, shape: Shape, extra: int, dtype: np.dtype):
     qb = jnp.broadcast_to((q != 0)[..., :, None], shape)
     kb = jnp.broadcast_to((k != 0)[..., None, :], shape)
     mask = jnp.logical_and(qb, kb)[..., None, :, :]

@@ -76,7 +76,7 @@ def count_of(fraction: float, size: int) -> int:
 # --- ranking ------------------------------------------------------------------------------------
 
 
-def rank_key(x: jax.Array, *, magnitude: bool, op: str, name: str) -> jax.Array:
+def rank_key(x: jax.Array, *, magnitude: bool) -> jax.Array:
     """The sort key of ``x``: ``|x|`` (exact, also for the most negative integer) or ``x``."""
     x = lax.stop_gradient(x)
     dtype = x.dtype
@@ -84,7 +84,7 @@ def rank_key(x: jax.Array, *, magnitude: bool, op: str, name: str) -> jax.Array:
         return x.astype(jnp.uint8)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         if not magnitude:
-            raise TypeError(f"{op}: {name} must be real to be ranked, got dtype {dtype}.")
+            raise TypeError(f"scores must be real to be ranked, got dtype {dtype}.")
         return jnp.abs(x)
     if not magnitude or jnp.issubdtype(dtype, jnp.unsignedinteger):
         return x
@@ -116,8 +116,9 @@ def keep_largest(key: jax.Array, k: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def _keep_largest_flat(key: jax.Array, k: int, shape: Shape) -> jax.Array:
-    return keep_largest(key.reshape(-1), k).reshape(shape)
+def _keep_largest_flat(x: jax.Array, k: int, magnitude: bool) -> jax.Array:
+    key = rank_key(x, magnitude=magnitude)
+    return keep_largest(key.reshape(-1), k).reshape(x.shape)
 
 
 # --- public masks -------------------------------------------------------------------------------
@@ -155,8 +156,7 @@ def magnitude_mask(x: ArrayLike, sparsity: float) -> jax.Array:
     op = "magnitude_mask"
     x = jnp.asarray(checks.as_array(x, "x", op))
     sparsity = static_fraction(sparsity, "sparsity", op)
-    key = rank_key(x, magnitude=True, op=op, name="x")
-    return _keep_largest_flat(key, x.size - count_of(sparsity, x.size), x.shape)
+    return _keep_largest_flat(x, x.size - count_of(sparsity, x.size), True)
 
 
 def global_magnitude_masks(tree: Any, sparsity: float) -> Any:
@@ -196,15 +196,15 @@ def global_magnitude_masks(tree: Any, sparsity: float) -> Any:
     ]
     if not leaves:
         return tree
-    keys = [rank_key(leaf, magnitude=True, op=op, name=f"leaf {i}") for i, leaf in enumerate(leaves)]
-    shapes = tuple(leaf.shape for leaf in leaves)
     total = sum(leaf.size for leaf in leaves)
-    masks = _global_masks(tuple(keys), total - count_of(sparsity, total), shapes)
+    masks = _global_masks(tuple(leaves), total - count_of(sparsity, total))
     return jax.tree.unflatten(treedef, list(masks))
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _global_masks(keys: tuple[jax.Array, ...], k: int, shapes: tuple[Shape, ...]):
+@functools.partial(jax.jit, static_argnums=(1,))
+def _global_masks(leaves: tuple[jax.Array, ...], k: int):
+    keys = [rank_key(leaf, magnitude=True) for leaf in leaves]
+    shapes = [leaf.shape for leaf in leaves]
     common = jnp.result_type(*keys)
     flat = jnp.concatenate([key.reshape(-1).astype(common) for key in keys])
     kept = keep_largest(flat, k)
@@ -302,12 +302,12 @@ def nm_mask(x: ArrayLike, n: int, m: int, axis: int = -1) -> jax.Array:
             f"{op}: m={m} must divide the length of axis {axis}, got x.shape={x.shape} "
             f"(length {length})."
         )
-    key = rank_key(x, magnitude=True, op=op, name="x")
-    return _nm_mask(key, n, m, axis)
+    return _nm_mask(x, n, m, axis)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _nm_mask(key: jax.Array, n: int, m: int, axis: int) -> jax.Array:
+def _nm_mask(x: jax.Array, n: int, m: int, axis: int) -> jax.Array:
+    key = rank_key(x, magnitude=True)
     moved = jnp.moveaxis(key, axis, -1)
     grouped = moved.reshape(moved.shape[:-1] + (moved.shape[-1] // m, m))
     kept = keep_largest(grouped, n).reshape(moved.shape)
@@ -347,17 +347,19 @@ def topk_mask(scores: ArrayLike, k: int, *, axis: int | None = None) -> jax.Arra
     """
     op = "topk_mask"
     scores = jnp.asarray(checks.as_array(scores, "scores", op))
-    key = rank_key(scores, magnitude=False, op=op, name="scores")
+    if jnp.issubdtype(scores.dtype, jnp.complexfloating):
+        raise TypeError(f"{op}: scores must be real to be ranked, got dtype {scores.dtype}.")
     if axis is None:
         k = static_int(k, "k", op, 0, scores.size)
-        return _keep_largest_flat(key, k, scores.shape)
+        return _keep_largest_flat(scores, k, False)
     if scores.ndim == 0:
         raise ValueError(f"{op}: axis={axis} given for a scalar.")
     axis = checks.check_axis(axis, scores.ndim, "axis", op)
     k = static_int(k, "k", op, 0, scores.shape[axis])
-    return _topk_along(key, k, axis)
+    return _topk_along(scores, k, axis)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def _topk_along(key: jax.Array, k: int, axis: int) -> jax.Array:
+def _topk_along(scores: jax.Array, k: int, axis: int) -> jax.Array:
+    key = rank_key(scores, magnitude=False)
     return jnp.moveaxis(keep_largest(jnp.moveaxis(key, axis, -1), k), -1, axis)
