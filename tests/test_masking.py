@@ -213,7 +213,8 @@ def test_combine_masks_none_and_errors():
     assert combine_masks() is None and combine_masks(None, None) is None
     m = jnp.array([1, 0, 1])
     assert combine_masks(None, m, None).dtype == jnp.float32
-    with pytest.raises(ValueError, match=r"same rank.*masks\[0\]\.shape=\(3,\).*masks\[2\]\.shape=\(1, 3\)"):
+    match = r"same rank.*masks\[0\]\.shape=\(3,\).*masks\[2\]\.shape=\(1, 3\)"
+    with pytest.raises(ValueError, match=match):
         combine_masks(m, None, m[None])
     with pytest.raises(ValueError, match=r"do not broadcast.*\(3,\).*\(2,\)"):
         combine_masks(m, jnp.ones(2))

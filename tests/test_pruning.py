@@ -26,7 +26,8 @@ def _keep_largest_ref(score: np.ndarray, k: int) -> np.ndarray:
 def _magnitude_ref(x, sparsity):
     x = np.asarray(x)
     n_prune = round(sparsity * x.size)
-    return _keep_largest_ref(np.abs(x.astype(np.float64)).ravel(), x.size - n_prune).reshape(x.shape)
+    keep = _keep_largest_ref(np.abs(x.astype(np.float64)).ravel(), x.size - n_prune)
+    return keep.reshape(x.shape)
 
 
 # Small integers make many ties.
@@ -109,6 +110,13 @@ def test_global_magnitude_masks_mixed_dtypes_jit_and_empty():
     np.testing.assert_array_equal(masks[0], [True, False])
     assert masks[1] is None
     np.testing.assert_array_equal(masks[2], [[False, True]])
+    batch = {"w": jax.random.normal(KEY, (3, 4, 2)), "b": jax.random.normal(KEY, (3, 2))}
+    per_example = jax.vmap(lambda t: global_magnitude_masks(t, 0.5))(batch)
+    for i in range(3):
+        one = global_magnitude_masks({"w": batch["w"][i], "b": batch["b"][i]}, 0.5)
+        np.testing.assert_array_equal(per_example["w"][i], one["w"])
+        np.testing.assert_array_equal(per_example["b"][i], one["b"])
+        assert int(per_example["w"][i].sum() + per_example["b"][i].sum()) == 5
     assert global_magnitude_masks({}, 0.3) == {}
     assert global_magnitude_masks({"x": None}, 0.3) == {"x": None}
 
@@ -198,7 +206,9 @@ def test_topk_mask_axis_ints_jit_vmap():
         topk_mask(s, 2, axis=1),
         [[False, True, True, False], [True, True, False, False], [False, False, True, True]],
     )
-    np.testing.assert_array_equal(topk_mask(s, 1, axis=0), [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]])
+    np.testing.assert_array_equal(
+        topk_mask(s, 1, axis=0), [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]]
+    )
     x = jax.random.normal(KEY, (5, 6))
     batched = jax.jit(jax.vmap(lambda r: topk_mask(r, 3)))(x)
     np.testing.assert_array_equal(batched, topk_mask(x, 3, axis=-1))

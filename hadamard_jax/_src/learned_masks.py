@@ -61,7 +61,7 @@ def _identity_tangent(t, out):
 def _hard_mask(rule: tuple, scores: jax.Array, threshold: jax.Array) -> jax.Array:
     kind, k = rule
     if kind == "k":
-        key = rank_key(scores, magnitude=False, op="ste_mask", name="scores")
+        key = rank_key(scores, magnitude=False)
         return keep_largest(key.reshape(-1), k).reshape(scores.shape)
     cd = compute_dtype(scores.dtype)
     return scores.astype(cd) > threshold.astype(cd)
@@ -132,13 +132,10 @@ def ste_mask(
     """
     op = "ste_mask"
     scores = _float_array(scores, "scores", op)
-    given = [name for name, v in (("k", k), ("fraction", fraction), ("threshold", threshold))
-             if v is not None]
-    if len(given) != 1:
-        raise ValueError(
-            f"{op}: give exactly one of k, fraction or threshold, got "
-            f"{', '.join(f'{n}={v!r}' for n, v in (('k', k), ('fraction', fraction), ('threshold', threshold)))}."
-        )
+    rules_given = (("k", k), ("fraction", fraction), ("threshold", threshold))
+    if sum(v is not None for _, v in rules_given) != 1:
+        listed = ", ".join(f"{name}={v!r}" for name, v in rules_given)
+        raise ValueError(f"{op}: give exactly one of k, fraction or threshold, got {listed}.")
     zero = jnp.zeros((), scores.dtype)
     if k is not None:
         return _ste_jit(("k", static_int(k, "k", op, 0, scores.size)), scores, zero)
