@@ -294,3 +294,32 @@ def test_hard_concrete_and_l0_errors():
         l0_penalty(jnp.zeros(3, jnp.int32))
     with pytest.raises(TypeError, match="beta must be a static"):
         jax.jit(lambda b: l0_penalty(la, beta=b))(0.5)
+
+
+# --- every rule under the other transforms -------------------------------------------------------
+
+_OPS = {
+    "ste_mask": lambda l: ste_mask(l, fraction=0.5),
+    "bernoulli_ste": lambda l: bernoulli_ste(KEY, l),
+    "hard_concrete": lambda l: hard_concrete(KEY, l),
+    "hard_concrete_det": lambda l: hard_concrete(None, l, deterministic=True),
+    "l0_penalty": lambda l: l0_penalty(l) * jnp.ones(1),
+}
+
+
+@pytest.mark.parametrize("name", _OPS)
+def test_forward_reverse_checkpoint_scan_agree(name):
+    op = _OPS[name]
+    la = _normal((6,), jax.random.key(4))
+    fwd, rev = jax.jit(jax.jacfwd(op))(la), jax.jit(jax.jacrev(op))(la)
+    np.testing.assert_allclose(fwd, rev, rtol=1e-6, atol=1e-7)
+    loss = lambda l: jnp.sum(jnp.sin(op(l)))  # noqa: E731
+    g = jax.grad(loss)(la)
+    np.testing.assert_allclose(jax.grad(jax.checkpoint(loss))(la), g, rtol=1e-6, atol=1e-7)
+
+    def scanned(l):
+        out, _ = jax.lax.scan(lambda c, _: (c + jnp.sum(op(l)), None), 0.0, None, length=3)
+        return out
+
+    once = jax.grad(lambda l: jnp.sum(op(l)))(la)
+    np.testing.assert_allclose(jax.jit(jax.grad(scanned))(la), 3 * once, rtol=1e-6, atol=1e-6)

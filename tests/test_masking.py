@@ -95,6 +95,8 @@ def test_apply_mask_errors():
         apply_mask(jnp.ones(3), jnp.ones(3), fill=jnp.zeros(3))
     with pytest.raises(ValueError, match=r"fill=-inf"):
         apply_mask(jnp.ones(3, jnp.int32), jnp.ones(3), fill=-jnp.inf)
+    with pytest.raises(ValueError, match="complex fill"):
+        apply_mask(jnp.ones(3), jnp.ones(3), fill=1j)
     with pytest.raises(TypeError, match="argument 'mask'"):
         apply_mask(jnp.ones(3), None)
     with pytest.raises(ValueError, match="must broadcast"):

@@ -86,7 +86,7 @@ def apply_mask(x: ArrayLike, mask: ArrayLike, *, fill: ArrayLike = 0) -> jax.Arr
 
     Raises:
       ValueError: the mask does not broadcast to ``x.shape``; ``fill`` is not a scalar; a
-        non-integral ``fill`` for an integer or boolean ``x``.
+        non-integral ``fill`` for an integer or boolean ``x``; a complex ``fill`` for real ``x``.
       TypeError: ``x``, ``mask`` or ``fill`` is not an array or a number.
 
     Examples:
@@ -121,6 +121,8 @@ def apply_mask(x: ArrayLike, mask: ArrayLike, *, fill: ArrayLike = 0) -> jax.Arr
             raise ValueError(
                 f"{op}: fill={fill_in!r} cannot be represented in x's dtype {x.dtype}."
             )
+    if jnp.iscomplexobj(fill_in) and not jnp.iscomplexobj(x):
+        raise ValueError(f"{op}: a complex fill={fill_in!r} for x of real dtype {x.dtype}.")
     fill_arr = jnp.asarray(fill_in).astype(x.dtype)
     if checks.is_differentiable(x.dtype):
         return _apply_jit(x, mask, fill_arr)
