@@ -68,6 +68,6 @@ class FlaxMemory:
             raise NotImplementedError("hadamard_jax.bench.flax_stack is not in this version")
 
     def track_temp_bytes(self, impl):
-        return self.flax_stack.compiled_temp_bytes(impl)
+        return self.flax_stack.compiled_temp_bytes(impl, **SIZE)
 
     track_temp_bytes.unit = "bytes"

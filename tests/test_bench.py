@@ -97,6 +97,11 @@ def test_report_gating_and_memory(tiny_report):
         assert r["saved_bytes_hadamard_jax"] == inputs * array, name
         assert r["saved_bytes_plain"] >= r["saved_bytes_hadamard_jax"], name
     assert rows["swiglu"]["saved_bytes_plain"] == 5 * array
+    for name in ("bilinear", "reglu", "highway"):  # no activation: nothing to recompute
+        cost = rows[name]["cost_per_element"]
+        assert cost["hadamard_jax"]["transcendentals"] == cost["plain"]["transcendentals"] == 0
+    cost = rows["swiglu"]["cost_per_element"]
+    assert cost["plain"]["transcendentals"] >= 1 and cost["hadamard_jax"]["flops"] > 0
     temp = figures["training_memory"]["temp_bytes"]
     assert set(temp) == {"swiglu", "geglu"}
     assert all(set(v) == {"plain", "hadamard_jax", "remat"} for v in temp.values())

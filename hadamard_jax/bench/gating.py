@@ -133,3 +133,25 @@ def _abstract_operands(name: str, n: int, dtype: Any) -> list[jax.ShapeDtypeStru
     if case.packed:
         return [jax.ShapeDtypeStruct((n, 2 * n), jnp.dtype(dtype))]
     return [jax.ShapeDtypeStruct((n, n), jnp.dtype(dtype))] * case.arity
+
+
+def cost(name: str, impl: str, n: int, dtype: Any) -> dict[str, float]:
+    """XLA's compiled cost of the fwd+bwd of ``name`` in ``impl``, per output element.
+
+    Returns:
+      ``{"flops", "transcendentals", "bytes"}`` from ``cost_analysis()``, each divided by
+      ``n * n``: deterministic figures that explain a time ratio (a rule that recomputes the
+      activation in the backward pass pays more transcendentals than a saved intermediate).
+    """
+    fn = FORWARD_BACKWARD[(name, impl)]
+    ct = jax.ShapeDtypeStruct((n, n), jnp.dtype(dtype))
+    compiled = fn.lower(ct, *_abstract_operands(name, n, dtype)).compile()
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
+        analysis = analysis[0]
+    size = float(n) * n
+    return {
+        "flops": float(analysis.get("flops", 0.0)) / size,
+        "transcendentals": float(analysis.get("transcendentals", 0.0)) / size,
+        "bytes": float(analysis.get("bytes accessed", 0.0)) / size,
+    }

@@ -20,13 +20,22 @@ _STYLE = {
 }
 
 
-def _label(row: dict[str, Any]) -> str:
-    parts = [row["op"], row["dtype"].replace("float", "f").replace("bfloat", "bf")]
-    if row["pass"] != "forward":
-        parts.append("fwd+bwd")
-    if row["donated"]:
-        parts.append("donated")
-    return " ".join(parts)
+def _annotate(ax, figures: dict[str, Any]) -> None:
+    """Labels the donation target's point and each matmul point; the legend covers the rest."""
+    stream = figures["stream"]
+    for row in figures["ops"]:
+        target = (
+            row["op"] == "hadamard" and row["donated"] and row["n"] == stream["n"]
+            and row["dtype"] == stream["dtype"]
+        )
+        if target:
+            text = f"hadamard donated {row['n']}x{row['n']}: {row['stream_fraction']:.2f}x STREAM"
+        elif row["op"] == "matmul":
+            text = f"matmul {row['n']} {row['dtype']}: {row['gflops']:.0f} GFLOP/s"
+        else:
+            continue
+        ax.annotate(text, (row["intensity"], row["gflops"]), fontsize=7, xytext=(6, -10),
+                    textcoords="offset points")
 
 
 def plot(figures: dict[str, Any], path: str | Path) -> Path:
@@ -68,14 +77,12 @@ def plot(figures: dict[str, Any], path: str | Path) -> Path:
         ax.scatter(row["intensity"], row["gflops"], s=30 + 40 * (row["n"] >= 4096),
                    marker=marker, edgecolors=color, facecolors=color if filled else "none",
                    label=label, zorder=3)
-        if row["n"] == max(r["n"] for r in ops if r["op"] == row["op"]):
-            ax.annotate(_label(row), (row["intensity"], row["gflops"]), fontsize=6,
-                        xytext=(4, 2), textcoords="offset points")
+    _annotate(ax, figures)
     ax.set_xlabel("arithmetic intensity (flop / byte, bytes counted as STREAM counts them)")
     ax.set_ylabel("achieved GFLOP/s")
     machine = figures.get("machine", {})
     ax.set_title(f"hadamard_jax roofline: {machine.get('device', '')} "
-                 f"({machine.get('cpu_count', '?')} cores), filled = donated / matmul")
+                 f"({machine.get('cpu_count', '?')} cores), filled = donated, large = n >= 4096")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
