@@ -109,6 +109,7 @@ class GatedMLP(nn.Module):
     precision: Any = None
     kernel_init: Callable = default_kernel_init
     bias_init: Callable = default_bias_init
+    down_kernel_init: Callable | None = None
     rng_collection: str = "dropout"
 
     @nn.compact
@@ -121,7 +122,8 @@ class GatedMLP(nn.Module):
         params = {
             "gate_kernel": self.param("gate_kernel", self.kernel_init, (d, h), pd),
             "up_kernel": self.param("up_kernel", self.kernel_init, (d, h), pd),
-            "down_kernel": self.param("down_kernel", self.kernel_init, (h, o), pd),
+            "down_kernel": self.param("down_kernel", self.down_kernel_init or self.kernel_init,
+                                      (h, o), pd),
         }
         if self.use_bias:
             params["gate_bias"] = self.param("gate_bias", self.bias_init, (h,), pd)

@@ -186,6 +186,14 @@ def check_prune(sparsity: Any, method: str, key: Any, n: Any, m: Any) -> float |
     return float(sparsity)
 
 
+def _replicated(x: jax.Array) -> jax.Array:
+    """``x`` unsharded if it is sharded over an explicit mesh axis (the mask makers sort)."""
+    spec = getattr(jax.typeof(x).sharding, "spec", ())
+    if any(p is not None for p in spec):
+        return jax.sharding.reshard(x, jax.sharding.PartitionSpec())
+    return x
+
+
 def prune_masks(
     kernels: dict[Any, jax.Array],
     masks: dict[Any, jax.Array],
@@ -202,7 +210,7 @@ def prune_masks(
     Scores are the magnitudes of the *masked* kernels, so weights pruned before rank lowest,
     and every new mask is ANDed with the old one: pruning again never revives a weight.
     """
-    effective = {k: jnp.where(masks[k], kernels[k], jnp.zeros((), kernels[k].dtype))
+    effective = {k: _replicated(jnp.where(masks[k], kernels[k], jnp.zeros((), kernels[k].dtype)))
                  for k in kernels}
     if method == "magnitude":
         new = {k: hj.magnitude_mask(w, sparsity) for k, w in effective.items()}

@@ -34,6 +34,9 @@ class GatedMLP(nnx.Module):
       dropout_rate: dropout probability on the hidden layer.
       deterministic: disable dropout (``model.eval()`` sets it; the call argument wins).
       dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
+      down_kernel_init: initializer of ``down_kernel`` (default ``kernel_init``), e.g. with the
+        transposed partitioning of the gate/up kernels (``("model", None)`` vs
+        ``(None, "model")``) for tensor parallelism.
       rng_collection: the rng stream for dropout.
       rngs: ``nnx.Rngs``.
 
@@ -66,6 +69,7 @@ class GatedMLP(nnx.Module):
         precision: Any = None,
         kernel_init: Any = C.default_kernel_init,
         bias_init: Any = C.default_bias_init,
+        down_kernel_init: Any = None,
         rng_collection: str = "dropout",
         rngs: nnx.Rngs,
     ):
@@ -81,7 +85,8 @@ class GatedMLP(nnx.Module):
         d, h, o = in_features, hidden_features, out_features
         self.gate_kernel = C.param(kernel_init, rngs.params(), (d, h), param_dtype)
         self.up_kernel = C.param(kernel_init, rngs.params(), (d, h), param_dtype)
-        self.down_kernel = C.param(kernel_init, rngs.params(), (h, o), param_dtype)
+        self.down_kernel = C.param(C.first(down_kernel_init, kernel_init), rngs.params(), (h, o),
+                                   param_dtype)
         if use_bias:
             self.gate_bias = C.param(bias_init, rngs.params(), (h,), param_dtype)
             self.up_bias = C.param(bias_init, rngs.params(), (h,), param_dtype)
