@@ -170,6 +170,7 @@ def test_interleaved_and_ratio():
     assert [len(s) for s in samples.values()] == [4, 4]
     assert counter == {"a": 2 + 4, "b": 2 + 4}  # warm-up calls, then one call per sample
     assert timing.median_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 1.0]) == 4.0
+    assert timing.best_ratio([2.0, 4.0, 9.0], [4.0, 1.0, 1.0]) == 2.0
     assert timing.rate(3e9, 1.5) == 2.0
     assert timing.calls_per_sample(0.001, 0.01) == 10
 

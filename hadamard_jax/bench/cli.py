@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--quick", action="store_true", help="float32 only, fewer sizes and rounds (~45 s on 2 cores)"
+        "--quick",
+        action="store_true",
+        help="float32 only, fewer sizes and rounds (under 45 s on 2 cores)",
     )
     parser.add_argument(
         "--out", default="bench_out", metavar="DIR", help="output directory (default: bench_out)"

@@ -143,7 +143,9 @@ def forward_call(op: str, n: int, dtype: str, *, donate: bool = False):
     if not donate:
         return Call(FORWARD[op], (a, b))
     if op not in FORWARD_DONATED:
-        raise ValueError(f"kernels: donation is for the element-wise ops {ELEMENTWISE}, not {op!r}.")
+        raise ValueError(
+            f"kernels: donation is for the element-wise ops {ELEMENTWISE}, not {op!r}."
+        )
     return Call(FORWARD_DONATED[op], (owned_copy(a), b), chain=True)
 
 
