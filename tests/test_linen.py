@@ -46,6 +46,8 @@ CASES = {
                 hl.GLU(5, activation="reglu", fused_kernel=False), (X,), {}),
     "gated_mlp": (lambda r: hn.GatedMLP(4, 8, 6, bias_init=NORMAL, rngs=r),
                   hl.GatedMLP(8, 6), (X,), {}),
+    "gated_mlp_masked": (lambda r: hn.prune(hn.GatedMLP(4, 8, masked=True, rngs=r), 0.5),
+                         hl.GatedMLP(8, masked=True), (X,), {}),
     "gated_mlp_bf16": (lambda r: hn.GatedMLP(4, 8, use_bias=False, dtype=jnp.bfloat16, rngs=r),
                        hl.GatedMLP(8, use_bias=False, dtype=jnp.bfloat16), (X,), {}),
     "highway": (lambda r: hn.Highway(4, activation=jnp.tanh, bias_init=NORMAL, rngs=r),
@@ -153,7 +155,7 @@ def test_prune_variables_and_train_keeps_zeros():
     again = hl.prune({"params": params, "masks": masks}, 0.5, method="nm", n=1, m=2)
     for name in ("MaskedLinear_0", "MaskedLinear_1"):
         assert not (np.asarray(again["masks"][name]["mask"]) & ~np.asarray(masks[name]["mask"])).any()
-    with pytest.raises(ValueError, match="no MaskedLinear mask"):
+    with pytest.raises(ValueError, match="no masked kernel"):
         hl.prune({"params": params}, 0.5)
 
 

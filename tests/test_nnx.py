@@ -192,6 +192,22 @@ def test_prune_and_train_keeps_zeros(method):
     assert not (np.asarray(model.a.mask[...]) & ~before).any()
 
 
+def test_masked_gated_mlp_is_pruned():
+    mlp = hn.GatedMLP(4, 8, masked=True, rngs=nnx.Rngs(0))
+    assert set(nnx.state(mlp, hn.MaskVar).keys()) == {"gate_mask", "up_mask", "down_mask"}
+    hn.prune(mlp, 0.5)
+    assert hn.mask_sparsity(mlp) == 0.5 and int(mlp.down_mask[...].sum()) == 16
+    p = {k: v[...] for k, v in nnx.state(mlp, nnx.Param).items()}
+    for name in ("gate", "up", "down"):
+        mask = np.asarray(getattr(mlp, f"{name}_mask")[...])
+        assert (np.asarray(p[f"{name}_kernel"])[~mask] == 0).all()
+    ref = hj.gated_mlp(X, p["gate_kernel"], p["up_kernel"], p["down_kernel"],
+                       b_gate=p["gate_bias"], b_up=p["up_bias"], b_down=p["down_bias"])
+    np.testing.assert_allclose(mlp(X), ref, rtol=1e-6)
+    g = nnx.grad(lambda m: jnp.sum(m(X) ** 2))(mlp)
+    assert (np.asarray(g["up_kernel"][...])[~np.asarray(mlp.up_mask[...])] == 0).all()
+
+
 def test_prune_errors():
     model = _masked_model(nnx.Rngs(0))
     with pytest.raises(ValueError, match="unknown method 'l1'"):
@@ -202,7 +218,7 @@ def test_prune_errors():
         hn.prune(model, 0.5, method="random")
     with pytest.raises(ValueError, match="contradicts n=2, m=4"):
         hn.prune(model, 0.75, method="nm", n=2, m=4)
-    with pytest.raises(ValueError, match="no MaskedLinear"):
+    with pytest.raises(ValueError, match="no masked kernel"):
         hn.prune(hn.GatedMLP(4, 8, rngs=nnx.Rngs(0)), 0.5)
 
 

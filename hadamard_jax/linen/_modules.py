@@ -104,6 +104,7 @@ class GatedMLP(nn.Module):
     use_bias: bool = True
     dropout_rate: float = 0.0
     deterministic: bool | None = None
+    masked: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
     precision: Any = None
@@ -129,6 +130,11 @@ class GatedMLP(nn.Module):
             params["gate_bias"] = self.param("gate_bias", self.bias_init, (h,), pd)
             params["up_bias"] = self.param("up_bias", self.bias_init, (h,), pd)
             params["down_bias"] = self.param("down_bias", self.bias_init, (o,), pd)
+        if self.masked:
+            for name in ("gate", "up", "down"):
+                mask = _fixed_mask(self, f"{name}_mask", f"{name}_kernel", nn.initializers.ones_init(),
+                                   params[f"{name}_kernel"].shape)
+                params[f"{name}_kernel"] = F.masked_kernel(params[f"{name}_kernel"], mask)
         deterministic = _first(deterministic, self.deterministic, False)
         keep_mask, keep = None, 1.0
         if self.dropout_rate > 0 and not deterministic:
@@ -258,6 +264,20 @@ class Mask(nn.Module):
         return hj.apply_mask(x, mask, fill=self.fill)
 
 
+def _fixed_mask(module: nn.Module, name: str, kernel_name: str, init: Callable,
+                shape: tuple[int, ...]) -> jax.Array:
+    """The boolean mask variable ``masks/name`` of a kernel, with the kernel's partitioning."""
+    boxed = module.get_variable("params", kernel_name)
+
+    def init_mask():
+        mask = init(_init_key(module), shape, jnp.bool_)
+        if isinstance(boxed, meta.AxisMetadata) and not isinstance(mask, meta.AxisMetadata):
+            mask = boxed.replace_boxed(mask)
+        return mask
+
+    return module.variable(MASKS, name, init_mask).value
+
+
 def _init_key(module: nn.Module) -> jax.Array:
     return module.make_rng("params") if module.has_rng("params") else jax.random.key(0)
 
@@ -350,15 +370,7 @@ class MaskedLinear(nn.Module):
         kernel = self.param("kernel", self.kernel_init, shape, pd)
         bias = self.param("bias", self.bias_init, (self.out_features,), pd) if self.use_bias else None
         if self.mask_type == "fixed":
-            boxed = self.get_variable("params", "kernel")
-
-            def init_mask():
-                mask = self.mask_init(_init_key(self), shape, jnp.bool_)
-                if isinstance(boxed, meta.AxisMetadata) and not isinstance(mask, meta.AxisMetadata):
-                    mask = boxed.replace_boxed(mask)
-                return mask
-
-            mask = self.variable(MASKS, "mask", init_mask).value
+            mask = _fixed_mask(self, "mask", "kernel", self.mask_init, shape)
         elif self.mask_type == "ste":
             init = self.scores_init or (lambda key, shape, dtype: jnp.abs(kernel).astype(dtype))
             mask = ste_mask(self.param("scores", init, shape, pd), self.sparsity, self.threshold)

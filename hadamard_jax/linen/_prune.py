@@ -22,9 +22,14 @@ def _masked_kernels(variables: Any) -> tuple[dict, dict, dict[str, tuple]]:
     found = {
         "/".join(map(str, path)): path
         for path in masks
-        if path[-1] == "mask" and path[:-1] + ("kernel",) in params
+        if str(path[-1]).endswith("mask") and _kernel_path(path) in params
     }
     return params, masks, found
+
+
+def _kernel_path(mask_path: tuple) -> tuple:
+    """``.../<prefix>mask`` -> ``.../<prefix>kernel`` (``mask``/``kernel``, ``gate_mask``/...)."""
+    return mask_path[:-1] + (str(mask_path[-1])[: -len("mask")] + "kernel",)
 
 
 def prune(
@@ -37,10 +42,12 @@ def prune(
     m: int | None = None,
     axis: int = 0,
 ) -> dict[str, Any]:
-    """Returns ``variables`` with the mask of every fixed-mask ``MaskedLinear`` set.
+    """Returns ``variables`` with every fixed kernel mask set (``MaskedLinear``,
+    ``GatedMLP(masked=True)``).
 
     The Linen counterpart of :func:`hadamard_jax.nnx.prune` (same arguments and semantics):
-    a mask ``masks/<path>/mask`` next to a kernel ``params/<path>/kernel`` is pruned, and the
+    a mask ``masks/<path>/<prefix>mask`` next to a kernel ``params/<path>/<prefix>kernel`` is
+    pruned, and the
     pruned kernel entries are set to zero. The input is not modified.
 
     Raises:
@@ -49,8 +56,8 @@ def prune(
     sparsity = F.check_prune(sparsity, method, key, n, m)
     params, masks, found = _masked_kernels(variables)
     if not found:
-        raise ValueError("prune: the variables have no MaskedLinear mask (masks/.../mask).")
-    kernel_of = {name: path[:-1] + ("kernel",) for name, path in found.items()}
+        raise ValueError("prune: the variables have no masked kernel (masks/.../mask).")
+    kernel_of = {name: _kernel_path(path) for name, path in found.items()}
     kernels = {name: meta.unbox(params[p]) for name, p in kernel_of.items()}
     old = {name: meta.unbox(masks[p]) for name, p in found.items()}
     new = F.prune_masks(kernels, old, sparsity, method=method, key=key, n=n, m=m, axis=axis)

@@ -10,6 +10,7 @@ from flax import nnx
 
 from hadamard_jax.nnx import _common as C
 from hadamard_jax.nnx import _functional as F
+from hadamard_jax.nnx._common import MaskVar
 
 
 class GatedMLP(nnx.Module):
@@ -33,6 +34,9 @@ class GatedMLP(nnx.Module):
       use_bias: biases on the three projections.
       dropout_rate: dropout probability on the hidden layer.
       deterministic: disable dropout (``model.eval()`` sets it; the call argument wins).
+      masked: give each kernel a fixed boolean mask (``gate_mask``, ``up_mask``,
+        ``down_mask``, :class:`MaskVar`, all ones at first) that :func:`prune` sets; masked
+        weights are exactly zero (select semantics) and get zero gradient.
       dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
       down_kernel_init: initializer of ``down_kernel`` (default ``kernel_init``), e.g. with the
         transposed partitioning of the gate/up kernels (``("model", None)`` vs
@@ -64,6 +68,7 @@ class GatedMLP(nnx.Module):
         use_bias: bool = True,
         dropout_rate: float = 0.0,
         deterministic: bool | None = False,
+        masked: bool = False,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         precision: Any = None,
@@ -94,6 +99,12 @@ class GatedMLP(nnx.Module):
         else:
             self.gate_bias = self.up_bias = self.down_bias = nnx.data(None)
         self.rngs = C.rng_stream(rngs, rng_collection) if dropout_rate > 0 else nnx.data(None)
+        self.masked = masked
+        if masked:
+            for name in ("gate", "up", "down"):
+                kernel = getattr(self, f"{name}_kernel")
+                setattr(self, f"{name}_mask", MaskVar(jnp.ones(kernel.shape, jnp.bool_),
+                                                      **C.sharding_metadata(kernel)))
 
     def __call__(
         self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
@@ -102,6 +113,10 @@ class GatedMLP(nnx.Module):
         F.check_features("GatedMLP", x, self.in_features)
         names = ("gate_kernel", "up_kernel", "down_kernel", "gate_bias", "up_bias", "down_bias")
         params = {k: C.value(getattr(self, k)) for k in names}
+        if self.masked:
+            for name in ("gate", "up", "down"):
+                params[f"{name}_kernel"] = F.masked_kernel(params[f"{name}_kernel"],
+                                                           getattr(self, f"{name}_mask")[...])
         deterministic = C.first(deterministic, self.deterministic, False)
         keep_mask, keep = None, 1.0
         if self.dropout_rate > 0 and not deterministic:

@@ -9,16 +9,25 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hadamard_jax.nnx import _functional as F
+from hadamard_jax.nnx._common import MaskVar
 from hadamard_jax.nnx._hard_concrete import HardConcreteGate
-from hadamard_jax.nnx._masked_linear import MaskedLinear
 
 
-def _fixed_layers(model: nnx.Module) -> dict[str, MaskedLinear]:
-    return {
-        "/".join(map(str, path)): module
-        for path, module in nnx.iter_modules(model)
-        if isinstance(module, MaskedLinear) and module.mask_type == "fixed"
-    }
+def _mask_pairs(model: nnx.Module) -> dict[str, tuple[nnx.Module, str, str]]:
+    """Every fixed mask with its kernel: ``{path: (module, mask attr, kernel attr)}``.
+
+    A ``MaskVar`` attribute ``<prefix>mask`` pairs with the ``nnx.Param`` ``<prefix>kernel``
+    of the same module (``MaskedLinear.mask``/``kernel``, ``GatedMLP.gate_mask``/``gate_kernel``
+    with ``masked=True``). Masks without a kernel (``Mask``) are not pruned.
+    """
+    pairs = {}
+    for path, module in nnx.iter_modules(model):
+        for attr, var in vars(module).items():
+            if isinstance(var, MaskVar) and attr.endswith("mask"):
+                kernel = attr[: -len("mask")] + "kernel"
+                if isinstance(getattr(module, kernel, None), nnx.Param):
+                    pairs["/".join(map(str, (*path, attr)))] = (module, attr, kernel)
+    return pairs
 
 
 def prune(
@@ -31,7 +40,8 @@ def prune(
     m: int | None = None,
     axis: int = 0,
 ) -> nnx.Module:
-    """Sets the masks of every ``MaskedLinear(mask_type="fixed")`` in ``model``, in place.
+    """Sets every fixed mask of ``model`` in place: ``MaskedLinear(mask_type="fixed")`` and
+    ``GatedMLP(masked=True)`` kernels.
 
     The pruned kernel entries are also set to zero. The forward pass selects ``kernel`` with
     the mask, so pruned weights are exactly zero and get exactly zero gradient: they stay zero
@@ -68,21 +78,26 @@ def prune(
       0.5
     """
     sparsity = F.check_prune(sparsity, method, key, n, m)
-    layers = _fixed_layers(model)
-    if not layers:
-        raise ValueError("prune: the model has no MaskedLinear layer with mask_type='fixed'.")
-    kernels = {name: layer.kernel[...] for name, layer in layers.items()}
-    masks = {name: layer.mask[...] for name, layer in layers.items()}
+    pairs = _mask_pairs(model)
+    if not pairs:
+        raise ValueError(
+            "prune: the model has no masked kernel (MaskedLinear with mask_type='fixed' or "
+            "GatedMLP with masked=True)."
+        )
+    kernels = {name: getattr(mod, k)[...] for name, (mod, _, k) in pairs.items()}
+    masks = {name: getattr(mod, m_)[...] for name, (mod, m_, _) in pairs.items()}
     new = F.prune_masks(kernels, masks, sparsity, method=method, key=key, n=n, m=m, axis=axis)
-    for name, layer in layers.items():
-        layer.mask[...] = new[name]
-        layer.kernel[...] = jnp.where(new[name], kernels[name], jnp.zeros((), kernels[name].dtype))
+    for name, (mod, mask_attr, kernel_attr) in pairs.items():
+        getattr(mod, mask_attr)[...] = new[name]
+        zero = jnp.zeros((), kernels[name].dtype)
+        getattr(mod, kernel_attr)[...] = jnp.where(new[name], kernels[name], zero)
     return model
 
 
 def mask_sparsity(model: nnx.Module) -> float:
-    """The fraction of masked-out weights over all ``MaskedLinear(mask_type="fixed")`` layers."""
-    masks = [layer.mask[...] for layer in _fixed_layers(model).values()]
+    """The fraction of masked-out weights over all fixed masks of kernels (what :func:`prune`
+    sets)."""
+    masks = [getattr(mod, m_)[...] for mod, m_, _ in _mask_pairs(model).values()]
     total = sum(int(mask.size) for mask in masks)
     if total == 0:
         return 0.0
@@ -97,6 +112,4 @@ def l0_penalty(model: nnx.Module) -> jax.Array:
 
 def masks_of(model: nnx.Module) -> Any:
     """``nnx.state(model, MaskVar)``: every mask of the model."""
-    from hadamard_jax.nnx._common import MaskVar
-
     return nnx.state(model, MaskVar)
