@@ -119,8 +119,14 @@ def saved_residual_bytes(name: str, impl: str, n: int, dtype: Any) -> int:
     the op's own inputs count too.
 
     Returns:
-      For example ``saved_residual_bytes("swiglu", "hadamard_jax", 1024, "float32")`` is
-      ``2 * 1024 * 1024 * 4`` (``gate`` and ``value``) where the plain composition keeps 5 arrays.
+      The byte count.
+
+    Examples:
+      >>> from hadamard_jax.bench.gating import saved_residual_bytes
+      >>> saved_residual_bytes("swiglu", "hadamard_jax", 1024, "float32") // (1024 * 1024 * 4)
+      2
+      >>> saved_residual_bytes("swiglu", "plain", 1024, "float32") // (1024 * 1024 * 4)
+      5
     """
     fn = _fn(name, impl)
     shapes = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in _abstract_operands(name, n, dtype)]

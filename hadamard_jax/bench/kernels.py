@@ -79,8 +79,17 @@ def work(op: str, n: int, dtype: Any, *, backward: bool = False) -> Work:
       backward: forward+backward (:data:`FORWARD_BACKWARD`) instead of the forward pass.
 
     Returns:
-      A :class:`Work`. For example ``work("hadamard", 4096, "float32")`` is
-      ``Work(flops=16777216.0, bytes=201326592.0)``: 1 flop and 12 bytes per element.
+      A :class:`Work`: for an element-wise forward pass 1 flop and 3 arrays per element.
+
+    Raises:
+      ValueError: ``op`` is not one of :data:`OPS`.
+
+    Examples:
+      >>> from hadamard_jax.bench.kernels import work
+      >>> work("hadamard", 4096, "float32")
+      Work(flops=16777216.0, bytes=201326592.0)
+      >>> work("matmul", 1024, "bfloat16").intensity  # 2 n^3 flops over 3 n^2 * 2 bytes
+      341.3333333333333
     """
     _check_op(op)
     size = float(n) * n
