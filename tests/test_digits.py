@@ -1,0 +1,35 @@
+"""A shortened run of examples/digits.py: it learns, and pruning reaches its sparsity with
+pruned weights exactly zero through fine-tuning."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "digits.py"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    spec = importlib.util.spec_from_file_location("digits_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_short_run_learns_and_prunes(digits, capsys):
+    result = digits.main(["--epochs", "6", "--finetune-epochs", "3", "--width", "64",
+                          "--hidden", "128", "--seed", "1"])
+    out = capsys.readouterr().out
+    assert "dense test accuracy" in out and "pruned test accuracy" in out and "[####" in out
+    assert result["dense_accuracy"] > 0.85  # chance is 0.1
+    assert result["pruned_accuracy"] > 0.7
+    assert abs(result["sparsity"] - 0.9) < 1e-4
+    assert result["pruned_weights_zero"] == 1.0
+
+
+def test_flags(digits):
+    args = digits.parse_args(["--sparsity", "0.5", "--method", "magnitude"])
+    assert args.sparsity == 0.5 and args.method == "magnitude" and args.epochs == 60
+    with pytest.raises(SystemExit):
+        digits.parse_args(["--method", "nope"])
