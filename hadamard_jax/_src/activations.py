@@ -28,11 +28,19 @@ _GELU_TANH_C = 0.044715
 
 
 class Activation(NamedTuple):
-    """An element-wise activation and its derivative (both in the input's dtype)."""
+    """An element-wise activation and its derivative (both in the input's dtype).
+
+    ``fn_and_grad(x)`` returns ``(fn(x), grad(x))`` computed together, sharing the one
+    transcendental (``exp``) that both need: the backward pass recomputes the activation, and
+    sharing keeps that recomputation to a single ``exp`` per element. Its ``fn`` part is the
+    mathematical limit at ``-inf`` (0 for SiLU and GELU, where ``x * sigmoid(x)`` evaluates to
+    ``-inf * 0 = nan``); the derivative rules use it for the value's gradient.
+    """
 
     name: str
     fn: Callable[[jax.Array], jax.Array]
     grad: Callable[[jax.Array], jax.Array]
+    fn_and_grad: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 
 
 def compute_dtype(dtype) -> np.dtype:
@@ -51,6 +59,25 @@ def _with_limits(x: jax.Array, formula: Callable[[jax.Array], jax.Array], at_neg
     return jnp.where(is_inf, limit, formula(safe_x))
 
 
+def _sigmoid_pair(x):
+    """``(sigmoid(x), sigmoid(-x))`` from one ``exp``, each with full relative precision."""
+    e = jnp.exp(-jnp.abs(x))
+    r = 1.0 / (1.0 + e)  # the denominator lies in [1, 2]
+    small = e * r
+    positive = x >= 0
+    return jnp.where(positive, r, small), jnp.where(positive, small, r)
+
+
+def _finite_part(x):
+    """``x`` with +-inf replaced by 0: a multiplier whose products with decaying terms stay 0."""
+    return jnp.where(jnp.isinf(x), jnp.zeros_like(x), x)
+
+
+def _pos_inf_part(x):
+    """``inf`` where ``x`` is ``+inf``, else 0 (a constant: it carries no derivative)."""
+    return jnp.where(x == jnp.inf, x, jnp.zeros_like(x))
+
+
 # --- identity (bilinear) -------------------------------------------------------------------
 
 
@@ -60,6 +87,10 @@ def _identity(x):
 
 def _identity_grad(x):
     return jnp.ones_like(x)
+
+
+def _identity_fn_and_grad(x):
+    return x, jnp.ones_like(x)
 
 
 # --- sigmoid (GLU) ---------------------------------------------------------------------------
@@ -73,6 +104,11 @@ def _sigmoid_grad(x):
     return jax.nn.sigmoid(x) * jax.nn.sigmoid(-x)
 
 
+def _sigmoid_fn_and_grad(x):
+    s, s_neg = _sigmoid_pair(x)
+    return s, s * s_neg
+
+
 # --- relu (ReGLU) -----------------------------------------------------------------------------
 
 
@@ -83,6 +119,10 @@ def _relu(x):
 def _relu_grad(x):
     # relu'(0) = 0, as jax.nn.relu.
     return (x > 0).astype(x.dtype)
+
+
+def _relu_fn_and_grad(x):
+    return _relu(x), _relu_grad(x)
 
 
 # --- silu (SwiGLU) ---------------------------------------------------------------------------
@@ -101,6 +141,12 @@ def _silu_grad(x):
     return _with_limits(x, formula, 0.0, 1.0)
 
 
+def _silu_fn_and_grad(x):
+    s, s_neg = _sigmoid_pair(x)
+    xf = _finite_part(x)
+    return xf * s + _pos_inf_part(x), s + xf * s * s_neg
+
+
 # --- gelu, exact (GeGLU) -----------------------------------------------------------------------
 
 
@@ -117,6 +163,13 @@ def _gelu_grad(x):
         return cdf + x * pdf
 
     return _with_limits(x, formula, 0.0, 1.0)
+
+
+def _gelu_fn_and_grad(x):
+    xf = _finite_part(x)
+    cdf = 0.5 * jax.lax.erfc(-x / _SQRT_2)
+    pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * xf * xf)
+    return xf * cdf + _pos_inf_part(x), cdf + xf * pdf
 
 
 # --- gelu, tanh approximation (GeGLU, approximate=True) ----------------------------------------
@@ -144,13 +197,24 @@ def _gelu_tanh_grad(x):
     return _with_limits(x, formula, 0.0, 1.0)
 
 
+def _gelu_tanh_fn_and_grad(x):
+    # With e = exp(-2|u|): sigmoid(2u) = 1/(1+e) or e/(1+e), sech^2(u) = 4e/(1+e)^2: one exp.
+    xf = _finite_part(x)
+    xc = jnp.clip(x, -1e4, 1e4)
+    u = _SQRT_2_OVER_PI * (xc + _GELU_TANH_C * xc * xc * xc)
+    du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * xc * xc)
+    sig_2u, sig_neg_2u = _sigmoid_pair(2.0 * u)
+    sech2 = 4.0 * sig_2u * sig_neg_2u
+    return xf * sig_2u + _pos_inf_part(x), sig_2u + 0.5 * xf * sech2 * du
+
+
 ACTIVATIONS: dict[str, Activation] = {
-    "identity": Activation("identity", _identity, _identity_grad),
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_grad),
-    "relu": Activation("relu", _relu, _relu_grad),
-    "silu": Activation("silu", _silu, _silu_grad),
-    "gelu": Activation("gelu", _gelu, _gelu_grad),
-    "gelu_tanh": Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_grad),
+    "identity": Activation("identity", _identity, _identity_grad, _identity_fn_and_grad),
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_grad, _sigmoid_fn_and_grad),
+    "relu": Activation("relu", _relu, _relu_grad, _relu_fn_and_grad),
+    "silu": Activation("silu", _silu, _silu_grad, _silu_fn_and_grad),
+    "gelu": Activation("gelu", _gelu, _gelu_grad, _gelu_fn_and_grad),
+    "gelu_tanh": Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_grad, _gelu_tanh_fn_and_grad),
 }
 
 

@@ -85,10 +85,11 @@ def _gate_jvp(act, split_axis, shape, dtype, primals, tangents):
     def tangent_fn(xs, ts):
         gate, value = _operands(split_axis, shape, cdt, xs)
         dgate, dvalue = _operands(split_axis, shape, cdt, ts)
+        act, act_grad = fns.fn_and_grad(gate)  # one shared transcendental
         return rules.sum_terms(
             [
-                None if dgate is None else fns.grad(gate) * dgate * value,
-                None if dvalue is None else fns.fn(gate) * dvalue,
+                None if dgate is None else act_grad * dgate * value,
+                None if dvalue is None else act * dvalue,
             ]
         ).astype(dtype)
 
