@@ -92,7 +92,8 @@ def train(model, x, y, *, epochs: int, lr: float, batch: int, seed: int, label: 
     """Adam(W) with cosine decay over ``epochs`` of shuffled minibatches; a fresh optimizer."""
     steps_per_epoch = max(1, len(x) // batch)
     schedule = optax.cosine_decay_schedule(lr, epochs * steps_per_epoch)
-    optimizer = nnx.Optimizer(model, optax.adamw(schedule, weight_decay=weight_decay), wrt=nnx.Param)
+    adamw = optax.adamw(schedule, weight_decay=weight_decay)
+    optimizer = nnx.Optimizer(model, adamw, wrt=nnx.Param)
     rng = np.random.default_rng(seed)
     for epoch in range(epochs):
         order = rng.permutation(len(x))

@@ -154,7 +154,8 @@ def test_prune_variables_and_train_keeps_zeros():
         assert (kernel[~mask] == 0).all() and (kernel[mask] != 0).all()
     again = hl.prune({"params": params, "masks": masks}, 0.5, method="nm", n=1, m=2)
     for name in ("MaskedLinear_0", "MaskedLinear_1"):
-        assert not (np.asarray(again["masks"][name]["mask"]) & ~np.asarray(masks[name]["mask"])).any()
+        revived = np.asarray(again["masks"][name]["mask"]) & ~np.asarray(masks[name]["mask"])
+        assert not revived.any()
     with pytest.raises(ValueError, match="no masked kernel"):
         hl.prune({"params": params}, 0.5)
 
@@ -185,7 +186,10 @@ def test_scan_remat_vmap():
 
     out, _ = jax.jit(stack.apply)(variables, X, None)
     np.testing.assert_allclose(out, unrolled(variables["params"], X), rtol=1e-5, atol=1e-6)
-    loss = lambda p: jnp.sum(stack.apply({"params": p, "masks": variables["masks"]}, X, None)[0] ** 2)  # noqa: E731
+
+    def loss(p):
+        return jnp.sum(stack.apply({"params": p, "masks": variables["masks"]}, X, None)[0] ** 2)
+
     g = jax.jit(jax.grad(loss))(variables["params"])
     g_ref = jax.grad(lambda p: jnp.sum(unrolled(p, X) ** 2))(variables["params"])
     assert_tree_allclose(g, g_ref, rtol=1e-4, atol=1e-5)
@@ -271,7 +275,8 @@ _MESH_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_jit_over_8_device_mesh():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
     result = subprocess.run(
         [sys.executable, "-c", _MESH_SCRIPT], capture_output=True, text=True, env=env, timeout=300
     )

@@ -405,7 +405,8 @@ _MESH_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_jit_over_8_device_mesh():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
     result = subprocess.run(
         [sys.executable, "-c", _MESH_SCRIPT], capture_output=True, text=True, env=env, timeout=300
     )

@@ -132,8 +132,8 @@ class GatedMLP(nn.Module):
             params["down_bias"] = self.param("down_bias", self.bias_init, (o,), pd)
         if self.masked:
             for name in ("gate", "up", "down"):
-                mask = _fixed_mask(self, f"{name}_mask", f"{name}_kernel", nn.initializers.ones_init(),
-                                   params[f"{name}_kernel"].shape)
+                mask = _fixed_mask(self, f"{name}_mask", f"{name}_kernel",
+                                   nn.initializers.ones_init(), params[f"{name}_kernel"].shape)
                 params[f"{name}_kernel"] = F.masked_kernel(params[f"{name}_kernel"], mask)
         deterministic = _first(deterministic, self.deterministic, False)
         keep_mask, keep = None, 1.0
@@ -368,7 +368,8 @@ class MaskedLinear(nn.Module):
         check_mask_options(self.mask_type, self.sparsity, self.threshold)
         shape, pd = (jnp.shape(x)[-1], self.out_features), self.param_dtype
         kernel = self.param("kernel", self.kernel_init, shape, pd)
-        bias = self.param("bias", self.bias_init, (self.out_features,), pd) if self.use_bias else None
+        bias = (self.param("bias", self.bias_init, (self.out_features,), pd) if self.use_bias
+                else None)
         if self.mask_type == "fixed":
             mask = _fixed_mask(self, "mask", "kernel", self.mask_init, shape)
         elif self.mask_type == "ste":

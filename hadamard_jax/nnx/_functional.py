@@ -26,7 +26,7 @@ MASK_TYPES = ("fixed", "ste", "hard_concrete")
 
 
 def check_gate(module: str, activation: str, approximate: bool) -> None:
-    """Raises ``ValueError`` naming ``module`` for an unknown gate or a misplaced ``approximate``."""
+    """Raises ``ValueError`` naming ``module``: unknown gate, or a misplaced ``approximate``."""
     if activation not in _PAIR:
         raise ValueError(
             f"{module}: unknown activation {activation!r}; expected one of {sorted(_PAIR)}."

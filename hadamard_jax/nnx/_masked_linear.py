@@ -1,4 +1,4 @@
-"""``MaskedLinear``: a linear layer whose kernel is multiplied by a fixed, pruned or learned mask."""
+"""``MaskedLinear``: a linear layer whose kernel is masked by a fixed, pruned or learned mask."""
 
 from __future__ import annotations
 
@@ -116,7 +116,8 @@ class MaskedLinear(nnx.Module):
                      if use_bias else nnx.data(None))
         if mask_type == "fixed":
             init = mask_init(rngs.params(), shape, jnp.bool_)
-            meta = {} if isinstance(init, nnx.VariableMetadata) else C.sharding_metadata(self.kernel)
+            boxed = isinstance(init, nnx.VariableMetadata)
+            meta = {} if boxed else C.sharding_metadata(self.kernel)
             self.mask = MaskVar(init, **meta)
         elif mask_type == "ste":
             if scores_init is None:
