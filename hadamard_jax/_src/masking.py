@@ -28,7 +28,10 @@ def _keep(mask: jax.Array, shape: Shape) -> jax.Array:
 
 
 def _select(x: jax.Array, mask: jax.Array, fill: jax.Array) -> jax.Array:
-    return jnp.where(_keep(mask, x.shape), x, jnp.broadcast_to(fill, x.shape))
+    # ``fill`` is a scalar: ``where`` broadcasts it, and the result takes the sharding of ``x`` and
+    # the mask (a materialised ``broadcast_to(fill)`` would be unsharded and fail under a mesh
+    # with Explicit axes).
+    return jnp.where(_keep(mask, x.shape), x, fill)
 
 
 @jax.custom_jvp
@@ -46,9 +49,9 @@ def _apply_jvp(primals, tangents):
     def tangent_fn(prims, ts):
         (mask,) = prims
         tx, tfill = ts
-        zero = jnp.zeros(shape, dtype)
+        zero = jnp.zeros((), dtype)  # a scalar, broadcast by ``where`` (keeps the sharding)
         tx = zero if tx is None else tx
-        tfill = zero if tfill is None else jnp.broadcast_to(tfill, shape)
+        tfill = zero if tfill is None else tfill
         # A select, not a product: masked entries get exactly 0 (or the fill's tangent),
         # never 0 * inf = nan.
         return jnp.where(_keep(mask, shape), tx, tfill)
