@@ -142,9 +142,12 @@ def _silu_grad(x):
 
 
 def _silu_fn_and_grad(x):
+    # The value factor is written as jax.nn.silu on the finite part (not x * s from the pair):
+    # measured, this lets XLA fuse the recomputation without materialising an extra buffer in a
+    # scanned training step (468 vs 500 MiB in the 8-layer FFN benchmark).
     s, s_neg = _sigmoid_pair(x)
     xf = _finite_part(x)
-    return xf * s + _pos_inf_part(x), s + xf * s * s_neg
+    return jax.nn.silu(xf) + _pos_inf_part(x), s + xf * s * s_neg
 
 
 # --- gelu, exact (GeGLU) -----------------------------------------------------------------------
@@ -166,10 +169,11 @@ def _gelu_grad(x):
 
 
 def _gelu_fn_and_grad(x):
+    # The derivative keeps its own formula: sharing its pdf term with the value changed XLA's
+    # fusion in a scanned training step for the worse (516 vs 468 MiB in the FFN benchmark).
     xf = _finite_part(x)
     cdf = 0.5 * jax.lax.erfc(-x / _SQRT_2)
-    pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * xf * xf)
-    return xf * cdf + _pos_inf_part(x), cdf + xf * pdf
+    return xf * cdf + _pos_inf_part(x), _gelu_grad(x)
 
 
 # --- gelu, tanh approximation (GeGLU, approximate=True) ----------------------------------------
