@@ -106,7 +106,7 @@ def _sigmoid_grad(x):
 
 def _sigmoid_fn_and_grad(x):
     s, s_neg = _sigmoid_pair(x)
-    return s, s * s_neg
+    return jax.nn.sigmoid(x), s * s_neg
 
 
 # --- relu (ReGLU) -----------------------------------------------------------------------------
