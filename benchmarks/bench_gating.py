@@ -11,8 +11,6 @@ from __future__ import annotations
 from . import common
 
 
-
-
 def _names():
     from hadamard_jax.bench import gating
 

@@ -51,7 +51,8 @@ def load_data(seed: int, test_fraction: float = 0.2):
 
     x, y = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(
-        x.astype(np.float32), y, test_size=test_fraction, random_state=seed, stratify=y)
+        x.astype(np.float32), y, test_size=test_fraction, random_state=seed, stratify=y
+    )
     mean, std = x_train.mean(0), x_train.std(0) + 1e-3
     return (x_train - mean) / std, y_train, (x_test - mean) / std, y_test
 
@@ -87,8 +88,18 @@ def accuracy(model: Classifier, x: np.ndarray, y: np.ndarray) -> float:
     return acc
 
 
-def train(model, x, y, *, epochs: int, lr: float, batch: int, seed: int, label: str,
-          weight_decay: float = 1e-2) -> None:
+def train(
+    model,
+    x,
+    y,
+    *,
+    epochs: int,
+    lr: float,
+    batch: int,
+    seed: int,
+    label: str,
+    weight_decay: float = 1e-2,
+) -> None:
     """Adam(W) with cosine decay over ``epochs`` of shuffled minibatches; a fresh optimizer."""
     steps_per_epoch = max(1, len(x) // batch)
     schedule = optax.cosine_decay_schedule(lr, epochs * steps_per_epoch)
@@ -99,7 +110,7 @@ def train(model, x, y, *, epochs: int, lr: float, batch: int, seed: int, label: 
         order = rng.permutation(len(x))
         losses = []
         for i in range(steps_per_epoch):
-            idx = order[i * batch:(i + 1) * batch]
+            idx = order[i * batch : (i + 1) * batch]
             losses.append(train_step(model, optimizer, jnp.asarray(x[idx]), jnp.asarray(y[idx])))
         progress(label, epoch + 1, epochs, f"loss {float(np.mean(jax.device_get(losses))):.4f}")
 
@@ -121,8 +132,9 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--epochs", type=int, default=60, help="dense training epochs")
     parser.add_argument("--finetune-epochs", type=int, default=40)
     parser.add_argument("--sparsity", type=float, default=0.9)
-    parser.add_argument("--method", default="global_magnitude",
-                        choices=["magnitude", "global_magnitude", "random"])
+    parser.add_argument(
+        "--method", default="global_magnitude", choices=["magnitude", "global_magnitude", "random"]
+    )
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--dropout", type=float, default=0.3)
@@ -139,27 +151,52 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     start = time.perf_counter()
     x_train, y_train, x_test, y_test = load_data(args.seed)
     model = Classifier(args.width, args.hidden, args.dropout, rngs=nnx.Rngs(args.seed))
-    train(model, x_train, y_train, epochs=args.epochs, lr=args.lr, batch=args.batch,
-          seed=args.seed, label="dense")
+    train(
+        model,
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch=args.batch,
+        seed=args.seed,
+        label="dense",
+    )
     dense_acc = accuracy(model, x_test, y_test)
     print(f"dense test accuracy: {dense_acc:.4f}")
 
     prune(model, args.sparsity, method=args.method, key=jax.random.key(args.seed))
     reached = mask_sparsity(model)
     pruned_acc_before = accuracy(model, x_test, y_test)
-    print(f"pruned to sparsity {reached:.4f} ({args.method}); accuracy before fine-tuning: "
-          f"{pruned_acc_before:.4f}")
-    train(model, x_train, y_train, epochs=args.finetune_epochs, lr=args.finetune_lr,
-          batch=args.batch, seed=args.seed + 1, label="finetune")
+    print(
+        f"pruned to sparsity {reached:.4f} ({args.method}); accuracy before fine-tuning: "
+        f"{pruned_acc_before:.4f}"
+    )
+    train(
+        model,
+        x_train,
+        y_train,
+        epochs=args.finetune_epochs,
+        lr=args.finetune_lr,
+        batch=args.batch,
+        seed=args.seed + 1,
+        label="finetune",
+    )
     pruned_acc = accuracy(model, x_test, y_test)
     zeros = pruned_weights_are_zero(model)
     seconds = time.perf_counter() - start
-    print(f"pruned test accuracy: {pruned_acc:.4f} (dense {dense_acc:.4f}, "
-          f"{100 * (dense_acc - pruned_acc):+.2f} points lost); sparsity {reached:.4f}; "
-          f"pruned weights exactly zero: {zeros}; {seconds:.1f} s")
-    return {"dense_accuracy": dense_acc, "pruned_accuracy": pruned_acc,
-            "pruned_accuracy_before_finetune": pruned_acc_before, "sparsity": reached,
-            "pruned_weights_zero": float(zeros), "seconds": seconds}
+    print(
+        f"pruned test accuracy: {pruned_acc:.4f} (dense {dense_acc:.4f}, "
+        f"{100 * (dense_acc - pruned_acc):+.2f} points lost); sparsity {reached:.4f}; "
+        f"pruned weights exactly zero: {zeros}; {seconds:.1f} s"
+    )
+    return {
+        "dense_accuracy": dense_acc,
+        "pruned_accuracy": pruned_acc,
+        "pruned_accuracy_before_finetune": pruned_acc_before,
+        "sparsity": reached,
+        "pruned_weights_zero": float(zeros),
+        "seconds": seconds,
+    }
 
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ def test_every_benchmark_runs_at_its_smallest_params(monkeypatch):
     monkeypatch.setattr(common, "RATIO_ROUNDS", 1)
     monkeypatch.setattr(bench_memory, "SIZE", {"batch": 8, "d": 8, "h": 16, "layers": 2})
     ran = []
-    for module, cls in _benchmark_classes():
+    for _module, cls in _benchmark_classes():
         methods = [m for m in dir(cls) if m.startswith(_PREFIXES)]
         assert methods, cls
         params = getattr(cls, "params", [])
@@ -222,8 +222,17 @@ def test_every_benchmark_runs_at_its_smallest_params(monkeypatch):
                     assert isinstance(value, (int, float)) and value > 0, (cls, method, combo)
             ran.append(cls.__name__)
             break  # the first combination that runs
-    expected = {"Forward", "ForwardBackward", "Bandwidth", "StreamFraction", "MatmulThroughput",
-                "GatingTime", "GatingRatio", "GatingMemory", "TrainingMemory"}
+    expected = {
+        "Forward",
+        "ForwardBackward",
+        "Bandwidth",
+        "StreamFraction",
+        "MatmulThroughput",
+        "GatingTime",
+        "GatingRatio",
+        "GatingMemory",
+        "TrainingMemory",
+    }
     assert expected <= set(ran), expected - set(ran)
     flax_present = importlib.util.find_spec("hadamard_jax.bench.flax_stack") is not None
     assert ("FlaxMemory" in ran) == flax_present

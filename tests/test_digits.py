@@ -18,8 +18,20 @@ def digits():
 
 
 def test_short_run_learns_and_prunes(digits, capsys):
-    result = digits.main(["--epochs", "6", "--finetune-epochs", "3", "--width", "64",
-                          "--hidden", "128", "--seed", "1"])
+    result = digits.main(
+        [
+            "--epochs",
+            "6",
+            "--finetune-epochs",
+            "3",
+            "--width",
+            "64",
+            "--hidden",
+            "128",
+            "--seed",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert "dense test accuracy" in out and "pruned test accuracy" in out and "[####" in out
     assert result["dense_accuracy"] > 0.85  # chance is 0.1

@@ -21,8 +21,15 @@ ACTS = {
 def _args(d=4, h=6, o=3, batch=(2, 5), dtype=jnp.float32, seed=0):
     k = jax.random.split(jax.random.key(seed), 7)
     n = lambda key, shape: jax.random.normal(key, shape).astype(dtype)  # noqa: E731
-    return (n(k[0], (*batch, d)), n(k[1], (d, h)) * 0.5, n(k[2], (d, h)) * 0.5,
-            n(k[3], (h, o)) * 0.5, n(k[4], (h,)), n(k[5], (h,)), n(k[6], (o,)))
+    return (
+        n(k[0], (*batch, d)),
+        n(k[1], (d, h)) * 0.5,
+        n(k[2], (d, h)) * 0.5,
+        n(k[3], (h, o)) * 0.5,
+        n(k[4], (h,)),
+        n(k[5], (h,)),
+        n(k[6], (o,)),
+    )
 
 
 def _bias(b, ndim):
@@ -57,11 +64,16 @@ def test_matches_plain_composition(activation):
     assert out.shape == (2, 5, 3) and out.dtype == jnp.float32
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     # Without biases, and the tanh GELU.
-    np.testing.assert_allclose(fused(*args[:4], activation=activation),
-                               plain(*args[:4], act=ACTS[activation]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        fused(*args[:4], activation=activation),
+        plain(*args[:4], act=ACTS[activation]),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     approx = fused(*args, activation="geglu", approximate=True)
-    np.testing.assert_allclose(approx, plain(*args, act=lambda g: jax.nn.gelu(g, approximate=True)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        approx, plain(*args, act=lambda g: jax.nn.gelu(g, approximate=True)), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_hidden_mask_and_scale():
@@ -92,8 +104,12 @@ def test_check_grads_order_2(x64, activation):
 def test_check_grads_float_mask(x64):
     args = tuple(np.asarray(a, np.float64) for a in _args(d=3, h=4, o=2, batch=(2,)))
     mask = np.asarray(jax.random.uniform(jax.random.key(5), (2, 4)), np.float64)
-    check_grads(lambda m, *a: fused(*a, hidden_mask=m, hidden_scale=1.5), (mask, *args), order=2,
-                modes=["fwd", "rev"])
+    check_grads(
+        lambda m, *a: fused(*a, hidden_mask=m, hidden_scale=1.5),
+        (mask, *args),
+        order=2,
+        modes=["fwd", "rev"],
+    )
 
 
 @pytest.mark.parametrize("activation", ["reglu", "bilinear", "geglu_tanh"])
@@ -120,15 +136,24 @@ TRANSFORMS = {
     "jacfwd": lambda f: jax.jacfwd(lambda x, *r: f(x, *r).sum(-1), argnums=(0, 3)),
     "jacrev": lambda f: jax.jacrev(lambda x, *r: f(x, *r).sum(-1), argnums=(1, 6)),
     "hessian": lambda f: jax.hessian(lambda x, *r: _loss(f)(x, *r), argnums=0),
-    "hvp_fwd_over_rev": lambda f: lambda *a: jax.jvp(
-        jax.grad(_loss(f), argnums=(0, 1)), a, tuple(jnp.ones_like(t) for t in a)),
+    "hvp_fwd_over_rev": lambda f: (
+        lambda *a: jax.jvp(
+            jax.grad(_loss(f), argnums=(0, 1)), a, tuple(jnp.ones_like(t) for t in a)
+        )
+    ),
     "checkpoint": lambda f: jax.grad(_loss(jax.checkpoint(f)), argnums=(0, 2)),
     "vmap": lambda f: jax.vmap(f, in_axes=(0, None, None, None, None, None, None)),
-    "vmap_of_grad": lambda f: jax.vmap(jax.grad(_loss(f), argnums=(0, 1)),
-                                       in_axes=(0, None, None, None, None, None, None)),
-    "scan": lambda f: jax.grad(lambda x, wg, wu, wd, bg, bu, bd: jnp.sum(jax.lax.scan(
-        lambda c, _: (jnp.tanh(f(c, wg, wu, wd, bg, bu, bd)), None), x, None, length=3)[0]),
-        argnums=(0, 1, 3)),
+    "vmap_of_grad": lambda f: jax.vmap(
+        jax.grad(_loss(f), argnums=(0, 1)), in_axes=(0, None, None, None, None, None, None)
+    ),
+    "scan": lambda f: jax.grad(
+        lambda x, wg, wu, wd, bg, bu, bd: jnp.sum(
+            jax.lax.scan(
+                lambda c, _: (jnp.tanh(f(c, wg, wu, wd, bg, bu, bd)), None), x, None, length=3
+            )[0]
+        ),
+        argnums=(0, 1, 3),
+    ),
 }
 
 
@@ -184,14 +209,18 @@ def test_scan_memory_below_plain():
     # Compiled temp memory of a scanned training step (deterministic for a given XLA).
     L, B, d, h = 4, 64, 32, 128
     k = jax.random.split(jax.random.key(0), 4)
-    P = (jax.random.normal(k[0], (L, d, h)), jax.random.normal(k[1], (L, d, h)),
-         jax.random.normal(k[2], (L, h, d)))
+    P = (
+        jax.random.normal(k[0], (L, d, h)),
+        jax.random.normal(k[1], (L, d, h)),
+        jax.random.normal(k[2], (L, h, d)),
+    )
     x = jax.random.normal(k[3], (B, d))
 
     def step(block):
         def loss(P, x):
             y, _ = jax.lax.scan(lambda x, p: (x + block(x, *p), None), x, P)
             return jnp.mean(y**2)
+
         return jax.jit(jax.value_and_grad(loss))
 
     def temp(block):
@@ -199,8 +228,11 @@ def test_scan_memory_below_plain():
 
     ours = temp(lambda x, wg, wu, wd: fused(x, wg, wu, wd))
     ref = temp(lambda x, wg, wu, wd: plain(x, wg, wu, wd))
-    remat = temp(jax.checkpoint(lambda x, wg, wu, wd: plain(x, wg, wu, wd),
-                                policy=jax.checkpoint_policies.dots_saveable))
+    remat = temp(
+        jax.checkpoint(
+            lambda x, wg, wu, wd: plain(x, wg, wu, wd), policy=jax.checkpoint_policies.dots_saveable
+        )
+    )
     assert ours < 0.6 * ref and ours <= remat, (ours, ref, remat)
 
 
@@ -264,8 +296,9 @@ def test_other_errors():
     with pytest.raises(ValueError, match="approximate=True applies to activation='geglu'"):
         gated_mlp(x, wg, wu, wd, approximate=True)
     with pytest.raises(TypeError, match="floating-point"):
-        gated_mlp(x.astype(jnp.int32), wg.astype(jnp.int32), wu.astype(jnp.int32),
-                  wd.astype(jnp.int32))
+        gated_mlp(
+            x.astype(jnp.int32), wg.astype(jnp.int32), wu.astype(jnp.int32), wd.astype(jnp.int32)
+        )
     with pytest.raises(TypeError, match="argument 'w_down'"):
         gated_mlp(x, wg, wu, None)
     with pytest.raises(TypeError, match="hidden_scale must be a Python float"):

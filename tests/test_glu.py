@@ -230,8 +230,10 @@ TRANSFORMS = {
     "jacfwd": lambda f: jax.jacfwd(f, argnums=(0, 1)),
     "jacrev": lambda f: jax.jacrev(f, argnums=(0, 1)),
     "hessian": lambda f: jax.hessian(lambda g, v: jnp.sum(jnp.sin(f(g, v))), argnums=(0, 1)),
-    "hvp_fwd_over_rev": lambda f: lambda g, v: jax.jvp(
-        jax.grad(lambda g, v: jnp.sum(jnp.tanh(f(g, v))), argnums=(0, 1)), (g, v), (v, g)
+    "hvp_fwd_over_rev": lambda f: (
+        lambda g, v: jax.jvp(
+            jax.grad(lambda g, v: jnp.sum(jnp.tanh(f(g, v))), argnums=(0, 1)), (g, v), (v, g)
+        )
     ),
     "checkpoint": lambda f: jax.grad(
         lambda g, v: jnp.sum(jax.checkpoint(f)(g, v) ** 2), argnums=(0, 1)
@@ -239,12 +241,14 @@ TRANSFORMS = {
     "vmap": lambda f: jax.vmap(f),
     "vmap_in_axes_single": lambda f: lambda g, v: jax.vmap(f, in_axes=(None, 0))(g[0], v),
     "vmap_of_grad": lambda f: jax.vmap(jax.grad(lambda g, v: jnp.sum(f(g, v)), argnums=(0, 1))),
-    "scan": lambda f: lambda g, v: jax.grad(
-        lambda c, v: jnp.sum(
-            jax.lax.scan(lambda c, _: (jnp.tanh(f(c, v)), None), c, None, length=3)[0]
-        ),
-        argnums=(0, 1),
-    )(g, v),
+    "scan": lambda f: (
+        lambda g, v: jax.grad(
+            lambda c, v: jnp.sum(
+                jax.lax.scan(lambda c, _: (jnp.tanh(f(c, v)), None), c, None, length=3)[0]
+            ),
+            argnums=(0, 1),
+        )(g, v)
+    ),
 }
 
 
@@ -267,8 +271,8 @@ PACKED_TRANSFORMS = {
     "jvp": lambda f: lambda x: jax.jvp(f, (x,), (jnp.cos(x),)),
     "jacfwd": jax.jacfwd,
     "hessian": lambda f: jax.hessian(lambda x: jnp.sum(jnp.sin(f(x)))),
-    "hvp_fwd_over_rev": lambda f: lambda x: jax.jvp(
-        jax.grad(lambda x: jnp.sum(jnp.tanh(f(x)))), (x,), (x,)
+    "hvp_fwd_over_rev": lambda f: (
+        lambda x: jax.jvp(jax.grad(lambda x: jnp.sum(jnp.tanh(f(x)))), (x,), (x,))
     ),
     "vmap_checkpoint": lambda f: jax.vmap(jax.grad(lambda x: jnp.sum(jax.checkpoint(f)(x) ** 2))),
     "scan": lambda f: jax.grad(
@@ -373,9 +377,9 @@ def test_bf16_gradients(name):
     v = jnp.linspace(-2.0, 2.0, g.shape[0]).astype(jnp.bfloat16)
     w = jnp.ones_like(v)  # the cotangent of a bf16 -> f32 cast of a sum
     out = _ours(name)(g, v)
-    dg, dv = jax.grad(
-        lambda g, v: jnp.sum(_ours(name)(g, v).astype(jnp.float32)), argnums=(0, 1)
-    )(g, v)
+    dg, dv = jax.grad(lambda g, v: jnp.sum(_ours(name)(g, v).astype(jnp.float32)), argnums=(0, 1))(
+        g, v
+    )
     ref = _np_reference(name, g, v, w)
     # One rounding to bfloat16 of a float32 computation: relative error <= 2^-8 (and an
     # absolute 1e-6 for the forward factor, as in test_gradients_at_large_gate_values).

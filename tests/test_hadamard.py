@@ -109,7 +109,9 @@ def test_shape_mismatch_raises_at_trace_time():
         jax.jit(hadamard).lower(jnp.ones(2), jnp.ones(3))
 
 
-@pytest.mark.parametrize("bad", [None, "abc", object(), {"a": 1}], ids=["None", "str", "object", "dict"])
+@pytest.mark.parametrize(
+    "bad", [None, "abc", object(), {"a": 1}], ids=["None", "str", "object", "dict"]
+)
 def test_bad_argument_type(bad):
     with pytest.raises(TypeError, match="argument 'b'"):
         hadamard(jnp.ones(2), bad)
@@ -169,16 +171,24 @@ TRANSFORMS = {
     "jacfwd": lambda f: jax.jacfwd(f, argnums=(0, 2)),
     "jacrev": lambda f: jax.jacrev(f, argnums=(0, 1)),
     "hessian": lambda f: jax.hessian(lambda *xs: jnp.sum(f(*xs) ** 2), argnums=(0, 1)),
-    "hvp_fwd_over_rev": lambda f: lambda *xs: jax.jvp(
-        jax.grad(lambda *ys: jnp.sum(jnp.tanh(f(*ys)))), xs, tuple(jnp.ones_like(x) for x in xs)
+    "hvp_fwd_over_rev": lambda f: (
+        lambda *xs: jax.jvp(
+            jax.grad(lambda *ys: jnp.sum(jnp.tanh(f(*ys)))), xs, tuple(jnp.ones_like(x) for x in xs)
+        )
     ),
     "checkpoint": lambda f: jax.grad(lambda *xs: jnp.sum(jax.checkpoint(f)(*xs) ** 2)),
     "vmap": lambda f: jax.vmap(f),
-    "vmap_in_axes_single": lambda f: lambda a, b, c: jax.vmap(f, in_axes=(0, None, None))(a, b[0], c[0]),
+    "vmap_in_axes_single": lambda f: (
+        lambda a, b, c: jax.vmap(f, in_axes=(0, None, None))(a, b[0], c[0])
+    ),
     "vmap_of_grad": lambda f: jax.vmap(jax.grad(lambda *xs: jnp.sum(f(*xs)), argnums=(0, 1))),
-    "scan": lambda f: lambda *xs: jax.grad(
-        lambda c: jnp.sum(jax.lax.scan(lambda c, _: (jnp.tanh(f(c, *xs[1:])), None), c, None, length=3)[0])
-    )(xs[0]),
+    "scan": lambda f: (
+        lambda *xs: jax.grad(
+            lambda c: jnp.sum(
+                jax.lax.scan(lambda c, _: (jnp.tanh(f(c, *xs[1:])), None), c, None, length=3)[0]
+            )
+        )(xs[0])
+    ),
 }
 
 
@@ -221,7 +231,9 @@ def test_complex_vjp_is_a_transpose():
 
 def test_broadcast_gradients_come_back_in_input_shapes():
     a, b = _rand((4, 1, 3)), _rand((5, 1), key=jax.random.key(3))
-    ga, gb = jax.grad(lambda a, b: jnp.sum(hadamard(a, b, broadcast=True) ** 2), argnums=(0, 1))(a, b)
+    ga, gb = jax.grad(lambda a, b: jnp.sum(hadamard(a, b, broadcast=True) ** 2), argnums=(0, 1))(
+        a, b
+    )
     with jax.numpy_rank_promotion("allow"):  # the reference broadcasts implicitly
         ra, rb = jax.grad(lambda a, b: jnp.sum(jnp.multiply(a, b) ** 2), argnums=(0, 1))(a, b)
     assert ga.shape == a.shape and gb.shape == b.shape
@@ -265,7 +277,9 @@ def test_hadamard_n_costs_linear_multiplies():
     # The backward pass of an n-way product must be O(n) multiplies, not O(n^2).
     def count_muls(n):
         xs = [jnp.ones((8,)) for _ in range(n)]
-        jaxpr = jax.make_jaxpr(jax.grad(lambda *xs: hadamard_n(*xs).sum(), argnums=tuple(range(n))))(*xs)
+        jaxpr = jax.make_jaxpr(
+            jax.grad(lambda *xs: hadamard_n(*xs).sum(), argnums=tuple(range(n)))
+        )(*xs)
         return str(jaxpr).count(" mul ")
 
     m8, m16, m32 = count_muls(8), count_muls(16), count_muls(32)
@@ -282,11 +296,15 @@ def test_saved_residuals_are_the_inputs(capsys):
     assert only_arguments_saved(lines) and len(lines) == 5, lines
     plain = saved_residuals(capsys, lambda *xs: _plain_n(*xs).sum(), *xs)
     assert len(plain) == 5 + 3, plain  # the plain chain also keeps n - 2 partial products
-    lines = saved_residuals(capsys, lambda a, b: hadamard(a, b, broadcast=True).sum(), xs[0], xs[1][:1])
+    lines = saved_residuals(
+        capsys, lambda a, b: hadamard(a, b, broadcast=True).sum(), xs[0], xs[1][:1]
+    )
     assert only_arguments_saved(lines) and len(lines) == 2, lines
     lines = saved_residuals(
-        capsys, lambda a, b: hadamard_n(a, b, compute_dtype=jnp.float32).sum(),
-        xs[0].astype(jnp.bfloat16), xs[1].astype(jnp.bfloat16),
+        capsys,
+        lambda a, b: hadamard_n(a, b, compute_dtype=jnp.float32).sum(),
+        xs[0].astype(jnp.bfloat16),
+        xs[1].astype(jnp.bfloat16),
     )
     assert only_arguments_saved(lines) and all("bf16" in line for line in lines), lines
 
@@ -327,7 +345,9 @@ _MESH_SCRIPT = textwrap.dedent(
 
 
 def test_jit_over_8_device_mesh():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
     result = subprocess.run(
         [sys.executable, "-c", _MESH_SCRIPT], capture_output=True, text=True, env=env, timeout=300
     )

@@ -51,10 +51,14 @@ def test_hadamard_n_equals_numpy(arrays):
     for x in arrays[1:]:
         expected = np.multiply(expected, x)
     assert out.shape == np.shape(expected)
-    np.testing.assert_allclose(np.asarray(out), expected, rtol=2e-3 if out.dtype == jnp.float16 else 1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out), expected, rtol=2e-3 if out.dtype == jnp.float16 else 1e-6
+    )
 
 
-@given(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3), st.data())
+@given(
+    hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3), st.data()
+)
 def test_broadcast_equals_numpy_with_gradients_in_input_shapes(shapes, data):
     sa, sb = shapes.input_shapes
     a = data.draw(_values(np.float32, sa))

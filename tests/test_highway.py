@@ -97,10 +97,12 @@ TRANSFORMS = {
     "jacfwd": lambda f: jax.jacfwd(f, argnums=(0, 1, 2)),
     "jacrev": lambda f: jax.jacrev(f, argnums=(0, 1, 2)),
     "hessian": lambda f: jax.hessian(lambda *xs: jnp.sum(jnp.sin(f(*xs))), argnums=(0, 1, 2)),
-    "hvp_fwd_over_rev": lambda f: lambda *xs: jax.jvp(
-        jax.grad(lambda *ys: jnp.sum(jnp.tanh(f(*ys))), argnums=(0, 1, 2)),
-        xs,
-        tuple(jnp.ones_like(x) for x in xs),
+    "hvp_fwd_over_rev": lambda f: (
+        lambda *xs: jax.jvp(
+            jax.grad(lambda *ys: jnp.sum(jnp.tanh(f(*ys))), argnums=(0, 1, 2)),
+            xs,
+            tuple(jnp.ones_like(x) for x in xs),
+        )
     ),
     "checkpoint": lambda f: jax.grad(
         lambda *xs: jnp.sum(jax.checkpoint(f)(*xs) ** 2), argnums=(0, 1, 2)
@@ -108,12 +110,14 @@ TRANSFORMS = {
     "vmap": lambda f: jax.vmap(f),
     "vmap_in_axes_single": lambda f: lambda t, g, c: jax.vmap(f, in_axes=(0, None, 0))(t, g[0], c),
     "vmap_of_grad": lambda f: jax.vmap(jax.grad(lambda *xs: jnp.sum(f(*xs)), argnums=(0, 1, 2))),
-    "scan": lambda f: lambda t, g, c: jax.grad(
-        lambda c, g: jnp.sum(
-            jax.lax.scan(lambda c, _: (f(jnp.tanh(c), g, c), None), c, None, length=3)[0]
-        ),
-        argnums=(0, 1),
-    )(c, g),
+    "scan": lambda f: (
+        lambda t, g, c: jax.grad(
+            lambda c, g: jnp.sum(
+                jax.lax.scan(lambda c, _: (f(jnp.tanh(c), g, c), None), c, None, length=3)[0]
+            ),
+            argnums=(0, 1),
+        )(c, g)
+    ),
 }
 
 

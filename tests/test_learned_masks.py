@@ -129,6 +129,7 @@ def test_bernoulli_ste_mean_saves_logits_bf16(capsys):
 def test_bernoulli_ste_check_grads_of_surrogate(x64):
     # The rule is linear: check_grads on the straight-through surrogate's mean path.
     logits = _normal((5,), dtype=jnp.float64)
+
     def f(l):
         sig = jax.nn.sigmoid(l)
         return sig + jax.lax.stop_gradient(bernoulli_ste(KEY, l) - sig)
@@ -182,8 +183,9 @@ def test_hard_concrete_deterministic():
 
 def test_hard_concrete_check_grads(x64):
     la = jnp.linspace(-2.0, 2.0, 7, dtype=jnp.float64)  # inside the clip for the test-time gate
-    check_grads(lambda l: hard_concrete(None, l, deterministic=True), (la,), order=2,
-                modes=["fwd", "rev"])
+    check_grads(
+        lambda l: hard_concrete(None, l, deterministic=True), (la,), order=2, modes=["fwd", "rev"]
+    )
     # Sampled gate with a fixed key: a fixed function of log_alpha (flat where clipped; no
     # point of this key lies within the finite-difference step of a kink).
     z = np.asarray(hard_concrete(KEY, la))
@@ -235,7 +237,7 @@ def test_hard_concrete_saves_key_and_log_alpha_bf16_jit_vmap(capsys):
         np.testing.assert_allclose(batched[i], ref, rtol=1e-6, atol=1e-7)
     vg = jax.jit(jax.vmap(jax.grad(lambda l, k: jnp.sum(hard_concrete(k, l))), (None, 0)))(la, keys)
     for i in range(3):
-        ref = jax.grad(lambda l: jnp.sum(_hard_concrete_ref(keys[i], l)))(la)
+        ref = jax.grad(lambda l: jnp.sum(_hard_concrete_ref(keys[i], l)))(la)  # noqa: B023 (called in the loop)
         np.testing.assert_allclose(vg[i], ref, rtol=1e-5, atol=1e-7)
     det = jax.jit(jax.vmap(lambda l: hard_concrete(None, l, deterministic=True)))(la[:, None])
     np.testing.assert_allclose(det[:, 0], hard_concrete(None, la, deterministic=True))

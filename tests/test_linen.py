@@ -38,36 +38,84 @@ def _shapes(tree):
 
 # name -> (nnx factory, linen module, call args, apply kwargs)
 CASES = {
-    "glu_fused": (lambda r: hn.GLU(4, 5, activation="geglu", approximate=True, bias_init=NORMAL,
-                                    rngs=r),
-                  hl.GLU(5, activation="geglu", approximate=True), (X,), {}),
-    "glu_two": (lambda r: hn.GLU(4, 5, activation="reglu", fused_kernel=False, bias_init=NORMAL,
-                                  rngs=r),
-                hl.GLU(5, activation="reglu", fused_kernel=False), (X,), {}),
-    "gated_mlp": (lambda r: hn.GatedMLP(4, 8, 6, bias_init=NORMAL, rngs=r),
-                  hl.GatedMLP(8, 6), (X,), {}),
-    "gated_mlp_masked": (lambda r: hn.prune(hn.GatedMLP(4, 8, masked=True, rngs=r), 0.5),
-                         hl.GatedMLP(8, masked=True), (X,), {}),
-    "gated_mlp_bf16": (lambda r: hn.GatedMLP(4, 8, use_bias=False, dtype=jnp.bfloat16, rngs=r),
-                       hl.GatedMLP(8, use_bias=False, dtype=jnp.bfloat16), (X,), {}),
-    "highway": (lambda r: hn.Highway(4, activation=jnp.tanh, bias_init=NORMAL, rngs=r),
-                hl.Highway(4, activation=jnp.tanh), (X,), {}),
-    "gated_residual": (lambda r: hn.GatedResidual(4, 8, 6, context_features=2, rngs=r),
-                       hl.GatedResidual(8, 6, context_features=2), (X, jnp.ones((3, 2))), {}),
-    "mask": (lambda r: hn.Mask((4,), mask_init=nnx.initializers.constant(
-                 jnp.array([True, False, True, False])), fill=3.0),
-             hl.Mask((4,), fill=3.0), (X,), {}),
-    "masked_fixed": (lambda r: hn.prune(hn.MaskedLinear(4, 6, rngs=r), 0.5),
-                     hl.MaskedLinear(6), (X,), {}),
-    "masked_ste": (lambda r: hn.MaskedLinear(4, 6, mask_type="ste", sparsity=0.5, rngs=r),
-                   hl.MaskedLinear(6, mask_type="ste", sparsity=0.5), (X,), {}),
+    "glu_fused": (
+        lambda r: hn.GLU(4, 5, activation="geglu", approximate=True, bias_init=NORMAL, rngs=r),
+        hl.GLU(5, activation="geglu", approximate=True),
+        (X,),
+        {},
+    ),
+    "glu_two": (
+        lambda r: hn.GLU(4, 5, activation="reglu", fused_kernel=False, bias_init=NORMAL, rngs=r),
+        hl.GLU(5, activation="reglu", fused_kernel=False),
+        (X,),
+        {},
+    ),
+    "gated_mlp": (
+        lambda r: hn.GatedMLP(4, 8, 6, bias_init=NORMAL, rngs=r),
+        hl.GatedMLP(8, 6),
+        (X,),
+        {},
+    ),
+    "gated_mlp_masked": (
+        lambda r: hn.prune(hn.GatedMLP(4, 8, masked=True, rngs=r), 0.5),
+        hl.GatedMLP(8, masked=True),
+        (X,),
+        {},
+    ),
+    "gated_mlp_bf16": (
+        lambda r: hn.GatedMLP(4, 8, use_bias=False, dtype=jnp.bfloat16, rngs=r),
+        hl.GatedMLP(8, use_bias=False, dtype=jnp.bfloat16),
+        (X,),
+        {},
+    ),
+    "highway": (
+        lambda r: hn.Highway(4, activation=jnp.tanh, bias_init=NORMAL, rngs=r),
+        hl.Highway(4, activation=jnp.tanh),
+        (X,),
+        {},
+    ),
+    "gated_residual": (
+        lambda r: hn.GatedResidual(4, 8, 6, context_features=2, rngs=r),
+        hl.GatedResidual(8, 6, context_features=2),
+        (X, jnp.ones((3, 2))),
+        {},
+    ),
+    "mask": (
+        lambda r: hn.Mask(
+            (4,),
+            mask_init=nnx.initializers.constant(jnp.array([True, False, True, False])),
+            fill=3.0,
+        ),
+        hl.Mask((4,), fill=3.0),
+        (X,),
+        {},
+    ),
+    "masked_fixed": (
+        lambda r: hn.prune(hn.MaskedLinear(4, 6, rngs=r), 0.5),
+        hl.MaskedLinear(6),
+        (X,),
+        {},
+    ),
+    "masked_ste": (
+        lambda r: hn.MaskedLinear(4, 6, mask_type="ste", sparsity=0.5, rngs=r),
+        hl.MaskedLinear(6, mask_type="ste", sparsity=0.5),
+        (X,),
+        {},
+    ),
     "masked_hard_concrete": (
-        lambda r: hn.MaskedLinear(4, 6, mask_type="hard_concrete",
-                                  log_alpha_init=nnx.initializers.normal(2.0), rngs=r),
-        hl.MaskedLinear(6, mask_type="hard_concrete"), (X,), {"deterministic": True}),
+        lambda r: hn.MaskedLinear(
+            4, 6, mask_type="hard_concrete", log_alpha_init=nnx.initializers.normal(2.0), rngs=r
+        ),
+        hl.MaskedLinear(6, mask_type="hard_concrete"),
+        (X,),
+        {"deterministic": True},
+    ),
     "hard_concrete_gate": (
         lambda r: hn.HardConcreteGate((4,), log_alpha_init=nnx.initializers.normal(2.0), rngs=r),
-        hl.HardConcreteGate((4,)), (X,), {"deterministic": True}),
+        hl.HardConcreteGate((4,)),
+        (X,),
+        {"deterministic": True},
+    ),
 }
 
 
@@ -76,8 +124,9 @@ def test_same_outputs_as_nnx_for_same_parameters(name):
     make, module, args, kw = CASES[name]
     model = make(nnx.Rngs(0))
     variables = _variables_of(model)
-    init = module.init({"params": jax.random.key(1), "hard_concrete": jax.random.key(2)}, *args,
-                       **kw)
+    init = module.init(
+        {"params": jax.random.key(1), "hard_concrete": jax.random.key(2)}, *args, **kw
+    )
     # Same parameter names, shapes and dtypes; masks in their own collection.
     assert _shapes(dict(init)) == _shapes(variables), (_shapes(dict(init)), _shapes(variables))
     ours = module.apply(variables, *args, **kw)
@@ -139,7 +188,8 @@ def test_prune_variables_and_train_keeps_zeros():
     @jax.jit
     def step(params, state):
         loss, g = jax.value_and_grad(
-            lambda p: jnp.mean((model.apply({"params": p, "masks": masks}, x) - 1) ** 2))(params)
+            lambda p: jnp.mean((model.apply({"params": p, "masks": masks}, x) - 1) ** 2)
+        )(params)
         updates, state = opt.update(g, state, params)
         return optax.apply_updates(params, updates), state, loss
 
@@ -171,8 +221,12 @@ class Layer(nn.Module):
 
 
 def test_scan_remat_vmap():
-    Stack = nn.scan(nn.remat(Layer), variable_axes={"params": 0, "masks": 0},
-                    split_rngs={"params": True}, length=3)
+    Stack = nn.scan(
+        nn.remat(Layer),
+        variable_axes={"params": 0, "masks": 0},
+        split_rngs={"params": True},
+        length=3,
+    )
     stack = Stack()
     variables = stack.init(jax.random.key(0), X, None)
     assert variables["masks"]["lin"]["mask"].shape == (3, 4, 4)
@@ -180,7 +234,7 @@ def test_scan_remat_vmap():
 
     def unrolled(params, x):
         for i in range(3):
-            v = jax.tree.map(lambda a: a[i], {"params": params, "masks": variables["masks"]})
+            v = jax.tree.map(lambda a: a[i], {"params": params, "masks": variables["masks"]})  # noqa: B023
             x, _ = Layer().apply(v, x, None)
         return x
 
@@ -194,8 +248,12 @@ def test_scan_remat_vmap():
     g_ref = jax.grad(lambda p: jnp.sum(unrolled(p, X) ** 2))(variables["params"])
     assert_tree_allclose(g, g_ref, rtol=1e-4, atol=1e-5)
 
-    batched = nn.vmap(Layer, variable_axes={"params": None, "masks": None},
-                      split_rngs={"params": False}, in_axes=(0, None))()
+    batched = nn.vmap(
+        Layer,
+        variable_axes={"params": None, "masks": None},
+        split_rngs={"params": False},
+        in_axes=(0, None),
+    )()
     single = {k: jax.tree.map(lambda a: a[0], v) for k, v in variables.items()}
     xs = jnp.stack([X, 2 * X])
     out, _ = batched.apply(single, xs, None)
@@ -207,8 +265,9 @@ def test_scan_remat_vmap():
 
 def test_variables_round_trip_through_bytes():
     x = jnp.ones((2, 8))
-    variables = hl.prune(Net().init(jax.random.key(0), x), 0.6, method="random",
-                         key=jax.random.key(5))
+    variables = hl.prune(
+        Net().init(jax.random.key(0), x), 0.6, method="random", key=jax.random.key(5)
+    )
     data = serialization.to_bytes(variables)
     target = Net().init(jax.random.key(1), x)
     restored = serialization.from_bytes(target, data)
@@ -275,8 +334,9 @@ _MESH_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_jit_over_8_device_mesh():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
     result = subprocess.run(
         [sys.executable, "-c", _MESH_SCRIPT], capture_output=True, text=True, env=env, timeout=300
     )

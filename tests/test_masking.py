@@ -76,9 +76,7 @@ def test_apply_mask_fill_is_exact_over_inf_and_nan():
         np.testing.assert_array_equal(out, [1.0, fill, fill, fill, 5.0])
 
 
-@pytest.mark.parametrize(
-    "mask_shape", [(4,), (1, 4), (3, 1), (1, 1), (), (2, 1, 4)], ids=str
-)
+@pytest.mark.parametrize("mask_shape", [(4,), (1, 4), (3, 1), (1, 1), (), (2, 1, 4)], ids=str)
 def test_apply_mask_broadcasts_mask_only(mask_shape):
     x = _normal((2, 3, 4))
     mask = _bits(mask_shape, jax.random.key(3))
@@ -162,15 +160,21 @@ TRANSFORMS = {
     "jacfwd": lambda f: jax.jacfwd(f),
     "jacrev": lambda f: jax.jacrev(f),
     "hessian": lambda f: jax.hessian(lambda x, m: jnp.sum(jnp.sin(f(x, m)))),
-    "hvp_fwd_over_rev": lambda f: lambda x, m: jax.jvp(
-        jax.grad(lambda x: jnp.sum(jnp.tanh(f(x, m)))), (x,), (jnp.ones_like(x),)
+    "hvp_fwd_over_rev": lambda f: (
+        lambda x, m: jax.jvp(
+            jax.grad(lambda x: jnp.sum(jnp.tanh(f(x, m)))), (x,), (jnp.ones_like(x),)
+        )
     ),
     "checkpoint": lambda f: jax.grad(lambda x, m: jnp.sum(jax.checkpoint(f)(x, m) ** 2)),
     "vmap": lambda f: jax.vmap(f),
     "vmap_of_grad": lambda f: jax.vmap(jax.grad(lambda x, m: jnp.sum(f(x, m) ** 3))),
-    "scan": lambda f: lambda x, m: jax.grad(
-        lambda c: jnp.sum(jax.lax.scan(lambda c, _: (jnp.tanh(f(c, m)) * 2, None), c, None, 3)[0])
-    )(x),
+    "scan": lambda f: (
+        lambda x, m: jax.grad(
+            lambda c: jnp.sum(
+                jax.lax.scan(lambda c, _: (jnp.tanh(f(c, m)) * 2, None), c, None, 3)[0]
+            )
+        )(x)
+    ),
 }
 
 
@@ -196,11 +200,15 @@ def test_apply_mask_transforms_agree_with_where(name):
 def test_combine_masks_equals_flax(shape, present, seed, kind, dtype):
     rng = np.random.default_rng(seed)
     masks = []
-    for i, p in enumerate(present):
+    for _i, p in enumerate(present):
         s = [d if rng.random() < 0.7 else 1 for d in shape]  # same rank, broadcastable
         m = rng.random(s) < 0.6
-        m = {"bool": m, "int": m.astype(np.int32), "float01": m.astype(np.float32),
-             "float": m * rng.normal(size=s).astype(np.float32)}[kind]
+        m = {
+            "bool": m,
+            "int": m.astype(np.int32),
+            "float01": m.astype(np.float32),
+            "float": m * rng.normal(size=s).astype(np.float32),
+        }[kind]
         masks.append(jnp.asarray(m) if p else None)
     kwargs = {} if dtype is None else {"dtype": dtype}
     ours, theirs = combine_masks(*masks, **kwargs), nn.combine_masks(*masks, **kwargs)

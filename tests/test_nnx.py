@@ -17,8 +17,13 @@ from hadamard_jax import nnx as hn
 from tests.utils import assert_tree_allclose
 
 X = jax.random.normal(jax.random.key(42), (3, 4))
-ACTS = {"swiglu": jax.nn.silu, "geglu": lambda g: jax.nn.gelu(g, approximate=False),
-        "reglu": jax.nn.relu, "glu": jax.nn.sigmoid, "bilinear": lambda g: g}
+ACTS = {
+    "swiglu": jax.nn.silu,
+    "geglu": lambda g: jax.nn.gelu(g, approximate=False),
+    "reglu": jax.nn.relu,
+    "glu": jax.nn.sigmoid,
+    "bilinear": lambda g: g,
+}
 
 
 def _affine(x, k, b=None):
@@ -32,13 +37,13 @@ def _affine(x, k, b=None):
 @pytest.mark.parametrize("activation", list(ACTS))
 def test_glu_fused_and_two_kernels(activation):
     act = ACTS[activation]
-    layer = hn.GLU(4, 5, activation=activation, bias_init=nnx.initializers.normal(1.0),
-                   rngs=nnx.Rngs(0))
+    layer = hn.GLU(
+        4, 5, activation=activation, bias_init=nnx.initializers.normal(1.0), rngs=nnx.Rngs(0)
+    )
     y = _affine(X, layer.kernel[...], layer.bias[...])
     value, gate = y[:, :5], y[:, 5:]  # jax.nn.glu layout: value half first, gate half second
     np.testing.assert_allclose(layer(X), act(gate) * value, rtol=1e-5, atol=1e-6)
-    two = hn.GLU(4, 5, activation=activation, fused_kernel=False, use_bias=False,
-                 rngs=nnx.Rngs(0))
+    two = hn.GLU(4, 5, activation=activation, fused_kernel=False, use_bias=False, rngs=nnx.Rngs(0))
     assert {"gate_kernel", "value_kernel"} == set(nnx.state(two, nnx.Param).keys())
     ref = act(X @ two.gate_kernel[...]) * (X @ two.value_kernel[...])
     np.testing.assert_allclose(two(X), ref, rtol=1e-5, atol=1e-6)
@@ -47,8 +52,7 @@ def test_glu_fused_and_two_kernels(activation):
 
 
 def test_glu_approximate_and_dtype():
-    layer = hn.GLU(4, 5, activation="geglu", approximate=True, dtype=jnp.bfloat16,
-                   rngs=nnx.Rngs(0))
+    layer = hn.GLU(4, 5, activation="geglu", approximate=True, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     out = layer(X)
     assert out.dtype == jnp.bfloat16 and layer.kernel[...].dtype == jnp.float32
     y = _affine(X, layer.kernel[...], layer.bias[...])
@@ -76,9 +80,17 @@ def test_gated_mlp_matches_op_and_dropout():
     key = jax.random.key(7)
     mask = jax.random.bernoulli(key, 0.5, (3, 64))
     p = {k: v[...] for k, v in nnx.state(drop, nnx.Param).items()}
-    ref = hj.gated_mlp(X, p["gate_kernel"], p["up_kernel"], p["down_kernel"],
-                       b_gate=p["gate_bias"], b_up=p["up_bias"], b_down=p["down_bias"],
-                       hidden_mask=mask, hidden_scale=2.0)
+    ref = hj.gated_mlp(
+        X,
+        p["gate_kernel"],
+        p["up_kernel"],
+        p["down_kernel"],
+        b_gate=p["gate_bias"],
+        b_up=p["up_bias"],
+        b_down=p["down_bias"],
+        hidden_mask=mask,
+        hidden_scale=2.0,
+    )
     np.testing.assert_allclose(drop(X, rngs=key), ref, rtol=1e-6)
     no_rngs = hn.GatedMLP(4, 8, dropout_rate=0.1, rngs=nnx.Rngs(0))
     no_rngs.rngs = None
@@ -99,12 +111,15 @@ def test_gated_residual():
     grn = hn.GatedResidual(4, 8, 6, context_features=2, rngs=nnx.Rngs(0))
     c = jnp.ones((3, 2))
     p = nnx.state(grn, nnx.Param)
-    eta = jax.nn.elu(_affine(X, p["hidden"]["kernel"][...], p["hidden"]["bias"][...])
-                     + c @ p["context"]["kernel"][...])
+    eta = jax.nn.elu(
+        _affine(X, p["hidden"]["kernel"][...], p["hidden"]["bias"][...])
+        + c @ p["context"]["kernel"][...]
+    )
     eta = _affine(eta, p["output"]["kernel"][...], p["output"]["bias"][...])
     gl = p["glu"]
-    gated = (jax.nn.sigmoid(_affine(eta, gl["gate_kernel"][...], gl["gate_bias"][...]))
-             * _affine(eta, gl["value_kernel"][...], gl["value_bias"][...]))
+    gated = jax.nn.sigmoid(_affine(eta, gl["gate_kernel"][...], gl["gate_bias"][...])) * _affine(
+        eta, gl["value_kernel"][...], gl["value_bias"][...]
+    )
     z = _affine(X, p["skip"]["kernel"][...], p["skip"]["bias"][...]) + gated
     mean, var = z.mean(-1, keepdims=True), z.var(-1, keepdims=True)
     ref = (z - mean) / jnp.sqrt(var + 1e-6)
@@ -201,8 +216,15 @@ def test_masked_gated_mlp_is_pruned():
     for name in ("gate", "up", "down"):
         mask = np.asarray(getattr(mlp, f"{name}_mask")[...])
         assert (np.asarray(p[f"{name}_kernel"])[~mask] == 0).all()
-    ref = hj.gated_mlp(X, p["gate_kernel"], p["up_kernel"], p["down_kernel"],
-                       b_gate=p["gate_bias"], b_up=p["up_bias"], b_down=p["down_bias"])
+    ref = hj.gated_mlp(
+        X,
+        p["gate_kernel"],
+        p["up_kernel"],
+        p["down_kernel"],
+        b_gate=p["gate_bias"],
+        b_up=p["up_bias"],
+        b_down=p["down_bias"],
+    )
     np.testing.assert_allclose(mlp(X), ref, rtol=1e-6)
     g = nnx.grad(lambda m: jnp.sum(m(X) ** 2))(mlp)
     assert (np.asarray(g["up_kernel"][...])[~np.asarray(mlp.up_mask[...])] == 0).all()
@@ -251,8 +273,9 @@ def test_hard_concrete():
     np.testing.assert_allclose(hn.l0_penalty(layer), pen, rtol=1e-6)
     g = nnx.grad(lambda m: m.l0_penalty())(layer)
     assert float(jnp.abs(g["gate"]["log_alpha"][...]).sum()) > 0
-    gate = hn.HardConcreteGate((4,), log_alpha_init=nnx.initializers.constant(-10.0),
-                               rngs=nnx.Rngs(0))
+    gate = hn.HardConcreteGate(
+        (4,), log_alpha_init=nnx.initializers.constant(-10.0), rngs=nnx.Rngs(0)
+    )
     gate.eval()
     np.testing.assert_array_equal(gate(X), 0.0)
 
@@ -290,12 +313,13 @@ def test_transforms_jit_grad_vmap_remat_scan():
 
     def unrolled(params, x):
         for i in range(3):
-            layer_i = jax.tree.map(lambda a: a[i], (params, rest))
+            layer_i = jax.tree.map(lambda a: a[i], (params, rest))  # noqa: B023
             x = nnx.merge(graphdef, *layer_i)(x)
         return x
 
-    np.testing.assert_allclose(nnx.jit(forward)(X, stack), unrolled(params, X), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        nnx.jit(forward)(X, stack), unrolled(params, X), rtol=1e-5, atol=1e-6
+    )
     loss = lambda f: lambda m, x: jnp.sum(f(x, m) ** 2)  # noqa: E731
     g_scan = nnx.jit(nnx.grad(loss(forward)))(stack, X)
     g_remat = nnx.jit(nnx.grad(loss(forward_remat)))(stack, X)
@@ -331,8 +355,9 @@ def test_state_round_trip_through_bytes():
     target = nnx.state(other, select)
     nnx.replace_by_pure_dict(target, serialization.from_bytes(nnx.to_pure_dict(target), data))
     nnx.update(other, target)
-    for a, b in zip(jax.tree.leaves(nnx.state(model, select)),
-                    jax.tree.leaves(nnx.state(other, select))):
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(model, select)), jax.tree.leaves(nnx.state(other, select))
+    ):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bit for bit
     assert other.block.lin.mask[...].dtype == jnp.bool_
@@ -405,8 +430,9 @@ _MESH_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_jit_over_8_device_mesh():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
     result = subprocess.run(
         [sys.executable, "-c", _MESH_SCRIPT], capture_output=True, text=True, env=env, timeout=300
     )

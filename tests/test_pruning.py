@@ -16,8 +16,10 @@ def _keep_largest_ref(score: np.ndarray, k: int) -> np.ndarray:
     """NumPy reference: keep the k largest of a 1-D score, smaller index first among ties,
     NaN above everything."""
     score = np.asarray(score, np.float64)
-    order = sorted(range(score.size), key=lambda i: (not np.isnan(score[i]),
-                                                     -np.nan_to_num(score[i], nan=0.0), i))
+    order = sorted(
+        range(score.size),
+        key=lambda i: (not np.isnan(score[i]), -np.nan_to_num(score[i], nan=0.0), i),
+    )
     keep = np.zeros(score.size, bool)
     keep[order[:k]] = True
     return keep
@@ -63,8 +65,11 @@ def test_magnitude_mask_ties_keep_earlier_and_special_values():
     np.testing.assert_array_equal(magnitude_mask(x, 0.75), [True, False, False, False])
 
 
-@pytest.mark.parametrize("dtype", [jnp.int8, jnp.uint8, jnp.int32, jnp.bool_, jnp.bfloat16,
-                                   jnp.float16, jnp.complex64], ids=str)
+@pytest.mark.parametrize(
+    "dtype",
+    [jnp.int8, jnp.uint8, jnp.int32, jnp.bool_, jnp.bfloat16, jnp.float16, jnp.complex64],
+    ids=str,
+)
 def test_magnitude_mask_dtypes(dtype):
     rng = np.random.default_rng(0)
     if dtype == jnp.int8:

@@ -26,7 +26,10 @@ def assert_tree_allclose(actual, expected, rtol=1e-6, atol=1e-6):
     assert actual_def == expected_def, (actual_def, expected_def)
     for a, e in zip(actual_leaves, expected_leaves):
         assert np.shape(a) == np.shape(e), (np.shape(a), np.shape(e))
-        assert np.asarray(a).dtype == np.asarray(e).dtype, (np.asarray(a).dtype, np.asarray(e).dtype)
+        assert np.asarray(a).dtype == np.asarray(e).dtype, (
+            np.asarray(a).dtype,
+            np.asarray(e).dtype,
+        )
         if np.asarray(e).dtype == jax.dtypes.float0:
             continue
         np.testing.assert_allclose(

@@ -45,8 +45,7 @@ def as_array(x: Any, name: str, op: str) -> Any:
                 f"nested sequence of numbers: {e}"
             ) from None
     raise TypeError(
-        f"{op}: argument {name!r} must be an array or a number, got {type(x).__name__} "
-        f"({x!r:.60})."
+        f"{op}: argument {name!r} must be an array or a number, got {type(x).__name__} ({x!r:.60})."
     )
 
 

@@ -146,8 +146,11 @@ def _block_jvp(static, primals, tangents):
             dh = dh * jnp.asarray(scale, compute)
         terms = [
             None if dh is None else _dot(dh.astype(dtype), wd, precision, dtype, compute),
-            None if twd is None else _dot(_hidden(act, g, u, mask, scale, dtype, compute), twd,
-                                          precision, dtype, compute),
+            None
+            if twd is None
+            else _dot(
+                _hidden(act, g, u, mask, scale, dtype, compute), twd, precision, dtype, compute
+            ),
             None if tbd is None else jnp.broadcast_to(_cast(tbd, dtype), out.shape),
         ]
         return rules.sum_terms(terms).astype(dtype)
@@ -190,9 +193,7 @@ def _check_shapes(x, wg, wu, wd, bg, bu, bd, mask) -> None:
             f"{OP}: w_gate.shape={(d, h)} must have {xs[-1]} rows, the last axis of x.shape={xs}."
         )
     if jnp.shape(wu) != (d, h):
-        raise ValueError(
-            f"{OP}: w_up.shape={jnp.shape(wu)} must equal w_gate.shape={(d, h)}."
-        )
+        raise ValueError(f"{OP}: w_up.shape={jnp.shape(wu)} must equal w_gate.shape={(d, h)}.")
     hd, d_out = _check_matrix(wd, "w_down")
     if hd != h:
         raise ValueError(
@@ -301,6 +302,11 @@ def gated_mlp(
         )
     if isinstance(precision, list):
         precision = tuple(precision)
-    static = (name, precision, float(hidden_scale), jnp.dtype(dtype),
-              activations.compute_dtype(dtype))
+    static = (
+        name,
+        precision,
+        float(hidden_scale),
+        jnp.dtype(dtype),
+        activations.compute_dtype(dtype),
+    )
     return _block_jit(static, x, wg, wu, wd, bg, bu, bd, mask)

@@ -356,9 +356,7 @@ def swiglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
 
 
 def _fill_docs() -> None:
-    approx = (
-        "      approximate: use the tanh approximation of GELU (``jax.nn.gelu``'s flag).\n"
-    )
+    approx = "      approximate: use the tanh approximation of GELU (``jax.nn.gelu``'s flag).\n"
     for fn in (glu, bilinear, reglu, geglu, swiglu):
         extra = approx if fn is geglu else ""
         text = _PAIR_DOC.format(extra=extra).strip("\n")

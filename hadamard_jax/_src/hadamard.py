@@ -80,9 +80,7 @@ def _hadamard_impl(
             f"{op}: compute_dtype={compute} is for floating or complex products; the "
             f"inputs give {dtype} and compute_dtype must be floating or complex too."
         )
-    elif jnp.issubdtype(dtype, jnp.complexfloating) != jnp.issubdtype(
-        compute, jnp.complexfloating
-    ):
+    elif jnp.issubdtype(dtype, jnp.complexfloating) != jnp.issubdtype(compute, jnp.complexfloating):
         raise ValueError(
             f"{op}: compute_dtype={compute} cannot hold a product of dtype {dtype} (one is "
             "complex and the other is not)."
@@ -135,9 +133,7 @@ def hadamard(a: ArrayLike, b: ArrayLike, *, broadcast: bool = False) -> jax.Arra
     return _hadamard_impl("hadamard", (a, b), ("a", "b"), broadcast, None)
 
 
-def hadamard_n(
-    *arrays: ArrayLike, broadcast: bool = False, compute_dtype: Any = None
-) -> jax.Array:
+def hadamard_n(*arrays: ArrayLike, broadcast: bool = False, compute_dtype: Any = None) -> jax.Array:
     r"""The Hadamard product of one or more arrays of equal shape.
 
     .. math::

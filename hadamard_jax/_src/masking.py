@@ -204,9 +204,7 @@ def _static_batch_dims(value: Any, op: str) -> int:
     return _static_length(value, "extra_batch_dims", op)
 
 
-def causal_mask(
-    length: int, *, extra_batch_dims: int = 0, dtype: Any = jnp.float32
-) -> jax.Array:
+def causal_mask(length: int, *, extra_batch_dims: int = 0, dtype: Any = jnp.float32) -> jax.Array:
     r"""A causal (lower-triangular) self-attention mask: query ``i`` sees keys ``j <= i``.
 
     Equals ``flax.linen.make_causal_mask(jnp.ones(length), extra_batch_dims=..., dtype=...)``:

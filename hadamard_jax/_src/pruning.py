@@ -191,9 +191,7 @@ def global_magnitude_masks(tree: Any, sparsity: float) -> Any:
     op = "global_magnitude_masks"
     sparsity = static_fraction(sparsity, "sparsity", op)
     leaves, treedef = jax.tree.flatten(tree)
-    leaves = [
-        jnp.asarray(checks.as_array(leaf, f"leaf {i}", op)) for i, leaf in enumerate(leaves)
-    ]
+    leaves = [jnp.asarray(checks.as_array(leaf, f"leaf {i}", op)) for i, leaf in enumerate(leaves)]
     if not leaves:
         return tree
     total = sum(leaf.size for leaf in leaves)

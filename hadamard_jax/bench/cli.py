@@ -37,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(line: str) -> None:
         print(line, flush=True)
 
-    print(f"hadamard_jax benchmark report ({'quick' if args.quick else 'full'}) -> {args.out}",
-          file=sys.stderr, flush=True)
+    print(
+        f"hadamard_jax benchmark report ({'quick' if args.quick else 'full'}) -> {args.out}",
+        file=sys.stderr,
+        flush=True,
+    )
     run_report(config, out_dir=args.out, progress=progress)
     return 0

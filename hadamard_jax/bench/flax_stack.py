@@ -37,8 +37,9 @@ IMPLS = ("gated_mlp", "plain", "remat")
 class PlainGatedMLP(nnx.Module):
     """The reference block: ``down(silu(gate(x)) * up(x))`` from three ``nnx.Linear``."""
 
-    def __init__(self, d: int, h: int, *, dtype: Any = None, param_dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, d: int, h: int, *, dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs
+    ):
         kw = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.gate = nnx.Linear(d, h, **kw)
         self.up = nnx.Linear(d, h, **kw)
@@ -59,7 +60,12 @@ def make_layer(impl: str, key: jax.Array, *, d: int, h: int, dtype: Any) -> nnx.
 
 
 def make_stack(
-    impl: str, key: jax.Array, *, layers: int = 8, d: int = 512, h: int = 2048,
+    impl: str,
+    key: jax.Array,
+    *,
+    layers: int = 8,
+    d: int = 512,
+    h: int = 2048,
     dtype: Any = jnp.float32,
 ) -> nnx.Module:
     """``layers`` layers with parameters stacked on a leading axis (``nnx.vmap``)."""
@@ -94,13 +100,17 @@ def make_loss(impl: str, graphdef: nnx.GraphDef) -> Callable[[nnx.State, jax.Arr
 
 @functools.cache
 def _abstract(impl: str, layers: int, d: int, h: int, dtype: Any):
-    return nnx.split(nnx.eval_shape(
-        lambda: make_stack(impl, jax.random.key(0), layers=layers, d=d, h=h, dtype=dtype)))
+    return nnx.split(
+        nnx.eval_shape(
+            lambda: make_stack(impl, jax.random.key(0), layers=layers, d=d, h=h, dtype=dtype)
+        )
+    )
 
 
 @functools.cache
-def train_step(impl: str, *, layers: int = 8, d: int = 512, h: int = 2048,
-               dtype: Any = jnp.float32):
+def train_step(
+    impl: str, *, layers: int = 8, d: int = 512, h: int = 2048, dtype: Any = jnp.float32
+):
     """``jax.jit(jax.value_and_grad(loss))``: ``(state, x) -> (loss, grads)``; cached."""
     graphdef, _ = _abstract(impl, layers, d, h, jnp.dtype(dtype))
     return jax.jit(jax.value_and_grad(make_loss(impl, graphdef)))
@@ -108,7 +118,12 @@ def train_step(impl: str, *, layers: int = 8, d: int = 512, h: int = 2048,
 
 @functools.cache
 def compiled_temp_bytes(
-    impl: str, *, batch: int = 2048, d: int = 512, h: int = 2048, layers: int = 8,
+    impl: str,
+    *,
+    batch: int = 2048,
+    d: int = 512,
+    h: int = 2048,
+    layers: int = 8,
     dtype: Any = jnp.float32,
 ) -> int:
     """``memory_analysis().temp_size_in_bytes`` of the compiled training step of ``impl``."""
@@ -132,8 +147,16 @@ def _time_once(step, state, x) -> float:
 
 
 def time_ratio(
-    *, repeats: int = 5, batch: int = 2048, d: int = 512, h: int = 2048, layers: int = 8,
-    dtype: Any = jnp.float32, impl: str = "gated_mlp", baseline: str = "plain", seed: int = 0,
+    *,
+    repeats: int = 5,
+    batch: int = 2048,
+    d: int = 512,
+    h: int = 2048,
+    layers: int = 8,
+    dtype: Any = jnp.float32,
+    impl: str = "gated_mlp",
+    baseline: str = "plain",
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Wall time of ``impl`` over ``baseline``, timed alternately in one process.
 
@@ -158,8 +181,12 @@ def time_ratio(
         for name in order:
             times[name].append(_time_once(*runs[name], x))
     ratios = [a / b for a, b in zip(times[impl], times[baseline])]
-    return {"ratio": statistics.median(ratios), "ratios": ratios,
-            f"{impl}_s": times[impl], f"{baseline}_s": times[baseline]}
+    return {
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        f"{impl}_s": times[impl],
+        f"{baseline}_s": times[baseline],
+    }
 
 
 def report(**kwargs: Any) -> dict[str, Any]:
@@ -184,12 +211,17 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report,
     figures = report(**size)
     for impl in IMPLS:
         print(f"{impl:>10}: temp {figures[impl] / 2**20:8.1f} MiB")
-    print(f"gated_mlp / plain = {figures['vs_plain']:.3f}   "
-          f"gated_mlp / remat = {figures['vs_remat']:.3f}")
+    print(
+        f"gated_mlp / plain = {figures['vs_plain']:.3f}   "
+        f"gated_mlp / remat = {figures['vs_remat']:.3f}"
+    )
     if not args.no_time:
         t = time_ratio(repeats=args.repeats, **size)
-        print(f"time gated_mlp / plain = {t['ratio']:.3f} (median of {args.repeats}; per round "
-              + ", ".join(f"{r:.3f}" for r in t["ratios"]) + ")")
+        print(
+            f"time gated_mlp / plain = {t['ratio']:.3f} (median of {args.repeats}; per round "
+            + ", ".join(f"{r:.3f}" for r in t["ratios"])
+            + ")"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -376,8 +376,10 @@ def format_table(figures: Figures) -> str:
             f"| {r['seconds'] * 1e3:.3f} ms | {r['gbps']:.1f} | {fraction} | {r['gflops']:.1f} |"
         )
     out.append("")
-    out.append("| hadamard / jnp.multiply (jitted, alternately) | n | ratio (best; median) | "
-               "target | cost_analysis bytes equal |")
+    out.append(
+        "| hadamard / jnp.multiply (jitted, alternately) | n | ratio (best; median) | "
+        "target | cost_analysis bytes equal |"
+    )
     out.append("|---|---|---|---|---|")
     for r in figures["hadamard_vs_multiply"]:
         out.append(
@@ -387,9 +389,11 @@ def format_table(figures: Figures) -> str:
             f"{r['cost_bytes_multiply']:.0f}) |"
         )
     out.append("")
-    out.append("| gating op (fwd+bwd vs plain jax.nn, alternately) | n | dtype "
-               "| ratio (best; median) | saved for backward: ours | plain "
-               "| transcendentals/element: ours | plain |")
+    out.append(
+        "| gating op (fwd+bwd vs plain jax.nn, alternately) | n | dtype "
+        "| ratio (best; median) | saved for backward: ours | plain "
+        "| transcendentals/element: ours | plain |"
+    )
     out.append("|---|---|---|---|---|---|---|---|")
     for r in figures["gating"]:
         cost = r["cost_per_element"]

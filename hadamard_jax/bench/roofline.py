@@ -26,7 +26,9 @@ def _annotate(ax, figures: dict[str, Any]) -> None:
     peak = max((r["gflops"] for r in figures["ops"] if r["op"] == "matmul"), default=None)
     for row in figures["ops"]:
         target = (
-            row["op"] == "hadamard" and row["donated"] and row["n"] == stream["n"]
+            row["op"] == "hadamard"
+            and row["donated"]
+            and row["n"] == stream["n"]
             and row["dtype"] == stream["dtype"]
         )
         if target:
@@ -35,8 +37,13 @@ def _annotate(ax, figures: dict[str, Any]) -> None:
             text = f"matmul {row['n']} {row['dtype']}: {row['gflops']:.0f} GFLOP/s"
         else:
             continue
-        ax.annotate(text, (row["intensity"], row["gflops"]), fontsize=7, xytext=(-60, -14),
-                    textcoords="offset points")
+        ax.annotate(
+            text,
+            (row["intensity"], row["gflops"]),
+            fontsize=7,
+            xytext=(-60, -14),
+            textcoords="offset points",
+        )
 
 
 def plot(figures: dict[str, Any], path: str | Path) -> Path:
@@ -63,27 +70,47 @@ def plot(figures: dict[str, Any], path: str | Path) -> Path:
     x = np.geomspace(min(intensities) / 4, max(intensities) * 4, 200)
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-    ax.loglog(x, np.minimum(bandwidth * x, peak), color="black", lw=1.5,
-              label=f"roof: {bandwidth:.0f} GB/s STREAM add, {peak:.0f} GFLOP/s matmul")
+    ax.loglog(
+        x,
+        np.minimum(bandwidth * x, peak),
+        color="black",
+        lw=1.5,
+        label=f"roof: {bandwidth:.0f} GB/s STREAM add, {peak:.0f} GFLOP/s matmul",
+    )
     no_donation = figures["stream"].get("gbps_without_donation")
     if no_donation:
-        ax.loglog(x, np.minimum(no_donation * x, peak), color="black", lw=0.8, ls="--",
-                  label=f"{no_donation:.0f} GB/s: add without donation")
+        ax.loglog(
+            x,
+            np.minimum(no_donation * x, peak),
+            color="black",
+            lw=0.8,
+            ls="--",
+            label=f"{no_donation:.0f} GB/s: add without donation",
+        )
     seen = set()
     for row in ops:
         color, marker = _STYLE.get(row["op"], ("tab:purple", "x"))
         filled = row["donated"] or row["op"] == "matmul"
         label = row["op"] if row["op"] not in seen else None
         seen.add(row["op"])
-        ax.scatter(row["intensity"], row["gflops"], s=30 + 40 * (row["n"] >= 4096),
-                   marker=marker, edgecolors=color, facecolors=color if filled else "none",
-                   label=label, zorder=3)
+        ax.scatter(
+            row["intensity"],
+            row["gflops"],
+            s=30 + 40 * (row["n"] >= 4096),
+            marker=marker,
+            edgecolors=color,
+            facecolors=color if filled else "none",
+            label=label,
+            zorder=3,
+        )
     _annotate(ax, figures)
     ax.set_xlabel("arithmetic intensity (flop / byte, bytes counted as STREAM counts them)")
     ax.set_ylabel("achieved GFLOP/s")
     machine = figures.get("machine", {})
-    ax.set_title(f"hadamard_jax roofline: {machine.get('device', '')} "
-                 f"({machine.get('cpu_count', '?')} cores), filled = donated, large = n >= 4096")
+    ax.set_title(
+        f"hadamard_jax roofline: {machine.get('device', '')} "
+        f"({machine.get('cpu_count', '?')} cores), filled = donated, large = n >= 4096"
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

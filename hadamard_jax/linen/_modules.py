@@ -78,8 +78,14 @@ class GLU(nn.Module):
             if self.use_bias:
                 params["gate_bias"] = self.param("gate_bias", self.bias_init, (n,), pd)
                 params["value_bias"] = self.param("value_bias", self.bias_init, (n,), pd)
-        return F.glu(x, params, activation=self.activation, approximate=self.approximate,
-                     dtype=self.dtype, precision=self.precision)
+        return F.glu(
+            x,
+            params,
+            activation=self.activation,
+            approximate=self.approximate,
+            dtype=self.dtype,
+            precision=self.precision,
+        )
 
 
 class GatedMLP(nn.Module):
@@ -123,8 +129,9 @@ class GatedMLP(nn.Module):
         params = {
             "gate_kernel": self.param("gate_kernel", self.kernel_init, (d, h), pd),
             "up_kernel": self.param("up_kernel", self.kernel_init, (d, h), pd),
-            "down_kernel": self.param("down_kernel", self.down_kernel_init or self.kernel_init,
-                                      (h, o), pd),
+            "down_kernel": self.param(
+                "down_kernel", self.down_kernel_init or self.kernel_init, (h, o), pd
+            ),
         }
         if self.use_bias:
             params["gate_bias"] = self.param("gate_bias", self.bias_init, (h,), pd)
@@ -132,19 +139,32 @@ class GatedMLP(nn.Module):
             params["down_bias"] = self.param("down_bias", self.bias_init, (o,), pd)
         if self.masked:
             for name in ("gate", "up", "down"):
-                mask = _fixed_mask(self, f"{name}_mask", f"{name}_kernel",
-                                   nn.initializers.ones_init(), params[f"{name}_kernel"].shape)
+                mask = _fixed_mask(
+                    self,
+                    f"{name}_mask",
+                    f"{name}_kernel",
+                    nn.initializers.ones_init(),
+                    params[f"{name}_kernel"].shape,
+                )
                 params[f"{name}_kernel"] = F.masked_kernel(params[f"{name}_kernel"], mask)
         deterministic = _first(deterministic, self.deterministic, False)
         keep_mask, keep = None, 1.0
         if self.dropout_rate > 0 and not deterministic:
             keep = 1.0 - self.dropout_rate
             shape = tuple(x.shape[:-1]) + (h,)
-            keep_mask = F.dropout_keep_mask(self.make_rng(self.rng_collection),
-                                            self.dropout_rate, shape)
-        return F.gated_mlp(x, params, activation=self.activation, approximate=self.approximate,
-                           dtype=self.dtype, precision=self.precision, keep_mask=keep_mask,
-                           keep_prob=keep)
+            keep_mask = F.dropout_keep_mask(
+                self.make_rng(self.rng_collection), self.dropout_rate, shape
+            )
+        return F.gated_mlp(
+            x,
+            params,
+            activation=self.activation,
+            approximate=self.approximate,
+            dtype=self.dtype,
+            precision=self.precision,
+            keep_mask=keep_mask,
+            keep_prob=keep,
+        )
 
 
 class Highway(nn.Module):
@@ -180,8 +200,9 @@ class Highway(nn.Module):
             "gate_kernel": self.param("gate_kernel", self.kernel_init, (f, f), pd),
             "gate_bias": self.param("gate_bias", self.gate_bias_init, (f,), pd),
         }
-        return F.highway(x, params, activation=self.activation, dtype=self.dtype,
-                         precision=self.precision)
+        return F.highway(
+            x, params, activation=self.activation, dtype=self.dtype, precision=self.precision
+        )
 
 
 class GatedResidual(nn.Module):
@@ -219,22 +240,28 @@ class GatedResidual(nn.Module):
         F.check_rate("GatedResidual", "dropout_rate", self.dropout_rate)
         d = jnp.shape(a)[-1]
         o = d if self.out_features is None else self.out_features
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
-                      kernel_init=self.kernel_init)
+        common = dict(
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+            kernel_init=self.kernel_init,
+        )
         dense = dict(use_bias=self.use_bias, bias_init=self.bias_init, **common)
         eta = nn.Dense(self.hidden_features, name="hidden", **dense)(a)
         if context is not None:
             if self.context_features is not None:
                 F.check_features("GatedResidual (context)", context, self.context_features)
-            eta = eta + nn.Dense(self.hidden_features, use_bias=False, name="context",
-                                 **common)(context)
+            eta = eta + nn.Dense(self.hidden_features, use_bias=False, name="context", **common)(
+                context
+            )
         eta = nn.Dense(self.hidden_features, name="output", **dense)(jax.nn.elu(eta))
         deterministic = _first(deterministic, self.deterministic, False)
         eta = nn.Dropout(self.dropout_rate, name="dropout")(eta, deterministic=deterministic)
         gated = GLU(o, activation="glu", fused_kernel=False, name="glu", **dense)(eta)
         skip = a if d == o else nn.Dense(o, name="skip", **dense)(a)
-        norm = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype,
-                            param_dtype=self.param_dtype, name="norm")
+        norm = nn.LayerNorm(
+            epsilon=self.epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name="norm"
+        )
         return norm(skip + gated)
 
 
@@ -259,13 +286,15 @@ class Mask(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x`` with masked entries replaced by ``fill``."""
-        mask = self.variable(MASKS, "mask", lambda: self.mask_init(
-            _init_key(self), tuple(self.shape), jnp.bool_)).value
+        mask = self.variable(
+            MASKS, "mask", lambda: self.mask_init(_init_key(self), tuple(self.shape), jnp.bool_)
+        ).value
         return hj.apply_mask(x, mask, fill=self.fill)
 
 
-def _fixed_mask(module: nn.Module, name: str, kernel_name: str, init: Callable,
-                shape: tuple[int, ...]) -> jax.Array:
+def _fixed_mask(
+    module: nn.Module, name: str, kernel_name: str, init: Callable, shape: tuple[int, ...]
+) -> jax.Array:
     """The boolean mask variable ``masks/name`` of a kernel, with the kernel's partitioning."""
     boxed = module.get_variable("params", kernel_name)
 
@@ -307,15 +336,22 @@ class HardConcreteGate(nn.Module):
     rng_collection: str = "hard_concrete"
 
     def setup(self):
-        self.log_alpha = self.param("log_alpha", self.log_alpha_init, tuple(self.shape),
-                                    self.param_dtype)
+        self.log_alpha = self.param(
+            "log_alpha", self.log_alpha_init, tuple(self.shape), self.param_dtype
+        )
 
     def gate(self, *, deterministic: bool | None = None) -> jax.Array:
         """The gate values ``z``, of ``shape``."""
         deterministic = bool(_first(deterministic, self.deterministic, False))
         key = None if deterministic else self.make_rng(self.rng_collection)
-        return hj.hard_concrete(key, self.log_alpha, beta=self.beta, gamma=self.gamma,
-                                zeta=self.zeta, deterministic=deterministic)
+        return hj.hard_concrete(
+            key,
+            self.log_alpha,
+            beta=self.beta,
+            gamma=self.gamma,
+            zeta=self.zeta,
+            deterministic=deterministic,
+        )
 
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
         """``x * z`` (``z`` broadcast to ``x``'s shape)."""
@@ -368,8 +404,9 @@ class MaskedLinear(nn.Module):
         check_mask_options(self.mask_type, self.sparsity, self.threshold)
         shape, pd = (jnp.shape(x)[-1], self.out_features), self.param_dtype
         kernel = self.param("kernel", self.kernel_init, shape, pd)
-        bias = (self.param("bias", self.bias_init, (self.out_features,), pd) if self.use_bias
-                else None)
+        bias = (
+            self.param("bias", self.bias_init, (self.out_features,), pd) if self.use_bias else None
+        )
         if self.mask_type == "fixed":
             mask = _fixed_mask(self, "mask", "kernel", self.mask_init, shape)
         elif self.mask_type == "ste":
@@ -377,9 +414,15 @@ class MaskedLinear(nn.Module):
             mask = ste_mask(self.param("scores", init, shape, pd), self.sparsity, self.threshold)
         else:
             gate = HardConcreteGate(
-                shape, beta=self.beta, gamma=self.gamma, zeta=self.zeta,
-                log_alpha_init=self.log_alpha_init, deterministic=self.deterministic,
-                param_dtype=pd, rng_collection=self.rng_collection, name="gate",
+                shape,
+                beta=self.beta,
+                gamma=self.gamma,
+                zeta=self.zeta,
+                log_alpha_init=self.log_alpha_init,
+                deterministic=self.deterministic,
+                param_dtype=pd,
+                rng_collection=self.rng_collection,
+                name="gate",
             )
             mask = gate.gate(deterministic=deterministic)
         x, kernel, bias = F.promote((x, F.masked_kernel(kernel, mask), bias), self.dtype)

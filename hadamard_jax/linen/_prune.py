@@ -64,8 +64,9 @@ def prune(
     for name, path in found.items():
         masks[path] = _rebox(masks[path], new[name])
         k = kernels[name]
-        params[kernel_of[name]] = _rebox(params[kernel_of[name]],
-                                         jnp.where(new[name], k, jnp.zeros((), k.dtype)))
+        params[kernel_of[name]] = _rebox(
+            params[kernel_of[name]], jnp.where(new[name], k, jnp.zeros((), k.dtype))
+        )
     out = dict(unfreeze(variables))
     out["params"] = traverse_util.unflatten_dict(params)
     out[MASKS] = traverse_util.unflatten_dict(masks)

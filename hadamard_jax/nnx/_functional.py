@@ -20,8 +20,13 @@ from hadamard_jax._src import gated_mlp as _gm
 #: The ``activation=`` values of :class:`GLU` and :class:`GatedMLP`.
 GATES = tuple(_gm.GATES)
 
-_PAIR = {"glu": "glu", "bilinear": "bilinear", "reglu": "reglu", "geglu": "geglu",
-         "swiglu": "swiglu"}
+_PAIR = {
+    "glu": "glu",
+    "bilinear": "bilinear",
+    "reglu": "reglu",
+    "geglu": "geglu",
+    "swiglu": "swiglu",
+}
 MASK_TYPES = ("fixed", "ste", "hard_concrete")
 
 
@@ -93,8 +98,13 @@ def glu(
         x, k, b = promote((x, params["kernel"], params.get("bias")), dtype)
         return packed_gate(activation, approximate, dense(x, k, b, precision))
     x, kg, kv, bg, bv = promote(
-        (x, params["gate_kernel"], params["value_kernel"], params.get("gate_bias"),
-         params.get("value_bias")),
+        (
+            x,
+            params["gate_kernel"],
+            params["value_kernel"],
+            params.get("gate_bias"),
+            params.get("value_bias"),
+        ),
         dtype,
     )
     g, v = dense(x, kg, bg, precision), dense(x, kv, bv, precision)
@@ -118,13 +128,30 @@ def gated_mlp(
     hidden layer: ``h * keep_mask / keep_prob``.
     """
     x, kg, ku, kd, bg, bu, bd = promote(
-        (x, params["gate_kernel"], params["up_kernel"], params["down_kernel"],
-         params.get("gate_bias"), params.get("up_bias"), params.get("down_bias")),
+        (
+            x,
+            params["gate_kernel"],
+            params["up_kernel"],
+            params["down_kernel"],
+            params.get("gate_bias"),
+            params.get("up_bias"),
+            params.get("down_bias"),
+        ),
         dtype,
     )
     return hj.gated_mlp(
-        x, kg, ku, kd, activation=activation, approximate=approximate, b_gate=bg, b_up=bu,
-        b_down=bd, hidden_mask=keep_mask, hidden_scale=1.0 / keep_prob, precision=precision,
+        x,
+        kg,
+        ku,
+        kd,
+        activation=activation,
+        approximate=approximate,
+        b_gate=bg,
+        b_up=bu,
+        b_down=bd,
+        hidden_mask=keep_mask,
+        hidden_scale=1.0 / keep_prob,
+        precision=precision,
     )
 
 
@@ -210,16 +237,19 @@ def prune_masks(
     Scores are the magnitudes of the *masked* kernels, so weights pruned before rank lowest,
     and every new mask is ANDed with the old one: pruning again never revives a weight.
     """
-    effective = {k: _replicated(jnp.where(masks[k], kernels[k], jnp.zeros((), kernels[k].dtype)))
-                 for k in kernels}
+    effective = {
+        k: _replicated(jnp.where(masks[k], kernels[k], jnp.zeros((), kernels[k].dtype)))
+        for k in kernels
+    }
     if method == "magnitude":
         new = {k: hj.magnitude_mask(w, sparsity) for k, w in effective.items()}
     elif method == "global_magnitude":
         new = hj.global_magnitude_masks(effective, sparsity)
     elif method == "random":
         keys = jax.random.split(key, max(1, len(effective)))
-        new = {k: hj.random_mask(kk, w.shape, sparsity)
-               for kk, (k, w) in zip(keys, effective.items())}
+        new = {
+            k: hj.random_mask(kk, w.shape, sparsity) for kk, (k, w) in zip(keys, effective.items())
+        }
     else:
         new = {k: hj.nm_mask(w, n, m, axis=axis) for k, w in effective.items()}
     return {k: jnp.logical_and(new[k].astype(bool), masks[k].astype(bool)) for k in kernels}

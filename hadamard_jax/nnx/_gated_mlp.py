@@ -90,8 +90,9 @@ class GatedMLP(nnx.Module):
         d, h, o = in_features, hidden_features, out_features
         self.gate_kernel = C.param(kernel_init, rngs.params(), (d, h), param_dtype)
         self.up_kernel = C.param(kernel_init, rngs.params(), (d, h), param_dtype)
-        self.down_kernel = C.param(C.first(down_kernel_init, kernel_init), rngs.params(), (h, o),
-                                   param_dtype)
+        self.down_kernel = C.param(
+            C.first(down_kernel_init, kernel_init), rngs.params(), (h, o), param_dtype
+        )
         if use_bias:
             self.gate_bias = C.param(bias_init, rngs.params(), (h,), param_dtype)
             self.up_bias = C.param(bias_init, rngs.params(), (h,), param_dtype)
@@ -103,8 +104,11 @@ class GatedMLP(nnx.Module):
         if masked:
             for name in ("gate", "up", "down"):
                 kernel = getattr(self, f"{name}_kernel")
-                setattr(self, f"{name}_mask", MaskVar(jnp.ones(kernel.shape, jnp.bool_),
-                                                      **C.sharding_metadata(kernel)))
+                setattr(
+                    self,
+                    f"{name}_mask",
+                    MaskVar(jnp.ones(kernel.shape, jnp.bool_), **C.sharding_metadata(kernel)),
+                )
 
     def __call__(
         self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
@@ -115,8 +119,9 @@ class GatedMLP(nnx.Module):
         params = {k: C.value(getattr(self, k)) for k in names}
         if self.masked:
             for name in ("gate", "up", "down"):
-                params[f"{name}_kernel"] = F.masked_kernel(params[f"{name}_kernel"],
-                                                           getattr(self, f"{name}_mask")[...])
+                params[f"{name}_kernel"] = F.masked_kernel(
+                    params[f"{name}_kernel"], getattr(self, f"{name}_mask")[...]
+                )
         deterministic = C.first(deterministic, self.deterministic, False)
         keep_mask, keep = None, 1.0
         if self.dropout_rate > 0 and not deterministic:
@@ -124,6 +129,13 @@ class GatedMLP(nnx.Module):
             keep = 1.0 - self.dropout_rate
             shape = tuple(x.shape[:-1]) + (self.hidden_features,)
             keep_mask = F.dropout_keep_mask(key, self.dropout_rate, shape)
-        return F.gated_mlp(x, params, activation=self.activation, approximate=self.approximate,
-                           dtype=self.dtype, precision=self.precision, keep_mask=keep_mask,
-                           keep_prob=keep)
+        return F.gated_mlp(
+            x,
+            params,
+            activation=self.activation,
+            approximate=self.approximate,
+            dtype=self.dtype,
+            precision=self.precision,
+            keep_mask=keep_mask,
+            keep_prob=keep,
+        )

@@ -72,22 +72,42 @@ class GatedResidual(nnx.Module):
         out_features = in_features if out_features is None else out_features
         self.in_features, self.out_features = in_features, out_features
         self.context_features = context_features
-        common = dict(dtype=dtype, param_dtype=param_dtype, precision=precision,
-                      kernel_init=kernel_init, rngs=rngs)
-        self.hidden = nnx.Linear(in_features, hidden_features, use_bias=use_bias,
-                                 bias_init=bias_init, **common)
-        self.context = (nnx.Linear(context_features, hidden_features, use_bias=False, **common)
-                        if context_features is not None else nnx.data(None))
-        self.output = nnx.Linear(hidden_features, hidden_features, use_bias=use_bias,
-                                 bias_init=bias_init, **common)
+        common = dict(
+            dtype=dtype,
+            param_dtype=param_dtype,
+            precision=precision,
+            kernel_init=kernel_init,
+            rngs=rngs,
+        )
+        self.hidden = nnx.Linear(
+            in_features, hidden_features, use_bias=use_bias, bias_init=bias_init, **common
+        )
+        self.context = (
+            nnx.Linear(context_features, hidden_features, use_bias=False, **common)
+            if context_features is not None
+            else nnx.data(None)
+        )
+        self.output = nnx.Linear(
+            hidden_features, hidden_features, use_bias=use_bias, bias_init=bias_init, **common
+        )
         self.dropout = nnx.Dropout(dropout_rate, deterministic=deterministic, rngs=rngs)
-        self.glu = GLU(hidden_features, out_features, activation="glu", fused_kernel=False,
-                       use_bias=use_bias, bias_init=bias_init, **common)
-        self.skip = (nnx.Linear(in_features, out_features, use_bias=use_bias,
-                                bias_init=bias_init, **common)
-                     if in_features != out_features else nnx.data(None))
-        self.norm = nnx.LayerNorm(out_features, epsilon=epsilon, dtype=dtype,
-                                  param_dtype=param_dtype, rngs=rngs)
+        self.glu = GLU(
+            hidden_features,
+            out_features,
+            activation="glu",
+            fused_kernel=False,
+            use_bias=use_bias,
+            bias_init=bias_init,
+            **common,
+        )
+        self.skip = (
+            nnx.Linear(in_features, out_features, use_bias=use_bias, bias_init=bias_init, **common)
+            if in_features != out_features
+            else nnx.data(None)
+        )
+        self.norm = nnx.LayerNorm(
+            out_features, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
 
     def __call__(
         self,
@@ -102,9 +122,7 @@ class GatedResidual(nnx.Module):
         eta = self.hidden(a)
         if context is not None:
             if self.context is None:
-                raise ValueError(
-                    "GatedResidual: a context was given but context_features is None."
-                )
+                raise ValueError("GatedResidual: a context was given but context_features is None.")
             F.check_features("GatedResidual (context)", context, self.context_features)
             eta = eta + self.context(context)
         eta = self.output(jax.nn.elu(eta))

@@ -68,8 +68,11 @@ class GLU(nnx.Module):
         d, n = in_features, out_features
         if fused_kernel:
             self.kernel = C.param(kernel_init, rngs.params(), (d, 2 * n), param_dtype)
-            self.bias = (C.param(bias_init, rngs.params(), (2 * n,), param_dtype)
-                         if use_bias else nnx.data(None))
+            self.bias = (
+                C.param(bias_init, rngs.params(), (2 * n,), param_dtype)
+                if use_bias
+                else nnx.data(None)
+            )
         else:
             self.gate_kernel = C.param(kernel_init, rngs.params(), (d, n), param_dtype)
             self.value_kernel = C.param(kernel_init, rngs.params(), (d, n), param_dtype)
@@ -85,7 +88,15 @@ class GLU(nnx.Module):
         if self.fused_kernel:
             params = {"kernel": C.value(self.kernel), "bias": C.value(self.bias)}
         else:
-            params = {k: C.value(getattr(self, k)) for k in
-                      ("gate_kernel", "value_kernel", "gate_bias", "value_bias")}
-        return F.glu(x, params, activation=self.activation, approximate=self.approximate,
-                     dtype=self.dtype, precision=self.precision)
+            params = {
+                k: C.value(getattr(self, k))
+                for k in ("gate_kernel", "value_kernel", "gate_bias", "value_bias")
+            }
+        return F.glu(
+            x,
+            params,
+            activation=self.activation,
+            approximate=self.approximate,
+            dtype=self.dtype,
+            precision=self.precision,
+        )

@@ -67,10 +67,19 @@ class HardConcreteGate(nnx.Module):
     def gate(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
         """The gate values ``z``, of ``shape``."""
         deterministic = bool(C.first(deterministic, self.deterministic, False))
-        key = None if deterministic else C.draw_key(
-            "HardConcreteGate", rngs, self.rngs, self.rng_collection)
-        return hj.hard_concrete(key, self.log_alpha[...], beta=self.beta, gamma=self.gamma,
-                                zeta=self.zeta, deterministic=deterministic)
+        key = (
+            None
+            if deterministic
+            else C.draw_key("HardConcreteGate", rngs, self.rngs, self.rng_collection)
+        )
+        return hj.hard_concrete(
+            key,
+            self.log_alpha[...],
+            beta=self.beta,
+            gamma=self.gamma,
+            zeta=self.zeta,
+            deterministic=deterministic,
+        )
 
     def __call__(
         self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
@@ -82,5 +91,4 @@ class HardConcreteGate(nnx.Module):
 
     def l0_penalty(self) -> jax.Array:
         """The expected number of non-zero gates, a differentiable scalar."""
-        return hj.l0_penalty(self.log_alpha[...], beta=self.beta, gamma=self.gamma,
-                             zeta=self.zeta)
+        return hj.l0_penalty(self.log_alpha[...], beta=self.beta, gamma=self.gamma, zeta=self.zeta)

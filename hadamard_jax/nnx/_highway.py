@@ -61,8 +61,9 @@ class Highway(nnx.Module):
         self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
         f = features
         self.kernel = C.param(kernel_init, rngs.params(), (f, f), param_dtype)
-        self.bias = (C.param(bias_init, rngs.params(), (f,), param_dtype) if use_bias
-                     else nnx.data(None))
+        self.bias = (
+            C.param(bias_init, rngs.params(), (f,), param_dtype) if use_bias else nnx.data(None)
+        )
         self.gate_kernel = C.param(kernel_init, rngs.params(), (f, f), param_dtype)
         self.gate_bias = C.param(gate_bias_init, rngs.params(), (f,), param_dtype)
 
@@ -71,5 +72,6 @@ class Highway(nnx.Module):
         F.check_features("Highway", x, self.features)
         names = ("kernel", "bias", "gate_kernel", "gate_bias")
         params = {k: C.value(getattr(self, k)) for k in names}
-        return F.highway(x, params, activation=self.activation, dtype=self.dtype,
-                         precision=self.precision)
+        return F.highway(
+            x, params, activation=self.activation, dtype=self.dtype, precision=self.precision
+        )

@@ -112,8 +112,11 @@ class MaskedLinear(nnx.Module):
         self.precision = precision
         shape = (in_features, out_features)
         self.kernel = C.param(kernel_init, rngs.params(), shape, param_dtype)
-        self.bias = (C.param(bias_init, rngs.params(), (out_features,), param_dtype)
-                     if use_bias else nnx.data(None))
+        self.bias = (
+            C.param(bias_init, rngs.params(), (out_features,), param_dtype)
+            if use_bias
+            else nnx.data(None)
+        )
         if mask_type == "fixed":
             init = mask_init(rngs.params(), shape, jnp.bool_)
             boxed = isinstance(init, nnx.VariableMetadata)
@@ -127,9 +130,15 @@ class MaskedLinear(nnx.Module):
                 self.scores = C.param(scores_init, rngs.params(), shape, param_dtype)
         else:
             self.gate = HardConcreteGate(
-                shape, beta=beta, gamma=gamma, zeta=zeta, log_alpha_init=log_alpha_init,
-                deterministic=deterministic, param_dtype=param_dtype,
-                rng_collection=rng_collection, rngs=rngs,
+                shape,
+                beta=beta,
+                gamma=gamma,
+                zeta=zeta,
+                log_alpha_init=log_alpha_init,
+                deterministic=deterministic,
+                param_dtype=param_dtype,
+                rng_collection=rng_collection,
+                rngs=rngs,
             )
 
     def current_mask(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
