@@ -8,52 +8,56 @@ are kept for the backward pass. Flax modules live in :mod:`hadamard_jax.nnx` and
 
 __version__ = "0.1.0"
 
+# isort: off
 # Core products.
-# --- masks (end) ---
-# --- fused blocks (begin) ---
-from hadamard_jax._src.gated_mlp import gated_mlp as gated_mlp
+from hadamard_jax._src.hadamard import hadamard as hadamard
+from hadamard_jax._src.hadamard import hadamard_n as hadamard_n
+
+# Gating ops (the GLU family) and the highway gate.
 from hadamard_jax._src.glu import bilinear as bilinear
 from hadamard_jax._src.glu import bilinear_packed as bilinear_packed
 from hadamard_jax._src.glu import geglu as geglu
 from hadamard_jax._src.glu import geglu_packed as geglu_packed
-
-# --- gating ops (begin) ---
 from hadamard_jax._src.glu import glu as glu
 from hadamard_jax._src.glu import glu_packed as glu_packed
 from hadamard_jax._src.glu import reglu as reglu
 from hadamard_jax._src.glu import reglu_packed as reglu_packed
 from hadamard_jax._src.glu import swiglu as swiglu
 from hadamard_jax._src.glu import swiglu_packed as swiglu_packed
-from hadamard_jax._src.hadamard import hadamard as hadamard
-from hadamard_jax._src.hadamard import hadamard_n as hadamard_n
 from hadamard_jax._src.highway import highway as highway
-from hadamard_jax._src.learned_masks import bernoulli_ste as bernoulli_ste
-from hadamard_jax._src.learned_masks import hard_concrete as hard_concrete
-from hadamard_jax._src.learned_masks import l0_penalty as l0_penalty
-from hadamard_jax._src.learned_masks import ste_mask as ste_mask
-from hadamard_jax._src.mask_packing import pack_mask as pack_mask
-from hadamard_jax._src.mask_packing import unpack_mask as unpack_mask
 
-# --- gating ops (end) ---
-# --- masks (begin) ---
+# Fused blocks.
+from hadamard_jax._src.gated_mlp import gated_mlp as gated_mlp
+
+# Masks: applying and building them.
 from hadamard_jax._src.masking import apply_mask as apply_mask
 from hadamard_jax._src.masking import attention_mask as attention_mask
 from hadamard_jax._src.masking import causal_mask as causal_mask
 from hadamard_jax._src.masking import combine_masks as combine_masks
 from hadamard_jax._src.masking import padding_mask as padding_mask
+
+# Pruning masks.
 from hadamard_jax._src.pruning import global_magnitude_masks as global_magnitude_masks
 from hadamard_jax._src.pruning import magnitude_mask as magnitude_mask
 from hadamard_jax._src.pruning import nm_mask as nm_mask
 from hadamard_jax._src.pruning import random_mask as random_mask
 from hadamard_jax._src.pruning import topk_mask as topk_mask
 
-# --- fused blocks (end) ---
+# Learned masks.
+from hadamard_jax._src.learned_masks import bernoulli_ste as bernoulli_ste
+from hadamard_jax._src.learned_masks import hard_concrete as hard_concrete
+from hadamard_jax._src.learned_masks import l0_penalty as l0_penalty
+from hadamard_jax._src.learned_masks import ste_mask as ste_mask
+
+# Mask storage.
+from hadamard_jax._src.mask_packing import pack_mask as pack_mask
+from hadamard_jax._src.mask_packing import unpack_mask as unpack_mask
+# isort: on
 
 __all__ = [
     "__version__",
     "hadamard",
     "hadamard_n",
-    # --- gating __all__ (begin) ---
     "glu",
     "bilinear",
     "reglu",
@@ -65,8 +69,6 @@ __all__ = [
     "geglu_packed",
     "swiglu_packed",
     "highway",
-    # --- gating __all__ (end) ---
-    # --- masks __all__ (begin) ---
     "apply_mask",
     "combine_masks",
     "causal_mask",
@@ -83,8 +85,5 @@ __all__ = [
     "l0_penalty",
     "pack_mask",
     "unpack_mask",
-    # --- masks __all__ (end) ---
-    # --- fused blocks __all__ (begin) ---
     "gated_mlp",
-    # --- fused blocks __all__ (end) ---
 ]
