@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from hadamard_jax._src.glu import geglu, swiglu
+from hadamard_jax.bench import timing
 
 GATES = ("swiglu", "geglu")
 IMPLS = ("plain", "hadamard_jax", "remat")
@@ -153,12 +153,6 @@ def memory_ratio(gate: str, impl: str = "hadamard_jax", **kwargs: Any) -> float:
     return compiled_temp_bytes(gate, impl, **kwargs) / compiled_temp_bytes(gate, "plain", **kwargs)
 
 
-def _time_once(step, params, x) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(step(params, x))
-    return time.perf_counter() - start
-
-
 def time_ratio(
     gate: str,
     *,
@@ -175,8 +169,9 @@ def time_ratio(
     """Wall time of ``impl`` over ``"plain"``, timed alternately in one process.
 
     Both steps are compiled and run once before timing (warm-up excluded); then ``repeats``
-    rounds each time plain and ``impl`` back to back (``block_until_ready``), so drifting load
-    on a shared machine hits both alike.
+    rounds time plain and ``impl`` back to back in alternating order
+    (:func:`hadamard_jax.bench.timing.interleaved`), so drifting load on a shared machine hits
+    both alike.
 
     Returns:
       ``{"ratio": median of per-round ratios, "ratios": [...], "plain_s": [...],
@@ -185,20 +180,18 @@ def time_ratio(
     kp, kx = jax.random.split(jax.random.key(seed))
     params = init_params(kp, layers=layers, d=d, h=h, dtype=dtype)
     x = init_inputs(kx, batch=batch, d=d, dtype=dtype)
-    plain = cached_train_step(gate, "plain", approximate=approximate)
-    ours = cached_train_step(gate, impl, approximate=approximate)
-    _time_once(plain, params, x)
-    _time_once(ours, params, x)
-    plain_s, ours_s = [], []
-    for _ in range(repeats):
-        plain_s.append(_time_once(plain, params, x))
-        ours_s.append(_time_once(ours, params, x))
-    ratios = [o / p for o, p in zip(ours_s, plain_s)]
+    calls = {
+        name: timing.Call(cached_train_step(gate, name, approximate=approximate), (params, x))
+        for name in ("plain", impl)
+    }
+    # One call per sample (a step takes seconds); one untimed warm-up call each.
+    samples = timing.interleaved(calls, rounds=repeats, min_sample_s=0.0, warm_up_calls=1)
+    ratios = [o / p for o, p in zip(samples[impl], samples["plain"])]
     return {
-        "ratio": statistics.median(ratios),
+        "ratio": timing.median_ratio(samples[impl], samples["plain"]),
         "ratios": ratios,
-        "plain_s": plain_s,
-        f"{impl}_s": ours_s,
+        "plain_s": samples["plain"],
+        f"{impl}_s": samples[impl],
     }
 
 

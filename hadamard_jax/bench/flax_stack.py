@@ -20,8 +20,6 @@ module level). Run ``python -m hadamard_jax.bench.flax_stack``.
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hadamard_jax.bench import timing
 from hadamard_jax.nnx import GatedMLP
 
 IMPLS = ("gated_mlp", "plain", "remat")
@@ -140,12 +139,6 @@ def memory_ratios(**kwargs: Any) -> dict[str, float]:
     return {"vs_plain": a / b, "vs_remat": a / c}
 
 
-def _time_once(step, state, x) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(step(state, x))
-    return time.perf_counter() - start
-
-
 def time_ratio(
     *,
     repeats: int = 5,
@@ -161,7 +154,7 @@ def time_ratio(
     """Wall time of ``impl`` over ``baseline``, timed alternately in one process.
 
     Both steps are compiled and run once first (warm-up excluded); then ``repeats`` rounds time
-    the two back to back, in alternating order, with ``block_until_ready``.
+    the two back to back, in alternating order (:func:`hadamard_jax.bench.timing.interleaved`).
 
     Returns:
       ``{"ratio": median per-round ratio, "ratios": [...], "<impl>_s": [...],
@@ -169,23 +162,19 @@ def time_ratio(
     """
     kp, kx = jax.random.split(jax.random.key(seed))
     x = jax.random.normal(kx, (batch, d), dtype)
-    runs = {}
+    calls = {}
     for name in (impl, baseline):
         _, state = split_stack(name, kp, layers=layers, d=d, h=h, dtype=dtype)
         step = train_step(name, layers=layers, d=d, h=h, dtype=jnp.dtype(dtype))
-        _time_once(step, state, x)
-        runs[name] = (step, state)
-    times: dict[str, list[float]] = {impl: [], baseline: []}
-    for r in range(repeats):
-        order = (impl, baseline) if r % 2 == 0 else (baseline, impl)
-        for name in order:
-            times[name].append(_time_once(*runs[name], x))
-    ratios = [a / b for a, b in zip(times[impl], times[baseline])]
+        calls[name] = timing.Call(step, (state, x))
+    # One call per sample (a step takes seconds); one untimed warm-up call each.
+    samples = timing.interleaved(calls, rounds=repeats, min_sample_s=0.0, warm_up_calls=1)
+    ratios = [a / b for a, b in zip(samples[impl], samples[baseline])]
     return {
-        "ratio": statistics.median(ratios),
+        "ratio": timing.median_ratio(samples[impl], samples[baseline]),
         "ratios": ratios,
-        f"{impl}_s": times[impl],
-        f"{baseline}_s": times[baseline],
+        f"{impl}_s": samples[impl],
+        f"{baseline}_s": samples[baseline],
     }
 
 
