@@ -5,10 +5,9 @@ that materialises an unsharded array (e.g. ``broadcast_to`` of a scalar) fails t
 works under Auto axes.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from tests.utils import run_on_8_cpu_devices
 
 _SCRIPT = textwrap.dedent(
     """
@@ -41,11 +40,4 @@ _SCRIPT = textwrap.dedent(
 
 
 def test_ops_under_explicit_mesh_axes():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "EXPLICIT OK" in result.stdout
+    run_on_8_cpu_devices(_SCRIPT, "EXPLICIT OK")

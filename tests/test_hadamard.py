@@ -1,8 +1,5 @@
 """Tests of the core products: values, dtypes, errors and every transform."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -12,7 +9,12 @@ import pytest
 from jax.test_util import check_grads
 
 from hadamard_jax import hadamard, hadamard_n
-from tests.utils import assert_tree_allclose, only_arguments_saved, saved_residuals
+from tests.utils import (
+    assert_tree_allclose,
+    only_arguments_saved,
+    run_on_8_cpu_devices,
+    saved_residuals,
+)
 
 KEY = jax.random.key(0)
 
@@ -345,14 +347,7 @@ _MESH_SCRIPT = textwrap.dedent(
 
 
 def test_jit_over_8_device_mesh():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", _MESH_SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "MESH OK" in result.stdout
+    run_on_8_cpu_devices(_MESH_SCRIPT, "MESH OK")
 
 
 # --- cost ----------------------------------------------------------------------------------------

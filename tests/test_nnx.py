@@ -1,8 +1,5 @@
 """Tests of the Flax NNX modules: values, masks, pruning, transforms, sharding, state."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -14,7 +11,7 @@ from flax import nnx, serialization
 
 import hadamard_jax as hj
 from hadamard_jax import nnx as hn
-from tests.utils import assert_tree_allclose
+from tests.utils import assert_tree_allclose, run_on_8_cpu_devices
 
 X = jax.random.normal(jax.random.key(42), (3, 4))
 ACTS = {
@@ -430,11 +427,4 @@ _MESH_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_jit_over_8_device_mesh():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", _MESH_SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "MESH OK" in result.stdout
+    run_on_8_cpu_devices(_MESH_SCRIPT, "MESH OK")

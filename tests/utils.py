@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.ad_checkpoint
 import numpy as np
@@ -38,3 +42,18 @@ def assert_tree_allclose(actual, expected, rtol=1e-6, atol=1e-6):
             rtol=rtol,
             atol=atol,
         )
+
+
+def run_on_8_cpu_devices(script: str, marker: str) -> None:
+    """Runs ``script`` in a fresh Python with 8 CPU devices; asserts success and ``marker``.
+
+    A subprocess, because ``XLA_FLAGS`` must be set before JAX initialises its backends.
+    """
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert marker in result.stdout
