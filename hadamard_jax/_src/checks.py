@@ -87,6 +87,28 @@ def check_dtype_arg(dtype: Any, name: str, op: str) -> np.dtype | None:
         raise TypeError(f"{op}: {name}={dtype!r} is not a dtype.") from None
 
 
+def check_bool(value: Any, name: str, op: str) -> bool:
+    """Returns ``value`` as a Python bool, or raises ``TypeError`` naming it (no truthiness)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {type(value).__name__} ({value!r}).")
+    return bool(value)
+
+
+def real_arrays(arrays: Sequence[Any], names: Sequence[str], op: str) -> list[Any]:
+    """:func:`as_array` of each argument, refusing complex dtypes (for real activations)."""
+    out = []
+    for x, name in zip(arrays, names):
+        x = as_array(x, name, op)
+        dtype = jnp.result_type(x)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(
+                f"{op}: argument {name!r} has complex dtype {dtype}; gating ops are defined for "
+                "real inputs only (activations such as sigmoid, relu and gelu are real functions)."
+            )
+        out.append(x)
+    return out
+
+
 def is_differentiable(dtype: Any) -> bool:
     """Whether values of ``dtype`` carry tangents (floating or complex)."""
     return jnp.issubdtype(dtype, jnp.inexact)

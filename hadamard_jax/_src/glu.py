@@ -102,21 +102,6 @@ _gate_jit = jax.jit(_gate, static_argnums=(0, 1, 2, 3))
 # --- argument checks ---------------------------------------------------------------------------
 
 
-def _real_arrays(arrays: Sequence[Any], names: Sequence[str], op: str) -> list[Any]:
-    """Checks each argument is a real (non-complex) array or number; returns them."""
-    out = []
-    for x, name in zip(arrays, names):
-        x = checks.as_array(x, name, op)
-        dtype = jnp.result_type(x)
-        if jnp.issubdtype(dtype, jnp.complexfloating):
-            raise TypeError(
-                f"{op}: argument {name!r} has complex dtype {dtype}; gating ops are defined for "
-                "real inputs only (activations such as sigmoid, relu and gelu are real functions)."
-            )
-        out.append(x)
-    return out
-
-
 def float_result_dtype(arrays: Sequence[Any]) -> np.dtype:
     """``jnp.result_type(*arrays)`` promoted to floating, as ``jax.nn.gelu`` promotes integers.
 
@@ -126,22 +111,16 @@ def float_result_dtype(arrays: Sequence[Any]) -> np.dtype:
     return jnp.dtype(jnp.result_type(*arrays, 1.0))
 
 
-def _check_bool(value: Any, name: str, op: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be a bool, got {type(value).__name__} ({value!r}).")
-    return bool(value)
-
-
 def _pair(op: str, act: str, gate: Any, value: Any, broadcast: Any) -> jax.Array:
-    broadcast = _check_bool(broadcast, "broadcast", op)
-    gate, value = _real_arrays((gate, value), ("gate", "value"), op)
+    broadcast = checks.check_bool(broadcast, "broadcast", op)
+    gate, value = checks.real_arrays((gate, value), ("gate", "value"), op)
     shapes = [jnp.shape(gate), jnp.shape(value)]
     shape = checks.result_shape(shapes, ("gate", "value"), op, broadcast)
     return _gate_jit(act, None, shape, float_result_dtype((gate, value)), gate, value)
 
 
 def _packed(op: str, act: str, x: Any, axis: Any) -> jax.Array:
-    (x,) = _real_arrays((x,), ("x",), op)
+    (x,) = checks.real_arrays((x,), ("x",), op)
     ndim = jnp.ndim(x)
     if ndim == 0:
         raise ValueError(f"{op}: x must have at least one axis to split, got a scalar.")
@@ -156,7 +135,7 @@ def _packed(op: str, act: str, x: Any, axis: Any) -> jax.Array:
 
 
 def _act_name(op: str, base: str, approximate: Any) -> str:
-    return base + "_tanh" if _check_bool(approximate, "approximate", op) else base
+    return base + "_tanh" if checks.check_bool(approximate, "approximate", op) else base
 
 
 # --- two-input forms ---------------------------------------------------------------------------

@@ -67,10 +67,9 @@ def _product_nondiff(shape: Shape, dtype: np.dtype, compute_dtype: np.dtype, *xs
 def _hadamard_impl(
     op: str, arrays: Sequence[Any], names: Sequence[str], broadcast: bool, compute_dtype: Any
 ) -> jax.Array:
-    if not isinstance(broadcast, (bool, np.bool_)):
-        raise TypeError(f"{op}: broadcast must be a bool, got {type(broadcast).__name__}.")
+    broadcast = checks.check_bool(broadcast, "broadcast", op)
     arrays = [checks.as_array(x, name, op) for x, name in zip(arrays, names)]
-    shape = checks.result_shape([jnp.shape(x) for x in arrays], names, op, bool(broadcast))
+    shape = checks.result_shape([jnp.shape(x) for x in arrays], names, op, broadcast)
     dtype = checks.result_dtype(arrays)
     compute = checks.check_dtype_arg(compute_dtype, "compute_dtype", op)
     if compute is None:

@@ -11,7 +11,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import activations, checks, rules
-from hadamard_jax._src.glu import _check_bool, _real_arrays, float_result_dtype
+from hadamard_jax._src.glu import float_result_dtype
 
 Shape = tuple[int, ...]
 
@@ -89,7 +89,7 @@ def highway(
       Array([4., 1.], dtype=float32)
     """
     op = "highway"
-    broadcast = _check_bool(broadcast, "broadcast", op)
-    arrays = _real_arrays((transform, gate, carry), _NAMES, op)
+    broadcast = checks.check_bool(broadcast, "broadcast", op)
+    arrays = checks.real_arrays((transform, gate, carry), _NAMES, op)
     shape = checks.result_shape([jnp.shape(x) for x in arrays], _NAMES, op, broadcast)
     return _highway_jit(shape, float_result_dtype(arrays), *arrays)

@@ -18,6 +18,7 @@ from flax import linen as nn
 from flax.core import meta
 
 import hadamard_jax as hj
+from hadamard_jax.nnx import _common as C
 from hadamard_jax.nnx import _functional as F
 from hadamard_jax.nnx._masked_linear import check_mask_options, ste_mask
 
@@ -27,13 +28,6 @@ default_gate_bias_init = nn.initializers.constant(-2.0)
 default_log_alpha_init = nn.initializers.constant(3.0)
 
 MASKS = "masks"
-
-
-def _first(*args: Any) -> Any:
-    for a in args:
-        if a is not None:
-            return a
-    return None
 
 
 class GLU(nn.Module):
@@ -147,7 +141,7 @@ class GatedMLP(nn.Module):
                     params[f"{name}_kernel"].shape,
                 )
                 params[f"{name}_kernel"] = F.masked_kernel(params[f"{name}_kernel"], mask)
-        deterministic = _first(deterministic, self.deterministic, False)
+        deterministic = C.first(deterministic, self.deterministic, False)
         keep_mask, keep = None, 1.0
         if self.dropout_rate > 0 and not deterministic:
             keep = 1.0 - self.dropout_rate
@@ -255,7 +249,7 @@ class GatedResidual(nn.Module):
                 context
             )
         eta = nn.Dense(self.hidden_features, name="output", **dense)(jax.nn.elu(eta))
-        deterministic = _first(deterministic, self.deterministic, False)
+        deterministic = C.first(deterministic, self.deterministic, False)
         eta = nn.Dropout(self.dropout_rate, name="dropout")(eta, deterministic=deterministic)
         gated = GLU(o, activation="glu", fused_kernel=False, name="glu", **dense)(eta)
         skip = a if d == o else nn.Dense(o, name="skip", **dense)(a)
@@ -342,7 +336,7 @@ class HardConcreteGate(nn.Module):
 
     def gate(self, *, deterministic: bool | None = None) -> jax.Array:
         """The gate values ``z``, of ``shape``."""
-        deterministic = bool(_first(deterministic, self.deterministic, False))
+        deterministic = bool(C.first(deterministic, self.deterministic, False))
         key = None if deterministic else self.make_rng(self.rng_collection)
         return hj.hard_concrete(
             key,
