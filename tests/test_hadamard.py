@@ -132,7 +132,7 @@ def test_other_errors():
         hadamard_n(jnp.ones(2, jnp.int32), compute_dtype=jnp.float32)
     with pytest.raises(TypeError, match="ragged|rectangular"):
         hadamard([1, [2, 3]], [1, 2])
-    with pytest.raises(TypeError, match="broadcast must be a bool"):
+    with pytest.raises(TypeError, match="broadcast must be a static bool"):
         hadamard(jnp.ones(2), jnp.ones(2), broadcast="yes")
 
 

@@ -74,7 +74,7 @@ def test_errors():
             highway(jnp.ones(2), jnp.ones(2), bad)
     with pytest.raises(TypeError, match="argument 'gate' has complex dtype"):
         highway(jnp.ones(2), jnp.ones(2, jnp.complex64), jnp.ones(2))
-    with pytest.raises(TypeError, match="broadcast must be a bool"):
+    with pytest.raises(TypeError, match="broadcast must be a static bool"):
         highway(jnp.ones(2), jnp.ones(2), jnp.ones(2), broadcast="no")
 
 

@@ -79,7 +79,9 @@ def test_ste_mask_jit_vmap():
 
 def test_ste_mask_errors():
     s = jnp.ones(8)
-    with pytest.raises(ValueError, match=r"exactly one of k, fraction or threshold.*k=None"):
+    with pytest.raises(
+        ValueError, match=r"exactly one of k, fraction, sparsity or threshold.*k=None"
+    ):
         ste_mask(s)
     with pytest.raises(ValueError, match=r"exactly one.*k=2, fraction=0.5"):
         ste_mask(s, k=2, fraction=0.5)

@@ -1,8 +1,8 @@
 """Gate activations and their derivatives, written for the hand-written rules.
 
-Each activation is a pair ``(fn, grad)`` of element-wise functions with ``grad = d fn / dx``,
-both finite wherever the math is (|x| up to 1e4 and beyond, and the limits at +-inf), written
-without divisions, and meant to be evaluated in float32 or wider (see :func:`compute_dtype`):
+Each activation is one function ``x -> (act(x), act'(x))`` (an :class:`Activation` row of
+:data:`ACTIVATIONS`), both parts finite wherever the math is (|x| up to 1e4 and beyond, and the
+limits at +-inf), and meant to be evaluated in float32 or wider (see :func:`compute_dtype`):
 
 * ``sigmoid'(x) = sigmoid(x) * sigmoid(-x)``, not ``s * (1 - s)``, which is exactly 0 in bfloat16
   for x >= 6.25 and loses all relative precision in float32 for large x.
@@ -28,19 +28,22 @@ _GELU_TANH_C = 0.044715
 
 
 class Activation(NamedTuple):
-    """An element-wise activation and its derivative (both in the input's dtype).
+    """An element-wise activation as one function returning its value and its derivative.
 
-    ``fn_and_grad(x)`` returns ``(fn(x), grad(x))`` computed together, sharing the one
-    transcendental (``exp``) that both need: the backward pass recomputes the activation, and
-    sharing keeps that recomputation to a single ``exp`` per element. Its ``fn`` part is the
-    mathematical limit at ``-inf`` (0 for SiLU and GELU, where ``x * sigmoid(x)`` evaluates to
-    ``-inf * 0 = nan``); the derivative rules use it for the value's gradient.
+    ``value_and_grad(x)`` returns ``(act(x), act'(x))`` in ``x``'s dtype, both finite wherever
+    the math is, with the mathematical limits at ``+-inf`` (``act(-inf) = 0`` for SiLU and GELU,
+    where ``x * sigmoid(x)`` would evaluate to ``-inf * 0 = nan``). The forward pass of every
+    op takes its value part (XLA drops the unused derivative), and the derivative rules take
+    both, so an op's value, its derivative in the gated value (``act(g)`` itself) and its
+    derivative in the gate come from one function and agree at every input.
     """
 
     name: str
-    fn: Callable[[jax.Array], jax.Array]
-    grad: Callable[[jax.Array], jax.Array]
-    fn_and_grad: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+    value_and_grad: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+
+    def value(self, x: jax.Array) -> jax.Array:
+        """``act(x)`` alone (the value part of :attr:`value_and_grad`)."""
+        return self.value_and_grad(x)[0]
 
 
 def compute_dtype(dtype) -> np.dtype:
@@ -81,30 +84,16 @@ def _pos_inf_part(x):
 # --- identity (bilinear) -------------------------------------------------------------------
 
 
-def _identity(x):
-    return x
-
-
-def _identity_grad(x):
-    return jnp.ones_like(x)
-
-
-def _identity_fn_and_grad(x):
+def identity_and_grad(x):
+    """``(x, 1)``."""
     return x, jnp.ones_like(x)
 
 
 # --- sigmoid (GLU) ---------------------------------------------------------------------------
 
 
-def _sigmoid(x):
-    return jax.nn.sigmoid(x)
-
-
-def _sigmoid_grad(x):
-    return jax.nn.sigmoid(x) * jax.nn.sigmoid(-x)
-
-
-def _sigmoid_fn_and_grad(x):
+def sigmoid_and_grad(x):
+    """``(sigmoid(x), sigmoid(x) sigmoid(-x))``: the derivative never cancels to 0."""
     s, s_neg = _sigmoid_pair(x)
     return jax.nn.sigmoid(x), s * s_neg
 
@@ -112,36 +101,16 @@ def _sigmoid_fn_and_grad(x):
 # --- relu (ReGLU) -----------------------------------------------------------------------------
 
 
-def _relu(x):
-    return jax.nn.relu(x)
-
-
-def _relu_grad(x):
-    # relu'(0) = 0, as jax.nn.relu.
-    return (x > 0).astype(x.dtype)
-
-
-def _relu_fn_and_grad(x):
-    return _relu(x), _relu_grad(x)
+def relu_and_grad(x):
+    """``(relu(x), [x > 0])``; the derivative at 0 is 0, as ``jax.nn.relu``'s."""
+    return jax.nn.relu(x), (x > 0).astype(x.dtype)
 
 
 # --- silu (SwiGLU) ---------------------------------------------------------------------------
 
 
-def _silu(x):
-    return jax.nn.silu(x)
-
-
-def _silu_grad(x):
-    # d/dx x s(x) = s(x) + x s(x) s(-x) = s(x) (1 + x s(-x)).
-    def formula(x):
-        s = jax.nn.sigmoid(x)
-        return s + x * s * jax.nn.sigmoid(-x)
-
-    return _with_limits(x, formula, 0.0, 1.0)
-
-
-def _silu_fn_and_grad(x):
+def silu_and_grad(x):
+    """``(x s(x), s(x) + x s(x) s(-x))`` with ``s = sigmoid``; limits 0 and 1 at -inf, +inf."""
     # The value factor is written as jax.nn.silu on the finite part (not x * s from the pair):
     # measured, this lets XLA fuse the recomputation without materialising an extra buffer in a
     # scanned training step (468 vs 500 MiB in the 8-layer FFN benchmark).
@@ -151,10 +120,6 @@ def _silu_fn_and_grad(x):
 
 
 # --- gelu, exact (GeGLU) -----------------------------------------------------------------------
-
-
-def _gelu(x):
-    return jax.nn.gelu(x, approximate=False)
 
 
 def _gelu_grad(x):
@@ -168,7 +133,8 @@ def _gelu_grad(x):
     return _with_limits(x, formula, 0.0, 1.0)
 
 
-def _gelu_fn_and_grad(x):
+def gelu_and_grad(x):
+    """``(x Phi(x), Phi(x) + x phi(x))`` with ``Phi`` from ``erfc`` (accurate for x << 0)."""
     # The derivative keeps its own formula: sharing its pdf term with the value changed XLA's
     # fusion in a scanned training step for the worse (516 vs 468 MiB in the FFN benchmark).
     xf = _finite_part(x)
@@ -179,30 +145,13 @@ def _gelu_fn_and_grad(x):
 # --- gelu, tanh approximation (GeGLU, approximate=True) ----------------------------------------
 
 
-def _gelu_tanh(x):
-    return jax.nn.gelu(x, approximate=True)
-
-
-def _gelu_tanh_grad(x):
-    # u = sqrt(2/pi) (x + c x^3); d/dx 0.5 x (1 + tanh u) = 0.5 (1 + tanh u) + 0.5 x sech^2(u) u'.
-    def formula(x):
-        # Beyond |x| = 1e4 the derivative is exactly 0 or 1 in any float; clipping keeps x^2 and
-        # x^3 finite (they overflow float32 near 1e13 and gave 0 * inf = nan).
-        x = jnp.clip(x, -1e4, 1e4)
-        u = _SQRT_2_OVER_PI * (x + _GELU_TANH_C * x * x * x)
-        du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * x * x)
-        # sech(u) = 2 e^-|u| / (1 + e^-2|u|): no overflow, and exact where 1 - tanh(u)^2
-        # cancels to 0 (the denominator lies in [1, 2]).
-        e = jnp.exp(-jnp.abs(u))
-        sech2 = jnp.square(2.0 * e / (1.0 + e * e))
-        # 0.5 (1 + tanh u) = sigmoid(2u), without the cancellation of 1 + tanh(u) for u << 0.
-        return jax.nn.sigmoid(2.0 * u) + 0.5 * x * sech2 * du
-
-    return _with_limits(x, formula, 0.0, 1.0)
-
-
-def _gelu_tanh_fn_and_grad(x):
-    # With e = exp(-2|u|): sigmoid(2u) = 1/(1+e) or e/(1+e), sech^2(u) = 4e/(1+e)^2: one exp.
+def gelu_tanh_and_grad(x):
+    """The tanh-approximate GELU ``0.5 x (1 + tanh u)``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``,
+    evaluated as ``x sigmoid(2u)`` (``1 + tanh u`` cancels for x <= -3), and its derivative
+    ``sigmoid(2u) + 0.5 x sech^2(u) u'``, both from one ``sigmoid`` pair."""
+    # Beyond |x| = 1e4 the derivative is exactly 0 or 1 in any float; clipping keeps x^2 and x^3
+    # finite (they overflow float32 near 1e13 and gave 0 * inf = nan). With e = exp(-2|u|):
+    # sigmoid(2u) = 1/(1+e) or e/(1+e), and sech^2(u) = 4 sigmoid(2u) sigmoid(-2u).
     xf = _finite_part(x)
     xc = jnp.clip(x, -1e4, 1e4)
     u = _SQRT_2_OVER_PI * (xc + _GELU_TANH_C * xc * xc * xc)
@@ -212,13 +161,17 @@ def _gelu_tanh_fn_and_grad(x):
     return xf * sig_2u + _pos_inf_part(x), sig_2u + 0.5 * xf * sech2 * du
 
 
+#: The activations, by name: each one row, its value and derivative from one function.
 ACTIVATIONS: dict[str, Activation] = {
-    "identity": Activation("identity", _identity, _identity_grad, _identity_fn_and_grad),
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_grad, _sigmoid_fn_and_grad),
-    "relu": Activation("relu", _relu, _relu_grad, _relu_fn_and_grad),
-    "silu": Activation("silu", _silu, _silu_grad, _silu_fn_and_grad),
-    "gelu": Activation("gelu", _gelu, _gelu_grad, _gelu_fn_and_grad),
-    "gelu_tanh": Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_grad, _gelu_tanh_fn_and_grad),
+    act.name: act
+    for act in (
+        Activation("identity", identity_and_grad),
+        Activation("sigmoid", sigmoid_and_grad),
+        Activation("relu", relu_and_grad),
+        Activation("silu", silu_and_grad),
+        Activation("gelu", gelu_and_grad),
+        Activation("gelu_tanh", gelu_tanh_and_grad),
+    )
 }
 
 

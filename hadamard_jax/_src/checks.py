@@ -1,30 +1,53 @@
-"""Argument checks shared by every op.
+"""Argument checks and dtype helpers shared by every op and module.
 
 Every check runs in Python at trace time, so a bad call fails when a function is traced (under
 ``jit`` too) with a ``TypeError`` or ``ValueError`` that names the op, the argument and the
-offending shape or value -- never with a silent broadcast or a NaN.
+offending shape or value -- never with a silent broadcast, a wrapped integer or a NaN. One
+function per kind of argument, so the same argument is judged the same way by every op and
+every Flax module:
+
+* arrays: :func:`as_array` (``__jax_array__`` objects such as ``nnx.Variable`` are unwrapped),
+  :func:`real_arrays`, :func:`result_shape`, :func:`result_type` (JAX's promotion, weak types
+  kept) and :func:`cast`;
+* static Python values: :func:`check_bool`, :func:`static_int`, :func:`static_fraction`,
+  :func:`static_real`, :func:`check_choice`, :func:`check_axis`, :func:`check_dtype_arg`;
+* the one rounding rule from a fraction to a count: :func:`count_of`.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+#: A static array shape.
 Shape = tuple[int, ...]
+
+try:  # JAX's own conversion that can produce a weakly typed result (as jnp.multiply does).
+    from jax._src.lax.lax import _convert_element_type as _convert
+except ImportError:  # pragma: no cover - a JAX without it: results are strongly typed.
+    _convert = None
+
+
+# --- arrays -------------------------------------------------------------------------------------
 
 
 def as_array(x: Any, name: str, op: str) -> Any:
     """Returns ``x`` as something ``jnp`` accepts, or raises ``TypeError`` naming ``name``.
 
     Arrays (``jax.Array``, tracers, NumPy arrays and scalars) and Python numbers pass through
-    unchanged, so weak typing of Python scalars is kept as in ``jnp.multiply``. Lists and tuples
-    are converted with ``jnp.asarray``. ``None``, strings and other objects are a ``TypeError``.
+    unchanged, so the weak type of a Python scalar is kept as in ``jnp.multiply``. Objects with
+    ``__jax_array__`` (``nnx.Variable``/``nnx.Param``, equinox-style wrappers) are unwrapped
+    into the array they hold, as ``jnp.multiply`` does. Lists and tuples are converted with
+    ``jnp.asarray``. ``None``, strings and other objects are a ``TypeError``.
     """
+    if not isinstance(x, jax.Array) and hasattr(x, "__jax_array__"):
+        x = x.__jax_array__()
     if isinstance(x, (jax.Array, np.ndarray, np.generic)):
         if isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind not in "biufc":
             raise TypeError(
@@ -33,8 +56,6 @@ def as_array(x: Any, name: str, op: str) -> Any:
             )
         return x
     if isinstance(x, (bool, numbers.Number)) and not isinstance(x, (str, bytes)):
-        return x
-    if hasattr(x, "__jax_array__"):
         return x
     if isinstance(x, (list, tuple)):
         try:
@@ -47,6 +68,21 @@ def as_array(x: Any, name: str, op: str) -> Any:
     raise TypeError(
         f"{op}: argument {name!r} must be an array or a number, got {type(x).__name__} ({x!r:.60})."
     )
+
+
+def real_arrays(arrays: Sequence[Any], names: Sequence[str], op: str) -> list[Any]:
+    """:func:`as_array` of each argument, refusing complex dtypes (for real activations)."""
+    out = []
+    for x, name in zip(arrays, names):
+        x = as_array(x, name, op)
+        dtype = jnp.result_type(x)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(
+                f"{op}: argument {name!r} has complex dtype {dtype}; gating ops are defined for "
+                "real inputs only (activations such as sigmoid, relu and gelu are real functions)."
+            )
+        out.append(x)
+    return out
 
 
 def result_shape(shapes: Sequence[Shape], names: Sequence[str], op: str, broadcast: bool) -> Shape:
@@ -72,9 +108,136 @@ def result_shape(shapes: Sequence[Shape], names: Sequence[str], op: str, broadca
         raise ValueError(f"{op}: shapes do not broadcast together: {listed}.") from None
 
 
-def result_dtype(arrays: Sequence[Any]) -> np.dtype:
-    """The dtype ``jnp.multiply`` would give for ``arrays`` (JAX's promotion rules)."""
-    return jnp.result_type(*arrays)
+def result_type(arrays: Sequence[Any], *, floating: bool = False) -> tuple[np.dtype, bool]:
+    """``(dtype, weak)``: the dtype ``jnp.multiply`` would give ``arrays`` and whether it is weak.
+
+    A result is weakly typed when every input is (Python scalars, or arrays made from them), so
+    ``hadamard(2.0, 3.0)`` stays weak like ``jnp.multiply(2.0, 3.0)`` and a later bfloat16
+    computation is not silently upcast. With ``floating=True`` integers and booleans promote to
+    the default float dtype (as ``jax.nn.gelu`` does; ``1.0`` is a weak float, so it never
+    widens a floating result).
+    """
+    extra = (1.0,) if floating else ()
+    dtype, weak = jax.dtypes.result_type(*arrays, *extra, return_weak_type_flag=True)
+    return jnp.dtype(dtype), bool(weak)
+
+
+def cast(x: Any, dtype: Any, weak: bool = False) -> jax.Array:
+    """``x`` converted to ``dtype``; weakly typed if ``weak`` (the result type of an op)."""
+    dtype = jnp.dtype(dtype)
+    if weak and _convert is not None:
+        return _convert(x, dtype, weak_type=True)
+    return jnp.asarray(x).astype(dtype)
+
+
+def broadcast_cast(x: Any, shape: Shape, dtype: Any) -> jax.Array:
+    """``x`` converted to ``dtype`` and broadcast (explicitly) to ``shape``."""
+    return jnp.broadcast_to(jnp.asarray(x).astype(dtype), shape)
+
+
+def is_differentiable(dtype: Any) -> bool:
+    """Whether values of ``dtype`` carry tangents (floating or complex)."""
+    return jnp.issubdtype(dtype, jnp.inexact)
+
+
+# --- static arguments ---------------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} ({value!r:.60})"
+
+
+def _is_static_number(value: Any) -> bool:
+    return isinstance(value, (numbers.Real, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def check_bool(value: Any, name: str, op: str) -> bool:
+    """``value`` as a Python bool (``np.bool_`` accepted), or a ``TypeError`` naming it.
+
+    Truthiness is not enough: ``0``, ``"yes"`` and arrays are refused.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a static bool, got {_describe(value)}.")
+    return bool(value)
+
+
+def static_int(value: Any, name: str, op: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as a Python int in ``[lo, hi]``, or a ``TypeError``/``ValueError`` naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{op}: {name} must be a static Python int, got {_describe(value)}; traced values "
+            "are not allowed."
+        )
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if lo is not None and hi is not None:
+            bounds = f"in [{lo}, {hi}]"
+        else:
+            bounds = f">= {lo}" if lo is not None else f"<= {hi}"
+        raise ValueError(f"{op}: {name} must be {bounds}, got {name}={value}.")
+    return value
+
+
+def static_real(
+    value: Any, name: str, op: str, ok: Callable[[float], bool] | None = None, want: str = ""
+) -> float:
+    """``value`` as a finite Python float for which ``ok`` holds, or an error naming it.
+
+    Args:
+      value: the argument.
+      name, op: for the message.
+      ok: an extra condition (e.g. ``lambda v: v > 0``); NaN and +-inf are always refused.
+      want: how the message describes the allowed values (e.g. ``"a number > 0"``).
+    """
+    if not _is_static_number(value):
+        raise TypeError(
+            f"{op}: {name} must be a static Python number, got {_describe(value)}; traced "
+            "values are not allowed."
+        )
+    value = float(value)
+    if not math.isfinite(value) or (ok is not None and not ok(value)):
+        raise ValueError(f"{op}: {name} must be {want or 'a finite number'}, got {name}={value}.")
+    return value
+
+
+def static_fraction(value: Any, name: str, op: str, *, below_one: bool = False) -> float:
+    """``value`` as a Python float in ``[0, 1]`` (``[0, 1)`` with ``below_one``), or an error."""
+    if below_one:
+        return static_real(value, name, op, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+    return static_real(value, name, op, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+
+
+def count_of(fraction: float, size: int) -> int:
+    """How many of ``size`` entries a ``fraction`` selects: the library's one rounding rule.
+
+    ``round(fraction * size)`` with Python's ``round`` (half to even). A sparsity ``s`` prunes
+    ``count_of(s, size)`` entries and keeps ``size - count_of(s, size)`` everywhere: the mask
+    makers, ``prune`` and ``MaskedLinear(mask_type="ste", sparsity=s)`` (5 weights at
+    ``s = 0.5``: 2 pruned, 3 kept).
+    """
+    return int(round(fraction * size))
+
+
+def check_choice(value: Any, name: str, op: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices`` (strings), else a ``TypeError``/``ValueError``."""
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{op}: {name} must be a string, one of {list(choices)}, got {_describe(value)}."
+        )
+    if value not in choices:
+        raise ValueError(f"{op}: unknown {name} {value!r}; expected one of {list(choices)}.")
+    return value
+
+
+def check_axis(axis: Any, ndim: int, name: str, op: str) -> int:
+    """Normalises an integer axis into ``[0, ndim)``, or raises naming it."""
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int, got {_describe(axis)}.")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: {name}={axis} is out of range for an array of rank {ndim}.")
+    return int(axis) % ndim
 
 
 def check_dtype_arg(dtype: Any, name: str, op: str) -> np.dtype | None:
@@ -85,39 +248,3 @@ def check_dtype_arg(dtype: Any, name: str, op: str) -> np.dtype | None:
         return jnp.dtype(dtype)
     except TypeError:
         raise TypeError(f"{op}: {name}={dtype!r} is not a dtype.") from None
-
-
-def check_bool(value: Any, name: str, op: str) -> bool:
-    """Returns ``value`` as a Python bool, or raises ``TypeError`` naming it (no truthiness)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be a bool, got {type(value).__name__} ({value!r}).")
-    return bool(value)
-
-
-def real_arrays(arrays: Sequence[Any], names: Sequence[str], op: str) -> list[Any]:
-    """:func:`as_array` of each argument, refusing complex dtypes (for real activations)."""
-    out = []
-    for x, name in zip(arrays, names):
-        x = as_array(x, name, op)
-        dtype = jnp.result_type(x)
-        if jnp.issubdtype(dtype, jnp.complexfloating):
-            raise TypeError(
-                f"{op}: argument {name!r} has complex dtype {dtype}; gating ops are defined for "
-                "real inputs only (activations such as sigmoid, relu and gelu are real functions)."
-            )
-        out.append(x)
-    return out
-
-
-def is_differentiable(dtype: Any) -> bool:
-    """Whether values of ``dtype`` carry tangents (floating or complex)."""
-    return jnp.issubdtype(dtype, jnp.inexact)
-
-
-def check_axis(axis: Any, ndim: int, name: str, op: str) -> int:
-    """Normalises an integer axis into ``[0, ndim)``, or raises naming it."""
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{op}: {name} must be an int, got {type(axis).__name__} ({axis!r}).")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{op}: {name}={axis} is out of range for an array of rank {ndim}.")
-    return int(axis) % ndim

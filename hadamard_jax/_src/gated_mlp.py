@@ -17,8 +17,7 @@ function of its arguments and the caller owns the random key.
 from __future__ import annotations
 
 import functools
-import numbers
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,29 +25,27 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from hadamard_jax._src import activations, checks, rules
+from hadamard_jax._src import activations, checks, gates, rules
 
 OP = "gated_mlp"
 
-#: Gate names accepted by ``activation=`` and the activation each applies to the gate.
-GATES: dict[str, str] = {
-    "glu": "sigmoid",
-    "bilinear": "identity",
-    "reglu": "relu",
-    "geglu": "gelu",
-    "swiglu": "silu",
-}
 
+class Static(NamedTuple):
+    """The static (hashable) options of the fused block.
 
-def gate_activation(activation: str, approximate: bool = False) -> str:
-    """The name in :data:`activations.ACTIVATIONS` for gate ``activation``, or a ``ValueError``."""
-    if activation not in GATES:
-        raise ValueError(
-            f"{OP}: unknown activation {activation!r}; expected one of {sorted(GATES)}."
-        )
-    if approximate and activation != "geglu":
-        raise ValueError(f"{OP}: approximate=True applies to activation='geglu' only.")
-    return "gelu_tanh" if approximate else GATES[activation]
+    Attributes:
+      activation: key of :data:`hadamard_jax._src.activations.ACTIVATIONS`.
+      precision: ``jax.lax.Precision`` (or a pair) of the three matmuls.
+      scale: the Python float multiplied into the hidden layer.
+      dtype: the result and storage dtype.
+      compute: the dtype of matmul accumulation and the activation.
+    """
+
+    activation: str
+    precision: Any
+    scale: float
+    dtype: np.dtype
+    compute: np.dtype
 
 
 # --- the computation, shared by the primal and the tangent rule ------------------------------
@@ -74,44 +71,46 @@ def _add_bias(y: jax.Array, b: Any, dtype) -> jax.Array:
     return y if b is None else y + jnp.broadcast_to(_cast(b, dtype), y.shape)
 
 
-def _hidden(act, g, u, mask, scale, dtype, compute) -> jax.Array:
-    """``act(g) * u * mask * scale`` evaluated in ``compute`` and cast to ``dtype``."""
-    h = act.fn(g.astype(compute)) * u.astype(compute)
+def _hidden(static: Static, act_g, u, mask) -> jax.Array:
+    """``act(g) * u * mask * scale`` from ``act(g)`` in ``compute``, cast to ``dtype``."""
+    h = act_g * u.astype(static.compute)
     if mask is not None:
-        h = h * jnp.broadcast_to(_cast(mask, compute), h.shape)
-    if scale != 1.0:
-        h = h * jnp.asarray(scale, compute)
-    return h.astype(dtype)
+        h = h * jnp.broadcast_to(_cast(mask, static.compute), h.shape)
+    if static.scale != 1.0:
+        h = h * jnp.asarray(static.scale, static.compute)
+    return h.astype(static.dtype)
 
 
-def _projections(static, x, wg, wu, bg, bu):
-    _, precision, _, dtype, compute = static
+def _act(static: Static, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(act(g), act'(g))`` in ``compute``: the one function of the gate table's activation."""
+    return activations.ACTIVATIONS[static.activation].value_and_grad(g.astype(static.compute))
+
+
+def _projections(static: Static, x, wg, wu, bg, bu):
+    precision, dtype, compute = static.precision, static.dtype, static.compute
     g = _add_bias(_dot(x, wg, precision, dtype, compute), bg, dtype)
     u = _add_bias(_dot(x, wu, precision, dtype, compute), bu, dtype)
     return g, u
 
 
-def _forward(static, x, wg, wu, wd, bg, bu, bd, mask):
-    name, precision, scale, dtype, compute = static
-    act = activations.get(name)
+def _forward(static: Static, x, wg, wu, wd, bg, bu, bd, mask):
     g, u = _projections(static, x, wg, wu, bg, bu)
-    h = _hidden(act, g, u, mask, scale, dtype, compute)
-    return _add_bias(_dot(h, wd, precision, dtype, compute), bd, dtype)
+    h = _hidden(static, _act(static, g)[0], u, mask)
+    return _add_bias(_dot(h, wd, static.precision, static.dtype, static.compute), bd, static.dtype)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _block(static, x, wg, wu, wd, bg, bu, bd, mask):
+def _block(static: Static, x, wg, wu, wd, bg, bu, bd, mask):
     return _forward(static, x, wg, wu, wd, bg, bu, bd, mask)
 
 
 @functools.partial(_block.defjvp, symbolic_zeros=True)
-def _block_jvp(static, primals, tangents):
-    name, precision, scale, dtype, compute = static
-    act = activations.get(name)
+def _block_jvp(static: Static, primals, tangents):
+    precision, scale, dtype, compute = static.precision, static.scale, static.dtype, static.compute
     x, wg, wu, wd, bg, bu, bd, mask = primals
     # Primal projections OUTSIDE the checkpoint: they become the residuals of reverse mode.
     g, u = _projections(static, x, wg, wu, bg, bu)
-    h = _hidden(act, g, u, mask, scale, dtype, compute)
+    h = _hidden(static, _act(static, g)[0], u, mask)
     out = _add_bias(_dot(h, wd, precision, dtype, compute), bd, dtype)
 
     def tangent_fn(ps, ts):
@@ -128,32 +127,31 @@ def _block_jvp(static, primals, tangents):
             return rules.sum_terms(terms)
 
         dg, du = dproj(wg, twg, tbg), dproj(wu, twu, tbu)
-        gc, uc = g.astype(compute), u.astype(compute)
-        m = None if mask is None else jnp.broadcast_to(_cast(mask, compute), gc.shape)
+        act_g, act_grad = _act(static, g)
+        uc = u.astype(compute)
+        m = None if mask is None else jnp.broadcast_to(_cast(mask, compute), act_g.shape)
         # dh = (act'(g) dg u + act(g) du) m s + act(g) u dm s
         dh = rules.sum_terms(
             [
-                None if dg is None else act.grad(gc) * dg.astype(compute) * uc,
-                None if du is None else act.fn(gc) * du.astype(compute),
+                None if dg is None else act_grad * dg.astype(compute) * uc,
+                None if du is None else act_g * du.astype(compute),
             ]
         )
         if dh is not None and m is not None:
             dh = dh * m
         if tmask is not None:
-            dm = jnp.broadcast_to(_cast(tmask, compute), gc.shape)
-            dh = rules.sum_terms([dh, act.fn(gc) * uc * dm])
+            dm = jnp.broadcast_to(_cast(tmask, compute), act_g.shape)
+            dh = rules.sum_terms([dh, act_g * uc * dm])
         if dh is not None and scale != 1.0:
             dh = dh * jnp.asarray(scale, compute)
         terms = [
             None if dh is None else _dot(dh.astype(dtype), wd, precision, dtype, compute),
             None
             if twd is None
-            else _dot(
-                _hidden(act, g, u, mask, scale, dtype, compute), twd, precision, dtype, compute
-            ),
+            else _dot(_hidden(static, act_g, u, mask), twd, precision, dtype, compute),
             None if tbd is None else jnp.broadcast_to(_cast(tbd, dtype), out.shape),
         ]
-        return rules.sum_terms(terms).astype(dtype)
+        return rules.tangent_sum(terms).astype(dtype)
 
     tangent = rules.checkpointed_tangent(
         tangent_fn, (x, wg, wu, wd, bg, bu, bd, mask, g, u), tangents, out
@@ -249,8 +247,8 @@ def gated_mlp(
       w_gate: gate kernel, shape ``[d, hidden]``.
       w_up: up (value) kernel, shape ``[d, hidden]``.
       w_down: down kernel, shape ``[hidden, d_out]``.
-      activation: the gate: ``"swiglu"`` (SiLU), ``"geglu"`` (GELU), ``"reglu"`` (ReLU),
-        ``"glu"`` (sigmoid) or ``"bilinear"`` (identity).
+      activation: a gate of the gate table: ``"swiglu"`` (SiLU), ``"geglu"`` (GELU),
+        ``"reglu"`` (ReLU), ``"glu"`` (sigmoid) or ``"bilinear"`` (identity).
       approximate: with ``activation="geglu"``, use the tanh approximation of GELU.
       b_gate: optional bias of the gate projection, shape ``[hidden]``.
       b_up: optional bias of the up projection, shape ``[hidden]``.
@@ -283,30 +281,21 @@ def gated_mlp(
       >>> jax.grad(lambda x: gated_mlp(x, wg, wu, wd).sum())(x).shape
       (2, 4)
     """
-    name = gate_activation(activation, approximate)
+    name = gates.activation_of(activation, approximate, OP)
     args = {"x": x, "w_gate": w_gate, "w_up": w_up, "w_down": w_down}
     optional = {"b_gate": b_gate, "b_up": b_up, "b_down": b_down, "hidden_mask": hidden_mask}
     args = {k: checks.as_array(v, k, OP) for k, v in args.items()}
     optional = {k: (None if v is None else checks.as_array(v, k, OP)) for k, v in optional.items()}
-    if isinstance(hidden_scale, bool) or not isinstance(hidden_scale, numbers.Real):
-        raise TypeError(
-            f"{OP}: hidden_scale must be a Python float, got {type(hidden_scale).__name__}."
-        )
+    scale = checks.static_real(hidden_scale, "hidden_scale", OP)
     x, wg, wu, wd = args.values()
     bg, bu, bd, mask = optional.values()
     _check_shapes(x, wg, wu, wd, bg, bu, bd, mask)
-    dtype = checks.result_dtype([a for a in (x, wg, wu, wd, bg, bu, bd) if a is not None])
+    dtype, _ = checks.result_type([a for a in (x, wg, wu, wd, bg, bu, bd) if a is not None])
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"{OP}: needs floating-point inputs, got dtypes giving {jnp.dtype(dtype).name}."
         )
     if isinstance(precision, list):
         precision = tuple(precision)
-    static = (
-        name,
-        precision,
-        float(hidden_scale),
-        jnp.dtype(dtype),
-        activations.compute_dtype(dtype),
-    )
+    static = Static(name, precision, scale, dtype, activations.compute_dtype(dtype))
     return _block_jit(static, x, wg, wu, wd, bg, bu, bd, mask)

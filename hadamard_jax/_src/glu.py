@@ -8,8 +8,9 @@ two layouts:
   and of ``jax.nn.glu``: the FIRST half is the value, the SECOND half the gate
   (``glu_packed``, ``bilinear_packed``, ``reglu_packed``, ``geglu_packed``, ``swiglu_packed``).
 
-All ten functions go through :func:`_gate`, one ``jax.custom_jvp`` whose static arguments are the
-activation name, the layout and the dtypes. Its tangent rule
+All ten functions go through :func:`gated` / :func:`gated_packed` and one ``jax.custom_jvp``,
+:func:`_gated`, whose static arguments are the activation (from the gate table,
+:mod:`hadamard_jax._src.gates`), the layout and the result type. Its tangent rule
 
 .. math::
   d(\\mathrm{act}(g)\\, v) = \\mathrm{act}'(g)\\, v\\, dg + \\mathrm{act}(g)\\, dv
@@ -34,9 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from hadamard_jax._src import activations, checks, rules
+from hadamard_jax._src import activations, checks, gates, rules
+from hadamard_jax._src.checks import Shape, broadcast_cast
 
-Shape = tuple[int, ...]
+#: ``(dtype, weak)``: the result dtype and whether the result is weakly typed.
+ResultType = tuple[np.dtype, bool]
 
 
 # --- shared machinery --------------------------------------------------------------------------
@@ -52,9 +55,7 @@ def _operands(
     Both are linear maps, so the same function serves primals and tangents.
     """
     if split_axis is None:
-        return tuple(
-            None if x is None else jnp.broadcast_to(jnp.asarray(x).astype(cdt), shape) for x in xs
-        )
+        return tuple(None if x is None else broadcast_cast(x, shape, cdt) for x in xs)
     (x,) = xs
     if x is None:
         return None, None
@@ -63,63 +64,74 @@ def _operands(
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def _gate(act: str, split_axis: int | None, shape: Shape, dtype: np.dtype, *xs: Any) -> jax.Array:
-    """``act(gate) * value`` in ``compute_dtype(dtype)``, cast to ``dtype``.
+def _gated(act: str, split_axis: int | None, shape: Shape, result: ResultType, *xs: Any):
+    """``act(gate) * value`` in ``compute_dtype(dtype)``, cast to the result type.
 
     Args:
       act: a key of :data:`hadamard_jax._src.activations.ACTIVATIONS`.
       split_axis: ``None`` for ``xs = (gate, value)``; an axis for ``xs = (x,)`` packed.
       shape: the result shape (the broadcast shape of ``gate`` and ``value``; unused if packed).
-      dtype: the result dtype (floating).
+      result: ``(dtype, weak)`` of the result (floating).
     """
-    gate, value = _operands(split_axis, shape, activations.compute_dtype(dtype), xs)
-    return (activations.ACTIVATIONS[act].fn(gate) * value).astype(dtype)
+    gate, value = _operands(split_axis, shape, activations.compute_dtype(result[0]), xs)
+    return checks.cast(activations.ACTIVATIONS[act].value(gate) * value, *result)
 
 
-@functools.partial(_gate.defjvp, symbolic_zeros=True)
-def _gate_jvp(act, split_axis, shape, dtype, primals, tangents):
-    out = _gate(act, split_axis, shape, dtype, *primals)
-    fns = activations.ACTIVATIONS[act]
-    cdt = activations.compute_dtype(dtype)
+@functools.partial(_gated.defjvp, symbolic_zeros=True)
+def _gated_jvp(act, split_axis, shape, result, primals, tangents):
+    out = _gated(act, split_axis, shape, result, *primals)
+    value_and_grad = activations.ACTIVATIONS[act].value_and_grad
+    cdt = activations.compute_dtype(result[0])
 
     def tangent_fn(xs, ts):
+        # d(act(g) v) = act'(g) v dg + act(g) dv, both factors from one function.
         gate, value = _operands(split_axis, shape, cdt, xs)
         dgate, dvalue = _operands(split_axis, shape, cdt, ts)
-        act, act_grad = fns.fn_and_grad(gate)  # one shared transcendental
-        return rules.sum_terms(
+        act_g, act_grad = value_and_grad(gate)
+        tangent = rules.tangent_sum(
             [
                 None if dgate is None else act_grad * dgate * value,
-                None if dvalue is None else act * dvalue,
+                None if dvalue is None else act_g * dvalue,
             ]
-        ).astype(dtype)
+        )
+        return checks.cast(tangent, *result)
 
     return out, rules.checkpointed_tangent(tangent_fn, primals, tangents, out)
 
 
-_gate_jit = jax.jit(_gate, static_argnums=(0, 1, 2, 3))
+_gated_jit = jax.jit(_gated, static_argnums=(0, 1, 2, 3))
 
 
-# --- argument checks ---------------------------------------------------------------------------
+def gated(
+    name: str,
+    gate: ArrayLike,
+    value: ArrayLike,
+    *,
+    approximate: bool = False,
+    broadcast: bool = False,
+    op: str | None = None,
+) -> jax.Array:
+    """The two-input gate ``name`` of :data:`hadamard_jax._src.gates.GATES`: ``act(gate) * value``.
 
-
-def float_result_dtype(arrays: Sequence[Any]) -> np.dtype:
-    """``jnp.result_type(*arrays)`` promoted to floating, as ``jax.nn.gelu`` promotes integers.
-
-    Weak typing is kept: a bfloat16 array with a Python float gives bfloat16, an int32 array
-    gives the default float dtype (float32, or float64 with x64 enabled).
+    The entry behind :func:`glu`, :func:`swiglu` and the others, and behind the Flax modules'
+    ``activation=`` choice. ``op`` names the caller in error messages (default ``name``).
     """
-    return jnp.dtype(jnp.result_type(*arrays, 1.0))
-
-
-def _pair(op: str, act: str, gate: Any, value: Any, broadcast: Any) -> jax.Array:
+    op = name if op is None else op
+    act = gates.activation_of(name, approximate, op)
     broadcast = checks.check_bool(broadcast, "broadcast", op)
     gate, value = checks.real_arrays((gate, value), ("gate", "value"), op)
     shapes = [jnp.shape(gate), jnp.shape(value)]
     shape = checks.result_shape(shapes, ("gate", "value"), op, broadcast)
-    return _gate_jit(act, None, shape, float_result_dtype((gate, value)), gate, value)
+    result = checks.result_type((gate, value), floating=True)
+    return _gated_jit(act, None, shape, result, gate, value)
 
 
-def _packed(op: str, act: str, x: Any, axis: Any) -> jax.Array:
+def gated_packed(
+    name: str, x: ArrayLike, *, axis: int = -1, approximate: bool = False, op: str | None = None
+) -> jax.Array:
+    """The packed form of gate ``name``: ``x = [value | gate]`` split in halves along ``axis``."""
+    op = f"{name}_packed" if op is None else op
+    act = gates.activation_of(name, approximate, op)
     (x,) = checks.real_arrays((x,), ("x",), op)
     ndim = jnp.ndim(x)
     if ndim == 0:
@@ -131,11 +143,7 @@ def _packed(op: str, act: str, x: Any, axis: Any) -> jax.Array:
             f"{op}: x.shape[{axis}] = {size} along axis={axis} is odd; the packed layout needs "
             f"two equal halves (value, gate) along the axis, got x.shape={tuple(jnp.shape(x))}."
         )
-    return _gate_jit(act, split_axis, (), float_result_dtype((x,)), x)
-
-
-def _act_name(op: str, base: str, approximate: Any) -> str:
-    return base + "_tanh" if checks.check_bool(approximate, "approximate", op) else base
+    return _gated_jit(act, split_axis, (), checks.result_type((x,), floating=True), x)
 
 
 # --- two-input forms ---------------------------------------------------------------------------
@@ -175,7 +183,7 @@ def glu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Ar
     See also:
       :func:`glu_packed` for ``jax.nn.glu``'s packed layout.
     """
-    return _pair("glu", "sigmoid", gate, value, broadcast)
+    return gated("glu", gate, value, broadcast=broadcast)
 
 
 def bilinear(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
@@ -190,7 +198,7 @@ def bilinear(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> j
       >>> bilinear(jnp.array([-1.0, 2.0]), jnp.array([2.0, 3.0]))
       Array([-2.,  6.], dtype=float32)
     """
-    return _pair("bilinear", "identity", gate, value, broadcast)
+    return gated("bilinear", gate, value, broadcast=broadcast)
 
 
 def reglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
@@ -207,7 +215,7 @@ def reglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.
       >>> reglu(jnp.array([-1.0, 2.0]), jnp.array([2.0, 3.0]))
       Array([0., 6.], dtype=float32)
     """
-    return _pair("reglu", "relu", gate, value, broadcast)
+    return gated("reglu", gate, value, broadcast=broadcast)
 
 
 def geglu(
@@ -227,7 +235,7 @@ def geglu(
       >>> geglu(jnp.array([0.0, 100.0]), jnp.array([2.0, 3.0]))
       Array([  0., 300.], dtype=float32)
     """
-    return _pair("geglu", _act_name("geglu", "gelu", approximate), gate, value, broadcast)
+    return gated("geglu", gate, value, approximate=approximate, broadcast=broadcast)
 
 
 def swiglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
@@ -244,7 +252,7 @@ def swiglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax
       >>> swiglu(jnp.array([0.0, 100.0]), jnp.array([2.0, 3.0]))
       Array([  0., 300.], dtype=float32)
     """
-    return _pair("swiglu", "silu", gate, value, broadcast)
+    return gated("swiglu", gate, value, broadcast=broadcast)
 
 
 # --- packed forms ------------------------------------------------------------------------------
@@ -281,7 +289,7 @@ def glu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
       >>> glu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
       Array([1., 3.], dtype=float32)
     """
-    return _packed("glu_packed", "sigmoid", x, axis)
+    return gated_packed("glu", x, axis=axis)
 
 
 def bilinear_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
@@ -293,7 +301,7 @@ def bilinear_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
       >>> bilinear_packed(jnp.array([2.0, 3.0, -1.0, 2.0]))
       Array([-2.,  6.], dtype=float32)
     """
-    return _packed("bilinear_packed", "identity", x, axis)
+    return gated_packed("bilinear", x, axis=axis)
 
 
 def reglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
@@ -305,7 +313,7 @@ def reglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
       >>> reglu_packed(jnp.array([2.0, 3.0, -1.0, 2.0]))
       Array([0., 6.], dtype=float32)
     """
-    return _packed("reglu_packed", "relu", x, axis)
+    return gated_packed("reglu", x, axis=axis)
 
 
 def geglu_packed(x: ArrayLike, axis: int = -1, *, approximate: bool = False) -> jax.Array:
@@ -317,7 +325,7 @@ def geglu_packed(x: ArrayLike, axis: int = -1, *, approximate: bool = False) -> 
       >>> geglu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
       Array([  0., 300.], dtype=float32)
     """
-    return _packed("geglu_packed", _act_name("geglu_packed", "gelu", approximate), x, axis)
+    return gated_packed("geglu", x, axis=axis, approximate=approximate)
 
 
 def swiglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
@@ -331,19 +339,21 @@ def swiglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
       >>> swiglu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
       Array([  0., 300.], dtype=float32)
     """
-    return _packed("swiglu_packed", "silu", x, axis)
+    return gated_packed("swiglu", x, axis=axis)
 
 
 def _fill_docs() -> None:
+    if glu.__doc__ is None:  # docstrings stripped (python -OO)
+        return
     approx = "      approximate: use the tanh approximation of GELU (``jax.nn.gelu``'s flag).\n"
     for fn in (glu, bilinear, reglu, geglu, swiglu):
         extra = approx if fn is geglu else ""
         text = _PAIR_DOC.format(extra=extra).strip("\n")
-        fn.__doc__ = fn.__doc__.replace("    {pair_doc}\n", "\n" + text + "\n\n")
+        fn.__doc__ = (fn.__doc__ or "").replace("    {pair_doc}\n", "\n" + text + "\n\n")
     for fn in (glu_packed, bilinear_packed, reglu_packed, geglu_packed, swiglu_packed):
         extra = approx if fn is geglu_packed else ""
         text = _PACKED_DOC.format(extra=extra).strip("\n")
-        fn.__doc__ = fn.__doc__.replace("    {packed_doc}\n", "\n" + text + "\n\n")
+        fn.__doc__ = (fn.__doc__ or "").replace("    {packed_doc}\n", "\n" + text + "\n\n")
 
 
 _fill_docs()

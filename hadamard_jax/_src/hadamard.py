@@ -12,30 +12,28 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import checks, rules
+from hadamard_jax._src.checks import Shape, broadcast_cast
 
-Shape = tuple[int, ...]
-
-
-def _prepare(x: Any, shape: Shape, dtype: np.dtype) -> jax.Array:
-    return jnp.broadcast_to(jnp.asarray(x).astype(dtype), shape)
+#: ``(dtype, weak)``: the result dtype and whether the result is weakly typed.
+ResultType = tuple[np.dtype, bool]
 
 
-def _chain(xs: Sequence[Any], shape: Shape, dtype: np.dtype, compute_dtype: np.dtype) -> jax.Array:
-    """``x0 * x1 * ... * x{n-1}`` in ``compute_dtype``, cast to ``dtype``."""
-    out = _prepare(xs[0], shape, compute_dtype)
+def _chain(xs: Sequence[Any], shape: Shape, result: ResultType, compute_dtype: np.dtype):
+    """``x0 * x1 * ... * x{n-1}`` in ``compute_dtype``, cast to the result type."""
+    out = broadcast_cast(xs[0], shape, compute_dtype)
     for x in xs[1:]:
-        out = out * _prepare(x, shape, compute_dtype)
-    return out.astype(dtype)
+        out = out * broadcast_cast(x, shape, compute_dtype)
+    return checks.cast(out, *result)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _product(shape: Shape, dtype: np.dtype, compute_dtype: np.dtype, *xs: Any) -> jax.Array:
-    return _chain(xs, shape, dtype, compute_dtype)
+def _product(shape: Shape, result: ResultType, compute_dtype: np.dtype, *xs: Any) -> jax.Array:
+    return _chain(xs, shape, result, compute_dtype)
 
 
 @functools.partial(_product.defjvp, symbolic_zeros=True)
-def _product_jvp(shape, dtype, compute_dtype, primals, tangents):
-    out = _product(shape, dtype, compute_dtype, *primals)
+def _product_jvp(shape, result, compute_dtype, primals, tangents):
+    out = _product(shape, result, compute_dtype, *primals)
 
     def tangent_fn(xs, ts):
         # Forward accumulation along the chain, O(n) multiplies and no division:
@@ -44,14 +42,14 @@ def _product_jvp(shape, dtype, compute_dtype, primals, tangents):
         # the partial products from the inputs (the only residuals kept).
         p = dp = None
         for x, t in zip(xs, ts):
-            x = _prepare(x, shape, compute_dtype)
-            t = None if t is None else _prepare(t, shape, compute_dtype)
+            x = broadcast_cast(x, shape, compute_dtype)
+            t = None if t is None else broadcast_cast(t, shape, compute_dtype)
             if p is None:
                 p, dp = x, t
                 continue
             dp = rules.sum_terms([None if dp is None else dp * x, None if t is None else p * t])
             p = p * x
-        return dp.astype(dtype)
+        return checks.cast(rules.tangent_sum([dp]), *result)
 
     return out, rules.checkpointed_tangent(tangent_fn, primals, tangents, out)
 
@@ -60,8 +58,10 @@ _product_jit = jax.jit(_product, static_argnums=(0, 1, 2))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _product_nondiff(shape: Shape, dtype: np.dtype, compute_dtype: np.dtype, *xs: Any) -> jax.Array:
-    return _chain(xs, shape, dtype, compute_dtype)
+def _product_nondiff(
+    shape: Shape, result: ResultType, compute_dtype: np.dtype, *xs: Any
+) -> jax.Array:
+    return _chain(xs, shape, result, compute_dtype)
 
 
 def _hadamard_impl(
@@ -70,7 +70,7 @@ def _hadamard_impl(
     broadcast = checks.check_bool(broadcast, "broadcast", op)
     arrays = [checks.as_array(x, name, op) for x, name in zip(arrays, names)]
     shape = checks.result_shape([jnp.shape(x) for x in arrays], names, op, broadcast)
-    dtype = checks.result_dtype(arrays)
+    dtype, weak = checks.result_type(arrays)
     compute = checks.check_dtype_arg(compute_dtype, "compute_dtype", op)
     if compute is None:
         compute = dtype
@@ -85,8 +85,8 @@ def _hadamard_impl(
             "complex and the other is not)."
         )
     if checks.is_differentiable(dtype):
-        return _product_jit(shape, dtype, compute, *arrays)
-    return _product_nondiff(shape, dtype, compute, *arrays)
+        return _product_jit(shape, (dtype, weak), compute, *arrays)
+    return _product_nondiff(shape, (dtype, weak), compute, *arrays)
 
 
 def hadamard(a: ArrayLike, b: ArrayLike, *, broadcast: bool = False) -> jax.Array:
@@ -95,7 +95,8 @@ def hadamard(a: ArrayLike, b: ArrayLike, *, broadcast: bool = False) -> jax.Arra
     .. math::
       (a \circ b)_{i} = a_{i} \, b_{i}
 
-    Results, dtypes and gradients match ``jnp.multiply``: JAX's dtype promotion, complex
+    Results, dtypes and gradients match ``jnp.multiply``: JAX's dtype promotion (weak types
+    of Python scalars kept), ``__jax_array__`` objects such as ``nnx.Param``, complex
     inputs with JAX's convention (the VJP is a transpose, not an adjoint), ``float0``
     cotangents for integer and boolean inputs. The derivative rule is hand-written: it keeps
     only ``a`` and ``b`` for the backward pass and works under every JAX transform (``jit``,

@@ -11,41 +11,39 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import activations, checks, rules
-from hadamard_jax._src.glu import float_result_dtype
-
-Shape = tuple[int, ...]
+from hadamard_jax._src.checks import Shape, broadcast_cast
 
 _NAMES = ("transform", "gate", "carry")
 
-
-def _prepare(x: Any, shape: Shape, dtype: np.dtype) -> jax.Array:
-    return jnp.broadcast_to(jnp.asarray(x).astype(dtype), shape)
+#: ``(dtype, weak)``: the result dtype and whether the result is weakly typed.
+ResultType = tuple[np.dtype, bool]
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _highway(shape: Shape, dtype: np.dtype, transform: Any, gate: Any, carry: Any) -> jax.Array:
-    """``gate * transform + (1 - gate) * carry`` in ``compute_dtype(dtype)``, cast to ``dtype``."""
-    cdt = activations.compute_dtype(dtype)
-    t, g, c = (_prepare(x, shape, cdt) for x in (transform, gate, carry))
-    return (g * t + (1 - g) * c).astype(dtype)
+def _highway(shape: Shape, result: ResultType, transform: Any, gate: Any, carry: Any):
+    """``gate * transform + (1 - gate) * carry`` in ``compute_dtype``, cast to the result type."""
+    cdt = activations.compute_dtype(result[0])
+    t, g, c = (broadcast_cast(x, shape, cdt) for x in (transform, gate, carry))
+    return checks.cast(g * t + (1 - g) * c, *result)
 
 
 @functools.partial(_highway.defjvp, symbolic_zeros=True)
-def _highway_jvp(shape, dtype, primals, tangents):
-    out = _highway(shape, dtype, *primals)
-    cdt = activations.compute_dtype(dtype)
+def _highway_jvp(shape, result, primals, tangents):
+    out = _highway(shape, result, *primals)
+    cdt = activations.compute_dtype(result[0])
 
     def tangent_fn(xs, ts):
         # d(g t + (1 - g) c) = g dt + (t - c) dg + (1 - g) dc.
-        t, g, c = (_prepare(x, shape, cdt) for x in xs)
-        dt, dg, dc = (None if x is None else _prepare(x, shape, cdt) for x in ts)
-        return rules.sum_terms(
+        t, g, c = (broadcast_cast(x, shape, cdt) for x in xs)
+        dt, dg, dc = (None if x is None else broadcast_cast(x, shape, cdt) for x in ts)
+        tangent = rules.tangent_sum(
             [
                 None if dt is None else g * dt,
                 None if dg is None else (t - c) * dg,
                 None if dc is None else (1 - g) * dc,
             ]
-        ).astype(dtype)
+        )
+        return checks.cast(tangent, *result)
 
     return out, rules.checkpointed_tangent(tangent_fn, primals, tangents, out)
 
@@ -92,4 +90,4 @@ def highway(
     broadcast = checks.check_bool(broadcast, "broadcast", op)
     arrays = checks.real_arrays((transform, gate, carry), _NAMES, op)
     shape = checks.result_shape([jnp.shape(x) for x in arrays], _NAMES, op, broadcast)
-    return _highway_jit(shape, float_result_dtype(arrays), *arrays)
+    return _highway_jit(shape, checks.result_type(arrays, floating=True), *arrays)

@@ -19,25 +19,16 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import checks, rules
-from hadamard_jax._src.activations import compute_dtype
-from hadamard_jax._src.pruning import (
-    count_of,
-    keep_largest,
-    rank_key,
-    static_fraction,
-    static_int,
-)
-
-Shape = tuple[int, ...]
+from hadamard_jax._src.activations import compute_dtype, sigmoid_and_grad
+from hadamard_jax._src.checks import count_of, static_fraction, static_int
+from hadamard_jax._src.pruning import keep_largest, rank_key
 
 
 def _float_array(x: Any, name: str, op: str) -> jax.Array:
@@ -48,7 +39,7 @@ def _float_array(x: Any, name: str, op: str) -> jax.Array:
 
 
 def _sigmoid_grad(a: jax.Array) -> jax.Array:
-    return jax.nn.sigmoid(a) * jax.nn.sigmoid(-a)
+    return sigmoid_and_grad(a)[1]
 
 
 def _identity_tangent(t, out):
@@ -88,6 +79,7 @@ def ste_mask(
     *,
     k: int | None = None,
     fraction: float | None = None,
+    sparsity: float | None = None,
     threshold: ArrayLike | None = None,
 ) -> jax.Array:
     r"""A hard 0/1 mask of ``scores`` with a straight-through gradient.
@@ -103,22 +95,25 @@ def ste_mask(
     * ``k``: keep the ``k`` largest scores (by value; pass ``jnp.abs(scores)`` for magnitudes),
       ties broken by position (smaller flat index kept first), NaN ranked above ``inf``;
     * ``fraction``: keep the ``round(fraction * scores.size)`` largest scores, as ``k``;
+    * ``sparsity``: prune the ``round(sparsity * scores.size)`` smallest scores, as ``k``
+      (the rounding of :func:`magnitude_mask` and ``prune``: 5 scores at 0.5 keep 3);
     * ``threshold``: keep ``scores > threshold`` (compared in float32 or wider; a NaN score is
       dropped). The threshold may be traced; it gets no gradient.
 
     Args:
       scores: real floating array of any shape.
       k: static int in ``[0, scores.size]``.
-      fraction: static number in ``[0, 1]``.
+      fraction: static number in ``[0, 1]``, the fraction kept.
+      sparsity: static number in ``[0, 1]``, the fraction pruned.
       threshold: a scalar.
 
     Returns:
       The mask, of ``scores``' shape and dtype, with values 0 and 1.
 
     Raises:
-      ValueError: none or more than one of ``k``/``fraction``/``threshold``; ``k`` or
-        ``fraction`` out of range; a non-scalar ``threshold``.
-      TypeError: non-floating ``scores``; ``k``/``fraction`` not static numbers.
+      ValueError: none or more than one of ``k``/``fraction``/``sparsity``/``threshold``;
+        ``k``, ``fraction`` or ``sparsity`` out of range; a non-scalar ``threshold``.
+      TypeError: non-floating ``scores``; ``k``/``fraction``/``sparsity`` not static numbers.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -132,16 +127,26 @@ def ste_mask(
     """
     op = "ste_mask"
     scores = _float_array(scores, "scores", op)
-    rules_given = (("k", k), ("fraction", fraction), ("threshold", threshold))
+    rules_given = (
+        ("k", k),
+        ("fraction", fraction),
+        ("sparsity", sparsity),
+        ("threshold", threshold),
+    )
     if sum(v is not None for _, v in rules_given) != 1:
         listed = ", ".join(f"{name}={v!r}" for name, v in rules_given)
-        raise ValueError(f"{op}: give exactly one of k, fraction or threshold, got {listed}.")
+        raise ValueError(
+            f"{op}: give exactly one of k, fraction, sparsity or threshold, got {listed}."
+        )
     zero = jnp.zeros((), scores.dtype)
     if k is not None:
         return _ste_jit(("k", static_int(k, "k", op, 0, scores.size)), scores, zero)
     if fraction is not None:
         fraction = static_fraction(fraction, "fraction", op)
         return _ste_jit(("k", count_of(fraction, scores.size)), scores, zero)
+    if sparsity is not None:
+        sparsity = static_fraction(sparsity, "sparsity", op)
+        return _ste_jit(("k", scores.size - count_of(sparsity, scores.size)), scores, zero)
     threshold = jnp.asarray(checks.as_array(threshold, "threshold", op))
     if threshold.ndim != 0:
         raise ValueError(f"{op}: threshold must be a scalar, got shape {threshold.shape}.")
@@ -217,25 +222,13 @@ def bernoulli_ste(key: jax.Array, logits: ArrayLike) -> jax.Array:
 Params = tuple[float, float, float]
 
 
-def _check_params(beta: Any, gamma: Any, zeta: Any, op: str) -> Params:
-    out = []
-    for name, value, ok, want in (
-        ("beta", beta, lambda v: 0 < v < math.inf, "a finite number > 0"),
-        ("gamma", gamma, lambda v: -math.inf < v < 0, "a finite number < 0"),
-        ("zeta", zeta, lambda v: 1 < v < math.inf, "a finite number > 1"),
-    ):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (numbers.Real, np.integer, np.floating)
-        ):
-            raise TypeError(
-                f"{op}: {name} must be a static Python number, got {type(value).__name__} "
-                f"({value!r:.60})."
-            )
-        value = float(value)
-        if not ok(value):
-            raise ValueError(f"{op}: {name} must be {want}, got {name}={value}.")
-        out.append(value)
-    return tuple(out)
+def check_params(beta: Any, gamma: Any, zeta: Any, op: str) -> Params:
+    """The hard-concrete ``(beta, gamma, zeta)`` as floats, or an error naming the bad one."""
+    return (
+        checks.static_real(beta, "beta", op, lambda v: v > 0, "a finite number > 0"),
+        checks.static_real(gamma, "gamma", op, lambda v: v < 0, "a finite number < 0"),
+        checks.static_real(zeta, "zeta", op, lambda v: v > 1, "a finite number > 1"),
+    )
 
 
 def _preactivation(params: Params, key: jax.Array | None, log_alpha: jax.Array):
@@ -253,7 +246,7 @@ def _preactivation(params: Params, key: jax.Array | None, log_alpha: jax.Array):
     return a, jax.nn.sigmoid(a) * (zeta - gamma) + gamma, scale
 
 
-def _gate(params, key, log_alpha):
+def _hard_concrete_value(params, key, log_alpha):
     _, pre, _ = _preactivation(params, key, log_alpha)
     return jnp.clip(pre, 0.0, 1.0).astype(log_alpha.dtype)
 
@@ -269,7 +262,7 @@ def _gate_tangent(params, key, log_alpha, t):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _hard_concrete(params: Params, key: jax.Array, log_alpha: jax.Array) -> jax.Array:
-    return _gate(params, key, log_alpha)
+    return _hard_concrete_value(params, key, log_alpha)
 
 
 @functools.partial(_hard_concrete.defjvp, symbolic_zeros=True)
@@ -287,7 +280,7 @@ def _hard_concrete_jvp(params, primals, tangents):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _hard_concrete_det(params: Params, log_alpha: jax.Array) -> jax.Array:
-    return _gate(params, None, log_alpha)
+    return _hard_concrete_value(params, None, log_alpha)
 
 
 @functools.partial(_hard_concrete_det.defjvp, symbolic_zeros=True)
@@ -359,12 +352,8 @@ def hard_concrete(
     """
     op = "hard_concrete"
     log_alpha = _float_array(log_alpha, "log_alpha", op)
-    params = _check_params(beta, gamma, zeta, op)
-    if not isinstance(deterministic, bool):
-        raise TypeError(
-            f"{op}: deterministic must be a static bool, got {type(deterministic).__name__}."
-        )
-    if deterministic:
+    params = check_params(beta, gamma, zeta, op)
+    if checks.check_bool(deterministic, "deterministic", op):
         return _hard_concrete_det_jit(params, log_alpha)
     if key is None:
         raise TypeError(f"{op}: key is required unless deterministic=True, got None.")
@@ -433,5 +422,5 @@ def l0_penalty(
     """
     op = "l0_penalty"
     log_alpha = _float_array(log_alpha, "log_alpha", op)
-    beta, gamma, zeta = _check_params(beta, gamma, zeta, op)
+    beta, gamma, zeta = check_params(beta, gamma, zeta, op)
     return _l0_jit(beta * math.log(-gamma / zeta), log_alpha)

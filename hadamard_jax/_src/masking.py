@@ -7,6 +7,7 @@ where it is false / zero, whatever the mask's dtype (bool, integer or float).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -15,9 +16,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import checks, rules
-
-Shape = tuple[int, ...]
-
+from hadamard_jax._src.checks import Shape
 
 # --- apply_mask --------------------------------------------------------------------------------
 
@@ -64,6 +63,52 @@ _apply_jit = jax.jit(_apply)
 _select_jit = jax.jit(_select)
 
 
+def _concrete(value: Any) -> np.ndarray | None:
+    """``value`` as a NumPy scalar if it is known at trace time, else ``None`` (a tracer)."""
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _check_fill(fill: Any, dtype: np.dtype, op: str) -> None:
+    """Raises ``ValueError``/``TypeError`` unless ``fill`` converts to ``dtype`` exactly.
+
+    A concrete fill is checked by value (an integer ``x`` takes integral fills within its range,
+    a boolean ``x`` 0 or 1, a floating ``x`` any real value its range holds, +-inf and NaN
+    included); a traced fill must have a dtype that converts to ``dtype`` without loss.
+    """
+    fill_dtype = jnp.result_type(fill)
+    if jnp.issubdtype(fill_dtype, jnp.complexfloating) and not jnp.issubdtype(
+        dtype, jnp.complexfloating
+    ):
+        raise ValueError(f"{op}: a complex fill={fill!r} for x of real dtype {dtype}.")
+    value = _concrete(fill)
+    if value is None:
+        if jnp.result_type(fill, dtype) != dtype:
+            raise TypeError(
+                f"{op}: a traced fill of dtype {fill_dtype} may not be representable in x's "
+                f"dtype {dtype}; cast it to {dtype} first."
+            )
+        return
+    number = complex(value.item()) if value.dtype.kind == "c" else float(value.item())
+    if jnp.issubdtype(dtype, jnp.inexact):
+        limit = float(jnp.finfo(dtype).max)
+        parts = (number.real, number.imag) if isinstance(number, complex) else (number,)
+        if any(math.isfinite(p) and abs(p) > limit for p in parts):
+            raise ValueError(
+                f"{op}: fill={value.item()!r} overflows x's dtype {dtype} (max {limit:g})."
+            )
+        return
+    assert isinstance(number, float)
+    lo, hi = (0, 1) if dtype == jnp.bool_ else (jnp.iinfo(dtype).min, jnp.iinfo(dtype).max)
+    if not (math.isfinite(number) and number.is_integer() and lo <= number <= hi):
+        raise ValueError(
+            f"{op}: fill={value.item()!r} cannot be represented in x's dtype {dtype} "
+            f"(integers in [{lo}, {hi}])."
+        )
+
+
 def apply_mask(x: ArrayLike, mask: ArrayLike, *, fill: ArrayLike = 0) -> jax.Array:
     r"""Replaces the masked entries of ``x`` by ``fill``, with select (not product) semantics.
 
@@ -81,16 +126,21 @@ def apply_mask(x: ArrayLike, mask: ArrayLike, *, fill: ArrayLike = 0) -> jax.Arr
       mask: bool, integer or float array whose shape broadcasts to ``S`` NumPy-style (it may
         have lower rank or size-1 axes); an entry is kept where ``mask != 0``. A mask that
         would broadcast ``x`` to a larger shape is an error.
-      fill: a scalar (Python number or 0-d array), cast to ``x``'s dtype. It is differentiable
-        for floating ``x``: its gradient is the sum of the cotangent over masked entries.
+      fill: a scalar (Python number or 0-d array) that ``x``'s dtype represents exactly: an
+        integer within range for integer ``x``, 0 or 1 for boolean ``x``, a value within range
+        (or +-inf, NaN) for floating ``x``; a traced fill must have a dtype that converts to
+        ``x``'s without loss. It is differentiable for floating ``x``: its gradient is the sum
+        of the cotangent over masked entries.
 
     Returns:
       An array of shape ``S`` and ``x``'s dtype.
 
     Raises:
       ValueError: the mask does not broadcast to ``x.shape``; ``fill`` is not a scalar; a
-        non-integral ``fill`` for an integer or boolean ``x``; a complex ``fill`` for real ``x``.
-      TypeError: ``x``, ``mask`` or ``fill`` is not an array or a number.
+        ``fill`` that ``x``'s dtype cannot represent (non-integral or out of range for integer
+        or boolean ``x``, overflowing a floating ``x``, complex for real ``x``).
+      TypeError: ``x``, ``mask`` or ``fill`` is not an array or a number; a traced ``fill``
+        whose dtype does not convert to ``x``'s without loss.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -119,13 +169,7 @@ def apply_mask(x: ArrayLike, mask: ArrayLike, *, fill: ArrayLike = 0) -> jax.Arr
         )
     if jnp.ndim(fill_in) != 0:
         raise ValueError(f"{op}: fill must be a scalar, got shape {jnp.shape(fill_in)}.")
-    if not checks.is_differentiable(x.dtype) and isinstance(fill_in, (float, np.floating)):
-        if not float(fill_in).is_integer():
-            raise ValueError(
-                f"{op}: fill={fill_in!r} cannot be represented in x's dtype {x.dtype}."
-            )
-    if jnp.iscomplexobj(fill_in) and not jnp.iscomplexobj(x):
-        raise ValueError(f"{op}: a complex fill={fill_in!r} for x of real dtype {x.dtype}.")
+    _check_fill(fill_in, x.dtype, op)
     fill_arr = jnp.asarray(fill_in).astype(x.dtype)
     if checks.is_differentiable(x.dtype):
         return _apply_jit(x, mask, fill_arr)
@@ -191,13 +235,7 @@ def _combine(masks: tuple[jax.Array, ...], dtype: np.dtype) -> jax.Array:
 
 
 def _static_length(value: Any, name: str, op: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f"{op}: {name} must be a static Python int, got {type(value).__name__} ({value!r:.60})."
-        )
-    if value < 0:
-        raise ValueError(f"{op}: {name} must be >= 0, got {name}={value}.")
-    return int(value)
+    return checks.static_int(value, name, op, lo=0)
 
 
 def _static_batch_dims(value: Any, op: str) -> int:
@@ -281,11 +319,27 @@ def padding_mask(lengths: ArrayLike, max_length: int, *, dtype: Any = jnp.float3
     return _padding(lengths, max_length, dtype)
 
 
+def _position_dtype(lengths_dtype: np.dtype, max_length: int) -> np.dtype:
+    """An integer dtype that holds ``max_length`` and every value of ``lengths_dtype``."""
+    given = jnp.iinfo(lengths_dtype)
+    for candidate in (lengths_dtype, jnp.dtype(jnp.int32), jnp.dtype(jnp.int64)):
+        info = jnp.iinfo(candidate)
+        if info.min <= given.min and info.max >= max(given.max, max_length):
+            return jnp.dtype(candidate)
+    raise ValueError(
+        f"padding_mask: max_length={max_length} needs 64-bit integers (jax_enable_x64)."
+    )
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _padding(lengths: jax.Array, max_length: int, dtype: np.dtype) -> jax.Array:
+    # Count positions in a dtype that holds max_length (an int8 length would wrap at 127) and
+    # every length (a uint32 length above 2**31 must not turn negative).
     shape = lengths.shape + (max_length,)
-    positions = jax.lax.broadcasted_iota(lengths.dtype, shape, len(shape) - 1)
-    return (positions < jnp.broadcast_to(lengths[..., None], shape)).astype(dtype)
+    pos_dtype = _position_dtype(lengths.dtype, max_length)
+    positions = jax.lax.broadcasted_iota(pos_dtype, shape, len(shape) - 1)
+    limits = jnp.broadcast_to(lengths[..., None].astype(pos_dtype), shape)
+    return (positions < limits).astype(dtype)
 
 
 def attention_mask(

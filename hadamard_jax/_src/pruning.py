@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from typing import Any
 
 import jax
@@ -28,50 +27,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import checks
-
-Shape = tuple[int, ...]
-
-
-# --- static argument checks (shared with learned_masks) ----------------------------------------
-
-
-def _is_static_number(value: Any) -> bool:
-    return isinstance(value, (numbers.Real, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def static_fraction(value: Any, name: str, op: str) -> float:
-    """``value`` as a Python float in ``[0, 1]``, or a ``TypeError``/``ValueError`` naming it."""
-    if not _is_static_number(value):
-        raise TypeError(
-            f"{op}: {name} must be a static Python number in [0, 1], got "
-            f"{type(value).__name__} ({value!r:.60}); traced values are not allowed."
-        )
-    value = float(value)
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"{op}: {name} must be in [0, 1], got {name}={value}.")
-    return value
-
-
-def static_int(value: Any, name: str, op: str, lo: int, hi: int | None = None) -> int:
-    """``value`` as a Python int in ``[lo, hi]``, or a ``TypeError``/``ValueError`` naming it."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f"{op}: {name} must be a static Python int, got {type(value).__name__} "
-            f"({value!r:.60}); traced values are not allowed."
-        )
-    value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{op}: {name} must be {bounds}, got {name}={value}.")
-    return value
-
-
-def count_of(fraction: float, size: int) -> int:
-    """``round(fraction * size)`` with Python's ``round`` (half to even)."""
-    return int(round(fraction * size))
-
+from hadamard_jax._src.checks import Shape, count_of, static_fraction, static_int
 
 # --- ranking ------------------------------------------------------------------------------------
 

@@ -62,9 +62,21 @@ def checkpointed_tangent(
 
 
 def sum_terms(terms: Sequence[jax.Array | None]) -> jax.Array | None:
-    """Adds the non-``None`` terms; ``None`` if there are none."""
+    """Adds the non-``None`` terms; ``None`` if there are none (a partial sum of a rule)."""
     total = None
     for term in terms:
         if term is not None:
             total = term if total is None else total + term
+    return total
+
+
+def tangent_sum(terms: Sequence[jax.Array | None]) -> jax.Array:
+    """Adds the non-``None`` terms of a rule's output tangent; at least one must be live.
+
+    :func:`checkpointed_tangent` never calls a rule whose tangents are all symbolic zeros, so
+    an output with no live term is a bug in the rule.
+    """
+    total = sum_terms(terms)
+    if total is None:
+        raise AssertionError("a tangent rule produced no live term")
     return total

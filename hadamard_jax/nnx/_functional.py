@@ -15,29 +15,18 @@ from flax.nnx.nn import dtypes
 from jax import lax
 
 import hadamard_jax as hj
-from hadamard_jax._src import gated_mlp as _gm
+from hadamard_jax._src import gates
+from hadamard_jax._src import glu as _glu
 
-#: The ``activation=`` values of :class:`GLU` and :class:`GatedMLP`.
-GATES = tuple(_gm.GATES)
+#: The ``activation=`` values of :class:`GLU` and :class:`GatedMLP`: the gate table's names.
+GATES = gates.NAMES
 
-_PAIR = {
-    "glu": "glu",
-    "bilinear": "bilinear",
-    "reglu": "reglu",
-    "geglu": "geglu",
-    "swiglu": "swiglu",
-}
 MASK_TYPES = ("fixed", "ste", "hard_concrete")
 
 
 def check_gate(module: str, activation: str, approximate: bool) -> None:
-    """Raises ``ValueError`` naming ``module``: unknown gate, or a misplaced ``approximate``."""
-    if activation not in _PAIR:
-        raise ValueError(
-            f"{module}: unknown activation {activation!r}; expected one of {sorted(_PAIR)}."
-        )
-    if approximate and activation != "geglu":
-        raise ValueError(f"{module}: approximate=True applies to activation='geglu' only.")
+    """Raises naming ``module``: unknown gate, or a misplaced or non-bool ``approximate``."""
+    gates.activation_of(activation, approximate, module)
 
 
 def check_rate(module: str, name: str, rate: float) -> None:
@@ -70,16 +59,12 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, precision: An
 
 def pair_gate(activation: str, approximate: bool, gate: jax.Array, value: jax.Array) -> jax.Array:
     """``act(gate) * value`` with the library's gate op for ``activation``."""
-    if activation == "geglu":
-        return hj.geglu(gate, value, approximate=approximate)
-    return getattr(hj, _PAIR[activation])(gate, value)
+    return _glu.gated(activation, gate, value, approximate=approximate)
 
 
 def packed_gate(activation: str, approximate: bool, y: jax.Array) -> jax.Array:
     """The packed gate on ``y = [value | gate]`` along the last axis (``jax.nn.glu`` layout)."""
-    if activation == "geglu":
-        return hj.geglu_packed(y, axis=-1, approximate=approximate)
-    return getattr(hj, _PAIR[activation] + "_packed")(y, axis=-1)
+    return _glu.gated_packed(activation, y, axis=-1, approximate=approximate)
 
 
 def glu(
