@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import pkgutil
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -114,6 +115,20 @@ def test_cli_quick_runs_the_report(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "hadamard / jnp.multiply" in out
     assert (tmp_path / "report.json").exists() and (tmp_path / "roofline.png").exists()
+
+
+def test_cli_without_matplotlib_writes_json_and_table(tmp_path, monkeypatch, capsys):
+    # Was: measured, then crashed importing matplotlib before report.json was written.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(report.Config, "quick", classmethod(lambda cls: TINY))
+    assert cli.main(["--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| op | n | dtype | pass | donated |" in out
+    skipped = [line for line in out.splitlines() if "roofline.png skipped" in line]
+    assert len(skipped) == 1 and "hadamard_jax[bench]" in skipped[0]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["files"]["roofline"] is None and saved["stream"]["n"] == TINY.stream_n
+    assert not (tmp_path / "roofline.png").exists()
 
 
 @pytest.mark.parametrize(

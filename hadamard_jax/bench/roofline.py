@@ -9,8 +9,21 @@ the right (compute-bound).
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
+
+MISSING_MESSAGE = (
+    "roofline.png skipped: matplotlib is not installed (pip install 'hadamard_jax[bench]')"
+)
+
+
+def available() -> bool:
+    """Whether matplotlib can be imported, i.e. whether :func:`plot` can draw."""
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ValueError:  # in sys.modules without a spec
+        return False
 
 _STYLE = {
     "add": ("tab:gray", "s"),
