@@ -7,6 +7,7 @@ saved-residual bytes, and that every asv benchmark's setup and one call run.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import inspect
@@ -107,6 +108,29 @@ def test_report_gating_and_memory(tiny_report):
     assert set(temp) == {"swiglu", "geglu"}
     assert all(set(v) == {"plain", "hadamard_jax", "remat"} for v in temp.values())
     assert all(b > 0 for v in temp.values() for b in v.values())
+
+
+def test_table_says_met_or_missed_per_target_and_explains_best_median(tiny_report):
+    figures, _, _ = tiny_report
+    figures = copy.deepcopy(figures)
+    # Was: only the target was printed, so a missed one (1.106 at 4096) looked like a pass.
+    missed = figures["hadamard_vs_multiply"][-1]
+    missed.update(ratio=1.106, ratio_median=1.05, met=False)
+    figures["hadamard_vs_multiply"][0].update(ratio=0.99, ratio_median=1.0, met=True)
+    figures["gating"][0].update(ratio=1.2, met=False)
+    lines = report.format_table(figures).splitlines()
+    row = next(line for line in lines if "| 1.106; 1.050 |" in line)
+    assert "| <= 1.02 MISSED |" in row
+    assert "| <= 1.02 met |" in next(line for line in lines if "| 0.990; 1.000 |" in line)
+    gate = next(line for line in lines if line.startswith(f"| {figures['gating'][0]['op']} |"))
+    assert "| <= 1.0 MISSED |" in gate
+    prefixes = [f"| forward, float32 | {r['n']} |" for r in figures["hadamard_vs_multiply"]]
+    prefixes += [f"| {r['op']} | {r['n']} | {r['dtype']} |" for r in figures["gating"]]
+    for prefix in prefixes:
+        (line,) = [line for line in lines if line.startswith(prefix)]
+        assert line.count(" met |") + line.count(" MISSED |") == 1, line
+    note = next(line for line in lines if line.startswith("ratio (best; median)"))
+    assert "best(ours) / best(plain)" in note and "median of the per-round ratios" in note
 
 
 def test_cli_quick_runs_the_report(tmp_path, monkeypatch, capsys):

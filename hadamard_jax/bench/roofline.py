@@ -25,6 +25,7 @@ def available() -> bool:
     except ValueError:  # in sys.modules without a spec
         return False
 
+
 _STYLE = {
     "add": ("tab:gray", "s"),
     "hadamard": ("tab:red", "o"),
