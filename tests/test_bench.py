@@ -11,6 +11,7 @@ import copy
 import importlib
 import importlib.util
 import inspect
+import io
 import itertools
 import json
 import math
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hadamard_jax.bench import cli, gating, kernels, report, timing
+from hadamard_jax.bench import cli, gating, kernels, progress, report, timing
 
 TINY = report.Config(
     stream_n=64,
@@ -136,8 +137,9 @@ def test_table_says_met_or_missed_per_target_and_explains_best_median(tiny_repor
 def test_cli_quick_runs_the_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(report.Config, "quick", classmethod(lambda cls: TINY))
     assert cli.main(["--quick", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "hadamard / jnp.multiply" in out
+    assert "\r" not in out + err and "\x1b" not in out + err  # not a terminal: plain lines
     assert (tmp_path / "report.json").exists() and (tmp_path / "roofline.png").exists()
 
 
@@ -153,6 +155,38 @@ def test_cli_without_matplotlib_writes_json_and_table(tmp_path, monkeypatch, cap
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["files"]["roofline"] is None and saved["stream"]["n"] == TINY.stream_n
     assert not (tmp_path / "roofline.png").exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_step_progress_draws_a_bar_only_on_a_terminal(terminal):
+    live = _Terminal() if terminal else io.StringIO()
+    lines: list[str] = []
+    bar = progress.StepProgress(3, emit=lines.append, live=live)
+    for i in range(3):
+        bar.start(f"step {i}")
+        bar.done(f"summary {i}", seconds=0.5)
+    assert lines == [f"[ {i + 1}/3] step {i}: summary {i} (0.5 s)" for i in range(3)]
+    if terminal:
+        drawn = live.getvalue()
+        assert "\r" in drawn and "1/3 step 0 ..." in drawn and "[####################]" not in drawn
+        assert drawn.endswith("\r\x1b[K")  # the bar is erased after the last step
+    else:
+        assert live.getvalue() == ""
+    assert not any("\r" in line for line in lines)
+
+
+def test_step_progress_isatty():
+    assert not progress.isatty(io.StringIO())
+    assert progress.isatty(_Terminal())
+    assert not progress.isatty(None)
+    closed = io.StringIO()
+    closed.close()
+    assert not progress.isatty(closed)
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ from typing import Any
 import jax
 
 from hadamard_jax.bench import gating, kernels, memory, timing
+from hadamard_jax.bench.progress import StepProgress
 
 STREAM_TARGET = 0.9
 MULTIPLY_RATIO_TARGET = 1.02
@@ -313,7 +314,9 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
 
     Args:
       config: what to measure (:meth:`Config.quick` for the ~45 s version).
-      progress: called with one line per step as it finishes (``None``: silent).
+      progress: called with one line per step as it finishes (``None``: silent). While a step
+        runs, a bar is drawn on standard error if it is a terminal
+        (:class:`~hadamard_jax.bench.progress.StepProgress`); elsewhere, the lines alone.
 
     Returns:
       ``{"machine", "config", "ops", "stream", "matmul_peak_gflops", "targets",
@@ -330,12 +333,14 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
         "flax_memory": None,
     }
     steps = _steps(config, figures)
-    for i, (label, run) in enumerate(steps, 1):
+    bar = StepProgress(len(steps), emit=progress) if progress is not None else None
+    for label, run in steps:
+        if bar is not None:
+            bar.start(label)
         step_start = time.perf_counter()
         summary = run()
-        if progress is not None:
-            elapsed = time.perf_counter() - step_start
-            progress(f"[{i:2d}/{len(steps)}] {label}: {summary} ({elapsed:.1f} s)")
+        if bar is not None:
+            bar.done(summary, seconds=time.perf_counter() - step_start)
     _summarise(figures, config)
     figures["seconds"] = time.perf_counter() - start
     return figures
