@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +25,34 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default="bench_out", metavar="DIR", help="output directory (default: bench_out)"
     )
     return parser
+
+
+def workload_args(
+    description: str, size: Mapping[str, int], argv: Sequence[str] | None = None
+) -> tuple[dict[str, int], argparse.Namespace]:
+    """Parses a workload's command line (``python -m hadamard_jax.bench.ffn_stack`` and
+    ``...flax_stack``): one integer option per entry of ``size``, ``--repeats``, ``--no-time``.
+
+    Args:
+      description: the ``--help`` description.
+      size: the default ``batch, d, h, layers`` (``hadamard_jax.bench.ffn_stack.SIZE``).
+      argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+      ``(size, args)``: ``size`` as given on the command line, and all the parsed arguments.
+
+    Examples:
+      >>> size, args = workload_args("a workload", {"d": 512, "layers": 8}, ["--layers", "2"])
+      >>> size, args.repeats, args.no_time
+      ({'d': 512, 'layers': 2}, 5, False)
+    """
+    parser = argparse.ArgumentParser(description=description)
+    for name, default in size.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--repeats", type=int, default=5, help="alternation rounds of the timing")
+    parser.add_argument("--no-time", action="store_true", help="memory figures only")
+    args = parser.parse_args(argv)
+    return {name: getattr(args, name) for name in size}, args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,10 +31,12 @@ import jax
 import jax.numpy as jnp
 
 from hadamard_jax._src.glu import geglu, swiglu
-from hadamard_jax.bench import timing
+from hadamard_jax.bench import cli, timing
 
 GATES = ("swiglu", "geglu")
 IMPLS = ("plain", "hadamard_jax", "remat")
+# The size of the report's and the asv suite's memory figures (the defaults below).
+SIZE = {"batch": 2048, "d": 512, "h": 2048, "layers": 8}
 
 Params = dict[str, jax.Array]
 Loss = Callable[[Params, jax.Array], jax.Array]
@@ -170,8 +172,8 @@ def time_ratio(
 
     Both steps are compiled and run once before timing (warm-up excluded); then ``repeats``
     rounds time plain and ``impl`` back to back in alternating order
-    (:func:`hadamard_jax.bench.timing.interleaved`), so drifting load on a shared machine hits
-    both alike.
+    (:func:`hadamard_jax.bench.timing.step_time_ratio`), so drifting load on a shared machine
+    hits both alike.
 
     Returns:
       ``{"ratio": median of per-round ratios, "ratios": [...], "plain_s": [...],
@@ -184,29 +186,11 @@ def time_ratio(
         name: timing.Call(cached_train_step(gate, name, approximate=approximate), (params, x))
         for name in ("plain", impl)
     }
-    # One call per sample (a step takes seconds); one untimed warm-up call each.
-    samples = timing.interleaved(calls, rounds=repeats, min_sample_s=0.0, warm_up_calls=1)
-    ratios = [o / p for o, p in zip(samples[impl], samples["plain"])]
-    return {
-        "ratio": timing.median_ratio(samples[impl], samples["plain"]),
-        "ratios": ratios,
-        "plain_s": samples["plain"],
-        f"{impl}_s": samples[impl],
-    }
+    return timing.step_time_ratio(calls, impl, "plain", repeats=repeats)
 
 
-def main() -> None:  # pragma: no cover - a report, exercised by hand
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2048)
-    parser.add_argument("--d", type=int, default=512)
-    parser.add_argument("--h", type=int, default=2048)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-time", action="store_true", help="memory only")
-    args = parser.parse_args()
-    size = dict(batch=args.batch, d=args.d, h=args.h, layers=args.layers)
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
+    size, args = cli.workload_args(_DESCRIPTION, SIZE, argv)
     for gate in GATES:
         mem = {impl: compiled_temp_bytes(gate, impl, **size) for impl in IMPLS}
         line = ", ".join(f"{impl} {mem[impl] / 2**20:.0f} MiB" for impl in IMPLS)
@@ -223,6 +207,9 @@ def main() -> None:  # pragma: no cover - a report, exercised by hand
             f"{gate}: time hadamard_jax/plain = {r['ratio']:.3f} (median of {args.repeats} "
             f"alternations; {spread}); plain {plain:.3f} s, hadamard_jax {ours:.3f} s"
         )
+
+
+_DESCRIPTION = "A stack of gated feed-forward layers: training memory and time, plain vs ours."
 
 
 if __name__ == "__main__":  # pragma: no cover

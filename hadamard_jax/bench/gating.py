@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 import hadamard_jax
+from hadamard_jax.bench import timing
 from hadamard_jax.bench.timing import Call
 
 IMPLS = ("hadamard_jax", "plain")
@@ -110,6 +111,19 @@ def forward_backward_call(name: str, impl: str, n: int, dtype: str):
     """A blocking zero-argument call of the fwd+bwd of case ``name`` in ``impl``."""
     _fn(name, impl)
     return Call(FORWARD_BACKWARD[(name, impl)], operands(name, n, dtype))
+
+
+def time_alternately(
+    name: str, n: int, dtype: str, *, rounds: int, min_sample_s: float
+) -> dict[str, list[float]]:
+    """Samples of the fwd+bwd of ``name`` in each of :data:`IMPLS`, timed alternately.
+
+    Returns:
+      ``{impl: rounds samples, seconds per call}``, from
+      :func:`~hadamard_jax.bench.timing.interleaved`.
+    """
+    calls = {impl: forward_backward_call(name, impl, n, dtype) for impl in IMPLS}
+    return timing.interleaved(calls, rounds=rounds, min_sample_s=min_sample_s)
 
 
 def saved_residual_bytes(name: str, impl: str, n: int, dtype: Any) -> int:

@@ -24,6 +24,7 @@ What is measured (see :mod:`hadamard_jax.bench.timing` for the timing rules and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -34,7 +35,7 @@ from typing import Any
 
 import jax
 
-from hadamard_jax.bench import gating, kernels, memory, timing
+from hadamard_jax.bench import ffn_stack, gating, kernels, memory, timing
 from hadamard_jax.bench.progress import StepProgress
 
 STREAM_TARGET = 0.9
@@ -70,9 +71,7 @@ class Config:
     rounds: int = 12
     ratio_rounds: int = 21
     min_sample_s: float = 0.03
-    ffn: dict[str, int] | None = dataclasses.field(
-        default_factory=lambda: {"batch": 2048, "d": 512, "h": 2048, "layers": 8}
-    )
+    ffn: dict[str, int] | None = dataclasses.field(default_factory=lambda: dict(ffn_stack.SIZE))
 
     @classmethod
     def quick(cls) -> Config:
@@ -120,21 +119,32 @@ def _op_row(op: str, n: int, dtype: str, seconds: float, *, backward: bool, dona
     }
 
 
-def _elementwise_group(n: int, dtype: str, config: Config) -> list[dict[str, Any]]:
-    """Every element-wise kernel at ``(n, dtype)``, alternately; GB/s as a fraction of ``add``."""
-    calls: dict[tuple[str, bool, bool], Any] = {}
+def elementwise_group(
+    n: int, dtype: str, *, rounds: int, min_sample_s: float, backward: bool = True
+) -> list[dict[str, Any]]:
+    """Every element-wise kernel at ``(n, dtype)``, timed alternately in one process.
+
+    Forward with and without donating ``a`` for each of :data:`kernels.ELEMENTWISE`, and
+    forward+backward (not for ``add``) when ``backward``. The report and the asv suite's
+    bandwidth figures both come from here.
+
+    Returns:
+      One row per kernel: ``op, n, dtype, pass, donated, seconds, gbps, gflops, intensity`` and
+      ``stream_fraction``, its GB/s over ``add``'s with ``a`` donated.
+    """
+    calls: dict[tuple[str, bool, bool], timing.Call] = {}
     for op in kernels.ELEMENTWISE:
         calls[(op, False, True)] = kernels.forward_call(op, n, dtype, donate=True)
         calls[(op, False, False)] = kernels.forward_call(op, n, dtype)
-        if op != "add":
+        if backward and op != "add":
             calls[(op, True, False)] = kernels.forward_backward_call(op, n, dtype)
-    samples = timing.interleaved(calls, rounds=config.rounds, min_sample_s=config.min_sample_s)
+    samples = timing.interleaved(calls, rounds=rounds, min_sample_s=min_sample_s)
     rows = []
-    for (op, backward, donated), s in samples.items():
-        rows.append(_op_row(op, n, dtype, timing.best(s), backward=backward, donated=donated))
-    reference = {r["donated"]: r["gbps"] for r in rows if r["op"] == "add"}
+    for (op, back, donated), s in samples.items():
+        rows.append(_op_row(op, n, dtype, timing.best(s), backward=back, donated=donated))
+    reference = next(r["gbps"] for r in rows if r["op"] == "add" and r["donated"])
     for row in rows:
-        row["stream_fraction"] = row["gbps"] / reference[True]
+        row["stream_fraction"] = row["gbps"] / reference
     return rows
 
 
@@ -173,9 +183,8 @@ def _hadamard_vs_multiply(n: int, config: Config) -> dict[str, Any]:
 
 def _gating(name: str, dtype: str, config: Config) -> dict[str, Any]:
     n = config.gating_n
-    calls = {impl: gating.forward_backward_call(name, impl, n, dtype) for impl in gating.IMPLS}
-    samples = timing.interleaved(
-        calls, rounds=config.ratio_rounds, min_sample_s=config.min_sample_s
+    samples = gating.time_alternately(
+        name, n, dtype, rounds=config.ratio_rounds, min_sample_s=config.min_sample_s
     )
     ratio = timing.best_ratio(samples["hadamard_jax"], samples["plain"])
     return {
@@ -194,75 +203,74 @@ def _gating(name: str, dtype: str, config: Config) -> dict[str, Any]:
     }
 
 
-def _steps(config: Config, figures: Figures) -> list[tuple[str, Callable[[], str]]]:
-    """The report as ``(label, run)`` steps; ``run`` fills ``figures`` and returns a summary."""
-    steps: list[tuple[str, Callable[[], str]]] = []
-    ops = figures["ops"]
+Step = tuple[str, Callable[[], str]]
 
-    def group(n, dtype):
-        def run():
-            rows = _elementwise_group(n, dtype, config)
-            ops.extend(rows)
-            had = next(r for r in rows if r["op"] == "hadamard" and r["donated"])
-            add = next(r for r in rows if r["op"] == "add" and r["donated"])
-            return f"add {add['gbps']:.1f} GB/s, hadamard donated {had['gbps']:.1f} GB/s"
 
-        return run
+def _run_elementwise(figures: Figures, config: Config, n: int, dtype: str) -> str:
+    rows = elementwise_group(n, dtype, rounds=config.rounds, min_sample_s=config.min_sample_s)
+    figures["ops"].extend(rows)
+    had = next(r for r in rows if r["op"] == "hadamard" and r["donated"])
+    add = next(r for r in rows if r["op"] == "add" and r["donated"])
+    return f"add {add['gbps']:.1f} GB/s, hadamard donated {had['gbps']:.1f} GB/s"
 
+
+def _run_matmul(figures: Figures, config: Config, n: int, dtype: str) -> str:
+    row = _matmul(n, dtype, config)
+    figures["ops"].append(row)
+    return f"{row['gflops']:.0f} GFLOP/s"
+
+
+def _run_ratio(figures: Figures, config: Config, n: int) -> str:
+    row = _hadamard_vs_multiply(n, config)
+    figures["hadamard_vs_multiply"].append(row)
+    return f"ratio {row['ratio']:.3f}, cost bytes equal: {row['cost_bytes_equal']}"
+
+
+def _run_gating(figures: Figures, config: Config, name: str, dtype: str) -> str:
+    row = _gating(name, dtype, config)
+    figures["gating"].append(row)
+    return f"fwd+bwd ratio {row['ratio']:.3f}"
+
+
+def _run_memory(figures: Figures, size: dict[str, int]) -> str:
+    figures["training_memory"] = {"size": dict(size), "temp_bytes": memory.ffn_temp_bytes(**size)}
+    figures["flax_memory"] = memory.flax_figures(**size)
+    return "compiled"
+
+
+def _elementwise_groups(config: Config) -> list[tuple[int, str]]:
+    """``(n, dtype)`` of every element-wise group; ``stream_n`` float32 always (the roof)."""
     sizes = sorted(set(config.sizes) | {config.stream_n})
-    for dtype in config.dtypes:
-        for n in sizes:
-            steps.append((f"element-wise {n}x{n} {dtype}", group(n, dtype)))
-    if "float32" not in config.dtypes:
-        n = config.stream_n
-        steps.append((f"element-wise {n}x{n} float32", group(n, "float32")))
+    groups = [(n, dtype) for dtype in config.dtypes for n in sizes]
+    if (config.stream_n, "float32") not in groups:
+        groups.append((config.stream_n, "float32"))
+    return groups
 
-    def matmul(n, dtype):
-        def run():
-            row = _matmul(n, dtype, config)
-            ops.append(row)
-            return f"{row['gflops']:.0f} GFLOP/s"
 
-        return run
-
-    for dtype in config.dtypes:
-        for n in config.matmul_sizes:
-            steps.append((f"matmul {n}x{n} {dtype}", matmul(n, dtype)))
-
-    def ratio(n):
-        def run():
-            row = _hadamard_vs_multiply(n, config)
-            figures["hadamard_vs_multiply"].append(row)
-            return f"ratio {row['ratio']:.3f}, cost bytes equal: {row['cost_bytes_equal']}"
-
-        return run
-
-    for n in config.ratio_sizes:
-        steps.append((f"hadamard / jnp.multiply {n}x{n} float32", ratio(n)))
-
-    def gate(name, dtype):
-        def run():
-            row = _gating(name, dtype, config)
-            figures["gating"].append(row)
-            return f"fwd+bwd ratio {row['ratio']:.3f}"
-
-        return run
-
-    for dtype in config.gating_dtypes:
-        for name in gating.NAMES:
-            steps.append((f"gating {name} {dtype}", gate(name, dtype)))
-
+def _steps(config: Config, figures: Figures) -> list[Step]:
+    """The report as ``(label, run)`` steps; ``run`` fills ``figures`` and returns a summary."""
+    run = functools.partial
+    steps: list[Step] = [
+        (f"element-wise {n}x{n} {dtype}", run(_run_elementwise, figures, config, n, dtype))
+        for n, dtype in _elementwise_groups(config)
+    ]
+    steps += [
+        (f"matmul {n}x{n} {dtype}", run(_run_matmul, figures, config, n, dtype))
+        for dtype in config.dtypes
+        for n in config.matmul_sizes
+    ]
+    steps += [
+        (f"hadamard / jnp.multiply {n}x{n} float32", run(_run_ratio, figures, config, n))
+        for n in config.ratio_sizes
+    ]
+    steps += [
+        (f"gating {name} {dtype}", run(_run_gating, figures, config, name, dtype))
+        for dtype in config.gating_dtypes
+        for name in gating.NAMES
+    ]
     if config.ffn is not None:
-
-        def ffn():
-            figures["training_memory"] = {
-                "size": dict(config.ffn),
-                "temp_bytes": memory.ffn_temp_bytes(**config.ffn),
-            }
-            figures["flax_memory"] = memory.flax_figures(**config.ffn)
-            return "compiled" if figures["training_memory"]["temp_bytes"] else "workload absent"
-
-        steps.append(("training memory (compiled temp bytes)", ffn))
+        label = "training memory (compiled temp bytes)"
+        steps.append((label, run(_run_memory, figures, config.ffn)))
     return steps
 
 

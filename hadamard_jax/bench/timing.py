@@ -107,6 +107,33 @@ def interleaved(
     return samples
 
 
+def step_time_ratio(
+    calls: Mapping[str, Callable[[], Any]], impl: str, baseline: str, *, repeats: int
+) -> dict[str, Any]:
+    """Wall time of ``calls[impl]`` over ``calls[baseline]``: whole training steps, alternately.
+
+    One untimed warm-up call each (compilation), then ``repeats`` rounds of one call per sample
+    (a step takes long enough to time alone), in alternating order (:func:`interleaved`).
+
+    Returns:
+      ``{"ratio": median of the per-round ratios, "ratios": [...], "<impl>_s": [...],
+      "<baseline>_s": [...]}``; a ratio below 1 means ``impl`` is faster.
+
+    Examples:
+      >>> r = step_time_ratio({"a": lambda: None, "b": lambda: None}, "a", "b", repeats=3)
+      >>> sorted(r), len(r["ratios"])
+      (['a_s', 'b_s', 'ratio', 'ratios'], 3)
+    """
+    samples = interleaved(calls, rounds=repeats, min_sample_s=0.0, warm_up_calls=1)
+    ours, theirs = samples[impl], samples[baseline]
+    return {
+        "ratio": median_ratio(ours, theirs),
+        "ratios": [o / b for o, b in zip(ours, theirs)],
+        f"{impl}_s": ours,
+        f"{baseline}_s": theirs,
+    }
+
+
 def best(samples: Sequence[float]) -> float:
     """The shortest sample (STREAM's "Best Rate" convention)."""
     return min(samples)
