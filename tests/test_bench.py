@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hadamard_jax.bench import cli, gating, kernels, progress, report, timing
+from hadamard_jax.bench import cli, gating, kernels, progress, report, roofline, timing
 
 TINY = report.Config(
     stream_n=64,
@@ -131,6 +131,30 @@ def test_table_says_met_or_missed_per_target_and_explains_best_median(tiny_repor
         assert line.count(" met |") + line.count(" MISSED |") == 1, line
     note = next(line for line in lines if line.startswith("ratio (best; median)"))
     assert "best(ours) / best(plain)" in note and "median of the per-round ratios" in note
+
+
+def test_roofline_draws_gating_ops_and_a_cache_roof(tiny_report):
+    import matplotlib.pyplot as plt
+
+    figures, _, _ = tiny_report
+    points = roofline.gating_points(figures)
+    assert {(p["op"], p["impl"]) for p in points} == {
+        (name, impl) for name in gating.NAMES for impl in gating.IMPLS
+    }
+    for p in points:
+        row = next(r for r in figures["gating"] if r["op"] == p["op"])
+        flops = row["cost_per_element"][p["impl"]]["flops"] * 16 * 16
+        nbytes = (8 if p["op"] == "highway" else 6) * 16 * 16 * 4
+        assert p["intensity"] == pytest.approx(flops / nbytes)
+        assert p["gflops"] == pytest.approx(flops / row[f"{p['impl']}_seconds"] / 1e9)
+    small = [r["gbps"] for r in figures["ops"] if r["n"] == 32 and r["pass"] == "forward"]
+    assert roofline.cache_roof(figures) == (32, max(small))
+    fig = roofline.draw(figures)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)
+    for name in gating.NAMES:  # was: not drawn at all
+        assert f"{name} fwd+bwd" in legend, legend
+    assert any(label.startswith("cache-resident (n=32)") for label in legend), legend
 
 
 def test_cli_quick_runs_the_report(tmp_path, monkeypatch, capsys):

@@ -14,6 +14,7 @@ run). The plain compositions keep their intermediates too (``jax.nn.silu(g) * v`
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -153,6 +154,23 @@ def _abstract_operands(name: str, n: int, dtype: Any) -> list[jax.ShapeDtypeStru
     if case.packed:
         return [jax.ShapeDtypeStruct((n, 2 * n), jnp.dtype(dtype))]
     return [jax.ShapeDtypeStruct((n, n), jnp.dtype(dtype))] * case.arity
+
+
+def stream_bytes(name: str, n: int, dtype: Any) -> float:
+    """Bytes of one fwd+bwd call of ``name`` at size ``n``, counted as STREAM counts them.
+
+    ``ct`` and the inputs read once, the output and the inputs' cotangents written once,
+    whatever the caches do (as :func:`hadamard_jax.bench.kernels.work` counts).
+
+    Examples:
+      >>> from hadamard_jax.bench.gating import stream_bytes
+      >>> stream_bytes("swiglu", 1024, "float32") / (1024 * 1024 * 4)  # ct, g, v, out, dg, dv
+      6.0
+      >>> stream_bytes("highway", 1024, "bfloat16") / (1024 * 1024 * 2)  # three inputs
+      8.0
+    """
+    inputs = sum(math.prod(x.shape) for x in _abstract_operands(name, n, dtype))
+    return float((2 * n * n + 2 * inputs) * jnp.dtype(dtype).itemsize)
 
 
 def cost(name: str, impl: str, n: int, dtype: Any) -> dict[str, float]:
