@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the workloads import JAX; --help must not
+    from hadamard_jax.bench.ffn_stack import Size
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def workload_args(
-    description: str, size: Mapping[str, int], argv: Sequence[str] | None = None
-) -> tuple[dict[str, int], argparse.Namespace]:
+    description: str, size: Size, argv: Sequence[str] | None = None
+) -> tuple[Size, argparse.Namespace]:
     """Parses a workload's command line (``python -m hadamard_jax.bench.ffn_stack`` and
     ``...flax_stack``): one integer option per entry of ``size``, ``--repeats``, ``--no-time``.
 
@@ -42,17 +46,22 @@ def workload_args(
       ``(size, args)``: ``size`` as given on the command line, and all the parsed arguments.
 
     Examples:
-      >>> size, args = workload_args("a workload", {"d": 512, "layers": 8}, ["--layers", "2"])
+      >>> default = {"batch": 2048, "d": 512, "h": 2048, "layers": 8}
+      >>> size, args = workload_args("a workload", default, ["--layers", "2"])
       >>> size, args.repeats, args.no_time
-      ({'d': 512, 'layers': 2}, 5, False)
+      ({'batch': 2048, 'd': 512, 'h': 2048, 'layers': 2}, 5, False)
     """
     parser = argparse.ArgumentParser(description=description)
-    for name, default in size.items():
-        parser.add_argument(f"--{name}", type=int, default=default)
+    for name in _SIZE_KEYS:
+        parser.add_argument(f"--{name}", type=int, default=size[name])
     parser.add_argument("--repeats", type=int, default=5, help="alternation rounds of the timing")
     parser.add_argument("--no-time", action="store_true", help="memory figures only")
     args = parser.parse_args(argv)
-    return {name: getattr(args, name) for name in size}, args
+    chosen: Size = {"batch": args.batch, "d": args.d, "h": args.h, "layers": args.layers}
+    return chosen, args
+
+
+_SIZE_KEYS = ("batch", "d", "h", "layers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,18 +25,29 @@ from __future__ import annotations
 import functools
 import statistics
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import jax
 import jax.numpy as jnp
 
 from hadamard_jax._src.glu import geglu, swiglu
-from hadamard_jax.bench import cli, timing
+from hadamard_jax.bench import cli, kernels, timing
 
 GATES = ("swiglu", "geglu")
 IMPLS = ("plain", "hadamard_jax", "remat")
+
+
+class Size(TypedDict):
+    """The size of a workload: ``batch`` rows of width ``d``, hidden ``h``, ``layers`` layers."""
+
+    batch: int
+    d: int
+    h: int
+    layers: int
+
+
 # The size of the report's and the asv suite's memory figures (the defaults below).
-SIZE = {"batch": 2048, "d": 512, "h": 2048, "layers": 8}
+SIZE = Size(batch=2048, d=512, h=2048, layers=8)
 
 Params = dict[str, jax.Array]
 Loss = Callable[[Params, jax.Array], jax.Array]
@@ -107,13 +118,13 @@ def make_loss(gate: str, impl: str, *, approximate: bool = False) -> Loss:
     return loss
 
 
-def train_step(loss: Loss) -> Callable[[Params, jax.Array], tuple[jax.Array, Params]]:
+def train_step(loss: Loss) -> jax.stages.Wrapped:
     """``jax.jit(jax.value_and_grad(loss))``: ``(params, x) -> (loss, grads)``."""
     return jax.jit(jax.value_and_grad(loss))
 
 
 @functools.cache
-def cached_train_step(gate: str, impl: str, *, approximate: bool = False):
+def cached_train_step(gate: str, impl: str, *, approximate: bool = False) -> jax.stages.Wrapped:
     """:func:`train_step` of :func:`make_loss`, built once per ``(gate, impl, approximate)``."""
     return train_step(make_loss(gate, impl, approximate=approximate))
 
@@ -146,8 +157,7 @@ def compiled_temp_bytes(
     version and backend. Cached.
     """
     step = cached_train_step(gate, impl, approximate=approximate)
-    compiled = step.lower(*_abstract_args(batch, d, h, layers, dtype)).compile()
-    return int(compiled.memory_analysis().temp_size_in_bytes)
+    return kernels.temp_bytes(step, *_abstract_args(batch, d, h, layers, dtype))
 
 
 def memory_ratio(gate: str, impl: str = "hadamard_jax", **kwargs: Any) -> float:

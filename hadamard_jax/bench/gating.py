@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 import hadamard_jax
-from hadamard_jax.bench import timing
+from hadamard_jax.bench import kernels, timing
 from hadamard_jax.bench.timing import Call
 
 IMPLS = ("hadamard_jax", "plain")
@@ -181,12 +181,10 @@ def cost(name: str, impl: str, n: int, dtype: Any) -> dict[str, float]:
       ``n * n``: deterministic figures that explain a time ratio (a rule that recomputes the
       activation in the backward pass pays more transcendentals than a saved intermediate).
     """
-    fn = FORWARD_BACKWARD[(name, impl)]
     ct = jax.ShapeDtypeStruct((n, n), jnp.dtype(dtype))
-    compiled = fn.lower(ct, *_abstract_operands(name, n, dtype)).compile()
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
-        analysis = analysis[0]
+    analysis = kernels.cost_analysis(
+        FORWARD_BACKWARD[(name, impl)], ct, *_abstract_operands(name, n, dtype)
+    )
     size = float(n) * n
     return {
         "flops": float(analysis.get("flops", 0.0)) / size,

@@ -71,7 +71,9 @@ class Config:
     rounds: int = 12
     ratio_rounds: int = 21
     min_sample_s: float = 0.03
-    ffn: dict[str, int] | None = dataclasses.field(default_factory=lambda: dict(ffn_stack.SIZE))
+    ffn: ffn_stack.Size | None = dataclasses.field(
+        default_factory=lambda: ffn_stack.Size(**ffn_stack.SIZE)
+    )
 
     @classmethod
     def quick(cls) -> Config:
@@ -232,7 +234,7 @@ def _run_gating(figures: Figures, config: Config, name: str, dtype: str) -> str:
     return f"fwd+bwd ratio {row['ratio']:.3f}"
 
 
-def _run_memory(figures: Figures, size: dict[str, int]) -> str:
+def _run_memory(figures: Figures, size: ffn_stack.Size) -> str:
     figures["training_memory"] = {"size": dict(size), "temp_bytes": memory.ffn_temp_bytes(**size)}
     figures["flax_memory"] = memory.flax_figures(**size)
     return "compiled"

@@ -20,10 +20,12 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import jax
+
+K = TypeVar("K", bound=Hashable)
 
 
 class Call:
@@ -78,16 +80,16 @@ def sample(call: Callable[[], Any], number: int) -> float:
 
 
 def interleaved(
-    calls: Mapping[str, Callable[[], Any]],
+    calls: Mapping[K, Callable[[], Any]],
     *,
     rounds: int,
     min_sample_s: float = 0.005,
     warm_up_calls: int = 2,
-) -> dict[str, list[float]]:
+) -> dict[K, list[float]]:
     """Times several calls alternately: one sample of each per round, order reversed each round.
 
     Args:
-      calls: name -> zero-argument blocking call (e.g. a :class:`Call`).
+      calls: name (any hashable key) -> zero-argument blocking call (e.g. a :class:`Call`).
       rounds: samples per call.
       min_sample_s: a sample batches enough back-to-back calls to last at least this long
         (the same count for one call in every round), so microsecond calls are not timer noise.
@@ -100,7 +102,7 @@ def interleaved(
     number = {
         name: calls_per_sample(warm_up(calls[name], warm_up_calls), min_sample_s) for name in names
     }
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: dict[K, list[float]] = {name: [] for name in names}
     for r in range(max(1, rounds)):
         for name in names if r % 2 == 0 else reversed(names):
             samples[name].append(sample(calls[name], number[name]))
