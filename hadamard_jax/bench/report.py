@@ -77,7 +77,11 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        """About 30-45 s on 2 cores: float32 only, fewer sizes and rounds."""
+        """Float32 only, fewer sizes and rounds: 28 s measured on 2 shared CPU cores.
+
+        That is the whole ``python -m hadamard_jax.bench --quick`` (JAX's import and the
+        compilations included), 27-28 s wall time in two runs on the development machine.
+        """
         return cls(
             sizes=(1024,),
             dtypes=("float32",),
@@ -323,7 +327,7 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
     """Measures everything in ``config``; returns the figures (a JSON-serialisable dict).
 
     Args:
-      config: what to measure (:meth:`Config.quick` for the ~45 s version).
+      config: what to measure (:meth:`Config.quick`: 28 s on 2 cores).
       progress: called with one line per step as it finishes (``None``: silent). While a step
         runs, a bar is drawn on standard error if it is a terminal
         (:class:`~hadamard_jax.bench.progress.StepProgress`); elsewhere, the lines alone.
