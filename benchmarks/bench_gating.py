@@ -8,25 +8,24 @@ backward pass, from abstract shapes.
 
 from __future__ import annotations
 
+from hadamard_jax.bench import gating, timing
+
 from . import common
 
-
-def _names():
-    from hadamard_jax.bench import gating
-
-    return list(gating.NAMES)
+NAMES = list(gating.NAMES)
+IMPLS = list(gating.IMPLS)
 
 
 def _measure_ratios():
-    from hadamard_jax.bench import gating, timing
-
     ratios = {}
     for dtype in common.DTYPES:
         for name in gating.NAMES:
-            n = common.GATING_N
-            calls = {i: gating.forward_backward_call(name, i, n, dtype) for i in gating.IMPLS}
-            samples = timing.interleaved(
-                calls, rounds=common.RATIO_ROUNDS, min_sample_s=common.MIN_SAMPLE_S
+            samples = gating.time_alternately(
+                name,
+                common.GATING_N,
+                dtype,
+                rounds=common.RATIO_ROUNDS,
+                min_sample_s=common.MIN_SAMPLE_S,
             )
             ratios[(name, dtype)] = timing.best_ratio(samples["hadamard_jax"], samples["plain"])
     return ratios
@@ -35,7 +34,7 @@ def _measure_ratios():
 class GatingTime:
     """Forward+backward time of a gating op, ``hadamard_jax`` or its plain composition."""
 
-    params = [_names(), ["hadamard_jax", "plain"], common.DTYPES]
+    params = [NAMES, IMPLS, common.DTYPES]
     param_names = ["op", "impl", "dtype"]
 
     def setup(self, op, impl, dtype):
@@ -48,7 +47,7 @@ class GatingTime:
 class GatingRatio:
     """fwd+bwd time of ``hadamard_jax`` over plain, timed alternately (lower is better)."""
 
-    params = [_names(), common.DTYPES]
+    params = [NAMES, common.DTYPES]
     param_names = ["op", "dtype"]
     timeout = common.SETUP_CACHE_TIMEOUT
 
@@ -66,12 +65,10 @@ class GatingRatio:
 class GatingMemory:
     """Bytes kept for the backward pass of the op alone (lower is better)."""
 
-    params = [_names(), ["hadamard_jax", "plain"]]
+    params = [NAMES, IMPLS]
     param_names = ["op", "impl"]
 
     def track_saved_residual_bytes(self, op, impl):
-        from hadamard_jax.bench import gating
-
         return gating.saved_residual_bytes(op, impl, common.GATING_N, "float32")
 
     track_saved_residual_bytes.unit = "bytes"

@@ -8,10 +8,12 @@ alternately with the others in the same process.
 
 from __future__ import annotations
 
+from hadamard_jax.bench import kernels, report, timing
+
 from . import common
 
-ELEMENTWISE = ["add", "hadamard", "multiply"]
-COMPARED = ["hadamard", "multiply", "matmul"]
+ELEMENTWISE = list(kernels.ELEMENTWISE)
+COMPARED = [op for op in kernels.OPS if op != "add"]
 
 
 class Forward:
@@ -43,23 +45,15 @@ class ForwardBackward:
 
 
 def _measure_bandwidth():
-    """GB/s of every element-wise kernel, per ``(n, dtype)`` group, timed alternately."""
-    from hadamard_jax.bench import kernels, timing
-
+    """GB/s of every element-wise forward kernel, per ``(n, dtype)`` group, timed alternately."""
     figures = {}
     for n in common.SIZES:
         for dtype in common.DTYPES:
-            calls = {
-                (op, donated): kernels.forward_call(op, n, dtype, donate=donated)
-                for op in ELEMENTWISE
-                for donated in (False, True)
-            }
-            samples = timing.interleaved(
-                calls, rounds=common.ROUNDS, min_sample_s=common.MIN_SAMPLE_S
+            rows = report.elementwise_group(
+                n, dtype, rounds=common.ROUNDS, min_sample_s=common.MIN_SAMPLE_S, backward=False
             )
-            nbytes = kernels.work("add", n, dtype).bytes
-            for (op, donated), s in samples.items():
-                figures[(n, dtype, op, donated)] = timing.rate(nbytes, timing.best(s))
+            for row in rows:
+                figures[(n, dtype, row["op"], row["donated"])] = row["gbps"]
     return figures
 
 
@@ -115,8 +109,6 @@ class MatmulThroughput:
         self.call = common.warm_call("forward", "matmul", n, dtype, False)
 
     def track_gflops(self, n, dtype):
-        from hadamard_jax.bench import kernels, timing
-
         samples = timing.interleaved(
             {"matmul": self.call}, rounds=3, min_sample_s=common.MIN_SAMPLE_S, warm_up_calls=0
         )

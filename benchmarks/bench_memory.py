@@ -6,17 +6,18 @@ compiled step's ``memory_analysis().temp_size_in_bytes`` (deterministic, compile
 shapes); ``peakmem_step`` is the peak host RSS of a process that runs one step (JAX's import
 included, about 170 MB). Both are lower-is-better.
 
-``FlaxMemory`` covers the Flax ``GatedMLP`` workload (:mod:`hadamard_jax.bench.flax_stack`) and
-is skipped where that module does not exist.
+``FlaxMemory`` covers the Flax ``GatedMLP`` workload (:mod:`hadamard_jax.bench.flax_stack`).
 """
 
 from __future__ import annotations
 
-from . import common  # noqa: F401  (shared conventions)
+import jax
 
-GATES = ["swiglu", "geglu"]
-IMPLS = ["plain", "hadamard_jax", "remat"]
-SIZE = {"batch": 2048, "d": 512, "h": 2048, "layers": 8}
+from hadamard_jax.bench import ffn_stack, flax_stack
+
+GATES = list(ffn_stack.GATES)
+IMPLS = list(ffn_stack.IMPLS)
+SIZE = dict(ffn_stack.SIZE)
 
 
 class TrainingMemory:
@@ -25,49 +26,25 @@ class TrainingMemory:
     params = [GATES, IMPLS]
     param_names = ["gate", "impl"]
 
-    def setup(self, gate, impl):
-        from hadamard_jax.bench import memory
-
-        self.ffn = memory.optional_module("ffn_stack")
-        if self.ffn is None:
-            raise NotImplementedError("hadamard_jax.bench.ffn_stack is not in this version")
-
     def track_temp_bytes(self, gate, impl):
-        return self.ffn.compiled_temp_bytes(gate, impl, **SIZE)
+        return ffn_stack.compiled_temp_bytes(gate, impl, **SIZE)
 
     track_temp_bytes.unit = "bytes"
 
     def peakmem_step(self, gate, impl):
-        import jax
-
         kp, kx = jax.random.split(jax.random.key(0))
-        params = self.ffn.init_params(kp, layers=SIZE["layers"], d=SIZE["d"], h=SIZE["h"])
-        x = self.ffn.init_inputs(kx, batch=SIZE["batch"], d=SIZE["d"])
-        jax.block_until_ready(self.ffn.cached_train_step(gate, impl)(params, x))
-
-
-def _flax_impls():
-    from hadamard_jax.bench import memory
-
-    flax_stack = memory.optional_module("flax_stack")
-    impls = getattr(flax_stack, "IMPLS", None) if flax_stack is not None else None
-    return list(impls) if impls else ["absent"]
+        params = ffn_stack.init_params(kp, layers=SIZE["layers"], d=SIZE["d"], h=SIZE["h"])
+        x = ffn_stack.init_inputs(kx, batch=SIZE["batch"], d=SIZE["d"])
+        jax.block_until_ready(ffn_stack.cached_train_step(gate, impl)(params, x))
 
 
 class FlaxMemory:
-    """Compiled temp bytes of the Flax GatedMLP scan workload (skipped when absent)."""
+    """Compiled temp bytes of the Flax GatedMLP scan workload."""
 
-    params = [_flax_impls()]
+    params = [list(flax_stack.IMPLS)]
     param_names = ["impl"]
 
-    def setup(self, impl):
-        from hadamard_jax.bench import memory
-
-        self.flax_stack = memory.optional_module("flax_stack")
-        if self.flax_stack is None or not hasattr(self.flax_stack, "compiled_temp_bytes"):
-            raise NotImplementedError("hadamard_jax.bench.flax_stack is not in this version")
-
     def track_temp_bytes(self, impl):
-        return self.flax_stack.compiled_temp_bytes(impl, **SIZE)
+        return flax_stack.compiled_temp_bytes(impl, **SIZE)
 
     track_temp_bytes.unit = "bytes"

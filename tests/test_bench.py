@@ -7,20 +7,22 @@ saved-residual bytes, and that every asv benchmark's setup and one call run.
 
 from __future__ import annotations
 
+import copy
 import importlib
-import importlib.util
 import inspect
+import io
 import itertools
 import json
 import math
 import pkgutil
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hadamard_jax.bench import cli, gating, kernels, report, timing
+from hadamard_jax.bench import cli, gating, kernels, progress, report, roofline, timing
 
 TINY = report.Config(
     stream_n=64,
@@ -108,12 +110,106 @@ def test_report_gating_and_memory(tiny_report):
     assert all(b > 0 for v in temp.values() for b in v.values())
 
 
+def test_table_says_met_or_missed_per_target_and_explains_best_median(tiny_report):
+    figures, _, _ = tiny_report
+    figures = copy.deepcopy(figures)
+    # Was: only the target was printed, so a missed one (1.106 at 4096) looked like a pass.
+    missed = figures["hadamard_vs_multiply"][-1]
+    missed.update(ratio=1.106, ratio_median=1.05, met=False)
+    figures["hadamard_vs_multiply"][0].update(ratio=0.99, ratio_median=1.0, met=True)
+    figures["gating"][0].update(ratio=1.2, met=False)
+    lines = report.format_table(figures).splitlines()
+    row = next(line for line in lines if "| 1.106; 1.050 |" in line)
+    assert "| <= 1.02 MISSED |" in row
+    assert "| <= 1.02 met |" in next(line for line in lines if "| 0.990; 1.000 |" in line)
+    gate = next(line for line in lines if line.startswith(f"| {figures['gating'][0]['op']} |"))
+    assert "| <= 1.0 MISSED |" in gate
+    prefixes = [f"| forward, float32 | {r['n']} |" for r in figures["hadamard_vs_multiply"]]
+    prefixes += [f"| {r['op']} | {r['n']} | {r['dtype']} |" for r in figures["gating"]]
+    for prefix in prefixes:
+        (line,) = [line for line in lines if line.startswith(prefix)]
+        assert line.count(" met |") + line.count(" MISSED |") == 1, line
+    note = next(line for line in lines if line.startswith("ratio (best; median)"))
+    assert "best(ours) / best(plain)" in note and "median of the per-round ratios" in note
+
+
+def test_roofline_draws_gating_ops_and_a_cache_roof(tiny_report):
+    import matplotlib.pyplot as plt
+
+    figures, _, _ = tiny_report
+    points = roofline.gating_points(figures)
+    assert {(p["op"], p["impl"]) for p in points} == {
+        (name, impl) for name in gating.NAMES for impl in gating.IMPLS
+    }
+    for p in points:
+        row = next(r for r in figures["gating"] if r["op"] == p["op"])
+        flops = row["cost_per_element"][p["impl"]]["flops"] * 16 * 16
+        nbytes = (8 if p["op"] == "highway" else 6) * 16 * 16 * 4
+        assert p["intensity"] == pytest.approx(flops / nbytes)
+        assert p["gflops"] == pytest.approx(flops / row[f"{p['impl']}_seconds"] / 1e9)
+    small = [r["gbps"] for r in figures["ops"] if r["n"] == 32 and r["pass"] == "forward"]
+    assert roofline.cache_roof(figures) == (32, max(small))
+    fig = roofline.draw(figures)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)
+    for name in gating.NAMES:  # was: not drawn at all
+        assert f"{name} fwd+bwd" in legend, legend
+    assert any(label.startswith("cache-resident (n=32)") for label in legend), legend
+
+
 def test_cli_quick_runs_the_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(report.Config, "quick", classmethod(lambda cls: TINY))
     assert cli.main(["--quick", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "hadamard / jnp.multiply" in out
+    assert "\r" not in out + err and "\x1b" not in out + err  # not a terminal: plain lines
     assert (tmp_path / "report.json").exists() and (tmp_path / "roofline.png").exists()
+
+
+def test_cli_without_matplotlib_writes_json_and_table(tmp_path, monkeypatch, capsys):
+    # Was: measured, then crashed importing matplotlib before report.json was written.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(report.Config, "quick", classmethod(lambda cls: TINY))
+    assert cli.main(["--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| op | n | dtype | pass | donated |" in out
+    skipped = [line for line in out.splitlines() if "roofline.png skipped" in line]
+    assert len(skipped) == 1 and "hadamard_jax[bench]" in skipped[0]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["files"]["roofline"] is None and saved["stream"]["n"] == TINY.stream_n
+    assert not (tmp_path / "roofline.png").exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_step_progress_draws_a_bar_only_on_a_terminal(terminal):
+    live = _Terminal() if terminal else io.StringIO()
+    lines: list[str] = []
+    bar = progress.StepProgress(3, emit=lines.append, live=live)
+    for i in range(3):
+        bar.start(f"step {i}")
+        bar.done(f"summary {i}", seconds=0.5)
+    assert lines == [f"[ {i + 1}/3] step {i}: summary {i} (0.5 s)" for i in range(3)]
+    if terminal:
+        drawn = live.getvalue()
+        assert "\r" in drawn and "1/3 step 0 ..." in drawn and "[####################]" not in drawn
+        assert drawn.endswith("\r\x1b[K")  # the bar is erased after the last step
+    else:
+        assert live.getvalue() == ""
+    assert not any("\r" in line for line in lines)
+
+
+def test_step_progress_isatty():
+    assert not progress.isatty(io.StringIO())
+    assert progress.isatty(_Terminal())
+    assert not progress.isatty(None)
+    closed = io.StringIO()
+    closed.close()
+    assert not progress.isatty(closed)
 
 
 @pytest.mark.parametrize(
@@ -232,7 +328,6 @@ def test_every_benchmark_runs_at_its_smallest_params(monkeypatch):
         "GatingRatio",
         "GatingMemory",
         "TrainingMemory",
+        "FlaxMemory",
     }
     assert expected <= set(ran), expected - set(ran)
-    flax_present = importlib.util.find_spec("hadamard_jax.bench.flax_stack") is not None
-    assert ("FlaxMemory" in ran) == flax_present

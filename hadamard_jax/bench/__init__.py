@@ -9,7 +9,15 @@
 The asv suite in ``benchmarks/`` times the same kernels.
 """
 
+from typing import TYPE_CHECKING
+
 from hadamard_jax.bench.cli import main as main
+
+if TYPE_CHECKING:  # imported lazily at run time, below
+    from hadamard_jax.bench.report import Config as Config
+    from hadamard_jax.bench.report import format_table as format_table
+    from hadamard_jax.bench.report import measure as measure
+    from hadamard_jax.bench.report import run_report as run_report
 
 
 def __getattr__(name: str):

@@ -25,16 +25,29 @@ from __future__ import annotations
 import functools
 import statistics
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import jax
 import jax.numpy as jnp
 
 from hadamard_jax._src.glu import geglu, swiglu
-from hadamard_jax.bench import timing
+from hadamard_jax.bench import cli, kernels, timing
 
 GATES = ("swiglu", "geglu")
 IMPLS = ("plain", "hadamard_jax", "remat")
+
+
+class Size(TypedDict):
+    """The size of a workload: ``batch`` rows of width ``d``, hidden ``h``, ``layers`` layers."""
+
+    batch: int
+    d: int
+    h: int
+    layers: int
+
+
+# The size of the report's and the asv suite's memory figures (the defaults below).
+SIZE = Size(batch=2048, d=512, h=2048, layers=8)
 
 Params = dict[str, jax.Array]
 Loss = Callable[[Params, jax.Array], jax.Array]
@@ -105,13 +118,13 @@ def make_loss(gate: str, impl: str, *, approximate: bool = False) -> Loss:
     return loss
 
 
-def train_step(loss: Loss) -> Callable[[Params, jax.Array], tuple[jax.Array, Params]]:
+def train_step(loss: Loss) -> jax.stages.Wrapped:
     """``jax.jit(jax.value_and_grad(loss))``: ``(params, x) -> (loss, grads)``."""
     return jax.jit(jax.value_and_grad(loss))
 
 
 @functools.cache
-def cached_train_step(gate: str, impl: str, *, approximate: bool = False):
+def cached_train_step(gate: str, impl: str, *, approximate: bool = False) -> jax.stages.Wrapped:
     """:func:`train_step` of :func:`make_loss`, built once per ``(gate, impl, approximate)``."""
     return train_step(make_loss(gate, impl, approximate=approximate))
 
@@ -144,8 +157,7 @@ def compiled_temp_bytes(
     version and backend. Cached.
     """
     step = cached_train_step(gate, impl, approximate=approximate)
-    compiled = step.lower(*_abstract_args(batch, d, h, layers, dtype)).compile()
-    return int(compiled.memory_analysis().temp_size_in_bytes)
+    return kernels.temp_bytes(step, *_abstract_args(batch, d, h, layers, dtype))
 
 
 def memory_ratio(gate: str, impl: str = "hadamard_jax", **kwargs: Any) -> float:
@@ -170,8 +182,8 @@ def time_ratio(
 
     Both steps are compiled and run once before timing (warm-up excluded); then ``repeats``
     rounds time plain and ``impl`` back to back in alternating order
-    (:func:`hadamard_jax.bench.timing.interleaved`), so drifting load on a shared machine hits
-    both alike.
+    (:func:`hadamard_jax.bench.timing.step_time_ratio`), so drifting load on a shared machine
+    hits both alike.
 
     Returns:
       ``{"ratio": median of per-round ratios, "ratios": [...], "plain_s": [...],
@@ -184,29 +196,11 @@ def time_ratio(
         name: timing.Call(cached_train_step(gate, name, approximate=approximate), (params, x))
         for name in ("plain", impl)
     }
-    # One call per sample (a step takes seconds); one untimed warm-up call each.
-    samples = timing.interleaved(calls, rounds=repeats, min_sample_s=0.0, warm_up_calls=1)
-    ratios = [o / p for o, p in zip(samples[impl], samples["plain"])]
-    return {
-        "ratio": timing.median_ratio(samples[impl], samples["plain"]),
-        "ratios": ratios,
-        "plain_s": samples["plain"],
-        f"{impl}_s": samples[impl],
-    }
+    return timing.step_time_ratio(calls, impl, "plain", repeats=repeats)
 
 
-def main() -> None:  # pragma: no cover - a report, exercised by hand
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2048)
-    parser.add_argument("--d", type=int, default=512)
-    parser.add_argument("--h", type=int, default=2048)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-time", action="store_true", help="memory only")
-    args = parser.parse_args()
-    size = dict(batch=args.batch, d=args.d, h=args.h, layers=args.layers)
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
+    size, args = cli.workload_args(_DESCRIPTION, SIZE, argv)
     for gate in GATES:
         mem = {impl: compiled_temp_bytes(gate, impl, **size) for impl in IMPLS}
         line = ", ".join(f"{impl} {mem[impl] / 2**20:.0f} MiB" for impl in IMPLS)
@@ -223,6 +217,9 @@ def main() -> None:  # pragma: no cover - a report, exercised by hand
             f"{gate}: time hadamard_jax/plain = {r['ratio']:.3f} (median of {args.repeats} "
             f"alternations; {spread}); plain {plain:.3f} s, hadamard_jax {ours:.3f} s"
         )
+
+
+_DESCRIPTION = "A stack of gated feed-forward layers: training memory and time, plain vs ours."
 
 
 if __name__ == "__main__":  # pragma: no cover

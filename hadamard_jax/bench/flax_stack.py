@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hadamard_jax.bench import timing
+from hadamard_jax.bench import cli, ffn_stack, kernels, timing
 from hadamard_jax.nnx import GatedMLP
 
 IMPLS = ("gated_mlp", "plain", "remat")
@@ -39,10 +39,13 @@ class PlainGatedMLP(nnx.Module):
     def __init__(
         self, d: int, h: int, *, dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs
     ):
-        kw = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.gate = nnx.Linear(d, h, **kw)
-        self.up = nnx.Linear(d, h, **kw)
-        self.down = nnx.Linear(h, d, **kw)
+        self.gate = nnx.Linear(
+            d, h, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.up = nnx.Linear(d, h, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.down = nnx.Linear(
+            h, d, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
@@ -130,7 +133,7 @@ def compiled_temp_bytes(
     _, state = _abstract(impl, layers, d, h, dtype)
     x = jax.ShapeDtypeStruct((batch, d), dtype)
     step = train_step(impl, layers=layers, d=d, h=h, dtype=dtype)
-    return int(step.lower(state, x).compile().memory_analysis().temp_size_in_bytes)
+    return kernels.temp_bytes(step, state, x)
 
 
 def memory_ratios(**kwargs: Any) -> dict[str, float]:
@@ -154,7 +157,8 @@ def time_ratio(
     """Wall time of ``impl`` over ``baseline``, timed alternately in one process.
 
     Both steps are compiled and run once first (warm-up excluded); then ``repeats`` rounds time
-    the two back to back, in alternating order (:func:`hadamard_jax.bench.timing.interleaved`).
+    the two back to back, in alternating order
+    (:func:`hadamard_jax.bench.timing.step_time_ratio`).
 
     Returns:
       ``{"ratio": median per-round ratio, "ratios": [...], "<impl>_s": [...],
@@ -167,15 +171,7 @@ def time_ratio(
         _, state = split_stack(name, kp, layers=layers, d=d, h=h, dtype=dtype)
         step = train_step(name, layers=layers, d=d, h=h, dtype=jnp.dtype(dtype))
         calls[name] = timing.Call(step, (state, x))
-    # One call per sample (a step takes seconds); one untimed warm-up call each.
-    samples = timing.interleaved(calls, rounds=repeats, min_sample_s=0.0, warm_up_calls=1)
-    ratios = [a / b for a, b in zip(samples[impl], samples[baseline])]
-    return {
-        "ratio": timing.median_ratio(samples[impl], samples[baseline]),
-        "ratios": ratios,
-        f"{impl}_s": samples[impl],
-        f"{baseline}_s": samples[baseline],
-    }
+    return timing.step_time_ratio(calls, impl, baseline, repeats=repeats)
 
 
 def report(**kwargs: Any) -> dict[str, Any]:
@@ -186,17 +182,7 @@ def report(**kwargs: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2048)
-    parser.add_argument("--d", type=int, default=512)
-    parser.add_argument("--h", type=int, default=2048)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-time", action="store_true", help="memory figures only")
-    args = parser.parse_args(argv)
-    size = dict(batch=args.batch, d=args.d, h=args.h, layers=args.layers)
+    size, args = cli.workload_args(_DESCRIPTION, ffn_stack.SIZE, argv)
     figures = report(**size)
     for impl in IMPLS:
         print(f"{impl:>10}: temp {figures[impl] / 2**20:8.1f} MiB")
@@ -211,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report,
             + ", ".join(f"{r:.3f}" for r in t["ratios"])
             + ")"
         )
+
+
+_DESCRIPTION = "A Flax NNX stack of gated MLP layers: training memory and time, fused vs plain."
 
 
 if __name__ == "__main__":  # pragma: no cover

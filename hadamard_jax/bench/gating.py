@@ -14,6 +14,7 @@ run). The plain compositions keep their intermediates too (``jax.nn.silu(g) * v`
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 import hadamard_jax
+from hadamard_jax.bench import kernels, timing
 from hadamard_jax.bench.timing import Call
 
 IMPLS = ("hadamard_jax", "plain")
@@ -112,6 +114,19 @@ def forward_backward_call(name: str, impl: str, n: int, dtype: str):
     return Call(FORWARD_BACKWARD[(name, impl)], operands(name, n, dtype))
 
 
+def time_alternately(
+    name: str, n: int, dtype: str, *, rounds: int, min_sample_s: float
+) -> dict[str, list[float]]:
+    """Samples of the fwd+bwd of ``name`` in each of :data:`IMPLS`, timed alternately.
+
+    Returns:
+      ``{impl: rounds samples, seconds per call}``, from
+      :func:`~hadamard_jax.bench.timing.interleaved`.
+    """
+    calls = {impl: forward_backward_call(name, impl, n, dtype) for impl in IMPLS}
+    return timing.interleaved(calls, rounds=rounds, min_sample_s=min_sample_s)
+
+
 def saved_residual_bytes(name: str, impl: str, n: int, dtype: Any) -> int:
     """Bytes reverse mode keeps for the backward pass of ``name`` in ``impl`` at size ``n``.
 
@@ -141,6 +156,23 @@ def _abstract_operands(name: str, n: int, dtype: Any) -> list[jax.ShapeDtypeStru
     return [jax.ShapeDtypeStruct((n, n), jnp.dtype(dtype))] * case.arity
 
 
+def stream_bytes(name: str, n: int, dtype: Any) -> float:
+    """Bytes of one fwd+bwd call of ``name`` at size ``n``, counted as STREAM counts them.
+
+    ``ct`` and the inputs read once, the output and the inputs' cotangents written once,
+    whatever the caches do (as :func:`hadamard_jax.bench.kernels.work` counts).
+
+    Examples:
+      >>> from hadamard_jax.bench.gating import stream_bytes
+      >>> stream_bytes("swiglu", 1024, "float32") / (1024 * 1024 * 4)  # ct, g, v, out, dg, dv
+      6.0
+      >>> stream_bytes("highway", 1024, "bfloat16") / (1024 * 1024 * 2)  # three inputs
+      8.0
+    """
+    inputs = sum(math.prod(x.shape) for x in _abstract_operands(name, n, dtype))
+    return float((2 * n * n + 2 * inputs) * jnp.dtype(dtype).itemsize)
+
+
 def cost(name: str, impl: str, n: int, dtype: Any) -> dict[str, float]:
     """XLA's compiled cost of the fwd+bwd of ``name`` in ``impl``, per output element.
 
@@ -149,12 +181,10 @@ def cost(name: str, impl: str, n: int, dtype: Any) -> dict[str, float]:
       ``n * n``: deterministic figures that explain a time ratio (a rule that recomputes the
       activation in the backward pass pays more transcendentals than a saved intermediate).
     """
-    fn = FORWARD_BACKWARD[(name, impl)]
     ct = jax.ShapeDtypeStruct((n, n), jnp.dtype(dtype))
-    compiled = fn.lower(ct, *_abstract_operands(name, n, dtype)).compile()
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
-        analysis = analysis[0]
+    analysis = kernels.cost_analysis(
+        FORWARD_BACKWARD[(name, impl)], ct, *_abstract_operands(name, n, dtype)
+    )
     size = float(n) * n
     return {
         "flops": float(analysis.get("flops", 0.0)) / size,

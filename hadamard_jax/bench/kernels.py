@@ -163,9 +163,30 @@ def forward_backward_call(op: str, n: int, dtype: str):
     return Call(FORWARD_BACKWARD[op], inputs(op, n, dtype))
 
 
-def cost_bytes(fn: Callable[..., Any], *args: Any) -> float:
-    """``'bytes accessed'`` from the compiled ``cost_analysis()`` of ``fn(*args)``."""
+def cost_analysis(fn: jax.stages.Wrapped, *args: Any) -> dict[str, float]:
+    """XLA's ``cost_analysis()`` of the jitted ``fn`` compiled for ``args`` (arrays or shapes).
+
+    Returns:
+      ``{"flops", "transcendentals", "bytes accessed", ...}`` (an empty dict if XLA gives none).
+    """
     analysis = fn.lower(*args).compile().cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
         analysis = analysis[0]
-    return float(analysis["bytes accessed"])
+    return dict(analysis or {})
+
+
+def cost_bytes(fn: jax.stages.Wrapped, *args: Any) -> float:
+    """``'bytes accessed'`` from the compiled ``cost_analysis()`` of ``fn(*args)``."""
+    return float(cost_analysis(fn, *args)["bytes accessed"])
+
+
+def temp_bytes(fn: jax.stages.Wrapped, *args: Any) -> int:
+    """``memory_analysis().temp_size_in_bytes`` of the jitted ``fn`` compiled for ``args``.
+
+    Raises:
+      RuntimeError: the backend gives no memory analysis.
+    """
+    analysis = fn.lower(*args).compile().memory_analysis()
+    if analysis is None:
+        raise RuntimeError(f"kernels: no memory_analysis() on backend {jax.default_backend()!r}.")
+    return int(analysis.temp_size_in_bytes)

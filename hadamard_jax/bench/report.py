@@ -24,6 +24,7 @@ What is measured (see :mod:`hadamard_jax.bench.timing` for the timing rules and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -34,7 +35,8 @@ from typing import Any
 
 import jax
 
-from hadamard_jax.bench import gating, kernels, memory, timing
+from hadamard_jax.bench import ffn_stack, gating, kernels, memory, timing
+from hadamard_jax.bench.progress import StepProgress
 
 STREAM_TARGET = 0.9
 MULTIPLY_RATIO_TARGET = 1.02
@@ -69,13 +71,17 @@ class Config:
     rounds: int = 12
     ratio_rounds: int = 21
     min_sample_s: float = 0.03
-    ffn: dict[str, int] | None = dataclasses.field(
-        default_factory=lambda: {"batch": 2048, "d": 512, "h": 2048, "layers": 8}
+    ffn: ffn_stack.Size | None = dataclasses.field(
+        default_factory=lambda: ffn_stack.Size(**ffn_stack.SIZE)
     )
 
     @classmethod
     def quick(cls) -> Config:
-        """About 30-45 s on 2 cores: float32 only, fewer sizes and rounds."""
+        """Float32 only, fewer sizes and rounds: 28 s measured on 2 shared CPU cores.
+
+        That is the whole ``python -m hadamard_jax.bench --quick`` (JAX's import and the
+        compilations included), 27-28 s wall time in two runs on the development machine.
+        """
         return cls(
             sizes=(1024,),
             dtypes=("float32",),
@@ -119,21 +125,32 @@ def _op_row(op: str, n: int, dtype: str, seconds: float, *, backward: bool, dona
     }
 
 
-def _elementwise_group(n: int, dtype: str, config: Config) -> list[dict[str, Any]]:
-    """Every element-wise kernel at ``(n, dtype)``, alternately; GB/s as a fraction of ``add``."""
-    calls: dict[tuple[str, bool, bool], Any] = {}
+def elementwise_group(
+    n: int, dtype: str, *, rounds: int, min_sample_s: float, backward: bool = True
+) -> list[dict[str, Any]]:
+    """Every element-wise kernel at ``(n, dtype)``, timed alternately in one process.
+
+    Forward with and without donating ``a`` for each of :data:`kernels.ELEMENTWISE`, and
+    forward+backward (not for ``add``) when ``backward``. The report and the asv suite's
+    bandwidth figures both come from here.
+
+    Returns:
+      One row per kernel: ``op, n, dtype, pass, donated, seconds, gbps, gflops, intensity`` and
+      ``stream_fraction``, its GB/s over ``add``'s with ``a`` donated.
+    """
+    calls: dict[tuple[str, bool, bool], timing.Call] = {}
     for op in kernels.ELEMENTWISE:
         calls[(op, False, True)] = kernels.forward_call(op, n, dtype, donate=True)
         calls[(op, False, False)] = kernels.forward_call(op, n, dtype)
-        if op != "add":
+        if backward and op != "add":
             calls[(op, True, False)] = kernels.forward_backward_call(op, n, dtype)
-    samples = timing.interleaved(calls, rounds=config.rounds, min_sample_s=config.min_sample_s)
+    samples = timing.interleaved(calls, rounds=rounds, min_sample_s=min_sample_s)
     rows = []
-    for (op, backward, donated), s in samples.items():
-        rows.append(_op_row(op, n, dtype, timing.best(s), backward=backward, donated=donated))
-    reference = {r["donated"]: r["gbps"] for r in rows if r["op"] == "add"}
+    for (op, back, donated), s in samples.items():
+        rows.append(_op_row(op, n, dtype, timing.best(s), backward=back, donated=donated))
+    reference = next(r["gbps"] for r in rows if r["op"] == "add" and r["donated"])
     for row in rows:
-        row["stream_fraction"] = row["gbps"] / reference[True]
+        row["stream_fraction"] = row["gbps"] / reference
     return rows
 
 
@@ -172,9 +189,8 @@ def _hadamard_vs_multiply(n: int, config: Config) -> dict[str, Any]:
 
 def _gating(name: str, dtype: str, config: Config) -> dict[str, Any]:
     n = config.gating_n
-    calls = {impl: gating.forward_backward_call(name, impl, n, dtype) for impl in gating.IMPLS}
-    samples = timing.interleaved(
-        calls, rounds=config.ratio_rounds, min_sample_s=config.min_sample_s
+    samples = gating.time_alternately(
+        name, n, dtype, rounds=config.ratio_rounds, min_sample_s=config.min_sample_s
     )
     ratio = timing.best_ratio(samples["hadamard_jax"], samples["plain"])
     return {
@@ -193,75 +209,74 @@ def _gating(name: str, dtype: str, config: Config) -> dict[str, Any]:
     }
 
 
-def _steps(config: Config, figures: Figures) -> list[tuple[str, Callable[[], str]]]:
-    """The report as ``(label, run)`` steps; ``run`` fills ``figures`` and returns a summary."""
-    steps: list[tuple[str, Callable[[], str]]] = []
-    ops = figures["ops"]
+Step = tuple[str, Callable[[], str]]
 
-    def group(n, dtype):
-        def run():
-            rows = _elementwise_group(n, dtype, config)
-            ops.extend(rows)
-            had = next(r for r in rows if r["op"] == "hadamard" and r["donated"])
-            add = next(r for r in rows if r["op"] == "add" and r["donated"])
-            return f"add {add['gbps']:.1f} GB/s, hadamard donated {had['gbps']:.1f} GB/s"
 
-        return run
+def _run_elementwise(figures: Figures, config: Config, n: int, dtype: str) -> str:
+    rows = elementwise_group(n, dtype, rounds=config.rounds, min_sample_s=config.min_sample_s)
+    figures["ops"].extend(rows)
+    had = next(r for r in rows if r["op"] == "hadamard" and r["donated"])
+    add = next(r for r in rows if r["op"] == "add" and r["donated"])
+    return f"add {add['gbps']:.1f} GB/s, hadamard donated {had['gbps']:.1f} GB/s"
 
+
+def _run_matmul(figures: Figures, config: Config, n: int, dtype: str) -> str:
+    row = _matmul(n, dtype, config)
+    figures["ops"].append(row)
+    return f"{row['gflops']:.0f} GFLOP/s"
+
+
+def _run_ratio(figures: Figures, config: Config, n: int) -> str:
+    row = _hadamard_vs_multiply(n, config)
+    figures["hadamard_vs_multiply"].append(row)
+    return f"ratio {row['ratio']:.3f}, cost bytes equal: {row['cost_bytes_equal']}"
+
+
+def _run_gating(figures: Figures, config: Config, name: str, dtype: str) -> str:
+    row = _gating(name, dtype, config)
+    figures["gating"].append(row)
+    return f"fwd+bwd ratio {row['ratio']:.3f}"
+
+
+def _run_memory(figures: Figures, size: ffn_stack.Size) -> str:
+    figures["training_memory"] = {"size": dict(size), "temp_bytes": memory.ffn_temp_bytes(**size)}
+    figures["flax_memory"] = memory.flax_figures(**size)
+    return "compiled"
+
+
+def _elementwise_groups(config: Config) -> list[tuple[int, str]]:
+    """``(n, dtype)`` of every element-wise group; ``stream_n`` float32 always (the roof)."""
     sizes = sorted(set(config.sizes) | {config.stream_n})
-    for dtype in config.dtypes:
-        for n in sizes:
-            steps.append((f"element-wise {n}x{n} {dtype}", group(n, dtype)))
-    if "float32" not in config.dtypes:
-        n = config.stream_n
-        steps.append((f"element-wise {n}x{n} float32", group(n, "float32")))
+    groups = [(n, dtype) for dtype in config.dtypes for n in sizes]
+    if (config.stream_n, "float32") not in groups:
+        groups.append((config.stream_n, "float32"))
+    return groups
 
-    def matmul(n, dtype):
-        def run():
-            row = _matmul(n, dtype, config)
-            ops.append(row)
-            return f"{row['gflops']:.0f} GFLOP/s"
 
-        return run
-
-    for dtype in config.dtypes:
-        for n in config.matmul_sizes:
-            steps.append((f"matmul {n}x{n} {dtype}", matmul(n, dtype)))
-
-    def ratio(n):
-        def run():
-            row = _hadamard_vs_multiply(n, config)
-            figures["hadamard_vs_multiply"].append(row)
-            return f"ratio {row['ratio']:.3f}, cost bytes equal: {row['cost_bytes_equal']}"
-
-        return run
-
-    for n in config.ratio_sizes:
-        steps.append((f"hadamard / jnp.multiply {n}x{n} float32", ratio(n)))
-
-    def gate(name, dtype):
-        def run():
-            row = _gating(name, dtype, config)
-            figures["gating"].append(row)
-            return f"fwd+bwd ratio {row['ratio']:.3f}"
-
-        return run
-
-    for dtype in config.gating_dtypes:
-        for name in gating.NAMES:
-            steps.append((f"gating {name} {dtype}", gate(name, dtype)))
-
+def _steps(config: Config, figures: Figures) -> list[Step]:
+    """The report as ``(label, run)`` steps; ``run`` fills ``figures`` and returns a summary."""
+    run = functools.partial
+    steps: list[Step] = [
+        (f"element-wise {n}x{n} {dtype}", run(_run_elementwise, figures, config, n, dtype))
+        for n, dtype in _elementwise_groups(config)
+    ]
+    steps += [
+        (f"matmul {n}x{n} {dtype}", run(_run_matmul, figures, config, n, dtype))
+        for dtype in config.dtypes
+        for n in config.matmul_sizes
+    ]
+    steps += [
+        (f"hadamard / jnp.multiply {n}x{n} float32", run(_run_ratio, figures, config, n))
+        for n in config.ratio_sizes
+    ]
+    steps += [
+        (f"gating {name} {dtype}", run(_run_gating, figures, config, name, dtype))
+        for dtype in config.gating_dtypes
+        for name in gating.NAMES
+    ]
     if config.ffn is not None:
-
-        def ffn():
-            figures["training_memory"] = {
-                "size": dict(config.ffn),
-                "temp_bytes": memory.ffn_temp_bytes(**config.ffn),
-            }
-            figures["flax_memory"] = memory.flax_figures(**config.ffn)
-            return "compiled" if figures["training_memory"]["temp_bytes"] else "workload absent"
-
-        steps.append(("training memory (compiled temp bytes)", ffn))
+        label = "training memory (compiled temp bytes)"
+        steps.append((label, run(_run_memory, figures, config.ffn)))
     return steps
 
 
@@ -312,8 +327,10 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
     """Measures everything in ``config``; returns the figures (a JSON-serialisable dict).
 
     Args:
-      config: what to measure (:meth:`Config.quick` for the ~45 s version).
-      progress: called with one line per step as it finishes (``None``: silent).
+      config: what to measure (:meth:`Config.quick`: 28 s on 2 cores).
+      progress: called with one line per step as it finishes (``None``: silent). While a step
+        runs, a bar is drawn on standard error if it is a terminal
+        (:class:`~hadamard_jax.bench.progress.StepProgress`); elsewhere, the lines alone.
 
     Returns:
       ``{"machine", "config", "ops", "stream", "matmul_peak_gflops", "targets",
@@ -330,12 +347,14 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
         "flax_memory": None,
     }
     steps = _steps(config, figures)
-    for i, (label, run) in enumerate(steps, 1):
+    bar = StepProgress(len(steps), emit=progress) if progress is not None else None
+    for label, run in steps:
+        if bar is not None:
+            bar.start(label)
         step_start = time.perf_counter()
         summary = run()
-        if progress is not None:
-            elapsed = time.perf_counter() - step_start
-            progress(f"[{i:2d}/{len(steps)}] {label}: {summary} ({elapsed:.1f} s)")
+        if bar is not None:
+            bar.done(summary, seconds=time.perf_counter() - step_start)
     _summarise(figures, config)
     figures["seconds"] = time.perf_counter() - start
     return figures
@@ -347,6 +366,17 @@ def _mib(nbytes: float) -> str:
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "NO"
+
+
+def _met(row: dict[str, Any]) -> str:
+    """``"met"`` or ``"MISSED"``: whether ``row`` met its target."""
+    return "met" if row["met"] else "MISSED"
+
+
+RATIO_NOTE = (
+    "ratio (best; median): best = best(ours) / best(plain) over samples timed alternately; "
+    "median = median of the per-round ratios. Best can exceed median."
+)
 
 
 def format_table(figures: Figures) -> str:
@@ -363,7 +393,7 @@ def format_table(figures: Figures) -> str:
     target = figures["targets"]["hadamard_donated_stream_fraction"]
     out.append(
         f"hadamard donated / STREAM add: {target['value']:.2f}x "
-        f"(target >= {target['target']}: {'met' if target['met'] else 'NOT met'})"
+        f"(target >= {target['target']}: {_met(target)})"
     )
     out.append("")
     out.append("| op | n | dtype | pass | donated | time | GB/s | x STREAM | GFLOP/s |")
@@ -376,6 +406,8 @@ def format_table(figures: Figures) -> str:
             f"| {r['seconds'] * 1e3:.3f} ms | {r['gbps']:.1f} | {fraction} | {r['gflops']:.1f} |"
         )
     out.append("")
+    out.append(RATIO_NOTE)
+    out.append("")
     out.append(
         "| hadamard / jnp.multiply (jitted, alternately) | n | ratio (best; median) | "
         "target | cost_analysis bytes equal |"
@@ -384,21 +416,22 @@ def format_table(figures: Figures) -> str:
     for r in figures["hadamard_vs_multiply"]:
         out.append(
             f"| forward, {r['dtype']} | {r['n']} | {r['ratio']:.3f}; {r['ratio_median']:.3f} "
-            f"| <= {r['target']} "
+            f"| <= {r['target']} {_met(r)} "
             f"| {_yes(r['cost_bytes_equal'])} ({r['cost_bytes_hadamard']:.0f} vs "
             f"{r['cost_bytes_multiply']:.0f}) |"
         )
     out.append("")
     out.append(
         "| gating op (fwd+bwd vs plain jax.nn, alternately) | n | dtype "
-        "| ratio (best; median) | saved for backward: ours | plain "
+        "| ratio (best; median) | target | saved for backward: ours | plain "
         "| transcendentals/element: ours | plain |"
     )
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for r in figures["gating"]:
         cost = r["cost_per_element"]
         out.append(
             f"| {r['op']} | {r['n']} | {r['dtype']} | {r['ratio']:.3f}; {r['ratio_median']:.3f} "
+            f"| <= {r['target']} {_met(r)} "
             f"| {_mib(r['saved_bytes_hadamard_jax'])} | {_mib(r['saved_bytes_plain'])} "
             f"| {cost['hadamard_jax']['transcendentals']:.0f} "
             f"| {cost['plain']['transcendentals']:.0f} |"
@@ -447,15 +480,19 @@ def run_report(
     out_dir: str | os.PathLike[str] = "bench_out",
     progress: Progress | None = print,
 ) -> Figures:
-    """Measures, prints the table, and writes ``report.json`` and ``roofline.png``.
+    """Measures, writes ``report.json``, prints the table, then draws ``roofline.png``.
+
+    The JSON and the table come first, so a failed or skipped plot loses no measurement. Without
+    matplotlib the plot is skipped with a one-line message naming the ``bench`` extra.
 
     Args:
       config: what to measure (default: the full :class:`Config`).
       out_dir: directory for ``report.json`` and ``roofline.png`` (created if missing).
-      progress: receives the progress lines and the table (``None``: silent).
+      progress: receives the progress lines, the table and the closing lines (``None``: silent).
 
     Returns:
-      The figures, with ``"files"`` giving the paths written.
+      The figures, with ``"files"`` giving the paths written (``"roofline"``: ``None`` when
+      skipped).
     """
     from hadamard_jax.bench import roofline
 
@@ -463,12 +500,20 @@ def run_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = measure(config, progress=progress)
-    png = roofline.plot(figures, out / "roofline.png")
-    figures["files"] = {"json": str(out / "report.json"), "roofline": str(png)}
+    png = out / "roofline.png" if roofline.available() else None
+    figures["files"] = {"json": str(out / "report.json"), "roofline": str(png) if png else None}
     write_json(figures, out / "report.json")
-    if progress is not None:
-        progress("")
-        progress(format_table(figures))
-        progress("")
-        progress(f"Wrote {figures['files']['json']} and {figures['files']['roofline']}")
+    say = progress or _silent
+    say("")
+    say(format_table(figures))
+    say("")
+    if png is None:
+        say(f"Wrote {out / 'report.json'}; {roofline.MISSING_MESSAGE}")
+        return figures
+    roofline.plot(figures, png)
+    say(f"Wrote {out / 'report.json'} and {png}")
     return figures
+
+
+def _silent(line: str) -> None:
+    del line

@@ -20,10 +20,12 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import jax
+
+K = TypeVar("K", bound=Hashable)
 
 
 class Call:
@@ -78,16 +80,16 @@ def sample(call: Callable[[], Any], number: int) -> float:
 
 
 def interleaved(
-    calls: Mapping[str, Callable[[], Any]],
+    calls: Mapping[K, Callable[[], Any]],
     *,
     rounds: int,
     min_sample_s: float = 0.005,
     warm_up_calls: int = 2,
-) -> dict[str, list[float]]:
+) -> dict[K, list[float]]:
     """Times several calls alternately: one sample of each per round, order reversed each round.
 
     Args:
-      calls: name -> zero-argument blocking call (e.g. a :class:`Call`).
+      calls: name (any hashable key) -> zero-argument blocking call (e.g. a :class:`Call`).
       rounds: samples per call.
       min_sample_s: a sample batches enough back-to-back calls to last at least this long
         (the same count for one call in every round), so microsecond calls are not timer noise.
@@ -100,11 +102,38 @@ def interleaved(
     number = {
         name: calls_per_sample(warm_up(calls[name], warm_up_calls), min_sample_s) for name in names
     }
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: dict[K, list[float]] = {name: [] for name in names}
     for r in range(max(1, rounds)):
         for name in names if r % 2 == 0 else reversed(names):
             samples[name].append(sample(calls[name], number[name]))
     return samples
+
+
+def step_time_ratio(
+    calls: Mapping[str, Callable[[], Any]], impl: str, baseline: str, *, repeats: int
+) -> dict[str, Any]:
+    """Wall time of ``calls[impl]`` over ``calls[baseline]``: whole training steps, alternately.
+
+    One untimed warm-up call each (compilation), then ``repeats`` rounds of one call per sample
+    (a step takes long enough to time alone), in alternating order (:func:`interleaved`).
+
+    Returns:
+      ``{"ratio": median of the per-round ratios, "ratios": [...], "<impl>_s": [...],
+      "<baseline>_s": [...]}``; a ratio below 1 means ``impl`` is faster.
+
+    Examples:
+      >>> r = step_time_ratio({"a": lambda: None, "b": lambda: None}, "a", "b", repeats=3)
+      >>> sorted(r), len(r["ratios"])
+      (['a_s', 'b_s', 'ratio', 'ratios'], 3)
+    """
+    samples = interleaved(calls, rounds=repeats, min_sample_s=0.0, warm_up_calls=1)
+    ours, theirs = samples[impl], samples[baseline]
+    return {
+        "ratio": median_ratio(ours, theirs),
+        "ratios": [o / b for o, b in zip(ours, theirs)],
+        f"{impl}_s": ours,
+        f"{baseline}_s": theirs,
+    }
 
 
 def best(samples: Sequence[float]) -> float:
