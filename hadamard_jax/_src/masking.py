@@ -170,7 +170,7 @@ def apply_mask(x: ArrayLike, mask: ArrayLike, *, fill: ArrayLike = 0) -> jax.Arr
     if jnp.ndim(fill_in) != 0:
         raise ValueError(f"{op}: fill must be a scalar, got shape {jnp.shape(fill_in)}.")
     _check_fill(fill_in, x.dtype, op)
-    fill_arr = jnp.asarray(fill_in).astype(x.dtype)
+    fill_arr = checks.cast(fill_in, x.dtype, weak=x.weak_type)
     if checks.is_differentiable(x.dtype):
         return _apply_jit(x, mask, fill_arr)
     return _select_jit(x, mask, fill_arr)
