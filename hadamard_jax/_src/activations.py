@@ -76,6 +76,14 @@ def _finite_part(x):
     return jnp.where(jnp.isinf(x), jnp.zeros_like(x), x)
 
 
+def _above_neg_inf(x):
+    """``x`` with ``-inf`` raised to the lowest finite float: ``x * decay(x)`` there is
+    ``-max * 0 = -0``, the limit at ``-inf``, not ``-inf * 0 = nan``; finite ``x`` unchanged.
+    (One ``max`` per element: measured, it fuses where a ``where`` cost a buffer, 468 vs 476 MiB
+    in the scanned FFN benchmark.)"""
+    return jnp.maximum(x, jnp.finfo(x.dtype).min)
+
+
 def _pos_inf_part(x):
     """``inf`` where ``x`` is ``+inf``, else 0 (a constant: it carries no derivative)."""
     return jnp.where(x == jnp.inf, x, jnp.zeros_like(x))
@@ -111,12 +119,12 @@ def relu_and_grad(x):
 
 def silu_and_grad(x):
     """``(x s(x), s(x) + x s(x) s(-x))`` with ``s = sigmoid``; limits 0 and 1 at -inf, +inf."""
-    # The value factor is written as jax.nn.silu on the finite part (not x * s from the pair):
-    # measured, this lets XLA fuse the recomputation without materialising an extra buffer in a
-    # scanned training step (468 vs 500 MiB in the 8-layer FFN benchmark).
+    # The value is jax.nn.silu (not x * s from the pair): measured, this lets XLA fuse the
+    # recomputation without materialising an extra buffer in a scanned training step (468 vs
+    # 500 MiB in the 8-layer FFN benchmark).
     s, s_neg = _sigmoid_pair(x)
     xf = _finite_part(x)
-    return jax.nn.silu(xf) + _pos_inf_part(x), s + xf * s * s_neg
+    return jax.nn.silu(_above_neg_inf(x)), s + xf * s * s_neg
 
 
 # --- gelu, exact (GeGLU) -----------------------------------------------------------------------
@@ -137,9 +145,8 @@ def gelu_and_grad(x):
     """``(x Phi(x), Phi(x) + x phi(x))`` with ``Phi`` from ``erfc`` (accurate for x << 0)."""
     # The derivative keeps its own formula: sharing its pdf term with the value changed XLA's
     # fusion in a scanned training step for the worse (516 vs 468 MiB in the FFN benchmark).
-    xf = _finite_part(x)
-    cdf = 0.5 * jax.lax.erfc(-x / _SQRT_2)
-    return xf * cdf + _pos_inf_part(x), _gelu_grad(x)
+    xc = _above_neg_inf(x)
+    return xc * (0.5 * jax.lax.erfc(-xc / _SQRT_2)), _gelu_grad(x)
 
 
 # --- gelu, tanh approximation (GeGLU, approximate=True) ----------------------------------------
