@@ -126,7 +126,7 @@ def cast(x: Any, dtype: Any, weak: bool = False) -> jax.Array:
     """``x`` converted to ``dtype``; weakly typed if ``weak`` (the result type of an op)."""
     dtype = jnp.dtype(dtype)
     if weak and _convert is not None:
-        return _convert(x, dtype, weak_type=True)
+        return jnp.asarray(_convert(x, dtype, weak_type=True))
     return jnp.asarray(x).astype(dtype)
 
 

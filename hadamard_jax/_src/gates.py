@@ -41,7 +41,7 @@ GATES: dict[str, Gate] = {
         Gate("glu", "sigmoid", None, "sigmoid(g)"),
         Gate("bilinear", "identity", None, "g"),
         Gate("reglu", "relu", None, "relu(g)"),
-        Gate("geglu", "gelu", "gelu_tanh", "gelu(g) (erf; tanh with approximate=True)"),
+        Gate("geglu", "gelu", "gelu_tanh", "gelu(g) = g Phi(g), exact (erf)"),
         Gate("swiglu", "silu", None, "silu(g) = g sigmoid(g)"),
     )
 }
@@ -65,3 +65,16 @@ def activation_of(name: Any, approximate: Any, op: str, arg: str = "activation")
         with_approx = [g.name for g in GATES.values() if g.approximate is not None]
         raise ValueError(f"{op}: approximate=True applies to {arg} in {with_approx}, not {name!r}.")
     return gate.approximate
+
+
+def markdown_table() -> str:
+    """The gate table as the Markdown table shown in the README (a test keeps them equal)."""
+    lines = [
+        "| gate | ops | `act(g)` | `approximate=True` |",
+        "|---|---|---|---|",
+    ]
+    for gate in GATES.values():
+        approx = f"`{gate.approximate}`" if gate.approximate else ""
+        ops = f"`{gate.name}(gate, value)`, `{gate.name}_packed(x, axis=-1)`"
+        lines.append(f"| `{gate.name}` | {ops} | {gate.formula} | {approx} |")
+    return "\n".join(lines)

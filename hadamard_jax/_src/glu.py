@@ -55,7 +55,8 @@ def _operands(
     Both are linear maps, so the same function serves primals and tangents.
     """
     if split_axis is None:
-        return tuple(None if x is None else broadcast_cast(x, shape, cdt) for x in xs)
+        gate, value = (None if x is None else broadcast_cast(x, shape, cdt) for x in xs)
+        return gate, value
     (x,) = xs
     if x is None:
         return None, None
