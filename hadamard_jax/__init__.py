@@ -24,6 +24,12 @@ from hadamard_jax._src.glu import reglu as reglu
 from hadamard_jax._src.glu import reglu_packed as reglu_packed
 from hadamard_jax._src.glu import swiglu as swiglu
 from hadamard_jax._src.glu import swiglu_packed as swiglu_packed
+from hadamard_jax._src.glu import quick_geglu as quick_geglu
+from hadamard_jax._src.glu import quick_geglu_packed as quick_geglu_packed
+from hadamard_jax._src.glu import squared_reglu as squared_reglu
+from hadamard_jax._src.glu import squared_reglu_packed as squared_reglu_packed
+from hadamard_jax._src.glu import clamped_swiglu as clamped_swiglu
+from hadamard_jax._src.glu import clamped_swiglu_packed as clamped_swiglu_packed
 from hadamard_jax._src.highway import highway as highway
 
 # Fused blocks.
@@ -68,6 +74,12 @@ __all__ = [
     "reglu_packed",
     "geglu_packed",
     "swiglu_packed",
+    "quick_geglu",
+    "quick_geglu_packed",
+    "squared_reglu",
+    "squared_reglu_packed",
+    "clamped_swiglu",
+    "clamped_swiglu_packed",
     "highway",
     "apply_mask",
     "combine_masks",

@@ -7,15 +7,18 @@ import pytest
 from jax.test_util import check_grads
 
 from hadamard_jax import gated_mlp
+from hadamard_jax._src.gates import GATES
+from tests.test_glu import PLAIN, PLAIN_VALUE
 from tests.utils import assert_tree_allclose, only_arguments_saved, saved_residuals
 
-ACTS = {
-    "swiglu": jax.nn.silu,
-    "geglu": lambda g: jax.nn.gelu(g, approximate=False),
-    "reglu": jax.nn.relu,
-    "glu": jax.nn.sigmoid,
-    "bilinear": lambda g: g,
-}
+
+def _gate_fn(name):
+    act, value = PLAIN[name], PLAIN_VALUE.get(name, lambda v: v)
+    return lambda g, u: act(g) * value(u)
+
+
+# Every gate of the gate table as the plain (g, u) -> h composition.
+ACTS = {name: _gate_fn(name) for name in GATES}
 
 
 def _args(d=4, h=6, o=3, batch=(2, 5), dtype=jnp.float32, seed=0):
@@ -36,12 +39,12 @@ def _bias(b, ndim):
     return b.reshape((1,) * (ndim - 1) + b.shape)
 
 
-def plain(x, wg, wu, wd, bg=None, bu=None, bd=None, *, act=jax.nn.silu, mask=None, scale=1.0):
+def plain(x, wg, wu, wd, bg=None, bu=None, bd=None, *, act=ACTS["swiglu"], mask=None, scale=1.0):
     """The reference composition with jax.nn, no custom rules."""
     g, u = x @ wg, x @ wu
     if bg is not None:
         g, u = g + _bias(bg, g.ndim), u + _bias(bu, u.ndim)
-    h = act(g) * u
+    h = act(g, u)
     if mask is not None:
         h = h * mask.astype(h.dtype)
     h = h * scale
@@ -72,7 +75,7 @@ def test_matches_plain_composition(activation):
     )
     approx = fused(*args, activation="geglu", approximate=True)
     np.testing.assert_allclose(
-        approx, plain(*args, act=lambda g: jax.nn.gelu(g, approximate=True)), rtol=1e-5, atol=1e-5
+        approx, plain(*args, act=_gate_fn("geglu_tanh")), rtol=1e-5, atol=1e-5
     )
 
 
@@ -95,7 +98,7 @@ def test_hidden_mask_and_scale():
 # --- derivatives -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", ["swiglu", "geglu", "glu"])
+@pytest.mark.parametrize("activation", ["swiglu", "geglu", "glu", "quick_geglu", "clamped_swiglu"])
 def test_check_grads_order_2(x64, activation):
     args = tuple(np.asarray(a, np.float64) for a in _args(d=3, h=4, o=2, batch=(2,)))
     check_grads(lambda *a: fused(*a, activation=activation), args, order=2, modes=["fwd", "rev"])
@@ -112,13 +115,13 @@ def test_check_grads_float_mask(x64):
     )
 
 
-@pytest.mark.parametrize("activation", ["reglu", "bilinear", "geglu_tanh"])
+@pytest.mark.parametrize("activation", ["reglu", "bilinear", "geglu_tanh", "squared_reglu"])
 def test_grads_match_plain_exactly(x64, activation):
     # relu has a kink, so compare with the plain composition rather than finite differences.
     args = tuple(np.asarray(a, np.float64) for a in _args(d=3, h=4, o=2, batch=(2,)))
     kw, act = {"activation": activation}, ACTS.get(activation)
     if activation == "geglu_tanh":
-        kw, act = {"activation": "geglu", "approximate": True}, jax.nn.gelu
+        kw, act = {"activation": "geglu", "approximate": True}, _gate_fn("geglu_tanh")
     f = lambda *a: jnp.sum(jnp.sin(fused(*a, **kw)))  # noqa: E731
     p = lambda *a: jnp.sum(jnp.sin(plain(*a, act=act)))  # noqa: E731
     with jax.numpy_rank_promotion("allow"):

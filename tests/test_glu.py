@@ -35,7 +35,14 @@ PLAIN = {
     "geglu": functools.partial(jax.nn.gelu, approximate=False),
     "geglu_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "swiglu": jax.nn.silu,
+    "quick_geglu": lambda g: g * jax.nn.sigmoid(1.702 * g),
+    "squared_reglu": lambda g: jnp.square(jax.nn.relu(g)),
+    "clamped_swiglu": lambda g: jnp.minimum(g, 7.0) * jax.nn.sigmoid(1.702 * jnp.minimum(g, 7.0)),
 }
+# Gates whose value enters transformed (gpt-oss: clip(v, -7, 7) + 1): the plain composition.
+PLAIN_VALUE = {"clamped_swiglu": lambda v: jnp.clip(v, -7.0, 7.0) + 1.0}
+# Gates whose derivative is infinite at gate = +inf (the math's value there).
+UNBOUNDED_GRAD = {"squared_reglu"}
 
 
 def _ops():
@@ -74,16 +81,14 @@ def _packed(name):
 
 
 def _plain(name):
-    act = OPS[name][2]
-    return lambda g, v: act(g) * v
+    act, value = OPS[name][2], PLAIN_VALUE.get(name, lambda v: v)
+    return lambda g, v: act(g) * value(v)
 
 
 def _plain_packed(name, axis=-1):
-    act = OPS[name][2]
-
     def f(x):
         value, gate = jnp.split(x, 2, axis)
-        return act(gate) * value
+        return _plain(name)(gate, value)
 
     return f
 
@@ -220,7 +225,8 @@ def test_packed_errors(name):
 )
 def test_bad_argument_types(bad):
     for name in NAMES:
-        with pytest.raises(TypeError, match=f"{name.split('_')[0]}: argument 'value'"):
+        op = name.removesuffix("_tanh")
+        with pytest.raises(TypeError, match=f"{op}: argument 'value'"):
             _ours(name)(jnp.ones(2), bad)
         with pytest.raises(TypeError, match="argument 'gate'"):
             _ours(name)(bad, jnp.ones(2))
@@ -370,6 +376,17 @@ def _np_gelu_tanh_and_grad(x):
     return x * s, s + x * 2.0 * ds * du
 
 
+def _np_quick_gelu_and_grad(x):
+    s, ds = _np_sigmoid_and_grad(1.702 * x)
+    return x * s, s + 1.702 * x * ds
+
+
+def _np_clamped_silu_and_grad(x):
+    g = np.minimum(x, 7.0)
+    value, grad = _np_quick_gelu_and_grad(g)
+    return value, grad * np.where(x > 7.0, 0.0, np.where(x == 7.0, 0.5, 1.0))
+
+
 def _np_silu_and_grad(x):
     s, ds = _np_sigmoid_and_grad(x)
     return x * s, s + x * ds
@@ -383,14 +400,25 @@ NP_ACTS = {
     "geglu": _np_gelu_and_grad,
     "geglu_tanh": _np_gelu_tanh_and_grad,
     "swiglu": _np_silu_and_grad,
+    "quick_geglu": _np_quick_gelu_and_grad,
+    "squared_reglu": lambda x: (np.maximum(x, 0.0) ** 2, 2.0 * np.maximum(x, 0.0)),
+    "clamped_swiglu": _np_clamped_silu_and_grad,
 }
 
 
+def _np_value(name, v):
+    """The value as it enters the gate, and its derivative (float64 NumPy)."""
+    if name in PLAIN_VALUE:
+        return np.clip(v, -7.0, 7.0) + 1.0, np.where(np.abs(v) > 7, 0.0, 1.0)
+    return v, np.ones_like(v)
+
+
 def _np_reference(name, g, v, w):
-    """Value and the gradients of ``sum(w * act(g) * v)`` in float64 NumPy."""
+    """Value and the gradients of ``sum(w * act(g) * value(v))`` in float64 NumPy."""
     g, v, w = (np.asarray(a, np.float64) for a in (g, v, w))
     act, dact = NP_ACTS[name](g)
-    return act * v, dact * v * w, act * w
+    value, dvalue = _np_value(name, v)
+    return act * value, dact * value * w, act * dvalue * w
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -465,18 +493,26 @@ def test_infinite_gates(name):
     np.testing.assert_array_equal(out, np.where(np.isnan(plain), 0.0, plain))
     assert not np.isnan(out).any()
     dg, dv = jax.grad(lambda g, v: jnp.sum(_ours(name)(g, v)), argnums=(0, 1))(g, v)
-    # d/dgate = act'(gate) * value has a limit at +-inf (0 or 1 for these activations).
-    assert np.isfinite(dg).all(), dg
-    act_grad_limit = {"bilinear": [1, 1, 1, 1], "glu": [0, 0, 0, 0]}.get(name, [0, 1, 0, 1])
-    np.testing.assert_array_equal(dg[:4], np.asarray(act_grad_limit, np.float32) * v[:4])
+    # d/dgate = act'(gate) * value has a limit at +-inf (0 or 1 for most activations; the
+    # clamped gate is flat above its limit; relu(g)^2 has slope 2g, infinite at +inf).
+    assert np.isfinite(dg).all() or name in UNBOUNDED_GRAD, dg
+    act_grad_limit = {
+        "bilinear": [1, 1, 1, 1],
+        "glu": [0, 0, 0, 0],
+        "clamped_swiglu": [0, 0, 0, 0],
+        "squared_reglu": [0, np.inf, 0, np.inf],
+    }.get(name, [0, 1, 0, 1])
+    value_factor = np.asarray(PLAIN_VALUE.get(name, lambda v: v)(v[:4]))
+    np.testing.assert_array_equal(dg[:4], np.asarray(act_grad_limit, np.float32) * value_factor)
     # d/dvalue = act(gate), the forward factor, taking its limit where the plain composition
     # evaluates inf * 0 (silu and gelu at -inf: the limit is 0, not nan).
     act = np.asarray(OPS[name][2](g))
     expected = np.where(np.isnan(act) & (np.asarray(g) == -np.inf), 0.0, act)
     np.testing.assert_allclose(dv, expected, rtol=1e-6)
     # The value, d/dvalue and d/dgate are one function: d/dvalue equals the forward
-    # activation (the value at v = 1) bit for bit.
-    np.testing.assert_array_equal(dv, np.asarray(_ours(name)(g, jnp.ones_like(v))))
+    # activation (the value at a v whose transformed value is 1) bit for bit.
+    unit = jnp.zeros_like(v) if name in PLAIN_VALUE else jnp.ones_like(v)
+    np.testing.assert_array_equal(dv, np.asarray(_ours(name)(g, unit)))
     d2 = jax.grad(lambda g: jnp.sum(jax.grad(lambda g: jnp.sum(_ours(name)(g, v)))(g)))(g)
     assert np.isfinite(d2).all(), d2
 
@@ -560,3 +596,56 @@ def test_glu_packed_matches_numpy(shape, data):
     assert out.shape == expected.shape
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(out, jax.nn.glu(x, axis))
+
+
+# --- new gates: layouts and gpt-oss's clamped SwiGLU --------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_interleaved_layout_is_the_two_input_op(name):
+    x = _rand((3, 10), key=jax.random.key(7), scale=3.0)
+    packed = functools.partial(_packed(name), layout="interleaved")
+    np.testing.assert_array_equal(packed(x), _ours(name)(x[:, ::2], x[:, 1::2]))
+    dx = jax.grad(lambda x: jnp.sum(jnp.sin(packed(x))))(x)
+    dg, dv = jax.grad(lambda g, v: jnp.sum(jnp.sin(_ours(name)(g, v))), argnums=(0, 1))(
+        x[:, ::2], x[:, 1::2]
+    )
+    np.testing.assert_allclose(dx[:, ::2], dg, rtol=1e-6)
+    np.testing.assert_allclose(dx[:, 1::2], dv, rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown layout 'pairs'"):
+        _packed(name)(x, layout="pairs")
+
+
+def test_clamped_swiglu_matches_plain_at_and_beyond_the_limits():
+    hj_limit, alpha = 3.0, 1.5
+    g = jnp.array([-9.0, -3.0, 0.5, 3.0, 3.0, 4.0, 9.0], jnp.float32)
+    v = jnp.array([-9.0, -3.0, 0.5, 3.0, -3.0, 4.0, 2.0], jnp.float32)
+
+    def plain(g, v):
+        gc = jnp.minimum(g, hj_limit)
+        return gc * jax.nn.sigmoid(alpha * gc) * (jnp.clip(v, -hj_limit, hj_limit) + 1)
+
+    def ours(g, v):
+        return hj.clamped_swiglu(g, v, alpha=alpha, limit=hj_limit)
+
+    np.testing.assert_allclose(ours(g, v), plain(g, v), rtol=1e-6)
+    grads = jax.grad(lambda g, v: jnp.sum(ours(g, v)), argnums=(0, 1))(g, v)
+    ref = jax.grad(lambda g, v: jnp.sum(plain(g, v)), argnums=(0, 1))(g, v)
+    # Zero beyond the limits, one half at them (JAX's tie rule), as the plain composition.
+    for a, b in zip(grads, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert float(grads[0][-1]) == 0.0 and float(grads[1][0]) == 0.0
+
+
+def test_clamped_swiglu_parameters_are_checked():
+    x = jnp.ones(4)
+    with pytest.raises(ValueError, match="limit must be a number > 0"):
+        hj.clamped_swiglu(x, x, limit=-1.0)
+    with pytest.raises(TypeError, match="alpha must be a static Python number"):
+        hj.clamped_swiglu(x, x, alpha=jnp.array(1.0))
+    from hadamard_jax._src import glu as glu_module
+
+    with pytest.raises(ValueError, match=r"takes parameters \['alpha', 'limit'\], not \['beta'\]"):
+        glu_module.gated("clamped_swiglu", x, x, beta=1.0)
+    with pytest.raises(ValueError, match=r"takes parameters \[\], not \['alpha'\]"):
+        glu_module.gated("swiglu", x, x, alpha=1.0)

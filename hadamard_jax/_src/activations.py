@@ -39,11 +39,11 @@ class Activation(NamedTuple):
     """
 
     name: str
-    value_and_grad: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+    value_and_grad: Callable[..., tuple[jax.Array, jax.Array]]
 
-    def value(self, x: jax.Array) -> jax.Array:
+    def value(self, x: jax.Array, *params: float) -> jax.Array:
         """``act(x)`` alone (the value part of :attr:`value_and_grad`)."""
-        return self.value_and_grad(x)[0]
+        return self.value_and_grad(x, *params)[0]
 
 
 def compute_dtype(dtype) -> np.dtype:
@@ -168,7 +168,51 @@ def gelu_tanh_and_grad(x):
     return xf * sig_2u + _pos_inf_part(x), sig_2u + 0.5 * xf * sech2 * du
 
 
-#: The activations, by name: each one row, its value and derivative from one function.
+# --- quick gelu (QuickGeGLU) -------------------------------------------------------------------
+
+
+def quick_gelu_and_grad(x, alpha=1.702):
+    """QuickGELU ``x sigmoid(alpha x)`` (CLIP) and its derivative
+    ``s + alpha x s(alpha x) s(-alpha x)``, from one ``sigmoid`` pair."""
+    s, s_neg = _sigmoid_pair(alpha * x)
+    xf = _finite_part(x)
+    return _above_neg_inf(x) * s, s + alpha * xf * s * s_neg
+
+
+# --- squared relu (squared ReGLU) ----------------------------------------------------------------
+
+
+def squared_relu_and_grad(x):
+    """``relu(x)^2`` (Primer) and its derivative ``2 relu(x)``."""
+    r = jax.nn.relu(x)
+    return r * r, 2.0 * r
+
+
+# --- clamped silu (gpt-oss) -----------------------------------------------------------------------
+
+
+def clamp_grad(x, lo=None, hi=None):
+    """The derivative of ``clip(x, lo, hi)`` as JAX differentiates it: 1 inside, 0 outside, 1/2
+    at a bound (``jnp.minimum``/``jnp.maximum`` split a tie evenly). A ``None`` bound is open."""
+    grad = jnp.ones_like(x)
+    half, zero = jnp.full_like(x, 0.5), jnp.zeros_like(x)
+    if hi is not None:
+        grad = jnp.where(x > hi, zero, jnp.where(x == hi, half, grad))
+    if lo is not None:
+        grad = jnp.where(x < lo, zero, jnp.where(x == lo, half, grad))
+    return grad
+
+
+def clamped_silu_and_grad(x, alpha=1.702, limit=7.0):
+    """gpt-oss's gate ``g sigmoid(alpha g)`` with ``g = min(x, limit)``, and its derivative
+    (zero above ``limit``, half at it, as ``jnp.minimum``'s)."""
+    g = jnp.minimum(x, limit)
+    value, grad = quick_gelu_and_grad(g, alpha)
+    return value, grad * clamp_grad(x, hi=limit)
+
+
+#: The activations, by name: each one row, its value and derivative from one function (extra
+#: positional arguments are a gate's static parameters, e.g. ``alpha`` and ``limit``).
 ACTIVATIONS: dict[str, Activation] = {
     act.name: act
     for act in (
@@ -178,6 +222,9 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("silu", silu_and_grad),
         Activation("gelu", gelu_and_grad),
         Activation("gelu_tanh", gelu_tanh_and_grad),
+        Activation("quick_gelu", quick_gelu_and_grad),
+        Activation("squared_relu", squared_relu_and_grad),
+        Activation("clamped_silu", clamped_silu_and_grad),
     )
 }
 

@@ -34,14 +34,14 @@ class Static(NamedTuple):
     """The static (hashable) options of the fused block.
 
     Attributes:
-      activation: key of :data:`hadamard_jax._src.activations.ACTIVATIONS`.
+      gate: the gate's :class:`~hadamard_jax._src.gates.Spec` (from the gate table).
       precision: ``jax.lax.Precision`` (or a pair) of the three matmuls.
       scale: the Python float multiplied into the hidden layer.
       dtype: the result and storage dtype.
       compute: the dtype of matmul accumulation and the activation.
     """
 
-    activation: str
+    gate: gates.Spec
     precision: Any
     scale: float
     dtype: np.dtype
@@ -71,9 +71,8 @@ def _add_bias(y: jax.Array, b: Any, dtype) -> jax.Array:
     return y if b is None else y + jnp.broadcast_to(_cast(b, dtype), y.shape)
 
 
-def _hidden(static: Static, act_g, u, mask) -> jax.Array:
-    """``act(g) * u * mask * scale`` from ``act(g)`` in ``compute``, cast to ``dtype``."""
-    h = act_g * u.astype(static.compute)
+def _hidden(static: Static, h, mask) -> jax.Array:
+    """``h * mask * scale`` from the gated ``h = act(g) * u`` in ``compute``, cast to ``dtype``."""
     if mask is not None:
         h = h * jnp.broadcast_to(_cast(mask, static.compute), h.shape)
     if static.scale != 1.0:
@@ -81,9 +80,9 @@ def _hidden(static: Static, act_g, u, mask) -> jax.Array:
     return h.astype(static.dtype)
 
 
-def _act(static: Static, g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(act(g), act'(g))`` in ``compute``: the one function of the gate table's activation."""
-    return activations.ACTIVATIONS[static.activation].value_and_grad(g.astype(static.compute))
+def _gate(static: Static, g: jax.Array, u: jax.Array):
+    """``(h, dh/dg, dh/du)`` of ``h = act(g) * u`` in ``compute`` (:func:`gates.evaluate`)."""
+    return gates.evaluate(static.gate, g.astype(static.compute), u.astype(static.compute))
 
 
 def _projections(static: Static, x, wg, wu, bg, bu):
@@ -95,7 +94,7 @@ def _projections(static: Static, x, wg, wu, bg, bu):
 
 def _forward(static: Static, x, wg, wu, wd, bg, bu, bd, mask):
     g, u = _projections(static, x, wg, wu, bg, bu)
-    h = _hidden(static, _act(static, g)[0], u, mask)
+    h = _hidden(static, _gate(static, g, u)[0], mask)
     return _add_bias(_dot(h, wd, static.precision, static.dtype, static.compute), bd, static.dtype)
 
 
@@ -110,7 +109,7 @@ def _block_jvp(static: Static, primals, tangents):
     x, wg, wu, wd, bg, bu, bd, mask = primals
     # Primal projections OUTSIDE the checkpoint: they become the residuals of reverse mode.
     g, u = _projections(static, x, wg, wu, bg, bu)
-    h = _hidden(static, _act(static, g)[0], u, mask)
+    h = _hidden(static, _gate(static, g, u)[0], mask)
     out = _add_bias(_dot(h, wd, precision, dtype, compute), bd, dtype)
 
     def tangent_fn(ps, ts):
@@ -127,28 +126,25 @@ def _block_jvp(static: Static, primals, tangents):
             return rules.sum_terms(terms)
 
         dg, du = dproj(wg, twg, tbg), dproj(wu, twu, tbu)
-        act_g, act_grad = _act(static, g)
-        uc = u.astype(compute)
-        m = None if mask is None else jnp.broadcast_to(_cast(mask, compute), act_g.shape)
-        # dh = (act'(g) dg u + act(g) du) m s + act(g) u dm s
+        h, dh_dg, dh_du = _gate(static, g, u)
+        m = None if mask is None else jnp.broadcast_to(_cast(mask, compute), h.shape)
+        # dh = (dh/dg dg + dh/du du) m s + h dm s
         dh = rules.sum_terms(
             [
-                None if dg is None else act_grad * dg.astype(compute) * uc,
-                None if du is None else act_g * du.astype(compute),
+                None if dg is None else dh_dg * dg.astype(compute),
+                None if du is None else dh_du * du.astype(compute),
             ]
         )
         if dh is not None and m is not None:
             dh = dh * m
         if tmask is not None:
-            dm = jnp.broadcast_to(_cast(tmask, compute), act_g.shape)
-            dh = rules.sum_terms([dh, act_g * uc * dm])
+            dm = jnp.broadcast_to(_cast(tmask, compute), h.shape)
+            dh = rules.sum_terms([dh, h * dm])
         if dh is not None and scale != 1.0:
             dh = dh * jnp.asarray(scale, compute)
         terms = [
             None if dh is None else _dot(dh.astype(dtype), wd, precision, dtype, compute),
-            None
-            if twd is None
-            else _dot(_hidden(static, act_g, u, mask), twd, precision, dtype, compute),
+            None if twd is None else _dot(_hidden(static, h, mask), twd, precision, dtype, compute),
             None if tbd is None else jnp.broadcast_to(_cast(tbd, dtype), out.shape),
         ]
         return rules.tangent_sum(terms).astype(dtype)
@@ -247,8 +243,10 @@ def gated_mlp(
       w_gate: gate kernel, shape ``[d, hidden]``.
       w_up: up (value) kernel, shape ``[d, hidden]``.
       w_down: down kernel, shape ``[hidden, d_out]``.
-      activation: a gate of the gate table: ``"swiglu"`` (SiLU), ``"geglu"`` (GELU),
-        ``"reglu"`` (ReLU), ``"glu"`` (sigmoid) or ``"bilinear"`` (identity).
+      activation: a gate of the gate table (:data:`hadamard_jax._src.gates.NAMES`):
+        ``"swiglu"`` (SiLU), ``"geglu"`` (GELU), ``"reglu"`` (ReLU), ``"glu"`` (sigmoid),
+        ``"bilinear"`` (identity), ``"quick_geglu"``, ``"squared_reglu"`` or
+        ``"clamped_swiglu"`` (gpt-oss, with its default ``alpha=1.702, limit=7``).
       approximate: with ``activation="geglu"``, use the tanh approximation of GELU.
       b_gate: optional bias of the gate projection, shape ``[hidden]``.
       b_up: optional bias of the up projection, shape ``[hidden]``.
@@ -281,7 +279,7 @@ def gated_mlp(
       >>> jax.grad(lambda x: gated_mlp(x, wg, wu, wd).sum())(x).shape
       (2, 4)
     """
-    name = gates.activation_of(activation, approximate, OP)
+    spec = gates.spec_of(activation, approximate, OP)
     args = {"x": x, "w_gate": w_gate, "w_up": w_up, "w_down": w_down}
     optional = {"b_gate": b_gate, "b_up": b_up, "b_down": b_down, "hidden_mask": hidden_mask}
     args = {k: checks.as_array(v, k, OP) for k, v in args.items()}
@@ -297,5 +295,5 @@ def gated_mlp(
         )
     if isinstance(precision, list):
         precision = tuple(precision)
-    static = Static(name, precision, scale, dtype, activations.compute_dtype(dtype))
+    static = Static(spec, precision, scale, dtype, activations.compute_dtype(dtype))
     return _block_jit(static, x, wg, wu, wd, bg, bu, bd, mask)

@@ -1,10 +1,12 @@
 """The gate table: every gated activation ``act(gate) * value`` the library offers, in one place.
 
-Each :class:`Gate` row names a gate and the activation it applies
-(:data:`hadamard_jax._src.activations.ACTIVATIONS`). Everything that offers a choice of gate
-reads this table: the two-input and packed ops of :mod:`hadamard_jax._src.glu`, the fused
-:func:`hadamard_jax.gated_mlp`, the ``activation=`` argument of the Flax ``GLU`` and
-``GatedMLP`` modules, the error messages that list the choices, and the tests.
+Each :class:`Gate` row names a gate, the activation it applies
+(:data:`hadamard_jax._src.activations.ACTIVATIONS`), its static parameters and whether the value
+is clamped. Everything that offers a choice of gate reads this table: the two-input and packed
+ops of :mod:`hadamard_jax._src.glu`, the fused :func:`hadamard_jax.gated_mlp`, the
+``activation=`` argument of the Flax ``GLU`` and ``GatedMLP`` modules, the error messages that
+list the choices, the README's table and the tests. Both derivative rules (the GLU family's and
+``gated_mlp``'s) evaluate a gate through :func:`evaluate`, so they agree at every input.
 
 Adding a gate is one row here (plus, for a new activation, one row of ``ACTIVATIONS``) and its
 public names (``<name>`` and ``<name>_packed`` in ``glu.py``, exported from ``hadamard_jax``).
@@ -12,13 +14,16 @@ public names (``<name>`` and ``<name>_packed`` in ``glu.py``, exported from ``ha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from hadamard_jax._src import checks
+import jax
+
+from hadamard_jax._src import activations, checks
 
 
 class Gate(NamedTuple):
-    """A gated activation ``act(gate) * value``.
+    """A gated activation ``act(gate) * value`` (``act(gate) * (clip(value) + 1)`` if clamped).
 
     Attributes:
       name: the public name (the function, and the ``activation=`` value of the modules).
@@ -26,12 +31,17 @@ class Gate(NamedTuple):
       approximate: the key of the activation used with ``approximate=True`` (``None``: the
         gate has no approximate form and ``approximate=True`` is an error).
       formula: ``act(g)`` in words, for docs and error messages.
+      params: the gate's static parameters and their defaults, passed to the activation in
+        this order (e.g. ``(("alpha", 1.702), ("limit", 7.0))``).
+      clamps_value: the value enters as ``clip(value, -limit, limit) + 1`` (gpt-oss).
     """
 
     name: str
     activation: str
     approximate: str | None
     formula: str
+    params: tuple[tuple[str, float], ...] = ()
+    clamps_value: bool = False
 
 
 #: The gates, by name.
@@ -43,6 +53,17 @@ GATES: dict[str, Gate] = {
         Gate("reglu", "relu", None, "relu(g)"),
         Gate("geglu", "gelu", "gelu_tanh", "gelu(g) = g Phi(g), exact (erf)"),
         Gate("swiglu", "silu", None, "silu(g) = g sigmoid(g)"),
+        Gate("quick_geglu", "quick_gelu", None, "g sigmoid(1.702 g) (CLIP's QuickGELU)"),
+        Gate("squared_reglu", "squared_relu", None, "relu(g)^2 (Primer)"),
+        Gate(
+            "clamped_swiglu",
+            "clamped_silu",
+            None,
+            "min(g, limit) sigmoid(alpha min(g, limit)), value clip(v, -limit, limit) + 1 "
+            "(gpt-oss)",
+            params=(("alpha", 1.702), ("limit", 7.0)),
+            clamps_value=True,
+        ),
     )
 }
 
@@ -50,31 +71,94 @@ GATES: dict[str, Gate] = {
 NAMES: tuple[str, ...] = tuple(GATES)
 
 
-def activation_of(name: Any, approximate: Any, op: str, arg: str = "activation") -> str:
-    """The ``ACTIVATIONS`` key for gate ``name``, checking both arguments.
+class Spec(NamedTuple):
+    """What a derivative rule needs of a gate: static and hashable.
+
+    Attributes:
+      activation: key of ``ACTIVATIONS``.
+      params: the activation's static parameters, in the row's order.
+      value_limit: ``None``, or the ``limit`` of a clamped value ``clip(v, -limit, limit) + 1``.
+    """
+
+    activation: str
+    params: tuple[float, ...] = ()
+    value_limit: float | None = None
+
+
+def spec_of(
+    name: Any,
+    approximate: Any,
+    op: str,
+    params: Mapping[str, Any] | None = None,
+    arg: str = "activation",
+) -> Spec:
+    """The :class:`Spec` of gate ``name``, checking every argument.
+
+    Args:
+      name: a gate name (:data:`NAMES`).
+      approximate: a bool; ``True`` only for a gate with an approximate form.
+      op: the caller, for messages.
+      params: values for the gate's parameters (missing ones take the row's defaults).
+      arg: the argument's name, for messages.
 
     Raises:
-      TypeError: ``name`` is not a string; ``approximate`` is not a bool.
+      TypeError: ``name`` is not a string; ``approximate`` is not a bool; a parameter is not
+        a static number.
       ValueError: ``name`` is not in the table; ``approximate=True`` for a gate without an
-        approximate form.
+        approximate form; an unknown parameter; a parameter out of range.
     """
     gate = GATES[checks.check_choice(name, arg, op, NAMES)]
-    if not checks.check_bool(approximate, "approximate", op):
-        return gate.activation
-    if gate.approximate is None:
-        with_approx = [g.name for g in GATES.values() if g.approximate is not None]
-        raise ValueError(f"{op}: approximate=True applies to {arg} in {with_approx}, not {name!r}.")
-    return gate.approximate
+    activation = gate.activation
+    if checks.check_bool(approximate, "approximate", op):
+        if gate.approximate is None:
+            with_approx = [g.name for g in GATES.values() if g.approximate is not None]
+            raise ValueError(
+                f"{op}: approximate=True applies to {arg} in {with_approx}, not {name!r}."
+            )
+        activation = gate.approximate
+    given = dict(params or {})
+    unknown = sorted(set(given) - {key for key, _ in gate.params})
+    if unknown:
+        allowed = [key for key, _ in gate.params]
+        raise ValueError(f"{op}: gate {name!r} takes parameters {allowed}, not {unknown}.")
+    values = tuple(
+        checks.static_real(given.get(key, default), key, op, lambda v: v > 0, "a number > 0")
+        for key, default in gate.params
+    )
+    limit = dict(zip((key for key, _ in gate.params), values)).get("limit")
+    return Spec(activation, values, limit if gate.clamps_value else None)
+
+
+def activation_of(name: Any, approximate: Any, op: str, arg: str = "activation") -> str:
+    """The ``ACTIVATIONS`` key of gate ``name`` (checking both arguments; see :func:`spec_of`)."""
+    return spec_of(name, approximate, op, arg=arg).activation
+
+
+def evaluate(spec: Spec, gate: jax.Array, value: jax.Array):
+    """``(h, dh/dgate, dh/dvalue)`` of ``h = act(gate) * value'`` from one activation call.
+
+    ``value' = value``, or ``clip(value, -limit, limit) + 1`` for a clamped gate. The forward
+    pass takes ``h`` (XLA drops the derivatives), the rules take all three, so the value and
+    both derivatives agree at every input (``dh/dvalue`` is ``act(gate)`` bit for bit for an
+    unclamped gate).
+    """
+    act, act_grad = activations.ACTIVATIONS[spec.activation].value_and_grad(gate, *spec.params)
+    if spec.value_limit is None:
+        return act * value, act_grad * value, act
+    limit = spec.value_limit
+    clipped = jax.numpy.clip(value, -limit, limit) + 1.0
+    return act * clipped, act_grad * clipped, act * activations.clamp_grad(value, -limit, limit)
 
 
 def markdown_table() -> str:
     """The gate table as the Markdown table shown in the README (a test keeps them equal)."""
     lines = [
-        "| gate | ops | `act(g)` | `approximate=True` |",
-        "|---|---|---|---|",
+        "| gate | ops | `act(g)` | parameters | `approximate=True` |",
+        "|---|---|---|---|---|",
     ]
     for gate in GATES.values():
         approx = f"`{gate.approximate}`" if gate.approximate else ""
-        ops = f"`{gate.name}(gate, value)`, `{gate.name}_packed(x, axis=-1)`"
-        lines.append(f"| `{gate.name}` | {ops} | {gate.formula} | {approx} |")
+        params = ", ".join(f"`{key}={value}`" for key, value in gate.params)
+        ops = f"`{gate.name}(gate, value)`, `{gate.name}_packed(x)`"
+        lines.append(f"| `{gate.name}` | {ops} | {gate.formula} | {params} | {approx} |")
     return "\n".join(lines)

@@ -1,19 +1,21 @@
-"""The GLU family, ``act(gate) * value``, with one shared derivative rule.
+r"""The GLU family, ``act(gate) * value``, with one shared derivative rule.
 
-Five activations (sigmoid: GLU, identity: bilinear, relu: ReGLU, gelu: GeGLU, silu: SwiGLU) in
-two layouts:
+Every gate of the gate table (:mod:`hadamard_jax._src.gates`: GLU, bilinear, ReGLU, GeGLU,
+SwiGLU, QuickGeGLU, squared ReGLU, gpt-oss's clamped SwiGLU) in two layouts:
 
-* two arrays, ``gate`` and ``value`` (``glu``, ``bilinear``, ``reglu``, ``geglu``, ``swiglu``);
-* one packed array split in two halves along ``axis``, the layout of a fused gate/up projection
-  and of ``jax.nn.glu``: the FIRST half is the value, the SECOND half the gate
-  (``glu_packed``, ``bilinear_packed``, ``reglu_packed``, ``geglu_packed``, ``swiglu_packed``).
+* two arrays, ``gate`` and ``value`` (``glu``, ``swiglu``, ...);
+* one packed array ``x`` (``glu_packed``, ``swiglu_packed``, ...), the layout of a fused
+  gate/up projection: ``layout="halves"`` (default) splits ``x`` in two halves along ``axis``,
+  the FIRST half the value and the SECOND the gate, as ``jax.nn.glu``;
+  ``layout="interleaved"`` takes the gate from the even and the value from the odd positions
+  along ``axis`` (``x[..., ::2]``, ``x[..., 1::2]``), as gpt-oss stores them.
 
-All ten functions go through :func:`gated` / :func:`gated_packed` and one ``jax.custom_jvp``,
-:func:`_gated`, whose static arguments are the activation (from the gate table,
-:mod:`hadamard_jax._src.gates`), the layout and the result type. Its tangent rule
+All go through :func:`gated` / :func:`gated_packed` and one ``jax.custom_jvp``, :func:`_gated`,
+whose static arguments are the gate's :class:`~hadamard_jax._src.gates.Spec`, the layout and the
+result type. Its tangent rule
 
 .. math::
-  d(\\mathrm{act}(g)\\, v) = \\mathrm{act}'(g)\\, v\\, dg + \\mathrm{act}(g)\\, dv
+  d(\mathrm{act}(g)\, v) = \mathrm{act}'(g)\, v\, dg + \mathrm{act}(g)\, dv
 
 is evaluated under ``jax.checkpoint`` (:func:`hadamard_jax._src.rules.checkpointed_tangent`), so
 the backward pass keeps only the op's inputs (``gate`` and ``value``, or the packed ``x``: the
@@ -33,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import activations, checks, gates, rules
@@ -41,58 +44,71 @@ from hadamard_jax._src.checks import Shape, broadcast_cast
 #: ``(dtype, weak)``: the result dtype and whether the result is weakly typed.
 ResultType = tuple[np.dtype, bool]
 
+#: The packed layouts.
+LAYOUTS = ("halves", "interleaved")
+
+#: ``None`` for two inputs, else ``(axis, layout)`` of a packed input.
+Split = tuple[int, str] | None
+
 
 # --- shared machinery --------------------------------------------------------------------------
 
 
-def _operands(
-    split_axis: int | None, shape: Shape, cdt: np.dtype, xs: Sequence[Any]
-) -> tuple[Any, Any]:
+def _unpack(x: jax.Array, axis: int, layout: str) -> tuple[jax.Array, jax.Array]:
+    """``(gate, value)`` of a packed ``x`` (a linear map: it serves tangents too)."""
+    if layout == "halves":
+        value, gate = jnp.split(x, 2, axis=axis)
+        return gate, value
+    size = x.shape[axis]
+    gate = lax.slice_in_dim(x, 0, size, 2, axis)
+    value = lax.slice_in_dim(x, 1, size, 2, axis)
+    return gate, value
+
+
+def _operands(split: Split, shape: Shape, cdt: np.dtype, xs: Sequence[Any]) -> tuple[Any, Any]:
     """``(gate, value)`` in ``cdt`` from the op's inputs (or tangents; ``None`` stays ``None``).
 
-    ``split_axis is None``: ``xs = (gate, value)``, each broadcast to ``shape``.
-    Otherwise ``xs = (x,)``, split in two along ``split_axis``: ``value, gate = split(x)``.
-    Both are linear maps, so the same function serves primals and tangents.
+    ``split is None``: ``xs = (gate, value)``, each broadcast to ``shape``. Otherwise
+    ``xs = (x,)``, unpacked along ``split = (axis, layout)``. Both are linear maps, so the same
+    function serves primals and tangents.
     """
-    if split_axis is None:
+    if split is None:
         gate, value = (None if x is None else broadcast_cast(x, shape, cdt) for x in xs)
         return gate, value
     (x,) = xs
     if x is None:
         return None, None
-    value, gate = jnp.split(jnp.asarray(x).astype(cdt), 2, axis=split_axis)
-    return gate, value
+    return _unpack(jnp.asarray(x).astype(cdt), *split)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def _gated(act: str, split_axis: int | None, shape: Shape, result: ResultType, *xs: Any):
+def _gated(spec: gates.Spec, split: Split, shape: Shape, result: ResultType, *xs: Any):
     """``act(gate) * value`` in ``compute_dtype(dtype)``, cast to the result type.
 
     Args:
-      act: a key of :data:`hadamard_jax._src.activations.ACTIVATIONS`.
-      split_axis: ``None`` for ``xs = (gate, value)``; an axis for ``xs = (x,)`` packed.
+      spec: the gate (activation, parameters, value clamp).
+      split: ``None`` for ``xs = (gate, value)``; ``(axis, layout)`` for ``xs = (x,)`` packed.
       shape: the result shape (the broadcast shape of ``gate`` and ``value``; unused if packed).
       result: ``(dtype, weak)`` of the result (floating).
     """
-    gate, value = _operands(split_axis, shape, activations.compute_dtype(result[0]), xs)
-    return checks.cast(activations.ACTIVATIONS[act].value(gate) * value, *result)
+    gate, value = _operands(split, shape, activations.compute_dtype(result[0]), xs)
+    return checks.cast(gates.evaluate(spec, gate, value)[0], *result)
 
 
 @functools.partial(_gated.defjvp, symbolic_zeros=True)
-def _gated_jvp(act, split_axis, shape, result, primals, tangents):
-    out = _gated(act, split_axis, shape, result, *primals)
-    value_and_grad = activations.ACTIVATIONS[act].value_and_grad
+def _gated_jvp(spec, split, shape, result, primals, tangents):
+    out = _gated(spec, split, shape, result, *primals)
     cdt = activations.compute_dtype(result[0])
 
     def tangent_fn(xs, ts):
-        # d(act(g) v) = act'(g) v dg + act(g) dv, both factors from one function.
-        gate, value = _operands(split_axis, shape, cdt, xs)
-        dgate, dvalue = _operands(split_axis, shape, cdt, ts)
-        act_g, act_grad = value_and_grad(gate)
+        # d(act(g) v) = act'(g) v dg + act(g) dv, all factors from one activation call.
+        gate, value = _operands(split, shape, cdt, xs)
+        dgate, dvalue = _operands(split, shape, cdt, ts)
+        _, dh_dgate, dh_dvalue = gates.evaluate(spec, gate, value)
         tangent = rules.tangent_sum(
             [
-                None if dgate is None else act_grad * dgate * value,
-                None if dvalue is None else act_g * dvalue,
+                None if dgate is None else dh_dgate * dgate,
+                None if dvalue is None else dh_dvalue * dvalue,
             ]
         )
         return checks.cast(tangent, *result)
@@ -111,28 +127,38 @@ def gated(
     approximate: bool = False,
     broadcast: bool = False,
     op: str | None = None,
+    **params: float,
 ) -> jax.Array:
     """The two-input gate ``name`` of :data:`hadamard_jax._src.gates.GATES`: ``act(gate) * value``.
 
     The entry behind :func:`glu`, :func:`swiglu` and the others, and behind the Flax modules'
-    ``activation=`` choice. ``op`` names the caller in error messages (default ``name``).
+    ``activation=`` choice. ``params`` are the gate's parameters (e.g. ``alpha``, ``limit``);
+    ``op`` names the caller in error messages (default ``name``).
     """
     op = name if op is None else op
-    act = gates.activation_of(name, approximate, op)
+    spec = gates.spec_of(name, approximate, op, params)
     broadcast = checks.check_bool(broadcast, "broadcast", op)
     gate, value = checks.real_arrays((gate, value), ("gate", "value"), op)
     shapes = [jnp.shape(gate), jnp.shape(value)]
     shape = checks.result_shape(shapes, ("gate", "value"), op, broadcast)
     result = checks.result_type((gate, value), floating=True)
-    return _gated_jit(act, None, shape, result, gate, value)
+    return _gated_jit(spec, None, shape, result, gate, value)
 
 
 def gated_packed(
-    name: str, x: ArrayLike, *, axis: int = -1, approximate: bool = False, op: str | None = None
+    name: str,
+    x: ArrayLike,
+    *,
+    axis: int = -1,
+    layout: str = "halves",
+    approximate: bool = False,
+    op: str | None = None,
+    **params: float,
 ) -> jax.Array:
-    """The packed form of gate ``name``: ``x = [value | gate]`` split in halves along ``axis``."""
+    """The packed form of gate ``name``: ``x`` holds value and gate along ``axis`` (``layout``)."""
     op = f"{name}_packed" if op is None else op
-    act = gates.activation_of(name, approximate, op)
+    spec = gates.spec_of(name, approximate, op, params)
+    layout = checks.check_choice(layout, "layout", op, LAYOUTS)
     (x,) = checks.real_arrays((x,), ("x",), op)
     ndim = jnp.ndim(x)
     if ndim == 0:
@@ -140,11 +166,13 @@ def gated_packed(
     split_axis = checks.check_axis(axis, ndim, "axis", op)
     size = jnp.shape(x)[split_axis]
     if size % 2:
+        parts = "two equal halves (value, gate)" if layout == "halves" else "(gate, value) pairs"
         raise ValueError(
-            f"{op}: x.shape[{axis}] = {size} along axis={axis} is odd; the packed layout needs "
-            f"two equal halves (value, gate) along the axis, got x.shape={tuple(jnp.shape(x))}."
+            f"{op}: x.shape[{axis}] = {size} along axis={axis} is odd; the {layout!r} layout "
+            f"needs {parts} along the axis, got x.shape={tuple(jnp.shape(x))}."
         )
-    return _gated_jit(act, split_axis, (), checks.result_type((x,), floating=True), x)
+    result = checks.result_type((x,), floating=True)
+    return _gated_jit(spec, (split_axis, layout), (), result, x)
 
 
 # --- two-input forms ---------------------------------------------------------------------------
@@ -256,24 +284,89 @@ def swiglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax
     return gated("swiglu", gate, value, broadcast=broadcast)
 
 
+def quick_geglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    r"""QuickGeGLU: ``gate * sigmoid(1.702 gate) * value``, the QuickGELU of CLIP, gated.
+
+    .. math::
+      \mathrm{quick\_geglu}(g, v)_i = g_i\, \sigma(1.702\, g_i)\, v_i
+
+    One ``sigmoid`` pair gives the value and the derivative (``s + 1.702 g s(1.702 g)
+    s(-1.702 g)``); the limit at ``gate = -inf`` is 0.
+    {pair_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import quick_geglu
+      >>> quick_geglu(jnp.array([0.0, 100.0]), jnp.array([2.0, 3.0]))
+      Array([  0., 300.], dtype=float32)
+    """
+    return gated("quick_geglu", gate, value, broadcast=broadcast)
+
+
+def squared_reglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    r"""Squared ReGLU: ``relu(gate)**2 * value`` (the squared ReLU of Primer and Nemotron, gated).
+
+    .. math::
+      \mathrm{squared\_reglu}(g, v)_i = \max(g_i, 0)^2\, v_i
+    {pair_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import squared_reglu
+      >>> squared_reglu(jnp.array([-1.0, 2.0]), jnp.array([2.0, 3.0]))
+      Array([ 0., 12.], dtype=float32)
+    """
+    return gated("squared_reglu", gate, value, broadcast=broadcast)
+
+
+def clamped_swiglu(
+    gate: ArrayLike,
+    value: ArrayLike,
+    *,
+    alpha: float = 1.702,
+    limit: float = 7.0,
+    broadcast: bool = False,
+) -> jax.Array:
+    r"""gpt-oss's clamped SwiGLU: ``g * sigmoid(alpha * g) * (v + 1)`` with clamped inputs.
+
+    .. math::
+      g' = \min(g, \ell),\quad v' = \mathrm{clip}(v, -\ell, \ell),\quad
+      \mathrm{out} = g'\, \sigma(\alpha g')\, (v' + 1)
+
+    The clamps' derivatives are JAX's: zero outside the limits and one half at a limit (as
+    ``jnp.minimum``/``jnp.clip`` differentiate a tie), so gradients equal the plain
+    composition's. For gpt-oss's interleaved storage use
+    ``clamped_swiglu_packed(x, layout="interleaved")``.
+    {pair_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import clamped_swiglu
+      >>> clamped_swiglu(jnp.array([0.0, 100.0]), jnp.array([2.0, 30.0]))
+      Array([ 0.      , 55.999626], dtype=float32)
+    """
+    return gated("clamped_swiglu", gate, value, broadcast=broadcast, alpha=alpha, limit=limit)
+
+
 # --- packed forms ------------------------------------------------------------------------------
 
 _PACKED_DOC = """
     Args:
-      x: array of shape ``(..., 2n, ...)`` with an even length ``2n`` along ``axis``: the FIRST
-        half is the value, the SECOND half the gate (the layout of ``jax.nn.glu``).
+      x: array of shape ``(..., 2n, ...)`` with an even length ``2n`` along ``axis``. With
+        ``layout="halves"`` the FIRST half is the value and the SECOND half the gate (the
+        layout of ``jax.nn.glu``); with ``layout="interleaved"`` the gate is at the even and
+        the value at the odd positions (``x[..., ::2]``, ``x[..., 1::2]``, as gpt-oss).
       axis: the axis to split (an int, negative allowed).
+      layout: ``"halves"`` (default) or ``"interleaved"``.
 {extra}
     Returns:
       Array of shape ``(..., n, ...)``, dtype ``x.dtype`` promoted to floating.
 
     Raises:
-      ValueError: the length along ``axis`` is odd, ``axis`` is out of range, ``x`` is a scalar.
+      ValueError: the length along ``axis`` is odd, ``axis`` is out of range, ``x`` is a scalar,
+        an unknown ``layout``.
       TypeError: ``x`` is complex, or not an array or a number; ``axis`` is not an int.
 """
 
 
-def glu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
+def glu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
     r"""``jax.nn.glu`` with a derivative rule that keeps only ``x``.
 
     .. math::
@@ -290,10 +383,10 @@ def glu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
       >>> glu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
       Array([1., 3.], dtype=float32)
     """
-    return gated_packed("glu", x, axis=axis)
+    return gated_packed("glu", x, axis=axis, layout=layout)
 
 
-def bilinear_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
+def bilinear_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
     r"""Packed bilinear gate: ``x[:n] * x[n:]`` along ``axis``.
     {packed_doc}
     Examples:
@@ -302,10 +395,10 @@ def bilinear_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
       >>> bilinear_packed(jnp.array([2.0, 3.0, -1.0, 2.0]))
       Array([-2.,  6.], dtype=float32)
     """
-    return gated_packed("bilinear", x, axis=axis)
+    return gated_packed("bilinear", x, axis=axis, layout=layout)
 
 
-def reglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
+def reglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
     r"""Packed ReGLU: ``x[:n] * relu(x[n:])`` along ``axis``.
     {packed_doc}
     Examples:
@@ -314,10 +407,12 @@ def reglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
       >>> reglu_packed(jnp.array([2.0, 3.0, -1.0, 2.0]))
       Array([0., 6.], dtype=float32)
     """
-    return gated_packed("reglu", x, axis=axis)
+    return gated_packed("reglu", x, axis=axis, layout=layout)
 
 
-def geglu_packed(x: ArrayLike, axis: int = -1, *, approximate: bool = False) -> jax.Array:
+def geglu_packed(
+    x: ArrayLike, axis: int = -1, *, layout: str = "halves", approximate: bool = False
+) -> jax.Array:
     r"""Packed GeGLU: ``x[:n] * gelu(x[n:], approximate)`` along ``axis``.
     {packed_doc}
     Examples:
@@ -326,10 +421,10 @@ def geglu_packed(x: ArrayLike, axis: int = -1, *, approximate: bool = False) -> 
       >>> geglu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
       Array([  0., 300.], dtype=float32)
     """
-    return gated_packed("geglu", x, axis=axis, approximate=approximate)
+    return gated_packed("geglu", x, axis=axis, layout=layout, approximate=approximate)
 
 
-def swiglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
+def swiglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
     r"""Packed SwiGLU: ``x[:n] * silu(x[n:])`` along ``axis``.
 
     For a fused projection ``x @ W`` with ``W = concat([W_up, W_gate], axis=1)``.
@@ -340,21 +435,77 @@ def swiglu_packed(x: ArrayLike, axis: int = -1) -> jax.Array:
       >>> swiglu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
       Array([  0., 300.], dtype=float32)
     """
-    return gated_packed("swiglu", x, axis=axis)
+    return gated_packed("swiglu", x, axis=axis, layout=layout)
+
+
+def quick_geglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
+    r"""Packed QuickGeGLU: ``value * gate * sigmoid(1.702 gate)`` from one array.
+    {packed_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import quick_geglu_packed
+      >>> quick_geglu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
+      Array([  0., 300.], dtype=float32)
+    """
+    return gated_packed("quick_geglu", x, axis=axis, layout=layout)
+
+
+def squared_reglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
+    r"""Packed squared ReGLU: ``value * relu(gate)**2`` from one array.
+    {packed_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import squared_reglu_packed
+      >>> squared_reglu_packed(jnp.array([2.0, 3.0, -1.0, 2.0]))
+      Array([ 0., 12.], dtype=float32)
+    """
+    return gated_packed("squared_reglu", x, axis=axis, layout=layout)
+
+
+def clamped_swiglu_packed(
+    x: ArrayLike,
+    axis: int = -1,
+    *,
+    layout: str = "halves",
+    alpha: float = 1.702,
+    limit: float = 7.0,
+) -> jax.Array:
+    r"""Packed clamped SwiGLU (gpt-oss stores it ``layout="interleaved"``).
+    {packed_doc}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import clamped_swiglu_packed
+      >>> clamped_swiglu_packed(jnp.array([0.0, 2.0, 100.0, 30.0]), layout="interleaved")
+      Array([ 0.      , 55.999626], dtype=float32)
+    """
+    return gated_packed("clamped_swiglu", x, axis=axis, layout=layout, alpha=alpha, limit=limit)
 
 
 def _fill_docs() -> None:
     if glu.__doc__ is None:  # docstrings stripped (python -OO)
         return
     approx = "      approximate: use the tanh approximation of GELU (``jax.nn.gelu``'s flag).\n"
-    for fn in (glu, bilinear, reglu, geglu, swiglu):
-        extra = approx if fn is geglu else ""
-        text = _PAIR_DOC.format(extra=extra).strip("\n")
-        fn.__doc__ = (fn.__doc__ or "").replace("    {pair_doc}\n", "\n" + text + "\n\n")
-    for fn in (glu_packed, bilinear_packed, reglu_packed, geglu_packed, swiglu_packed):
-        extra = approx if fn is geglu_packed else ""
-        text = _PACKED_DOC.format(extra=extra).strip("\n")
-        fn.__doc__ = (fn.__doc__ or "").replace("    {packed_doc}\n", "\n" + text + "\n\n")
+    clamp = (
+        "      alpha: the sigmoid's slope, a static number > 0 (gpt-oss: 1.702).\n"
+        "      limit: the clamp of gate and value, a static number > 0 (gpt-oss: 7.0).\n"
+    )
+    extras = {geglu: approx, geglu_packed: approx, clamped_swiglu: clamp}
+    extras[clamped_swiglu_packed] = clamp
+    pairs = (glu, bilinear, reglu, geglu, swiglu, quick_geglu, squared_reglu, clamped_swiglu)
+    packed = (
+        glu_packed,
+        bilinear_packed,
+        reglu_packed,
+        geglu_packed,
+        swiglu_packed,
+        quick_geglu_packed,
+        squared_reglu_packed,
+        clamped_swiglu_packed,
+    )
+    for fns, doc, mark in ((pairs, _PAIR_DOC, "pair_doc"), (packed, _PACKED_DOC, "packed_doc")):
+        for fn in fns:
+            text = doc.format(extra=extras.get(fn, "")).strip("\n")
+            fn.__doc__ = (fn.__doc__ or "").replace(f"    {{{mark}}}\n", "\n" + text + "\n\n")
 
 
 _fill_docs()
