@@ -34,6 +34,7 @@ from hadamard_jax._src.highway import highway as highway
 
 # Fused blocks.
 from hadamard_jax._src.gated_mlp import gated_mlp as gated_mlp
+from hadamard_jax._src.gated_norm import gated_rms_norm as gated_rms_norm
 
 # Masks: applying and building them.
 from hadamard_jax._src.masking import apply_mask as apply_mask
@@ -98,4 +99,5 @@ __all__ = [
     "pack_mask",
     "unpack_mask",
     "gated_mlp",
+    "gated_rms_norm",
 ]
