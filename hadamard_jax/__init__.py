@@ -26,6 +26,10 @@ from hadamard_jax._src.glu import swiglu as swiglu
 from hadamard_jax._src.glu import swiglu_packed as swiglu_packed
 from hadamard_jax._src.highway import highway as highway
 
+# Linear recurrences.
+from hadamard_jax._src.linear_scan import linear_scan as linear_scan
+from hadamard_jax._src.linear_scan import log_linear_scan as log_linear_scan
+
 # Fused blocks.
 from hadamard_jax._src.gated_mlp import gated_mlp as gated_mlp
 
@@ -86,4 +90,6 @@ __all__ = [
     "pack_mask",
     "unpack_mask",
     "gated_mlp",
+    "linear_scan",
+    "log_linear_scan",
 ]
