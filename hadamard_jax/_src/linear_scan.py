@@ -691,11 +691,12 @@ def linear_scan(
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import linear_scan
       >>> linear_scan(jnp.array([0.5, 0.5, 0.0, 2.0]), jnp.array([1.0, 1.0, 1.0, 1.0]))
-      Array([1.  , 1.5 , 1.  , 3.  ], dtype=float32)
-      >>> linear_scan(jnp.array([0.5, 0.5]), jnp.ones((2, 2)), h0=jnp.array([2.0, 4.0]),
-      ...             broadcast=True, axis=1)
-      Array([[1.5 , 1.75],
-             [2.5 , 2.25]], dtype=float32)
+      Array([1. , 1.5, 1. , 3. ], dtype=float32)
+      >>> decay = jnp.array([0.5, 0.25])  # time-invariant, one per feature
+      >>> linear_scan(decay, jnp.ones((3, 2)), broadcast=True)
+      Array([[1.    , 1.    ],
+             [1.5   , 1.25  ],
+             [1.75  , 1.3125]], dtype=float32)
 
     See also:
       :func:`log_linear_scan` for positive states in log space.
@@ -768,7 +769,7 @@ def log_linear_scan(
       >>> from hadamard_jax import log_linear_scan
       >>> a, b = jnp.array([0.5, 0.5, 0.5]), jnp.array([1.0, 2.0, 0.0])
       >>> jnp.exp(log_linear_scan(jnp.log(a), jnp.log(b)))
-      Array([1.   , 2.5  , 1.25 ], dtype=float32)
+      Array([1.  , 2.5 , 1.25], dtype=float32)
     """
     op = "log_linear_scan"
     cfg, arrays = _config(

@@ -126,11 +126,13 @@ def gradient_error(t: int, d: int) -> float:
     return max(errors)
 
 
-def time_samples(t: int, d: int, *, rounds: int = 7) -> dict[str, list[float]]:
+def time_samples(
+    t: int, d: int, *, rounds: int = 7, min_sample_s: float = 0.05
+) -> dict[str, list[float]]:
     """Seconds per step of each impl, ``rounds`` alternated samples each (warm-up excluded)."""
     args = inputs(t, d)
     calls = {impl: timing.Call(train_step(impl), args) for impl in IMPLS}
-    return timing.interleaved(calls, rounds=rounds, min_sample_s=0.05)
+    return timing.interleaved(calls, rounds=rounds, min_sample_s=min_sample_s)
 
 
 def time_ratios(samples: dict[str, list[float]]) -> dict[str, float]:
