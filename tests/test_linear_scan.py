@@ -99,6 +99,13 @@ def test_values_against_a_numpy_loop(case):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_empty_time_axis():
+    a, b, h0 = jnp.ones((0, 3)), jnp.ones((0, 3)), jnp.ones(3)
+    assert hj.linear_scan(a, b, h0=h0).shape == (0, 3)
+    grads = jax.grad(lambda a, b, h0: jnp.sum(hj.linear_scan(a, b, h0=h0)), (0, 1, 2))(a, b, h0)
+    assert [g.shape for g in grads] == [(0, 3), (0, 3), (3,)]
+
+
 @given(_cases())
 def test_log_values_against_a_numpy_loop(case):
     a, b, h0, axis, reverse = case
@@ -469,6 +476,16 @@ _MESH_SCRIPT = textwrap.dedent(
             _, t = jax.jit(jvp)(A, B, H0)
             _, t_ref = jax.jvp(lambda a: hj.linear_scan(a, b, h0=h0), (a,), (b,))
             np.testing.assert_allclose(t, t_ref, rtol=2e-5, atol=2e-5)
+            if kind == "explicit":
+                # A time-invariant decay (not sharded along time) on the sharded path.
+                dec = jax.device_put(a[0], NamedSharding(mesh, P("model")))
+                f = jax.jit(lambda d, b: hj.linear_scan(d, b, broadcast=True))
+                np.testing.assert_allclose(f(dec, B), f(a[0], b), rtol=2e-5, atol=2e-5)
+                # Only the state axis sharded: the one-device algorithm, no carries to move.
+                s_state = NamedSharding(mesh, P(None, "model"))
+                A2, B2 = jax.device_put(a, s_state), jax.device_put(b, s_state)
+                value, grads = run()(A2, B2, H0, jax.device_put(w, s_state))
+                np.testing.assert_allclose(value, refs[False][1][0], rtol=2e-5)
             print(kind, "OK")
     print("MESH OK")
     """

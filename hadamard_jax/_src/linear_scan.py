@@ -375,6 +375,8 @@ def _previous(cfg: _Config, h, h0, fill):
     neighbour from a small all-gather of the shards' boundary states (``[n, *S]``).
     """
     plan = cfg.plan
+    if h.shape[0] == 0:
+        return h
     if not plan.mesh_axes:
         return _shift(h, fill(h[:1]) if h0 is None else h0[None], cfg.reverse)
     axes = plan.mesh_axes
