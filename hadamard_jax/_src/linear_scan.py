@@ -22,9 +22,10 @@ The log-space form (minGRU's stable parallel form) has the tangent
 
 again a linear recurrence (with coefficients ``w``), so both ops share one scan.
 
-How the scan runs is chosen in one place, :func:`choose_algorithm` (the ``ALGORITHMS`` table:
-one device) and :func:`_plan` (a sequence axis sharded over a mesh: ``jax.shard_map`` with a
-carry correction across shards). The rules never look at the algorithm: every algorithm is a
+How the scan runs is chosen in one place, :func:`_time_major`: the ``ALGORITHMS`` table
+(:func:`choose_algorithm`, one device), or, for a time axis sharded over a mesh
+(:func:`_mesh_axes` decides), ``jax.shard_map`` with a carry correction across shards
+(:func:`_sharded`). The rules never look at the algorithm: every algorithm is a
 function of ``(a, b, h0)`` linear in ``(b, h0)``, which is all the tangent needs.
 """
 
@@ -273,9 +274,10 @@ def _sharded(sr: _Semiring, plan: _Plan, a, b, h0, length: int, reverse: bool):
     """The time axis split over ``plan.mesh_axes``: a local scan per shard, then the carries.
 
     Each shard scans its part from zero (:func:`_from_zero`); the shards' carries
-    ``(prod a, h_last)`` -- one ``[*S]`` pair each -- are all-gathered (the only communication
-    of the forward pass), an exclusive scan over them gives each shard its incoming state, and
-    one element-wise correction ``h = h_local + prod * h_in`` finishes.
+    ``(prod a, h_last)`` -- one ``[*S]`` pair each -- are gathered (:func:`_gather`, an
+    all-reduce of ``n`` state pairs: the only communication of the forward pass), an exclusive
+    scan over them gives each shard its incoming state, and one element-wise correction
+    ``h = h_local + prod * h_in`` finishes.
     """
     axes = plan.mesh_axes
     n = _devices(plan)
@@ -372,7 +374,7 @@ def _previous(cfg: _Config, h, h0, fill):
     """``h_{t-1}`` for every ``t`` (time-major), ``h_{-1} = h0`` (``fill(h[0])`` if ``None``).
 
     On a sharded time axis each shard shifts its own part and takes the boundary state of its
-    neighbour from a small all-gather of the shards' boundary states (``[n, *S]``).
+    neighbour from the gathered boundary states (:func:`_gather`: ``n`` states).
     """
     plan = cfg.plan
     if h.shape[0] == 0:
