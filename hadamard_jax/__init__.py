@@ -32,6 +32,10 @@ from hadamard_jax._src.glu import clamped_swiglu as clamped_swiglu
 from hadamard_jax._src.glu import clamped_swiglu_packed as clamped_swiglu_packed
 from hadamard_jax._src.highway import highway as highway
 
+# Linear recurrences.
+from hadamard_jax._src.linear_scan import linear_scan as linear_scan
+from hadamard_jax._src.linear_scan import log_linear_scan as log_linear_scan
+
 # Fused blocks.
 from hadamard_jax._src.gated_mlp import gated_mlp as gated_mlp
 from hadamard_jax._src.gated_norm import gated_rms_norm as gated_rms_norm
@@ -100,4 +104,6 @@ __all__ = [
     "unpack_mask",
     "gated_mlp",
     "gated_rms_norm",
+    "linear_scan",
+    "log_linear_scan",
 ]
