@@ -231,7 +231,7 @@ def test_prune_errors():
     model = _masked_model(nnx.Rngs(0))
     with pytest.raises(ValueError, match="unknown method 'l1'"):
         hn.prune(model, 0.5, method="l1")
-    with pytest.raises(ValueError, match="sparsity must be a number in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="sparsity must be in \\[0, 1\\]"):
         hn.prune(model, 1.5)
     with pytest.raises(ValueError, match="needs key="):
         hn.prune(model, 0.5, method="random")

@@ -9,27 +9,29 @@ import jax.numpy as jnp
 from flax import traverse_util
 from flax.core import meta, unfreeze
 
-import hadamard_jax as hj
-from hadamard_jax.nnx import _functional as F
-
-MASKS = "masks"
+from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import options, pruning
+from hadamard_jax._layers.options import MASKS
 
 
 def _masked_kernels(variables: Any) -> tuple[dict, dict, dict[str, tuple]]:
-    """Flattened params, flattened masks, and ``{name: mask path}`` of every MaskedLinear."""
+    """Flattened params, flattened masks, and ``{name: mask path}`` of every fixed kernel mask
+    (``MaskedLinear``'s ``mask``, ``GatedMLP(masked=True)``'s ``gate_mask``/``up_mask``/
+    ``down_mask``)."""
     params = traverse_util.flatten_dict(unfreeze(variables.get("params", {})))
     masks = traverse_util.flatten_dict(unfreeze(variables.get(MASKS, {})))
     found = {
         "/".join(map(str, path)): path
         for path in masks
-        if str(path[-1]).endswith("mask") and _kernel_path(path) in params
+        if _kernel_path(path) is not None and _kernel_path(path) in params
     }
     return params, masks, found
 
 
-def _kernel_path(mask_path: tuple) -> tuple:
-    """``.../<prefix>mask`` -> ``.../<prefix>kernel`` (``mask``/``kernel``, ``gate_mask``/...)."""
-    return mask_path[:-1] + (str(mask_path[-1])[: -len("mask")] + "kernel",)
+def _kernel_path(mask_path: tuple) -> tuple | None:
+    """``.../<prefix>mask`` -> ``.../<prefix>kernel`` (``None`` for other names)."""
+    kernel = pruning.kernel_name(str(mask_path[-1]))
+    return None if kernel is None else mask_path[:-1] + (kernel,)
 
 
 def prune(
@@ -53,20 +55,18 @@ def prune(
     Raises:
       ValueError: as :func:`hadamard_jax.nnx.prune`.
     """
-    sparsity = F.check_prune(sparsity, method, key, n, m)
+    checked = options.check_prune(sparsity, method, key, n, m, axis)
     params, masks, found = _masked_kernels(variables)
     if not found:
         raise ValueError("prune: the variables have no masked kernel (masks/.../mask).")
-    kernel_of = {name: _kernel_path(path) for name, path in found.items()}
+    kernel_of = {name: _kernel_path(path) or path for name, path in found.items()}
     kernels = {name: meta.unbox(params[p]) for name, p in kernel_of.items()}
     old = {name: meta.unbox(masks[p]) for name, p in found.items()}
-    new = F.prune_masks(kernels, old, sparsity, method=method, key=key, n=n, m=m, axis=axis)
+    new = pruning.prune_masks(kernels, old, checked)
     for name, path in found.items():
         masks[path] = _rebox(masks[path], new[name])
-        k = kernels[name]
-        params[kernel_of[name]] = _rebox(
-            params[kernel_of[name]], jnp.where(new[name], k, jnp.zeros((), k.dtype))
-        )
+        pruned = pruning.pruned_kernel(kernels[name], new[name])
+        params[kernel_of[name]] = _rebox(params[kernel_of[name]], pruned)
     out = dict(unfreeze(variables))
     out["params"] = traverse_util.unflatten_dict(params)
     out[MASKS] = traverse_util.unflatten_dict(masks)
@@ -78,17 +78,18 @@ def _rebox(old: Any, value: jax.Array) -> Any:
 
 
 def mask_sparsity(variables: Any) -> float:
-    """The fraction of masked-out weights over all fixed-mask ``MaskedLinear`` layers."""
+    """The fraction of masked-out weights over all fixed kernel masks (what :func:`prune` sets:
+    ``MaskedLinear(mask_type="fixed")`` and ``GatedMLP(masked=True)``)."""
     _, masks, found = _masked_kernels(variables)
-    arrays = [meta.unbox(masks[p]) for p in found.values()]
-    total = sum(int(a.size) for a in arrays)
-    if total == 0:
-        return 0.0
-    return 1.0 - sum(int(jnp.count_nonzero(a)) for a in arrays) / total
+    return pruning.sparsity_of(meta.unbox(masks[p]) for p in found.values())
 
 
 def l0_penalty(
-    variables: Any, *, beta: float = 2.0 / 3.0, gamma: float = -0.1, zeta: float = 1.1
+    variables: Any,
+    *,
+    beta: float = options.BETA,
+    gamma: float = options.GAMMA,
+    zeta: float = options.ZETA,
 ) -> jax.Array:
     """The sum of :func:`hadamard_jax.l0_penalty` over every ``log_alpha`` in ``params``
     (every ``HardConcreteGate``, inside ``MaskedLinear`` too), with the given gate parameters.
@@ -97,5 +98,5 @@ def l0_penalty(
     total = jnp.zeros((), jnp.float32)
     for path, value in params.items():
         if path[-1] == "log_alpha":
-            total = total + hj.l0_penalty(meta.unbox(value), beta=beta, gamma=gamma, zeta=zeta)
+            total = total + F.l0_penalty(meta.unbox(value), beta=beta, gamma=gamma, zeta=zeta)
     return total

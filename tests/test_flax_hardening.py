@@ -1,0 +1,386 @@
+"""Regression tests of the Flax front ends (issue "Hardening"): argument checks at construction,
+one rounding rule, stacked pruning, dtype promotion, Linen L0 penalties, and the layout."""
+
+import ast
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from hadamard_jax import linen as hl
+from hadamard_jax import nnx as hn
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "hadamard_jax"
+X = jax.random.normal(jax.random.key(42), (3, 4))
+
+
+def _rngs():
+    return nnx.Rngs(0)
+
+
+# --- bad arguments: a clear TypeError/ValueError naming the argument, at construction ----------
+
+# (name, nnx constructor, linen constructor or None, exception, message)
+BAD = [
+    ("glu in 0", lambda: hn.GLU(0, 3, rngs=_rngs()), None, ValueError, "in_features must be >= 1"),
+    (
+        "glu out 0",
+        lambda: hn.GLU(3, 0, rngs=_rngs()),
+        lambda: hl.GLU(0),
+        ValueError,
+        "out_features",
+    ),
+    ("glu out -1", lambda: hn.GLU(3, -1, rngs=_rngs()), lambda: hl.GLU(-1), ValueError, "out_f"),
+    ("glu out 2.0", lambda: hn.GLU(3, 2.0, rngs=_rngs()), lambda: hl.GLU(2.0), TypeError, "out_f"),
+    (
+        "glu activation",
+        lambda: hn.GLU(3, 3, activation="tanh", rngs=_rngs()),
+        lambda: hl.GLU(3, activation="tanh"),
+        ValueError,
+        "GLU: unknown activation 'tanh'",
+    ),
+    (
+        "glu activation type",
+        lambda: hn.GLU(3, 3, activation=jax.nn.silu, rngs=_rngs()),
+        lambda: hl.GLU(3, activation=jax.nn.silu),
+        TypeError,
+        "activation must be a string",
+    ),
+    (
+        "glu approximate",
+        lambda: hn.GLU(3, 3, activation="geglu", approximate="yes", rngs=_rngs()),
+        lambda: hl.GLU(3, activation="geglu", approximate="yes"),
+        TypeError,
+        "approximate must be a static bool",
+    ),
+    (
+        "glu approximate swiglu",
+        lambda: hn.GLU(3, 3, approximate=True, rngs=_rngs()),
+        lambda: hl.GLU(3, approximate=True),
+        ValueError,
+        "approximate=True",
+    ),
+    (
+        "mlp hidden -2",
+        lambda: hn.GatedMLP(4, -2, rngs=_rngs()),
+        lambda: hl.GatedMLP(-2),
+        ValueError,
+        "hidden_features must be >= 1",
+    ),
+    (
+        "mlp out 0",
+        lambda: hn.GatedMLP(4, 8, 0, rngs=_rngs()),
+        lambda: hl.GatedMLP(8, 0),
+        ValueError,
+        "out_features",
+    ),
+    (
+        "mlp dropout 1",
+        lambda: hn.GatedMLP(4, 8, dropout_rate=1.0, rngs=_rngs()),
+        lambda: hl.GatedMLP(8, dropout_rate=1.0),
+        ValueError,
+        "dropout_rate must be in \\[0, 1\\)",
+    ),
+    (
+        "mlp dropout str",
+        lambda: hn.GatedMLP(4, 8, dropout_rate="0.1", rngs=_rngs()),
+        lambda: hl.GatedMLP(8, dropout_rate="0.1"),
+        TypeError,
+        "dropout_rate",
+    ),
+    (
+        "mlp dropout array",
+        lambda: hn.GatedMLP(4, 8, dropout_rate=jnp.array(0.1), rngs=_rngs()),
+        lambda: hl.GatedMLP(8, dropout_rate=jnp.array(0.1)),
+        TypeError,
+        "dropout_rate",
+    ),
+    (
+        "mlp deterministic",
+        lambda: hn.GatedMLP(4, 8, deterministic=1, rngs=_rngs()),
+        lambda: hl.GatedMLP(8, deterministic=1),
+        TypeError,
+        "deterministic must be a static bool",
+    ),
+    (
+        "mlp masked",
+        lambda: hn.GatedMLP(4, 8, masked="yes", rngs=_rngs()),
+        lambda: hl.GatedMLP(8, masked="yes"),
+        TypeError,
+        "masked",
+    ),
+    ("highway 0", lambda: hn.Highway(0, rngs=_rngs()), lambda: hl.Highway(0), ValueError, "feat"),
+    (
+        "highway activation",
+        lambda: hn.Highway(4, activation="relu", rngs=_rngs()),
+        lambda: hl.Highway(4, activation="relu"),
+        TypeError,
+        "activation must be callable",
+    ),
+    (
+        "grn hidden -1",
+        lambda: hn.GatedResidual(4, -1, rngs=_rngs()),
+        lambda: hl.GatedResidual(-1),
+        ValueError,
+        "hidden_features",
+    ),
+    (
+        "grn context 0",
+        lambda: hn.GatedResidual(4, 8, context_features=0, rngs=_rngs()),
+        lambda: hl.GatedResidual(8, context_features=0),
+        ValueError,
+        "context_features",
+    ),
+    (
+        "grn dropout",
+        lambda: hn.GatedResidual(4, 8, dropout_rate=-0.1, rngs=_rngs()),
+        lambda: hl.GatedResidual(8, dropout_rate=-0.1),
+        ValueError,
+        "dropout_rate",
+    ),
+    (
+        "grn epsilon",
+        lambda: hn.GatedResidual(4, 8, epsilon=0.0, rngs=_rngs()),
+        lambda: hl.GatedResidual(8, epsilon=0.0),
+        ValueError,
+        "epsilon",
+    ),
+    ("mask shape", lambda: hn.Mask((3, -1)), lambda: hl.Mask((3, -1)), ValueError, "shape\\[1\\]"),
+    (
+        "mask fill",
+        lambda: hn.Mask((3,), fill="0"),
+        lambda: hl.Mask((3,), fill="0"),
+        TypeError,
+        "fill",
+    ),
+    (
+        "gate beta",
+        lambda: hn.HardConcreteGate((4,), beta=-1.0, rngs=_rngs()),
+        lambda: hl.HardConcreteGate((4,), beta=-1.0),
+        ValueError,
+        "HardConcreteGate: beta must be",
+    ),
+    (
+        "gate zeta",
+        lambda: hn.HardConcreteGate((4,), zeta=0.5, rngs=_rngs()),
+        lambda: hl.HardConcreteGate((4,), zeta=0.5),
+        ValueError,
+        "zeta",
+    ),
+    (
+        "gate shape",
+        lambda: hn.HardConcreteGate((-4,), rngs=_rngs()),
+        lambda: hl.HardConcreteGate((-4,)),
+        ValueError,
+        "shape\\[0\\]",
+    ),
+    (
+        "masked in -1",
+        lambda: hn.MaskedLinear(-1, 4, rngs=_rngs()),
+        None,
+        ValueError,
+        "in_features must be >= 1",
+    ),
+    (
+        "masked out 0",
+        lambda: hn.MaskedLinear(4, 0, rngs=_rngs()),
+        lambda: hl.MaskedLinear(0),
+        ValueError,
+        "out_features",
+    ),
+    (
+        "mask_type",
+        lambda: hn.MaskedLinear(4, 4, mask_type="soft", rngs=_rngs()),
+        lambda: hl.MaskedLinear(4, mask_type="soft"),
+        ValueError,
+        "unknown mask_type 'soft'",
+    ),
+    (
+        "mask_type type",
+        lambda: hn.MaskedLinear(4, 4, mask_type=None, rngs=_rngs()),
+        lambda: hl.MaskedLinear(4, mask_type=None),
+        TypeError,
+        "mask_type must be a string",
+    ),
+    (
+        "ste sparsity str",
+        lambda: hn.MaskedLinear(4, 4, mask_type="ste", sparsity="0.5", rngs=_rngs()),
+        lambda: hl.MaskedLinear(4, mask_type="ste", sparsity="0.5"),
+        TypeError,
+        "sparsity",
+    ),
+    (
+        "ste sparsity bool",
+        lambda: hn.MaskedLinear(4, 4, mask_type="ste", sparsity=True, rngs=_rngs()),
+        lambda: hl.MaskedLinear(4, mask_type="ste", sparsity=True),
+        TypeError,
+        "sparsity",
+    ),
+    (
+        "ste sparsity 2",
+        lambda: hn.MaskedLinear(4, 4, mask_type="ste", sparsity=2.0, rngs=_rngs()),
+        lambda: hl.MaskedLinear(4, mask_type="ste", sparsity=2.0),
+        ValueError,
+        "sparsity must be in \\[0, 1\\]",
+    ),
+    (
+        "ste threshold str",
+        lambda: hn.MaskedLinear(4, 4, mask_type="ste", threshold="0.5", rngs=_rngs()),
+        lambda: hl.MaskedLinear(4, mask_type="ste", threshold="0.5"),
+        TypeError,
+        "threshold",
+    ),
+    (
+        "ste needs one",
+        lambda: hn.MaskedLinear(4, 4, mask_type="ste", rngs=_rngs()),
+        lambda: hl.MaskedLinear(4, mask_type="ste"),
+        ValueError,
+        "needs exactly one",
+    ),
+    (
+        "masked beta",
+        lambda: hn.MaskedLinear(4, 4, mask_type="hard_concrete", beta=0.0, rngs=_rngs()),
+        lambda: hl.MaskedLinear(4, mask_type="hard_concrete", beta=0.0),
+        ValueError,
+        "MaskedLinear: beta must be",
+    ),
+    (
+        "masked deterministic",
+        lambda: hn.MaskedLinear(4, 4, deterministic="no", rngs=_rngs()),
+        lambda: hl.MaskedLinear(4, deterministic="no"),
+        TypeError,
+        "deterministic",
+    ),
+    (
+        "use_bias",
+        lambda: hn.MaskedLinear(4, 4, use_bias=None, rngs=_rngs()),
+        lambda: hl.MaskedLinear(4, use_bias=None),
+        TypeError,
+        "use_bias",
+    ),
+    (
+        "param_dtype",
+        lambda: hn.GLU(4, 4, param_dtype="float99", rngs=_rngs()),
+        lambda: hl.GLU(4, param_dtype="float99"),
+        TypeError,
+        "param_dtype",
+    ),
+    (
+        "kernel_init",
+        lambda: hn.GLU(4, 4, kernel_init=0.1, rngs=_rngs()),
+        lambda: hl.GLU(4, kernel_init=0.1),
+        TypeError,
+        "kernel_init must be callable",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_arguments_raise_at_construction(case):
+    _, make_nnx, make_linen, error, match = case
+    with pytest.raises(error, match=match):
+        make_nnx()
+    if make_linen is not None:  # Linen: when the module is constructed, before init
+        with pytest.raises(error, match=match):
+            make_linen()
+
+
+def _pruneable():
+    return hn.MaskedLinear(8, 4, rngs=_rngs())
+
+
+def _pruneable_variables():
+    return hl.MaskedLinear(4).init(jax.random.key(0), jnp.ones((1, 8)))
+
+
+PRUNE_BAD = [
+    ({"sparsity": "0.5"}, TypeError, "prune: sparsity"),
+    ({"sparsity": True}, TypeError, "prune: sparsity"),
+    ({"sparsity": jnp.array(0.5)}, TypeError, "prune: sparsity"),
+    ({"sparsity": float("nan")}, ValueError, "prune: sparsity"),
+    ({"sparsity": None}, TypeError, "prune: sparsity is required"),
+    ({"sparsity": 0.5, "method": "l1"}, ValueError, "unknown method 'l1'"),
+    ({"sparsity": 0.5, "method": 1}, TypeError, "method must be a string"),
+    ({"sparsity": None, "method": "nm", "n": 1, "m": 0}, ValueError, "m must be >= 1"),
+    ({"sparsity": None, "method": "nm", "n": 5, "m": 4}, ValueError, "n must be in \\[0, 4\\]"),
+    ({"sparsity": None, "method": "nm", "n": 1.0, "m": 4}, TypeError, "n must be a static"),
+    ({"sparsity": None, "method": "nm", "n": 2, "m": 4, "axis": 2}, ValueError, "axis=2"),
+    ({"sparsity": 0.75, "method": "nm", "n": 2, "m": 4}, ValueError, "contradicts n=2, m=4"),
+    ({"sparsity": 0.5, "method": "random"}, ValueError, "needs key="),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, match", PRUNE_BAD)
+def test_bad_prune_arguments(kwargs, error, match):
+    kwargs = dict(kwargs)
+    sparsity = kwargs.pop("sparsity")
+    with pytest.raises(error, match=match):
+        hn.prune(_pruneable(), sparsity, **kwargs)
+    with pytest.raises(error, match=match):
+        hl.prune(_pruneable_variables(), sparsity, **kwargs)
+
+
+def test_good_arguments_still_accepted():
+    """NumPy scalars and bools are static values too; ``deterministic=None`` stays allowed."""
+    hn.GatedMLP(np.int64(4), 8, dropout_rate=np.float32(0.25), deterministic=None, rngs=_rngs())
+    hl.GatedMLP(np.int32(8), dropout_rate=0.0, deterministic=np.bool_(True))
+    hn.Mask(3, fill=-np.inf)
+    hn.MaskedLinear(4, 4, mask_type="ste", sparsity=np.float64(0.5), rngs=_rngs())
+    hn.prune(_pruneable(), np.float32(0.5))
+
+
+# --- layout: one place for each concept --------------------------------------------------------
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_linen_imports_nothing_from_nnx():
+    for path in (ROOT / "linen").glob("*.py"):
+        bad = {n for n in _imports(path) if n.startswith("hadamard_jax.nnx")}
+        assert not bad, (path.name, bad)
+
+
+def test_no_private_ste_mask_shadowing_the_op():
+    for path in [*(ROOT / "nnx").glob("*.py"), *(ROOT / "_layers").glob("*.py")]:
+        tree = ast.parse(path.read_text())
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert "ste_mask" not in defined, path.name
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        hl.GLU,
+        hl.GatedMLP,
+        hl.Highway,
+        hl.GatedResidual,
+        hl.Mask,
+        hl.MaskedLinear,
+        hl.HardConcreteGate,
+    ],
+)
+def test_linen_classes_document_their_attributes(cls):
+    doc = cls.__doc__ or ""
+    assert "Attributes:" in doc, cls.__name__
+    for field in cls.__dataclass_fields__:
+        if field not in ("parent", "name"):
+            assert field in doc.split("Attributes:")[1], (cls.__name__, field)
+
+
+def test_hard_concrete_defaults_written_once():
+    text = "\n".join(
+        p.read_text() for sub in ("nnx", "linen", "_layers") for p in (ROOT / sub).glob("*.py")
+    )
+    assert text.count("2.0 / 3.0") == 1 and text.count("-0.1") == 1, "defaults copied"
