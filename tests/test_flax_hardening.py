@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import hadamard_jax as hj
 from hadamard_jax import linen as hl
 from hadamard_jax import nnx as hn
 
@@ -384,3 +385,25 @@ def test_hard_concrete_defaults_written_once():
         p.read_text() for sub in ("nnx", "linen", "_layers") for p in (ROOT / sub).glob("*.py")
     )
     assert text.count("2.0 / 3.0") == 1 and text.count("-0.1") == 1, "defaults copied"
+
+
+# --- one rounding rule: a sparsity s prunes count_of(s, n) weights everywhere ------------------
+
+
+@pytest.mark.parametrize("n_in, sparsity", [(5, 0.5), (7, 0.5), (6, 0.25), (3, 0.5)])
+def test_ste_sparsity_and_prune_keep_the_same_count(n_in, sparsity):
+    kept_by_prune = n_in - round(sparsity * n_in)
+    pruned = hn.prune(hn.MaskedLinear(n_in, 1, rngs=_rngs()), sparsity)
+    assert int(pruned.mask[...].sum()) == kept_by_prune
+    ste = hn.MaskedLinear(n_in, 1, mask_type="ste", sparsity=sparsity, rngs=_rngs())
+    assert int(ste.current_mask().sum()) == kept_by_prune
+    x = jnp.ones((1, n_in))
+    variables = hl.prune(hl.MaskedLinear(1).init(jax.random.key(0), x), sparsity)
+    assert int(variables["masks"]["mask"].sum()) == kept_by_prune
+    module = hl.MaskedLinear(1, mask_type="ste", sparsity=sparsity, use_bias=False)
+    ste_vars = module.init(jax.random.key(0), x)
+    # With unit inputs and no bias the output is the sum of the kept weights.
+    kernel = ste_vars["params"]["kernel"][:, 0]
+    kept = hj.magnitude_mask(kernel, sparsity)
+    assert int(kept.sum()) == kept_by_prune
+    np.testing.assert_allclose(module.apply(ste_vars, x)[0, 0], kernel[kept].sum(), rtol=1e-6)

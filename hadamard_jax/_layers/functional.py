@@ -188,11 +188,12 @@ def unsharded(x: jax.Array) -> jax.Array:
 def ste_scores_mask(scores: Any, *, sparsity: float | None, threshold: float | None) -> jax.Array:
     """The straight-through mask of ``MaskedLinear(mask_type="ste")``, in ``scores``' dtype.
 
-    ``sparsity``: prune the ``round(sparsity * size)`` lowest scores
-    (:func:`hadamard_jax.ste_mask`'s ``sparsity=``); ``threshold``: keep ``scores > threshold``.
+    ``sparsity``: prune the ``count_of(sparsity, size) = round(sparsity * size)`` lowest scores
+    (:func:`hadamard_jax.ste_mask`'s ``sparsity=``: the rounding of ``prune``, 5 weights at
+    0.5 keep 3); ``threshold``: keep ``scores > threshold``.
     """
     if sparsity is not None:
-        return hj.ste_mask(scores, fraction=1.0 - float(sparsity))
+        return hj.ste_mask(scores, sparsity=sparsity)
     return hj.ste_mask(scores, threshold=threshold)
 
 

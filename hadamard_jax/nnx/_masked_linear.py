@@ -26,8 +26,10 @@ class MaskedLinear(nnx.Module):
       :func:`prune` sets it (magnitude, global magnitude, random, N:M).
     * ``"ste"``: learned scores (an ``nnx.Param`` ``scores``, by default ``|kernel|`` at
       init) give a hard 0/1 mask through :func:`hadamard_jax.ste_mask` with a straight-through
-      gradient (edge-popup / movement pruning): ``sparsity=`` keeps the top ``1 - sparsity``
-      scores, ``threshold=`` keeps scores above it.
+      gradient (edge-popup / movement pruning): ``sparsity=s`` prunes the
+      ``round(s * in * out)`` lowest scores (Python's ``round``, half to even: the one rounding
+      rule of the library, the same count as ``prune(layer, s)``; 5 weights at ``s = 0.5``
+      keep 3), ``threshold=`` keeps scores above it.
     * ``"hard_concrete"``: a :class:`HardConcreteGate` ``gate`` over the kernel (L0
       regularisation, Louizos et al. 2018); add ``l0_penalty()`` to the loss.
 

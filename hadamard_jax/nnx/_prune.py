@@ -48,6 +48,11 @@ def prune(
     pruning, so no momentum from before pruning moves the stored zeros). Pruning again only
     removes more weights (new masks are ANDed with the old ones).
 
+    Counts are exact: a sparsity ``s`` prunes ``round(s * size)`` weights (Python's ``round``,
+    half to even; 5 weights at ``s = 0.5`` keep 3) of each kernel, or of all kernels together
+    for ``"global_magnitude"`` -- the same rule as ``MaskedLinear(mask_type="ste",
+    sparsity=s)``.
+
     Args:
       model: an NNX module (searched recursively).
       sparsity: fraction of each kernel (``"magnitude"``, ``"random"``) or of all masked
