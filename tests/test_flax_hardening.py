@@ -407,3 +407,24 @@ def test_ste_sparsity_and_prune_keep_the_same_count(n_in, sparsity):
     kept = hj.magnitude_mask(kernel, sparsity)
     assert int(kept.sum()) == kept_by_prune
     np.testing.assert_allclose(module.apply(ste_vars, x)[0, 0], kernel[kept].sum(), rtol=1e-6)
+
+
+# --- HardConcreteGate promotes as x * z --------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.int8, jnp.bool_, jnp.bfloat16, jnp.float32])
+def test_hard_concrete_gate_promotes_like_a_product(dtype):
+    half = jax.nn.initializers.constant(0.0)  # deterministic gate sigmoid(0)*1.2 - 0.1 = 0.5
+    x = jnp.array([10, 10, 3, 1]).astype(dtype)
+    gate = hn.HardConcreteGate((4,), log_alpha_init=half, deterministic=True, rngs=_rngs())
+    z = gate.gate()
+    np.testing.assert_allclose(z, 0.5, rtol=1e-6)
+    expected = x * z
+    out = gate(x)
+    assert out.dtype == expected.dtype
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(expected, np.float32))
+    module = hl.HardConcreteGate((4,), log_alpha_init=half, deterministic=True)
+    variables = module.init(jax.random.key(0), x)
+    out = module.apply(variables, x)
+    assert out.dtype == expected.dtype
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(expected, np.float32))

@@ -213,9 +213,11 @@ def hard_concrete_gate(
 
 
 def gated_input(x: Any, z: jax.Array) -> jax.Array:
-    """``x * z`` (``z`` broadcast to ``x``'s shape), in ``x``'s dtype."""
-    x = jnp.asarray(x)
-    return hj.hadamard(x, z.astype(x.dtype), broadcast=True)
+    """``x * z`` (``z`` broadcast against ``x``), promoted as ``x * z`` is: integer or bool
+    ``x`` times a float32 gate is float32 (a gate of 0.5 on ``[10, 10]`` gives ``[5., 5.]``),
+    a bfloat16 ``x`` times a float32 gate float32 (give the gate ``param_dtype=jnp.bfloat16``
+    to stay in bfloat16)."""
+    return hj.hadamard(x, z, broadcast=True)
 
 
 def l0_penalty(log_alpha: Any, *, beta: float, gamma: float, zeta: float) -> jax.Array:

@@ -88,7 +88,7 @@ class HardConcreteGate(nnx.Module):
     def __call__(
         self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
     ) -> jax.Array:
-        """``x * z`` (``z`` broadcast to ``x``'s shape)."""
+        """``x * z`` (``z`` broadcast against ``x``), with the dtype of ``x * z``."""
         return F.gated_input(x, self.gate(deterministic=deterministic, rngs=rngs))
 
     def l0_penalty(self) -> jax.Array:
