@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from flax import nnx
 
 import hadamard_jax as hj
@@ -428,3 +429,94 @@ def test_hard_concrete_gate_promotes_like_a_product(dtype):
     out = module.apply(variables, x)
     assert out.dtype == expected.dtype
     np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(expected, np.float32))
+
+
+# --- prune on stacked layers: per-layer methods rank each layer on its own ---------------------
+
+SCALES = jnp.array([1e-3, 1.0, 1e3])  # layers of very different scales
+
+
+def _nnx_stack():
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(key):
+        return hn.MaskedLinear(8, 4, rngs=nnx.Rngs(key))
+
+    stack = make(jax.random.split(jax.random.key(0), 3))
+    stack.kernel[...] = stack.kernel[...] * SCALES[:, None, None]
+    return stack
+
+
+def _linen_stack():
+    class Layer(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            return x, hl.MaskedLinear(4, name="lin")(x)
+
+    stack = nn.scan(
+        Layer, variable_axes={"params": 0, "masks": 0}, split_rngs={"params": True}, length=3
+    )()
+    variables = stack.init(jax.random.key(0), jnp.ones((2, 8)), None)
+    params = jax.tree.map(lambda a: a, dict(variables["params"]))
+    lin = dict(params["lin"])
+    lin["kernel"] = lin["kernel"] * SCALES[:, None, None]
+    return {"params": {"lin": lin}, "masks": variables["masks"]}
+
+
+def _per_layer_kept(mask):
+    return np.asarray(mask).reshape(mask.shape[0], -1).sum(axis=1).tolist()
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_prune_stacked_layers_per_layer(method):
+    kw = {"key": jax.random.key(1)} if method == "random" else {}
+    stack = hn.prune(_nnx_stack(), 0.5, method=method, **kw)
+    assert stack.mask[...].shape == (3, 8, 4)
+    assert _per_layer_kept(stack.mask[...]) == [16, 16, 16]  # was [0, 16, 32] by magnitude
+    assert hn.mask_sparsity(stack) == 0.5
+    variables = hl.prune(_linen_stack(), 0.5, method=method, **kw)
+    assert _per_layer_kept(variables["masks"]["lin"]["mask"]) == [16, 16, 16]
+    # 7 of 32 weights: round(0.3 * 32) = 10 pruned in every layer.
+    assert _per_layer_kept(hn.prune(_nnx_stack(), 0.3, method=method, **kw).mask[...]) == [22] * 3
+    if method == "magnitude":  # each layer keeps its own largest weights
+        for i in range(3):
+            expected = hj.magnitude_mask(stack.kernel[...][i], 0.5)
+            np.testing.assert_array_equal(stack.mask[...][i], expected)
+
+
+def test_prune_stacked_layers_nm_groups_along_each_layers_input_axis():
+    stack = hn.prune(_nnx_stack(), None, method="nm", n=2, m=4)  # raised with 3 layers before
+    groups = np.asarray(stack.mask[...]).reshape(3, 2, 4, 4)  # [layer, group, 4 inputs, out]
+    assert (groups.sum(axis=2) == 2).all()
+    out_axis = hn.prune(_nnx_stack(), None, method="nm", n=1, m=2, axis=1)
+    assert (np.asarray(out_axis.mask[...]).reshape(3, 8, 2, 2).sum(axis=3) == 1).all()
+    variables = hl.prune(_linen_stack(), 0.5, method="nm", n=2, m=4)
+    groups = np.asarray(variables["masks"]["lin"]["mask"]).reshape(3, 2, 4, 4)
+    assert (groups.sum(axis=2) == 2).all()
+
+
+def test_prune_stacked_global_magnitude_stays_global():
+    stack = hn.prune(_nnx_stack(), 0.5, method="global_magnitude")
+    variables = hl.prune(_linen_stack(), 0.5, method="global_magnitude")
+    for mask in (stack.mask[...], variables["masks"]["lin"]["mask"]):
+        kept = _per_layer_kept(mask)  # one threshold over all layers: the small layer goes
+        assert kept[0] == 0 and sum(kept) == 48 and kept[2] > 24, kept
+
+
+def test_prune_stacked_gated_mlp_and_two_stack_axes():
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(key):
+        return hn.GatedMLP(4, 8, masked=True, rngs=nnx.Rngs(key))
+
+    stack = make(jax.random.split(jax.random.key(0), 3))
+    stack.up_kernel[...] = stack.up_kernel[...] * SCALES[:, None, None]
+    hn.prune(stack, 0.25)
+    for name, size in (("gate", 32), ("up", 32), ("down", 32)):
+        assert _per_layer_kept(getattr(stack, f"{name}_mask")[...]) == [size - 8] * 3
+    # Two leading stack axes (e.g. vmap inside scan): [2, 3, in, out], 6 layers.
+    kernel = jax.random.normal(jax.random.key(3), (2, 3, 8, 4))
+    kernel = kernel * jnp.arange(1.0, 7.0).reshape(2, 3, 1, 1) ** 6
+    variables = {"params": {"kernel": kernel}, "masks": {"mask": jnp.ones(kernel.shape, bool)}}
+    mask = hl.prune(variables, 0.5)["masks"]["mask"]
+    assert (np.asarray(mask).reshape(6, -1).sum(axis=1) == 16).all()
+    nm = hl.prune(variables, None, method="nm", n=1, m=4)["masks"]["mask"]
+    assert (np.asarray(nm).reshape(2, 3, 2, 4, 4).sum(axis=3) == 1).all()

@@ -29,31 +29,60 @@ def kernel_name(mask_name: str) -> str | None:
     return mask_name[: -len(MASK_SUFFIX)] + KERNEL_SUFFIX
 
 
+#: The rank of one layer's kernel ``[in, out]``; leading axes beyond it are stack axes.
+KERNEL_NDIM = 2
+
+
+def _per_layer(mask_of_layer: Any, w: jax.Array, *keys: jax.Array) -> jax.Array:
+    """``mask_of_layer(layer, *layer_keys)`` for each 2-D layer of ``w = [*stack, in, out]``."""
+    stack = w.shape[: w.ndim - KERNEL_NDIM]
+    if not stack:
+        return mask_of_layer(w, *keys)
+    layers = w.reshape((-1,) + w.shape[len(stack) :])
+    keys = tuple(jax.random.split(k, layers.shape[0]) for k in keys)
+    return jax.vmap(mask_of_layer)(layers, *keys).reshape(w.shape)
+
+
 def prune_masks(
     kernels: Mapping[Any, jax.Array], masks: Mapping[Any, jax.Array], options: PruneOptions
 ) -> dict[Any, jax.Array]:
-    """New boolean masks for the kernels ``{name: [in, out]}`` given their current masks.
+    """New boolean masks for the kernels ``{name: [*stack, in, out]}`` given their masks.
 
-    Scores are the magnitudes of the *masked* kernels, so weights pruned before rank lowest,
-    and every new mask is ANDed with the old one: pruning again never revives a weight.
+    Kernels stacked by ``nnx.vmap``/``nnx.scan`` or Linen ``nn.scan``/``nn.vmap`` have leading
+    stack axes (any number) before the layer's own ``[in, out]``: the per-layer methods
+    (``"magnitude"``, ``"random"``, ``"nm"``) rank each layer on its own, ``options.axis``
+    refers to the layer's ``[in, out]``; ``"global_magnitude"`` ranks all weights of all
+    kernels together. Scores are the magnitudes of the *masked* kernels, so weights pruned
+    before rank lowest, and every new mask is ANDed with the old one: pruning again never
+    revives a weight.
     """
     sparsity, method = options.sparsity, options.method
     effective = {
         k: functional.unsharded(jnp.where(masks[k], kernels[k], jnp.zeros((), kernels[k].dtype)))
         for k in kernels
     }
-    if method == "magnitude":
-        new = {k: hj.magnitude_mask(w, sparsity) for k, w in effective.items()}
-    elif method == "global_magnitude":
+    for name, w in effective.items():
+        if w.ndim < KERNEL_NDIM:
+            raise ValueError(
+                f"prune: the kernel {name!r} has shape {w.shape}; expected [*stack, in, out]."
+            )
+    if method == "global_magnitude":
         new = hj.global_magnitude_masks(effective, sparsity)
+    elif method == "magnitude":
+        new = {
+            k: _per_layer(lambda layer: hj.magnitude_mask(layer, sparsity), w)
+            for k, w in effective.items()
+        }
     elif method == "random":
         keys = jax.random.split(options.key, max(1, len(effective)))
         new = {
-            k: hj.random_mask(kk, w.shape, sparsity) for kk, (k, w) in zip(keys, effective.items())
+            k: _per_layer(lambda layer, kk: hj.random_mask(kk, layer.shape, sparsity), w, kk)
+            for kk, (k, w) in zip(keys, effective.items())
         }
     else:
         new = {
-            k: hj.nm_mask(w, options.n, options.m, axis=options.axis) for k, w in effective.items()
+            k: hj.nm_mask(w, options.n, options.m, axis=w.ndim - KERNEL_NDIM + options.axis)
+            for k, w in effective.items()
         }
     return {k: jnp.logical_and(new[k].astype(bool), masks[k].astype(bool)) for k in kernels}
 

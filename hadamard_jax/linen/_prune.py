@@ -49,11 +49,16 @@ def prune(
 
     The Linen counterpart of :func:`hadamard_jax.nnx.prune` (same arguments and semantics):
     a mask ``masks/<path>/<prefix>mask`` next to a kernel ``params/<path>/<prefix>kernel`` is
-    pruned, and the
-    pruned kernel entries are set to zero. The input is not modified.
+    pruned, and the pruned kernel entries are set to zero. The input is not modified.
+
+    A sparsity ``s`` prunes exactly ``round(s * size)`` weights (half to even, the rule of
+    ``MaskedLinear(mask_type="ste", sparsity=s)``) of each kernel, or of all kernels together
+    for ``"global_magnitude"``. Kernels stacked by ``nn.scan``/``nn.vmap`` (``variable_axes``
+    0: ``[*stack, in, out]``) are pruned layer by layer by ``"magnitude"``, ``"random"`` and
+    ``"nm"`` (``axis`` is an axis of the layer's ``[in, out]``).
 
     Raises:
-      ValueError: as :func:`hadamard_jax.nnx.prune`.
+      TypeError, ValueError: as :func:`hadamard_jax.nnx.prune`.
     """
     checked = options.check_prune(sparsity, method, key, n, m, axis)
     params, masks, found = _masked_kernels(variables)

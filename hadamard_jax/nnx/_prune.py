@@ -53,6 +53,11 @@ def prune(
     for ``"global_magnitude"`` -- the same rule as ``MaskedLinear(mask_type="ste",
     sparsity=s)``.
 
+    Stacked layers (``nnx.vmap``/``nnx.scan`` over layers) have kernels ``[*stack, in, out]``
+    (any number of leading stack axes): ``"magnitude"``, ``"random"`` and ``"nm"`` prune each
+    layer on its own (exact counts per layer, ``axis`` an axis of the layer's ``[in, out]``);
+    ``"global_magnitude"`` ranks every weight of every layer together.
+
     Args:
       model: an NNX module (searched recursively).
       sparsity: fraction of each kernel (``"magnitude"``, ``"random"``) or of all masked
@@ -62,7 +67,8 @@ def prune(
         threshold over all masked layers), ``"random"`` (needs ``key``) or ``"nm"`` (keep the
         ``n`` largest of every ``m`` consecutive weights along ``axis``; 2:4 is ``n=2, m=4``).
       key: PRNG key for ``"random"``.
-      n, m, axis: the N:M pattern (``axis=0``: groups along the input dimension).
+      n, m, axis: the N:M pattern (``axis=0``: groups along the input dimension of each
+        layer's ``[in, out]`` kernel; ``1``: the output dimension).
 
     Returns:
       ``model`` (mutated).
