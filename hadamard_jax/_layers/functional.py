@@ -17,6 +17,7 @@ from flax.typing import Dtype, PrecisionLike
 from jax import lax
 
 import hadamard_jax as hj
+from hadamard_jax._src import checks
 from hadamard_jax._src import glu as _glu
 
 Params = Mapping[str, Any]
@@ -179,10 +180,15 @@ def unsharded(x: jax.Array) -> jax.Array:
     Explicit axes a sort must not be sharded along the sorted dimension. Under Auto axes (or
     no mesh) ``x`` is returned as is and the compiler places the gather.
     """
-    spec = getattr(jax.typeof(x).sharding, "spec", ())
-    if any(p is not None for p in spec):
-        return jax.sharding.reshard(x, jax.sharding.PartitionSpec())
+    sharding = jax.typeof(x).sharding
+    if any(p is not None for p in getattr(sharding, "spec", ())):
+        return jax.sharding.reshard(x, _like(sharding, jax.sharding.PartitionSpec()))
     return x
+
+
+def _like(sharding: Any, spec: jax.sharding.PartitionSpec) -> jax.sharding.NamedSharding:
+    """A ``NamedSharding`` over ``sharding``'s mesh with ``spec`` (no mesh context needed)."""
+    return jax.sharding.NamedSharding(sharding.mesh, spec)
 
 
 def ste_scores_mask(scores: Any, *, sparsity: float | None, threshold: float | None) -> jax.Array:
@@ -192,9 +198,19 @@ def ste_scores_mask(scores: Any, *, sparsity: float | None, threshold: float | N
     (:func:`hadamard_jax.ste_mask`'s ``sparsity=``: the rounding of ``prune``, 5 weights at
     0.5 keep 3); ``threshold``: keep ``scores > threshold``.
     """
-    if sparsity is not None:
-        return hj.ste_mask(scores, sparsity=sparsity)
-    return hj.ste_mask(scores, threshold=threshold)
+    if threshold is not None:  # element-wise: stays sharded as the scores are
+        return hj.ste_mask(scores, threshold=threshold)
+    # An exact global top-k ranks all scores together, so it needs every score on every
+    # device: under Explicit mesh axes the scores alone (not the kernel) are resharded to
+    # replicated, explicitly, and the mask goes back to the scores' sharding, so that the
+    # masked kernel stays sharded as the kernel is.
+    scores = jnp.asarray(checks.as_array(scores, "scores", "MaskedLinear"))
+    gathered = unsharded(scores)
+    mask = hj.ste_mask(gathered, sparsity=sparsity)
+    if gathered is scores:
+        return mask
+    sharding = jax.typeof(scores).sharding
+    return jax.sharding.reshard(mask, _like(sharding, sharding.spec))
 
 
 def hard_concrete_gate(
