@@ -444,6 +444,10 @@ class HardConcreteGate(nn.Module):
     parameter is ``log_alpha`` of ``shape``. The Linen counterpart of
     :class:`hadamard_jax.nnx.HardConcreteGate`.
 
+    Every use of the gate in an ``apply`` with the ``"intermediates"`` collection mutable sows
+    its own L0 penalty (with its own ``beta``/``gamma``/``zeta``) as
+    ``intermediates/.../l0_penalty``; :func:`hadamard_jax.linen.l0_penalty` sums them.
+
     Attributes:
       shape: the gate's shape; it broadcasts against the input.
       beta, gamma, zeta: temperature (> 0) and stretch bounds (< 0, > 1); the defaults are
@@ -494,6 +498,16 @@ class HardConcreteGate(nn.Module):
         op = "HardConcreteGate"
         deterministic = options.deterministic_of(deterministic, self.deterministic, op)
         key = None if deterministic else self.make_rng(self.rng_collection)
+        if self.is_mutable_collection(options.PENALTIES):
+            # The gate's own L0 penalty, for hadamard_jax.linen.l0_penalty: Linen variables do
+            # not hold beta/gamma/zeta. Overwritten, not appended: once per gate per apply.
+            self.sow(
+                options.PENALTIES,
+                options.L0_PENALTY,
+                self.l0_penalty(),
+                init_fn=lambda: jnp.zeros((), jnp.float32),
+                reduce_fn=lambda _, new: new,
+            )
         return F.hard_concrete_gate(
             key,
             self.log_alpha,

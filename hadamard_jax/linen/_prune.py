@@ -9,9 +9,8 @@ import jax.numpy as jnp
 from flax import traverse_util
 from flax.core import meta, unfreeze
 
-from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import options, pruning
-from hadamard_jax._layers.options import MASKS
+from hadamard_jax._layers.options import L0_PENALTY, MASKS, PENALTIES
 
 
 def _masked_kernels(variables: Any) -> tuple[dict, dict, dict[str, tuple]]:
@@ -89,19 +88,47 @@ def mask_sparsity(variables: Any) -> float:
     return pruning.sparsity_of(meta.unbox(masks[p]) for p in found.values())
 
 
-def l0_penalty(
-    variables: Any,
-    *,
-    beta: float = options.BETA,
-    gamma: float = options.GAMMA,
-    zeta: float = options.ZETA,
-) -> jax.Array:
-    """The sum of :func:`hadamard_jax.l0_penalty` over every ``log_alpha`` in ``params``
-    (every ``HardConcreteGate``, inside ``MaskedLinear`` too), with the given gate parameters.
-    Differentiable in the params."""
+def l0_penalty(variables: Any) -> jax.Array:
+    """The sum of the L0 penalties of every ``HardConcreteGate`` (inside ``MaskedLinear``
+    too), each with its own ``beta``, ``gamma`` and ``zeta``, as the NNX
+    :func:`hadamard_jax.nnx.l0_penalty`.
+
+    Linen variables hold ``log_alpha`` but not the gate's ``beta``/``gamma``/``zeta`` (they are
+    attributes of the module), so each gate computes its own penalty during ``apply`` and sows
+    it into the ``"intermediates"`` collection when that collection is mutable: pass the state
+    that ``apply(..., mutable="intermediates")`` returns (or variables that contain it).
+    Differentiable in the params of that ``apply``::
+
+      y, state = model.apply(variables, x, rngs=rngs, mutable="intermediates")
+      loss = task_loss(y) + lam * l0_penalty(state)
+
+    Penalties of layers stacked by ``nn.scan`` (``variable_axes={"intermediates": 0}``) are
+    summed over the stack. A single gate's penalty is also
+    ``gate.apply(variables, method="l0_penalty")``.
+
+    Raises:
+      ValueError: ``variables`` hold ``log_alpha`` params but no sown penalty (the
+        ``"intermediates"`` of an ``apply``), so each gate's parameters are unknown.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp
+      >>> from hadamard_jax.linen import MaskedLinear, l0_penalty
+      >>> layer = MaskedLinear(4, mask_type="hard_concrete", beta=0.5, deterministic=True)
+      >>> variables = layer.init(jax.random.key(0), jnp.ones((2, 8)))
+      >>> _, state = layer.apply(variables, jnp.ones((2, 8)), mutable="intermediates")
+      >>> round(float(l0_penalty(state)), 2)
+      31.53
+    """
+    sown = traverse_util.flatten_dict(unfreeze(variables.get(PENALTIES, {})))
+    values = [v for path, v in sown.items() if L0_PENALTY in map(str, path)]
+    if values:
+        return sum((jnp.sum(v) for v in values), jnp.zeros((), jnp.float32))
     params = traverse_util.flatten_dict(unfreeze(variables.get("params", variables)))
-    total = jnp.zeros((), jnp.float32)
-    for path, value in params.items():
-        if path[-1] == "log_alpha":
-            total = total + F.l0_penalty(meta.unbox(value), beta=beta, gamma=gamma, zeta=zeta)
-    return total
+    if any(path[-1] == "log_alpha" for path in params):
+        raise ValueError(
+            "l0_penalty: the variables hold hard-concrete gates (log_alpha) but no penalties "
+            "sown by them; Linen variables do not record each gate's beta/gamma/zeta. Pass the "
+            "state of model.apply(variables, x, mutable='intermediates')."
+        )
+    return jnp.zeros((), jnp.float32)
