@@ -12,6 +12,7 @@ the ``"masks"`` collection, not in ``"params"``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -350,13 +351,13 @@ class GatedResidual(nn.Module):
         """``a: [..., in]``, ``context: [..., context_features]`` -> ``[..., out]``."""
         d = jnp.shape(a)[-1]
         o = d if self.out_features is None else self.out_features
-        common = dict(
+        common: dict[str, Any] = dict(
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             precision=self.precision,
             kernel_init=self.kernel_init,
         )
-        dense = dict(use_bias=self.use_bias, bias_init=self.bias_init, **common)
+        dense: dict[str, Any] = dict(use_bias=self.use_bias, bias_init=self.bias_init, **common)
         eta = nn.Dense(self.hidden_features, name="hidden", **dense)(a)
         if context is not None:
             F.check_features("GatedResidual (context)", context, self.context_features)

@@ -123,7 +123,10 @@ def l0_penalty(variables: Any) -> jax.Array:
     sown = traverse_util.flatten_dict(unfreeze(variables.get(PENALTIES, {})))
     values = [v for path, v in sown.items() if L0_PENALTY in map(str, path)]
     if values:
-        return sum((jnp.sum(v) for v in values), jnp.zeros((), jnp.float32))
+        total = jnp.zeros((), jnp.float32)
+        for v in values:
+            total = total + jnp.sum(jnp.asarray(v))
+        return total
     params = traverse_util.flatten_dict(unfreeze(variables.get("params", variables)))
     if any(path[-1] == "log_alpha" for path in params):
         raise ValueError(

@@ -86,7 +86,7 @@ class GatedResidual(nnx.Module):
         out_features = in_features if out_features is None else out_features
         self.in_features, self.out_features = in_features, out_features
         self.context_features = context_features
-        common = dict(
+        common: dict[str, Any] = dict(
             dtype=dtype,
             param_dtype=param_dtype,
             precision=precision,
