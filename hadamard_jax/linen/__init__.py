@@ -3,8 +3,8 @@
 collection; :func:`prune` returns new variables.
 """
 
+from hadamard_jax._layers.options import MASKS as MASKS
 from hadamard_jax.linen._modules import GLU as GLU
-from hadamard_jax.linen._modules import MASKS as MASKS
 from hadamard_jax.linen._modules import GatedMLP as GatedMLP
 from hadamard_jax.linen._modules import GatedResidual as GatedResidual
 from hadamard_jax.linen._modules import HardConcreteGate as HardConcreteGate

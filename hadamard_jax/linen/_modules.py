@@ -2,8 +2,10 @@
 
 Same names, arguments and parameter names as the NNX modules, except that input sizes
 (``in_features``, the context size) are inferred from the inputs, as in ``nn.Dense``, and
-``rngs`` are given to ``init``/``apply``. Both compute through the same pure functions
-(:mod:`hadamard_jax.nnx._functional`), so equal parameters give equal outputs. Masks live in
+``rngs`` are given to ``init``/``apply``. Both front ends check their arguments with the same
+functions (:mod:`hadamard_jax._layers.options`; Linen in ``__post_init__``, i.e. when the module
+is constructed) and compute through the same pure functions
+(:mod:`hadamard_jax._layers.functional`), so equal parameters give equal outputs. Masks live in
 the ``"masks"`` collection, not in ``"params"``.
 """
 
@@ -16,22 +18,32 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax.core import meta
+from flax.typing import Dtype, Initializer, PrecisionLike
 
 import hadamard_jax as hj
-from hadamard_jax.nnx import _common as C
-from hadamard_jax.nnx import _functional as F
-from hadamard_jax.nnx._masked_linear import check_mask_options, ste_mask
-
-default_kernel_init = nn.initializers.lecun_normal()
-default_bias_init = nn.initializers.zeros_init()
-default_gate_bias_init = nn.initializers.constant(-2.0)
-default_log_alpha_init = nn.initializers.constant(3.0)
-
-MASKS = "masks"
+from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import options
+from hadamard_jax._layers.options import MASKS
 
 
 class GLU(nn.Module):
-    """A linear projection to a gated output; see :class:`hadamard_jax.nnx.GLU`.
+    """A linear projection to a gated output, ``act(x W_g + b_g) * (x W_v + b_v)``.
+
+    The Linen counterpart of :class:`hadamard_jax.nnx.GLU` (the input size is inferred).
+
+    Attributes:
+      out_features: size of the gated output ``n``.
+      activation: the gate: ``"swiglu"`` (default), ``"geglu"``, ``"reglu"``, ``"glu"``
+        (sigmoid) or ``"bilinear"``.
+      approximate: tanh-approximate GELU (``activation="geglu"`` only).
+      fused_kernel: one ``kernel`` ``[in, 2n]`` (value columns, then gate columns: the
+        ``jax.nn.glu`` layout) and ``bias`` ``[2n]`` (default), or ``gate_kernel`` and
+        ``value_kernel`` ``[in, n]`` with ``gate_bias``/``value_bias`` ``[n]``.
+      use_bias: add biases to the projections.
+      dtype: computation dtype (default: inferred from inputs and params).
+      param_dtype: parameter dtype.
+      precision: ``jax.lax.Precision`` of the matmul.
+      kernel_init, bias_init: initializers (wrap with ``nn.with_partitioning`` to shard).
 
     Example::
 
@@ -48,16 +60,29 @@ class GLU(nn.Module):
     approximate: bool = False
     fused_kernel: bool = True
     use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
-    kernel_init: Callable = default_kernel_init
-    bias_init: Callable = default_bias_init
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = options.default_kernel_init
+    bias_init: Initializer = options.default_bias_init
+
+    def __post_init__(self) -> None:
+        options.check_glu(
+            out_features=self.out_features,
+            activation=self.activation,
+            approximate=self.approximate,
+            fused_kernel=self.fused_kernel,
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+        )
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., in] -> [..., out_features]``."""
-        F.check_gate("GLU", self.activation, self.approximate)
         d, n, pd = jnp.shape(x)[-1], self.out_features, self.param_dtype
         if self.fused_kernel:
             params = {
@@ -83,9 +108,30 @@ class GLU(nn.Module):
 
 
 class GatedMLP(nn.Module):
-    """The gated feed-forward block on the fused op; see :class:`hadamard_jax.nnx.GatedMLP`.
+    """The gated feed-forward block ``down(act(x W_gate) * (x W_up))`` on the fused
+    :func:`hadamard_jax.gated_mlp` op (SwiGLU, GeGLU, ...).
 
-    Dropout draws from the ``rng_collection`` (``"dropout"``) rng of ``apply``.
+    The Linen counterpart of :class:`hadamard_jax.nnx.GatedMLP` (the input size ``d`` is
+    inferred). Parameters: ``gate_kernel``/``up_kernel`` ``[d, h]``, ``down_kernel``
+    ``[h, out]`` and, with ``use_bias``, ``gate_bias``, ``up_bias`` ``[h]``, ``down_bias``
+    ``[out]``.
+
+    Attributes:
+      hidden_features: hidden size ``h``.
+      out_features: output size (default: the input size ``d``).
+      activation: ``"swiglu"`` (default), ``"geglu"``, ``"reglu"``, ``"glu"``, ``"bilinear"``.
+      approximate: tanh-approximate GELU (``activation="geglu"`` only).
+      use_bias: biases on the three projections.
+      dropout_rate: dropout probability on the hidden layer ``act(g) * u`` (a boolean
+        keep-mask passed into the fused op, scaled by ``1 / (1 - rate)``).
+      deterministic: disable dropout (``None``: decided by the call argument, else ``False``).
+      masked: give each kernel a fixed boolean mask (``masks/gate_mask``, ``up_mask``,
+        ``down_mask``, all ones at first, with the kernel's partitioning) that :func:`prune`
+        sets; masked weights are exactly zero and get zero gradient.
+      dtype, param_dtype, precision, kernel_init, bias_init: as ``nn.Dense``.
+      down_kernel_init: initializer of ``down_kernel`` (default ``kernel_init``), e.g. with
+        the transposed partitioning for tensor parallelism.
+      rng_collection: the rng of ``apply`` that dropout draws from (``"dropout"``).
 
     Example::
 
@@ -105,64 +151,91 @@ class GatedMLP(nn.Module):
     dropout_rate: float = 0.0
     deterministic: bool | None = None
     masked: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
-    kernel_init: Callable = default_kernel_init
-    bias_init: Callable = default_bias_init
-    down_kernel_init: Callable | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = options.default_kernel_init
+    bias_init: Initializer = options.default_bias_init
+    down_kernel_init: Initializer | None = None
     rng_collection: str = "dropout"
+
+    def __post_init__(self) -> None:
+        options.check_gated_mlp(
+            hidden_features=self.hidden_features,
+            out_features=self.out_features,
+            activation=self.activation,
+            approximate=self.approximate,
+            use_bias=self.use_bias,
+            dropout_rate=self.dropout_rate,
+            deterministic=self.deterministic,
+            masked=self.masked,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            down_kernel_init=self.down_kernel_init,
+            rng_collection=self.rng_collection,
+        )
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
         """``[..., in] -> [..., out_features or in]``."""
-        F.check_gate("GatedMLP", self.activation, self.approximate)
-        F.check_rate("GatedMLP", "dropout_rate", self.dropout_rate)
         d, h, pd = jnp.shape(x)[-1], self.hidden_features, self.param_dtype
         o = d if self.out_features is None else self.out_features
+        down_init = options.first(self.down_kernel_init, self.kernel_init)
         params = {
             "gate_kernel": self.param("gate_kernel", self.kernel_init, (d, h), pd),
             "up_kernel": self.param("up_kernel", self.kernel_init, (d, h), pd),
-            "down_kernel": self.param(
-                "down_kernel", self.down_kernel_init or self.kernel_init, (h, o), pd
-            ),
+            "down_kernel": self.param("down_kernel", down_init, (h, o), pd),
         }
         if self.use_bias:
             params["gate_bias"] = self.param("gate_bias", self.bias_init, (h,), pd)
             params["up_bias"] = self.param("up_bias", self.bias_init, (h,), pd)
             params["down_bias"] = self.param("down_bias", self.bias_init, (o,), pd)
+        masks = None
         if self.masked:
-            for name in ("gate", "up", "down"):
-                mask = _fixed_mask(
+            masks = {
+                f"{name}_mask": _fixed_mask(
                     self,
                     f"{name}_mask",
                     f"{name}_kernel",
-                    nn.initializers.ones_init(),
+                    options.default_mask_init,
                     params[f"{name}_kernel"].shape,
                 )
-                params[f"{name}_kernel"] = F.masked_kernel(params[f"{name}_kernel"], mask)
-        deterministic = C.first(deterministic, self.deterministic, False)
-        keep_mask, keep = None, 1.0
+                for name in ("gate", "up", "down")
+            }
+        deterministic = options.deterministic_of(deterministic, self.deterministic, "GatedMLP")
+        key = None
         if self.dropout_rate > 0 and not deterministic:
-            keep = 1.0 - self.dropout_rate
-            shape = tuple(x.shape[:-1]) + (h,)
-            keep_mask = F.dropout_keep_mask(
-                self.make_rng(self.rng_collection), self.dropout_rate, shape
-            )
+            key = self.make_rng(self.rng_collection)
         return F.gated_mlp(
             x,
             params,
+            masks,
             activation=self.activation,
             approximate=self.approximate,
             dtype=self.dtype,
             precision=self.precision,
-            keep_mask=keep_mask,
-            keep_prob=keep,
+            dropout_rate=self.dropout_rate,
+            dropout_key=key,
         )
 
 
 class Highway(nn.Module):
-    """A highway layer; see :class:`hadamard_jax.nnx.Highway`.
+    """A highway layer (Srivastava et al. 2015): ``y = T(x) * H(x) + (1 - T(x)) * x``.
+
+    ``H(x) = activation(x W_H + b_H)`` (params ``kernel``, ``bias``) and the transform gate
+    ``T(x) = sigmoid(x W_T + b_T)`` (``gate_kernel``, ``gate_bias``), combined by
+    :func:`hadamard_jax.highway`. The Linen counterpart of :class:`hadamard_jax.nnx.Highway`.
+
+    Attributes:
+      features: input and output size.
+      activation: the transform's activation (default ``jax.nn.relu``).
+      use_bias: bias ``b_H`` on the transform (the gate always has its bias).
+      gate_bias_init: initializer of ``b_T`` (default ``constant(-2.0)``: the layer starts
+        close to the identity).
+      dtype, param_dtype, precision, kernel_init, bias_init: as ``nn.Dense``.
 
     Example::
 
@@ -176,12 +249,25 @@ class Highway(nn.Module):
     features: int
     activation: Callable[[jax.Array], jax.Array] = jax.nn.relu
     use_bias: bool = True
-    gate_bias_init: Callable = default_gate_bias_init
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
-    kernel_init: Callable = default_kernel_init
-    bias_init: Callable = default_bias_init
+    gate_bias_init: Initializer = options.default_gate_bias_init
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = options.default_kernel_init
+    bias_init: Initializer = options.default_bias_init
+
+    def __post_init__(self) -> None:
+        options.check_highway(
+            features=self.features,
+            activation=self.activation,
+            use_bias=self.use_bias,
+            gate_bias_init=self.gate_bias_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+        )
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -200,7 +286,23 @@ class Highway(nn.Module):
 
 
 class GatedResidual(nn.Module):
-    """The TFT gated residual network; see :class:`hadamard_jax.nnx.GatedResidual`.
+    r"""The gated residual network of the Temporal Fusion Transformer (Lim et al. 2021).
+
+    ``GRN(a, c) = LayerNorm(skip(a) + GLU(W_1 ELU(W_2 a + W_3 c + b_2) + b_1))`` with dropout
+    before the GLU (``activation="glu"``, two kernels) and ``skip(a) = a`` when the output size
+    equals the input size (a projection otherwise). The Linen counterpart of
+    :class:`hadamard_jax.nnx.GatedResidual`; submodules ``hidden`` (W_2), ``context`` (W_3),
+    ``output`` (W_1), ``dropout``, ``glu``, ``skip``, ``norm``.
+
+    Attributes:
+      hidden_features: size of the hidden layers.
+      out_features: output size (default: the input size).
+      context_features: size of the optional context ``c`` (checked when given).
+      dropout_rate: dropout before the GLU (rng ``"dropout"``).
+      deterministic: disable dropout (``None``: decided by the call argument, else ``False``).
+      use_bias: biases on the projections.
+      epsilon: LayerNorm epsilon.
+      dtype, param_dtype, precision, kernel_init, bias_init: as ``nn.Dense``.
 
     Example::
 
@@ -220,36 +322,50 @@ class GatedResidual(nn.Module):
     deterministic: bool | None = None
     use_bias: bool = True
     epsilon: float = 1e-6
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
-    kernel_init: Callable = default_kernel_init
-    bias_init: Callable = default_bias_init
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = options.default_kernel_init
+    bias_init: Initializer = options.default_bias_init
+
+    def __post_init__(self) -> None:
+        options.check_gated_residual(
+            hidden_features=self.hidden_features,
+            out_features=self.out_features,
+            context_features=self.context_features,
+            dropout_rate=self.dropout_rate,
+            deterministic=self.deterministic,
+            use_bias=self.use_bias,
+            epsilon=self.epsilon,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+        )
+        super().__post_init__()
 
     @nn.compact
     def __call__(
         self, a: jax.Array, context: jax.Array | None = None, *, deterministic: bool | None = None
     ) -> jax.Array:
         """``a: [..., in]``, ``context: [..., context_features]`` -> ``[..., out]``."""
-        F.check_rate("GatedResidual", "dropout_rate", self.dropout_rate)
         d = jnp.shape(a)[-1]
         o = d if self.out_features is None else self.out_features
-        common = dict(
+        common: dict[str, Any] = dict(
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             precision=self.precision,
             kernel_init=self.kernel_init,
         )
-        dense = dict(use_bias=self.use_bias, bias_init=self.bias_init, **common)
+        dense: dict[str, Any] = dict(use_bias=self.use_bias, bias_init=self.bias_init, **common)
         eta = nn.Dense(self.hidden_features, name="hidden", **dense)(a)
         if context is not None:
-            if self.context_features is not None:
-                F.check_features("GatedResidual (context)", context, self.context_features)
+            F.check_features("GatedResidual (context)", context, self.context_features)
             eta = eta + nn.Dense(self.hidden_features, use_bias=False, name="context", **common)(
                 context
             )
         eta = nn.Dense(self.hidden_features, name="output", **dense)(jax.nn.elu(eta))
-        deterministic = C.first(deterministic, self.deterministic, False)
+        deterministic = options.deterministic_of(deterministic, self.deterministic, "GatedResidual")
         eta = nn.Dropout(self.dropout_rate, name="dropout")(eta, deterministic=deterministic)
         gated = GLU(o, activation="glu", fused_kernel=False, name="glu", **dense)(eta)
         skip = a if d == o else nn.Dense(o, name="skip", **dense)(a)
@@ -260,7 +376,17 @@ class GatedResidual(nn.Module):
 
 
 class Mask(nn.Module):
-    """A fixed mask in the ``"masks"`` collection; see :class:`hadamard_jax.nnx.Mask`.
+    """A fixed mask applied to the input, ``where(mask, x, fill)`` (select semantics: masked
+    entries exactly ``fill``, their gradient exactly zero).
+
+    The mask is the boolean variable ``masks/.../mask`` (the ``"masks"`` collection, not
+    ``"params"``); its shape broadcasts against the input. The Linen counterpart of
+    :class:`hadamard_jax.nnx.Mask`.
+
+    Attributes:
+      shape: the mask's shape.
+      mask_init: ``(key, shape, dtype) -> mask``; default all ones (keep everything).
+      fill: the value of masked entries.
 
     Example::
 
@@ -274,20 +400,25 @@ class Mask(nn.Module):
     """
 
     shape: tuple[int, ...]
-    mask_init: Callable = nn.initializers.ones_init()
+    mask_init: Initializer = options.default_mask_init
     fill: float = 0.0
+
+    def __post_init__(self) -> None:
+        options.check_mask(shape=self.shape, mask_init=self.mask_init, fill=self.fill)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x`` with masked entries replaced by ``fill``."""
+        shape = options.as_shape(self.shape, "shape", "Mask")
         mask = self.variable(
-            MASKS, "mask", lambda: self.mask_init(_init_key(self), tuple(self.shape), jnp.bool_)
+            MASKS, "mask", lambda: self.mask_init(_init_key(self), shape, jnp.bool_)
         ).value
         return hj.apply_mask(x, mask, fill=self.fill)
 
 
 def _fixed_mask(
-    module: nn.Module, name: str, kernel_name: str, init: Callable, shape: tuple[int, ...]
+    module: nn.Module, name: str, kernel_name: str, init: Initializer, shape: tuple[int, ...]
 ) -> jax.Array:
     """The boolean mask variable ``masks/name`` of a kernel, with the kernel's partitioning."""
     boxed = module.get_variable("params", kernel_name)
@@ -298,7 +429,7 @@ def _fixed_mask(
             mask = boxed.replace_boxed(mask)
         return mask
 
-    return module.variable(MASKS, name, init_mask).value
+    return meta.unbox(module.variable(MASKS, name, init_mask).value)
 
 
 def _init_key(module: nn.Module) -> jax.Array:
@@ -306,9 +437,26 @@ def _init_key(module: nn.Module) -> jax.Array:
 
 
 class HardConcreteGate(nn.Module):
-    """Learned hard-concrete gates; see :class:`hadamard_jax.nnx.HardConcreteGate`.
+    """A learned gate ``z`` in ``[0, 1]`` per entry of ``shape``, applied as ``x * z``
+    (Louizos et al. 2018).
 
-    Sampling draws from the ``rng_collection`` (``"hard_concrete"``) rng of ``apply``.
+    Training (not ``deterministic``) samples ``z`` from the ``rng_collection``
+    (``"hard_concrete"``) rng of ``apply``; evaluation uses the deterministic gate. The
+    parameter is ``log_alpha`` of ``shape``. The Linen counterpart of
+    :class:`hadamard_jax.nnx.HardConcreteGate`.
+
+    Every use of the gate in an ``apply`` with the ``"intermediates"`` collection mutable sows
+    its own L0 penalty (with its own ``beta``/``gamma``/``zeta``) as
+    ``intermediates/.../l0_penalty``; :func:`hadamard_jax.linen.l0_penalty` sums them.
+
+    Attributes:
+      shape: the gate's shape; it broadcasts against the input.
+      beta, gamma, zeta: temperature (> 0) and stretch bounds (< 0, > 1); the defaults are
+        Louizos et al.'s, as in :func:`hadamard_jax.hard_concrete`.
+      log_alpha_init: initializer of ``log_alpha`` (default ``constant(3.0)``: all open).
+      deterministic: use the test-time gate (``None``: decided by the call, else ``False``).
+      param_dtype: dtype of ``log_alpha``.
+      rng_collection: the rng of ``apply`` for sampling.
 
     Example::
 
@@ -321,24 +469,47 @@ class HardConcreteGate(nn.Module):
     """
 
     shape: tuple[int, ...]
-    beta: float = 2.0 / 3.0
-    gamma: float = -0.1
-    zeta: float = 1.1
-    log_alpha_init: Callable = default_log_alpha_init
+    beta: float = options.BETA
+    gamma: float = options.GAMMA
+    zeta: float = options.ZETA
+    log_alpha_init: Initializer = options.default_log_alpha_init
     deterministic: bool | None = None
-    param_dtype: Any = jnp.float32
+    param_dtype: Dtype = jnp.float32
     rng_collection: str = "hard_concrete"
 
-    def setup(self):
-        self.log_alpha = self.param(
-            "log_alpha", self.log_alpha_init, tuple(self.shape), self.param_dtype
+    def __post_init__(self) -> None:
+        options.check_hard_concrete_gate(
+            shape=self.shape,
+            beta=self.beta,
+            gamma=self.gamma,
+            zeta=self.zeta,
+            log_alpha_init=self.log_alpha_init,
+            deterministic=self.deterministic,
+            param_dtype=self.param_dtype,
+            rng_collection=self.rng_collection,
         )
+        super().__post_init__()
+
+    def setup(self):
+        shape = options.as_shape(self.shape, "shape", "HardConcreteGate")
+        self.log_alpha = self.param("log_alpha", self.log_alpha_init, shape, self.param_dtype)
 
     def gate(self, *, deterministic: bool | None = None) -> jax.Array:
         """The gate values ``z``, of ``shape``."""
-        deterministic = bool(C.first(deterministic, self.deterministic, False))
+        op = "HardConcreteGate"
+        deterministic = options.deterministic_of(deterministic, self.deterministic, op)
         key = None if deterministic else self.make_rng(self.rng_collection)
-        return hj.hard_concrete(
+        if self.is_mutable_collection(options.PENALTIES):
+            # The gate's own L0 penalty, for hadamard_jax.linen.l0_penalty: Linen variables do
+            # not hold beta/gamma/zeta. Overwritten, not appended: once per gate per apply.
+            self.sow(
+                options.PENALTIES,
+                options.L0_PENALTY,
+                self.l0_penalty(),
+                init_fn=lambda: jnp.zeros((), jnp.float32),
+                reduce_fn=lambda _, new: new,
+            )
+        return F.hard_concrete_gate(
             key,
             self.log_alpha,
             beta=self.beta,
@@ -348,20 +519,38 @@ class HardConcreteGate(nn.Module):
         )
 
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
-        """``x * z`` (``z`` broadcast to ``x``'s shape)."""
-        z = self.gate(deterministic=deterministic)
-        x = jnp.asarray(x)
-        return hj.hadamard(x, z.astype(x.dtype), broadcast=True)
+        """``x * z`` (``z`` broadcast against ``x``), with the dtype of ``x * z``."""
+        return F.gated_input(x, self.gate(deterministic=deterministic))
 
     def l0_penalty(self) -> jax.Array:
-        """The expected number of non-zero gates."""
-        return hj.l0_penalty(self.log_alpha, beta=self.beta, gamma=self.gamma, zeta=self.zeta)
+        """The expected number of non-zero gates (with this gate's ``beta``/``gamma``/``zeta``)."""
+        return F.l0_penalty(self.log_alpha, beta=self.beta, gamma=self.gamma, zeta=self.zeta)
 
 
 class MaskedLinear(nn.Module):
-    """A linear layer with a fixed, pruned or learned mask; see
-    :class:`hadamard_jax.nnx.MaskedLinear`. The fixed mask is ``masks/.../mask`` (it takes the
-    kernel's ``nn.with_partitioning`` names); :func:`prune` sets it.
+    """A linear layer ``x @ (kernel * mask) + bias`` with a fixed, pruned or learned mask.
+
+    The Linen counterpart of :class:`hadamard_jax.nnx.MaskedLinear` (the input size is
+    inferred). ``mask_type`` chooses the mask:
+
+    * ``"fixed"`` (default): the boolean ``masks/.../mask`` (all ones at first; it takes the
+      kernel's ``nn.with_partitioning`` names), applied with select semantics; :func:`prune`
+      sets it.
+    * ``"ste"``: learned ``scores`` (a param, by default ``|kernel|`` at init) give a hard 0/1
+      mask with a straight-through gradient (:func:`hadamard_jax.ste_mask`).
+    * ``"hard_concrete"``: a :class:`HardConcreteGate` ``gate`` over the kernel.
+
+    Attributes:
+      out_features: output size.
+      mask_type: ``"fixed"``, ``"ste"`` or ``"hard_concrete"``.
+      sparsity, threshold: the ``"ste"`` selection rule (exactly one): ``sparsity`` prunes
+        the ``round(sparsity * size)`` lowest scores, ``threshold`` keeps scores above it.
+      use_bias, dtype, param_dtype, precision, kernel_init, bias_init: as ``nn.Dense``.
+      mask_init: initializer of the fixed mask (default ones).
+      scores_init: initializer of the ``"ste"`` scores (default: ``|kernel|``).
+      beta, gamma, zeta, log_alpha_init: the hard-concrete gate's parameters.
+      deterministic: hard-concrete test-time gate (``None``: decided by the call).
+      rng_collection: the rng of ``apply`` for hard-concrete sampling.
 
     Example::
 
@@ -378,24 +567,45 @@ class MaskedLinear(nn.Module):
     sparsity: float | None = None
     threshold: float | None = None
     use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
-    kernel_init: Callable = default_kernel_init
-    bias_init: Callable = default_bias_init
-    mask_init: Callable = nn.initializers.ones_init()
-    scores_init: Callable | None = None
-    beta: float = 2.0 / 3.0
-    gamma: float = -0.1
-    zeta: float = 1.1
-    log_alpha_init: Callable = default_log_alpha_init
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = options.default_kernel_init
+    bias_init: Initializer = options.default_bias_init
+    mask_init: Initializer = options.default_mask_init
+    scores_init: Initializer | None = None
+    beta: float = options.BETA
+    gamma: float = options.GAMMA
+    zeta: float = options.ZETA
+    log_alpha_init: Initializer = options.default_log_alpha_init
     deterministic: bool | None = None
     rng_collection: str = "hard_concrete"
+
+    def __post_init__(self) -> None:
+        options.check_masked_linear(
+            out_features=self.out_features,
+            mask_type=self.mask_type,
+            sparsity=self.sparsity,
+            threshold=self.threshold,
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            mask_init=self.mask_init,
+            scores_init=self.scores_init,
+            beta=self.beta,
+            gamma=self.gamma,
+            zeta=self.zeta,
+            log_alpha_init=self.log_alpha_init,
+            deterministic=self.deterministic,
+            rng_collection=self.rng_collection,
+        )
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
         """``[..., in] -> [..., out_features]``."""
-        check_mask_options(self.mask_type, self.sparsity, self.threshold)
         shape, pd = (jnp.shape(x)[-1], self.out_features), self.param_dtype
         kernel = self.param("kernel", self.kernel_init, shape, pd)
         bias = (
@@ -405,7 +615,8 @@ class MaskedLinear(nn.Module):
             mask = _fixed_mask(self, "mask", "kernel", self.mask_init, shape)
         elif self.mask_type == "ste":
             init = self.scores_init or (lambda key, shape, dtype: jnp.abs(kernel).astype(dtype))
-            mask = ste_mask(self.param("scores", init, shape, pd), self.sparsity, self.threshold)
+            scores = self.param("scores", init, shape, pd)
+            mask = F.ste_scores_mask(scores, sparsity=self.sparsity, threshold=self.threshold)
         else:
             gate = HardConcreteGate(
                 shape,
@@ -419,5 +630,4 @@ class MaskedLinear(nn.Module):
                 name="gate",
             )
             mask = gate.gate(deterministic=deterministic)
-        x, kernel, bias = F.promote((x, F.masked_kernel(kernel, mask), bias), self.dtype)
-        return F.dense(x, kernel, bias, self.precision)
+        return F.masked_linear(x, kernel, bias, mask, dtype=self.dtype, precision=self.precision)

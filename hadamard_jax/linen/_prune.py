@@ -9,27 +9,28 @@ import jax.numpy as jnp
 from flax import traverse_util
 from flax.core import meta, unfreeze
 
-import hadamard_jax as hj
-from hadamard_jax.nnx import _functional as F
-
-MASKS = "masks"
+from hadamard_jax._layers import options, pruning
+from hadamard_jax._layers.options import L0_PENALTY, MASKS, PENALTIES
 
 
 def _masked_kernels(variables: Any) -> tuple[dict, dict, dict[str, tuple]]:
-    """Flattened params, flattened masks, and ``{name: mask path}`` of every MaskedLinear."""
+    """Flattened params, flattened masks, and ``{name: mask path}`` of every fixed kernel mask
+    (``MaskedLinear``'s ``mask``, ``GatedMLP(masked=True)``'s ``gate_mask``/``up_mask``/
+    ``down_mask``)."""
     params = traverse_util.flatten_dict(unfreeze(variables.get("params", {})))
     masks = traverse_util.flatten_dict(unfreeze(variables.get(MASKS, {})))
     found = {
         "/".join(map(str, path)): path
         for path in masks
-        if str(path[-1]).endswith("mask") and _kernel_path(path) in params
+        if _kernel_path(path) is not None and _kernel_path(path) in params
     }
     return params, masks, found
 
 
-def _kernel_path(mask_path: tuple) -> tuple:
-    """``.../<prefix>mask`` -> ``.../<prefix>kernel`` (``mask``/``kernel``, ``gate_mask``/...)."""
-    return mask_path[:-1] + (str(mask_path[-1])[: -len("mask")] + "kernel",)
+def _kernel_path(mask_path: tuple) -> tuple | None:
+    """``.../<prefix>mask`` -> ``.../<prefix>kernel`` (``None`` for other names)."""
+    kernel = pruning.kernel_name(str(mask_path[-1]))
+    return None if kernel is None else mask_path[:-1] + (kernel,)
 
 
 def prune(
@@ -47,26 +48,29 @@ def prune(
 
     The Linen counterpart of :func:`hadamard_jax.nnx.prune` (same arguments and semantics):
     a mask ``masks/<path>/<prefix>mask`` next to a kernel ``params/<path>/<prefix>kernel`` is
-    pruned, and the
-    pruned kernel entries are set to zero. The input is not modified.
+    pruned, and the pruned kernel entries are set to zero. The input is not modified.
+
+    A sparsity ``s`` prunes exactly ``round(s * size)`` weights (half to even, the rule of
+    ``MaskedLinear(mask_type="ste", sparsity=s)``) of each kernel, or of all kernels together
+    for ``"global_magnitude"``. Kernels stacked by ``nn.scan``/``nn.vmap`` (``variable_axes``
+    0: ``[*stack, in, out]``) are pruned layer by layer by ``"magnitude"``, ``"random"`` and
+    ``"nm"`` (``axis`` is an axis of the layer's ``[in, out]``).
 
     Raises:
-      ValueError: as :func:`hadamard_jax.nnx.prune`.
+      TypeError, ValueError: as :func:`hadamard_jax.nnx.prune`.
     """
-    sparsity = F.check_prune(sparsity, method, key, n, m)
+    checked = options.check_prune(sparsity, method, key, n, m, axis)
     params, masks, found = _masked_kernels(variables)
     if not found:
         raise ValueError("prune: the variables have no masked kernel (masks/.../mask).")
-    kernel_of = {name: _kernel_path(path) for name, path in found.items()}
+    kernel_of = {name: _kernel_path(path) or path for name, path in found.items()}
     kernels = {name: meta.unbox(params[p]) for name, p in kernel_of.items()}
     old = {name: meta.unbox(masks[p]) for name, p in found.items()}
-    new = F.prune_masks(kernels, old, sparsity, method=method, key=key, n=n, m=m, axis=axis)
+    new = pruning.prune_masks(kernels, old, checked)
     for name, path in found.items():
         masks[path] = _rebox(masks[path], new[name])
-        k = kernels[name]
-        params[kernel_of[name]] = _rebox(
-            params[kernel_of[name]], jnp.where(new[name], k, jnp.zeros((), k.dtype))
-        )
+        pruned = pruning.pruned_kernel(kernels[name], new[name])
+        params[kernel_of[name]] = _rebox(params[kernel_of[name]], pruned)
     out = dict(unfreeze(variables))
     out["params"] = traverse_util.unflatten_dict(params)
     out[MASKS] = traverse_util.unflatten_dict(masks)
@@ -78,24 +82,56 @@ def _rebox(old: Any, value: jax.Array) -> Any:
 
 
 def mask_sparsity(variables: Any) -> float:
-    """The fraction of masked-out weights over all fixed-mask ``MaskedLinear`` layers."""
+    """The fraction of masked-out weights over all fixed kernel masks (what :func:`prune` sets:
+    ``MaskedLinear(mask_type="fixed")`` and ``GatedMLP(masked=True)``)."""
     _, masks, found = _masked_kernels(variables)
-    arrays = [meta.unbox(masks[p]) for p in found.values()]
-    total = sum(int(a.size) for a in arrays)
-    if total == 0:
-        return 0.0
-    return 1.0 - sum(int(jnp.count_nonzero(a)) for a in arrays) / total
+    return pruning.sparsity_of(meta.unbox(masks[p]) for p in found.values())
 
 
-def l0_penalty(
-    variables: Any, *, beta: float = 2.0 / 3.0, gamma: float = -0.1, zeta: float = 1.1
-) -> jax.Array:
-    """The sum of :func:`hadamard_jax.l0_penalty` over every ``log_alpha`` in ``params``
-    (every ``HardConcreteGate``, inside ``MaskedLinear`` too), with the given gate parameters.
-    Differentiable in the params."""
+def l0_penalty(variables: Any) -> jax.Array:
+    """The sum of the L0 penalties of every ``HardConcreteGate`` (inside ``MaskedLinear``
+    too), each with its own ``beta``, ``gamma`` and ``zeta``, as the NNX
+    :func:`hadamard_jax.nnx.l0_penalty`.
+
+    Linen variables hold ``log_alpha`` but not the gate's ``beta``/``gamma``/``zeta`` (they are
+    attributes of the module), so each gate computes its own penalty during ``apply`` and sows
+    it into the ``"intermediates"`` collection when that collection is mutable: pass the state
+    that ``apply(..., mutable="intermediates")`` returns (or variables that contain it).
+    Differentiable in the params of that ``apply``::
+
+      y, state = model.apply(variables, x, rngs=rngs, mutable="intermediates")
+      loss = task_loss(y) + lam * l0_penalty(state)
+
+    Penalties of layers stacked by ``nn.scan`` (``variable_axes={"intermediates": 0}``) are
+    summed over the stack. A single gate's penalty is also
+    ``gate.apply(variables, method="l0_penalty")``.
+
+    Raises:
+      ValueError: ``variables`` hold ``log_alpha`` params but no sown penalty (the
+        ``"intermediates"`` of an ``apply``), so each gate's parameters are unknown.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp
+      >>> from hadamard_jax.linen import MaskedLinear, l0_penalty
+      >>> layer = MaskedLinear(4, mask_type="hard_concrete", beta=0.5, deterministic=True)
+      >>> variables = layer.init(jax.random.key(0), jnp.ones((2, 8)))
+      >>> _, state = layer.apply(variables, jnp.ones((2, 8)), mutable="intermediates")
+      >>> round(float(l0_penalty(state)), 2)
+      31.53
+    """
+    sown = traverse_util.flatten_dict(unfreeze(variables.get(PENALTIES, {})))
+    values = [v for path, v in sown.items() if L0_PENALTY in map(str, path)]
+    if values:
+        total = jnp.zeros((), jnp.float32)
+        for v in values:
+            total = total + jnp.sum(jnp.asarray(v))
+        return total
     params = traverse_util.flatten_dict(unfreeze(variables.get("params", variables)))
-    total = jnp.zeros((), jnp.float32)
-    for path, value in params.items():
-        if path[-1] == "log_alpha":
-            total = total + hj.l0_penalty(meta.unbox(value), beta=beta, gamma=gamma, zeta=zeta)
-    return total
+    if any(path[-1] == "log_alpha" for path in params):
+        raise ValueError(
+            "l0_penalty: the variables hold hard-concrete gates (log_alpha) but no penalties "
+            "sown by them; Linen variables do not record each gate's beta/gamma/zeta. Pass the "
+            "state of model.apply(variables, x, mutable='intermediates')."
+        )
+    return jnp.zeros((), jnp.float32)

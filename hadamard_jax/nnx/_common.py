@@ -1,4 +1,8 @@
-"""Defaults and small helpers shared by the NNX modules."""
+"""NNX-only helpers: the mask variable type, parameter creation and rng streams.
+
+Everything the Linen modules share (argument checks, defaults, the layer functions) lives in
+:mod:`hadamard_jax._layers`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
-default_kernel_init = nnx.initializers.lecun_normal()
-default_bias_init = nnx.initializers.zeros_init()
+from flax.typing import Dtype, Initializer
 
 
 class MaskVar(nnx.Variable):
@@ -20,7 +22,7 @@ class MaskVar(nnx.Variable):
     """
 
 
-def param(init: Any, key: jax.Array, shape: tuple[int, ...], dtype: Any) -> nnx.Param:
+def param(init: Initializer, key: jax.Array, shape: tuple[int, ...], dtype: Dtype) -> nnx.Param:
     """``nnx.Param(init(key, shape, dtype))``; metadata from ``nnx.with_partitioning`` kept."""
     return nnx.Param(init(key, shape, dtype))
 
@@ -60,11 +62,3 @@ def draw_key(module: str, given: Any, stored: Any, collection: str) -> jax.Array
     if isinstance(rngs, nnx.RngStream):
         return rngs()
     return jnp.asarray(rngs)
-
-
-def first(*args: Any) -> Any:
-    """The first argument that is not ``None``."""
-    for a in args:
-        if a is not None:
-            return a
-    return None

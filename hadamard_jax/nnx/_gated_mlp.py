@@ -7,9 +7,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.typing import Dtype, Initializer, PrecisionLike
 
+from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import options
 from hadamard_jax.nnx import _common as C
-from hadamard_jax.nnx import _functional as F
 from hadamard_jax.nnx._common import MaskVar
 
 
@@ -69,17 +71,32 @@ class GatedMLP(nnx.Module):
         dropout_rate: float = 0.0,
         deterministic: bool | None = False,
         masked: bool = False,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        kernel_init: Any = C.default_kernel_init,
-        bias_init: Any = C.default_bias_init,
-        down_kernel_init: Any = None,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
+        down_kernel_init: Initializer | None = None,
         rng_collection: str = "dropout",
         rngs: nnx.Rngs,
     ):
-        F.check_gate("GatedMLP", activation, approximate)
-        F.check_rate("GatedMLP", "dropout_rate", dropout_rate)
+        options.check_gated_mlp(
+            in_features=in_features,
+            hidden_features=hidden_features,
+            out_features=out_features,
+            activation=activation,
+            approximate=approximate,
+            use_bias=use_bias,
+            dropout_rate=dropout_rate,
+            deterministic=deterministic,
+            masked=masked,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            down_kernel_init=down_kernel_init,
+            rng_collection=rng_collection,
+        )
         out_features = in_features if out_features is None else out_features
         self.in_features, self.hidden_features = in_features, hidden_features
         self.out_features = out_features
@@ -91,7 +108,7 @@ class GatedMLP(nnx.Module):
         self.gate_kernel = C.param(kernel_init, rngs.params(), (d, h), param_dtype)
         self.up_kernel = C.param(kernel_init, rngs.params(), (d, h), param_dtype)
         self.down_kernel = C.param(
-            C.first(down_kernel_init, kernel_init), rngs.params(), (h, o), param_dtype
+            options.first(down_kernel_init, kernel_init), rngs.params(), (h, o), param_dtype
         )
         if use_bias:
             self.gate_bias = C.param(bias_init, rngs.params(), (h,), param_dtype)
@@ -117,25 +134,21 @@ class GatedMLP(nnx.Module):
         F.check_features("GatedMLP", x, self.in_features)
         names = ("gate_kernel", "up_kernel", "down_kernel", "gate_bias", "up_bias", "down_bias")
         params = {k: C.value(getattr(self, k)) for k in names}
+        masks = None
         if self.masked:
-            for name in ("gate", "up", "down"):
-                params[f"{name}_kernel"] = F.masked_kernel(
-                    params[f"{name}_kernel"], getattr(self, f"{name}_mask")[...]
-                )
-        deterministic = C.first(deterministic, self.deterministic, False)
-        keep_mask, keep = None, 1.0
+            masks = {k: getattr(self, k)[...] for k in ("gate_mask", "up_mask", "down_mask")}
+        deterministic = options.deterministic_of(deterministic, self.deterministic, "GatedMLP")
+        key = None
         if self.dropout_rate > 0 and not deterministic:
             key = C.draw_key("GatedMLP", rngs, self.rngs, self.rng_collection)
-            keep = 1.0 - self.dropout_rate
-            shape = tuple(x.shape[:-1]) + (self.hidden_features,)
-            keep_mask = F.dropout_keep_mask(key, self.dropout_rate, shape)
         return F.gated_mlp(
             x,
             params,
+            masks,
             activation=self.activation,
             approximate=self.approximate,
             dtype=self.dtype,
             precision=self.precision,
-            keep_mask=keep_mask,
-            keep_prob=keep,
+            dropout_rate=self.dropout_rate,
+            dropout_key=key,
         )

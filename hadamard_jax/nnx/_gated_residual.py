@@ -7,9 +7,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.typing import Dtype, Initializer, PrecisionLike
 
-from hadamard_jax.nnx import _common as C
-from hadamard_jax.nnx import _functional as F
+from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import options
 from hadamard_jax.nnx._glu import GLU
 
 
@@ -61,18 +62,31 @@ class GatedResidual(nnx.Module):
         deterministic: bool | None = False,
         use_bias: bool = True,
         epsilon: float = 1e-6,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        kernel_init: Any = C.default_kernel_init,
-        bias_init: Any = C.default_bias_init,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        F.check_rate("GatedResidual", "dropout_rate", dropout_rate)
+        options.check_gated_residual(
+            in_features=in_features,
+            hidden_features=hidden_features,
+            out_features=out_features,
+            context_features=context_features,
+            dropout_rate=dropout_rate,
+            deterministic=deterministic,
+            use_bias=use_bias,
+            epsilon=epsilon,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+        )
         out_features = in_features if out_features is None else out_features
         self.in_features, self.out_features = in_features, out_features
         self.context_features = context_features
-        common = dict(
+        common: dict[str, Any] = dict(
             dtype=dtype,
             param_dtype=param_dtype,
             precision=precision,

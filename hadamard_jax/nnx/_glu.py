@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.typing import Dtype, Initializer, PrecisionLike
 
+from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import options
 from hadamard_jax.nnx import _common as C
-from hadamard_jax.nnx import _functional as F
 
 
 class GLU(nnx.Module):
@@ -53,14 +53,25 @@ class GLU(nnx.Module):
         approximate: bool = False,
         fused_kernel: bool = True,
         use_bias: bool = True,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        kernel_init: Any = C.default_kernel_init,
-        bias_init: Any = C.default_bias_init,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        F.check_gate("GLU", activation, approximate)
+        options.check_glu(
+            in_features=in_features,
+            out_features=out_features,
+            activation=activation,
+            approximate=approximate,
+            fused_kernel=fused_kernel,
+            use_bias=use_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+        )
         self.in_features, self.out_features = in_features, out_features
         self.activation, self.approximate = activation, approximate
         self.fused_kernel, self.use_bias = fused_kernel, use_bias

@@ -7,13 +7,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.typing import Dtype, Initializer
 
-import hadamard_jax as hj
+from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import options
 from hadamard_jax.nnx import _common as C
-
-#: Initial ``log_alpha``: 3 opens every gate deterministically (``z = 1``) and samples ``z = 1``
-#: most of the time, so training starts from the dense model.
-default_log_alpha_init = nnx.initializers.constant(3.0)
 
 
 class HardConcreteGate(nnx.Module):
@@ -49,16 +47,25 @@ class HardConcreteGate(nnx.Module):
         self,
         shape: tuple[int, ...],
         *,
-        beta: float = 2.0 / 3.0,
-        gamma: float = -0.1,
-        zeta: float = 1.1,
-        log_alpha_init: Any = default_log_alpha_init,
+        beta: float = options.BETA,
+        gamma: float = options.GAMMA,
+        zeta: float = options.ZETA,
+        log_alpha_init: Initializer = options.default_log_alpha_init,
         deterministic: bool | None = False,
-        param_dtype: Any = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
         rng_collection: str = "hard_concrete",
         rngs: nnx.Rngs,
     ):
-        self.shape = tuple(shape)
+        self.shape = options.check_hard_concrete_gate(
+            shape=shape,
+            beta=beta,
+            gamma=gamma,
+            zeta=zeta,
+            log_alpha_init=log_alpha_init,
+            deterministic=deterministic,
+            param_dtype=param_dtype,
+            rng_collection=rng_collection,
+        )
         self.beta, self.gamma, self.zeta = beta, gamma, zeta
         self.deterministic, self.rng_collection = deterministic, rng_collection
         self.log_alpha = C.param(log_alpha_init, rngs.params(), self.shape, param_dtype)
@@ -66,15 +73,12 @@ class HardConcreteGate(nnx.Module):
 
     def gate(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
         """The gate values ``z``, of ``shape``."""
-        deterministic = bool(C.first(deterministic, self.deterministic, False))
-        key = (
-            None
-            if deterministic
-            else C.draw_key("HardConcreteGate", rngs, self.rngs, self.rng_collection)
-        )
-        return hj.hard_concrete(
+        op = "HardConcreteGate"
+        deterministic = options.deterministic_of(deterministic, self.deterministic, op)
+        key = None if deterministic else C.draw_key(op, rngs, self.rngs, self.rng_collection)
+        return F.hard_concrete_gate(
             key,
-            self.log_alpha[...],
+            self.log_alpha,
             beta=self.beta,
             gamma=self.gamma,
             zeta=self.zeta,
@@ -84,11 +88,9 @@ class HardConcreteGate(nnx.Module):
     def __call__(
         self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
     ) -> jax.Array:
-        """``x * z`` (``z`` broadcast to ``x``'s shape)."""
-        z = self.gate(deterministic=deterministic, rngs=rngs)
-        x = jnp.asarray(x)
-        return hj.hadamard(x, z.astype(x.dtype), broadcast=True)
+        """``x * z`` (``z`` broadcast against ``x``), with the dtype of ``x * z``."""
+        return F.gated_input(x, self.gate(deterministic=deterministic, rngs=rngs))
 
     def l0_penalty(self) -> jax.Array:
         """The expected number of non-zero gates, a differentiable scalar."""
-        return hj.l0_penalty(self.log_alpha[...], beta=self.beta, gamma=self.gamma, zeta=self.zeta)
+        return F.l0_penalty(self.log_alpha, beta=self.beta, gamma=self.gamma, zeta=self.zeta)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.typing import Dtype, Initializer, PrecisionLike
 
+from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import options
 from hadamard_jax.nnx import _common as C
-from hadamard_jax.nnx import _functional as F
-
-default_gate_bias_init = nnx.initializers.constant(-2.0)
 
 
 class Highway(nnx.Module):
@@ -49,14 +48,24 @@ class Highway(nnx.Module):
         *,
         activation: Callable[[jax.Array], jax.Array] = jax.nn.relu,
         use_bias: bool = True,
-        gate_bias_init: Any = default_gate_bias_init,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        kernel_init: Any = C.default_kernel_init,
-        bias_init: Any = C.default_bias_init,
+        gate_bias_init: Initializer = options.default_gate_bias_init,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
+        options.check_highway(
+            features=features,
+            activation=activation,
+            use_bias=use_bias,
+            gate_bias_init=gate_bias_init,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+        )
         self.features, self.activation, self.use_bias = features, activation, use_bias
         self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
         f = features

@@ -7,39 +7,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.typing import Dtype, Initializer, PrecisionLike
 
-import hadamard_jax as hj
+from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import options
 from hadamard_jax.nnx import _common as C
-from hadamard_jax.nnx import _functional as F
 from hadamard_jax.nnx._common import MaskVar
-from hadamard_jax.nnx._hard_concrete import HardConcreteGate, default_log_alpha_init
-
-
-def check_mask_options(mask_type: str, sparsity: Any, threshold: Any) -> None:
-    """Validates ``MaskedLinear``'s mask options (shared with the Linen module)."""
-    if mask_type not in F.MASK_TYPES:
-        raise ValueError(
-            f"MaskedLinear: unknown mask_type {mask_type!r}; expected one of {F.MASK_TYPES}."
-        )
-    if mask_type == "ste" and (sparsity is None) == (threshold is None):
-        raise ValueError(
-            "MaskedLinear: mask_type='ste' needs exactly one of sparsity= (prune the lowest "
-            "scores) or threshold= (keep scores > threshold)."
-        )
-    if mask_type != "ste" and (sparsity is not None or threshold is not None):
-        raise ValueError(
-            f"MaskedLinear: sparsity/threshold apply to mask_type='ste', not {mask_type!r}; "
-            "use prune() to set a fixed mask."
-        )
-    if sparsity is not None and not 0.0 <= float(sparsity) <= 1.0:
-        raise ValueError(f"MaskedLinear: sparsity must be in [0, 1], got {sparsity!r}.")
-
-
-def ste_mask(scores: jax.Array, sparsity: float | None, threshold: float | None) -> jax.Array:
-    """The straight-through mask of ``MaskedLinear(mask_type="ste")``."""
-    if sparsity is not None:
-        return hj.ste_mask(scores, fraction=1.0 - float(sparsity))
-    return hj.ste_mask(scores, threshold=threshold)
+from hadamard_jax.nnx._hard_concrete import HardConcreteGate
 
 
 class MaskedLinear(nnx.Module):
@@ -52,8 +26,10 @@ class MaskedLinear(nnx.Module):
       :func:`prune` sets it (magnitude, global magnitude, random, N:M).
     * ``"ste"``: learned scores (an ``nnx.Param`` ``scores``, by default ``|kernel|`` at
       init) give a hard 0/1 mask through :func:`hadamard_jax.ste_mask` with a straight-through
-      gradient (edge-popup / movement pruning): ``sparsity=`` keeps the top ``1 - sparsity``
-      scores, ``threshold=`` keeps scores above it.
+      gradient (edge-popup / movement pruning): ``sparsity=s`` prunes the
+      ``round(s * in * out)`` lowest scores (Python's ``round``, half to even: the one rounding
+      rule of the library, the same count as ``prune(layer, s)``; 5 weights at ``s = 0.5``
+      keep 3), ``threshold=`` keeps scores above it.
     * ``"hard_concrete"``: a :class:`HardConcreteGate` ``gate`` over the kernel (L0
       regularisation, Louizos et al. 2018); add ``l0_penalty()`` to the loss.
 
@@ -90,22 +66,41 @@ class MaskedLinear(nnx.Module):
         sparsity: float | None = None,
         threshold: float | None = None,
         use_bias: bool = True,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        kernel_init: Any = C.default_kernel_init,
-        bias_init: Any = C.default_bias_init,
-        mask_init: Any = nnx.initializers.ones_init(),
-        scores_init: Any = None,
-        beta: float = 2.0 / 3.0,
-        gamma: float = -0.1,
-        zeta: float = 1.1,
-        log_alpha_init: Any = default_log_alpha_init,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
+        mask_init: Initializer = options.default_mask_init,
+        scores_init: Initializer | None = None,
+        beta: float = options.BETA,
+        gamma: float = options.GAMMA,
+        zeta: float = options.ZETA,
+        log_alpha_init: Initializer = options.default_log_alpha_init,
         deterministic: bool | None = False,
         rng_collection: str = "hard_concrete",
         rngs: nnx.Rngs,
     ):
-        check_mask_options(mask_type, sparsity, threshold)
+        options.check_masked_linear(
+            in_features=in_features,
+            out_features=out_features,
+            mask_type=mask_type,
+            sparsity=sparsity,
+            threshold=threshold,
+            use_bias=use_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            mask_init=mask_init,
+            scores_init=scores_init,
+            beta=beta,
+            gamma=gamma,
+            zeta=zeta,
+            log_alpha_init=log_alpha_init,
+            deterministic=deterministic,
+            rng_collection=rng_collection,
+        )
         self.in_features, self.out_features = in_features, out_features
         self.mask_type, self.sparsity, self.threshold = mask_type, sparsity, threshold
         self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
@@ -146,22 +141,23 @@ class MaskedLinear(nnx.Module):
         if self.mask_type == "fixed":
             return self.mask[...]
         if self.mask_type == "ste":
-            return ste_mask(self.scores[...], self.sparsity, self.threshold)
+            return F.ste_scores_mask(self.scores, sparsity=self.sparsity, threshold=self.threshold)
         return self.gate.gate(deterministic=deterministic, rngs=rngs)
 
     def masked_kernel(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
         """``kernel * mask`` (masked entries exactly zero), ``[in, out]``."""
         mask = self.current_mask(deterministic=deterministic, rngs=rngs)
-        return F.masked_kernel(self.kernel[...], mask)
+        return F.masked_kernel(self.kernel, mask)
 
     def __call__(
         self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
     ) -> jax.Array:
         """``[..., in_features] -> [..., out_features]``."""
         F.check_features("MaskedLinear", x, self.in_features)
-        kernel = self.masked_kernel(deterministic=deterministic, rngs=rngs)
-        x, kernel, bias = F.promote((x, kernel, C.value(self.bias)), self.dtype)
-        return F.dense(x, kernel, bias, self.precision)
+        mask = self.current_mask(deterministic=deterministic, rngs=rngs)
+        return F.masked_linear(
+            x, self.kernel, C.value(self.bias), mask, dtype=self.dtype, precision=self.precision
+        )
 
     def l0_penalty(self) -> jax.Array:
         """The expected number of non-zero weights (``mask_type="hard_concrete"`` only)."""

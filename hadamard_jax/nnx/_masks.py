@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.typing import Initializer
 
 import hadamard_jax as hj
+from hadamard_jax._layers import options
 from hadamard_jax.nnx._common import MaskVar
 
 
@@ -43,12 +43,13 @@ class Mask(nnx.Module):
         self,
         shape: tuple[int, ...],
         *,
-        mask_init: Any = nnx.initializers.ones_init(),
+        mask_init: Initializer = options.default_mask_init,
         fill: float = 0.0,
         rngs: nnx.Rngs | None = None,
     ):
+        self.shape = options.check_mask(shape=shape, mask_init=mask_init, fill=fill)
+        self.fill = fill
         key = rngs.params() if rngs is not None else jax.random.key(0)
-        self.shape, self.fill = tuple(shape), fill
         self.mask = MaskVar(mask_init(key, self.shape, jnp.bool_))
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hadamard_jax.nnx import _functional as F
+from hadamard_jax._layers import options, pruning
 from hadamard_jax.nnx._common import MaskVar
 from hadamard_jax.nnx._hard_concrete import HardConcreteGate
 
@@ -23,10 +23,9 @@ def _mask_pairs(model: nnx.Module) -> dict[str, tuple[nnx.Module, str, str]]:
     pairs = {}
     for path, module in nnx.iter_modules(model):
         for attr, var in vars(module).items():
-            if isinstance(var, MaskVar) and attr.endswith("mask"):
-                kernel = attr[: -len("mask")] + "kernel"
-                if isinstance(getattr(module, kernel, None), nnx.Param):
-                    pairs["/".join(map(str, (*path, attr)))] = (module, attr, kernel)
+            kernel = pruning.kernel_name(attr) if isinstance(var, MaskVar) else None
+            if kernel is not None and isinstance(getattr(module, kernel, None), nnx.Param):
+                pairs["/".join(map(str, (*path, attr)))] = (module, attr, kernel)
     return pairs
 
 
@@ -49,6 +48,16 @@ def prune(
     pruning, so no momentum from before pruning moves the stored zeros). Pruning again only
     removes more weights (new masks are ANDed with the old ones).
 
+    Counts are exact: a sparsity ``s`` prunes ``round(s * size)`` weights (Python's ``round``,
+    half to even; 5 weights at ``s = 0.5`` keep 3) of each kernel, or of all kernels together
+    for ``"global_magnitude"`` -- the same rule as ``MaskedLinear(mask_type="ste",
+    sparsity=s)``.
+
+    Stacked layers (``nnx.vmap``/``nnx.scan`` over layers) have kernels ``[*stack, in, out]``
+    (any number of leading stack axes): ``"magnitude"``, ``"random"`` and ``"nm"`` prune each
+    layer on its own (exact counts per layer, ``axis`` an axis of the layer's ``[in, out]``);
+    ``"global_magnitude"`` ranks every weight of every layer together.
+
     Args:
       model: an NNX module (searched recursively).
       sparsity: fraction of each kernel (``"magnitude"``, ``"random"``) or of all masked
@@ -58,14 +67,17 @@ def prune(
         threshold over all masked layers), ``"random"`` (needs ``key``) or ``"nm"`` (keep the
         ``n`` largest of every ``m`` consecutive weights along ``axis``; 2:4 is ``n=2, m=4``).
       key: PRNG key for ``"random"``.
-      n, m, axis: the N:M pattern (``axis=0``: groups along the input dimension).
+      n, m, axis: the N:M pattern (``axis=0``: groups along the input dimension of each
+        layer's ``[in, out]`` kernel; ``1``: the output dimension).
 
     Returns:
       ``model`` (mutated).
 
     Raises:
-      ValueError: unknown method, a sparsity outside ``[0, 1]``, missing ``key``/``n``/``m``,
-        or no masked layer in the model.
+      TypeError: a ``sparsity``, ``n``, ``m`` or ``axis`` that is not a static number (a
+        string, a bool, an array), a ``method`` that is not a string.
+      ValueError: unknown method, a sparsity outside ``[0, 1]``, ``m < 1``, ``n`` outside
+        ``[0, m]``, missing ``key``/``n``/``m``, or no masked layer in the model.
 
     Example::
 
@@ -77,7 +89,7 @@ def prune(
       >>> mask_sparsity(layer)
       0.5
     """
-    sparsity = F.check_prune(sparsity, method, key, n, m)
+    checked = options.check_prune(sparsity, method, key, n, m, axis)
     pairs = _mask_pairs(model)
     if not pairs:
         raise ValueError(
@@ -86,22 +98,17 @@ def prune(
         )
     kernels = {name: getattr(mod, k)[...] for name, (mod, _, k) in pairs.items()}
     masks = {name: getattr(mod, m_)[...] for name, (mod, m_, _) in pairs.items()}
-    new = F.prune_masks(kernels, masks, sparsity, method=method, key=key, n=n, m=m, axis=axis)
+    new = pruning.prune_masks(kernels, masks, checked)
     for name, (mod, mask_attr, kernel_attr) in pairs.items():
         getattr(mod, mask_attr)[...] = new[name]
-        zero = jnp.zeros((), kernels[name].dtype)
-        getattr(mod, kernel_attr)[...] = jnp.where(new[name], kernels[name], zero)
+        getattr(mod, kernel_attr)[...] = pruning.pruned_kernel(kernels[name], new[name])
     return model
 
 
 def mask_sparsity(model: nnx.Module) -> float:
     """The fraction of masked-out weights over all fixed masks of kernels (what :func:`prune`
     sets)."""
-    masks = [getattr(mod, m_)[...] for mod, m_, _ in _mask_pairs(model).values()]
-    total = sum(int(mask.size) for mask in masks)
-    if total == 0:
-        return 0.0
-    return 1.0 - sum(int(jnp.count_nonzero(mask)) for mask in masks) / total
+    return pruning.sparsity_of(getattr(mod, m_)[...] for mod, m_, _ in _mask_pairs(model).values())
 
 
 def l0_penalty(model: nnx.Module) -> jax.Array:

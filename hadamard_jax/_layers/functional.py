@@ -1,0 +1,241 @@
+"""The pure layer functions behind the Flax modules, shared by :mod:`hadamard_jax.nnx` and
+:mod:`hadamard_jax.linen` so that both compute exactly the same thing from the same parameters.
+
+Each function takes the parameters as arrays (``nnx.Variable``s are unwrapped by the ops) and
+static options as keywords; the modules only create parameters, hold state and draw keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax.nnx.nn import dtypes as flax_dtypes
+from flax.typing import Dtype, PrecisionLike
+from jax import lax
+
+import hadamard_jax as hj
+from hadamard_jax._src import checks
+from hadamard_jax._src import glu as _glu
+
+Params = Mapping[str, Any]
+
+
+def check_features(op: str, x: Any, in_features: int | None) -> None:
+    """Raises ``ValueError`` unless the last axis of ``x`` has ``in_features`` entries."""
+    if in_features is None:
+        return
+    if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != in_features:
+        raise ValueError(
+            f"{op}: expected inputs with last axis {in_features} (in_features), got "
+            f"x.shape={jnp.shape(x)}."
+        )
+
+
+def promote(args: tuple, dtype: Dtype | None) -> tuple:
+    """Flax's dtype promotion: all non-``None`` args to ``dtype`` (or their common dtype)."""
+    return flax_dtypes.promote_dtype(args, dtype=dtype)
+
+
+def dense(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, precision: PrecisionLike
+) -> jax.Array:
+    """``x @ kernel + bias`` over the last axis of ``x``: ``[..., d] -> [..., n]``."""
+    y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
+    if bias is not None:
+        y = y + jnp.broadcast_to(bias, y.shape)
+    return y
+
+
+def glu(
+    x: Any,
+    params: Params,
+    *,
+    activation: str,
+    approximate: bool,
+    dtype: Dtype | None,
+    precision: PrecisionLike,
+) -> jax.Array:
+    """The ``GLU`` projection. ``params`` holds either ``kernel`` [d, 2n] (value columns
+    first, then gate columns) and ``bias`` [2n], or ``gate_kernel``/``value_kernel`` [d, n] and
+    ``gate_bias``/``value_bias`` [n]. Returns ``[..., n]``."""
+    if "kernel" in params:
+        x, k, b = promote((x, params["kernel"], params.get("bias")), dtype)
+        y = dense(x, k, b, precision)
+        return _glu.gated_packed(activation, y, axis=-1, approximate=approximate, op="GLU")
+    names = ("gate_kernel", "value_kernel", "gate_bias", "value_bias")
+    x, kg, kv, bg, bv = promote((x, *(params.get(k) for k in names)), dtype)
+    g, v = dense(x, kg, bg, precision), dense(x, kv, bv, precision)
+    return _glu.gated(activation, g, v, approximate=approximate, op="GLU")
+
+
+GATED_MLP_KERNELS = ("gate_kernel", "up_kernel", "down_kernel")
+
+
+def gated_mlp(
+    x: Any,
+    params: Params,
+    masks: Params | None = None,
+    *,
+    activation: str,
+    approximate: bool,
+    dtype: Dtype | None,
+    precision: PrecisionLike,
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+) -> jax.Array:
+    """The ``GatedMLP`` block through the fused :func:`hadamard_jax.gated_mlp` op.
+
+    ``masks`` (``gate_mask``, ``up_mask``, ``down_mask``; ``GatedMLP(masked=True)``) select the
+    kernels (masked weights exactly zero, zero gradient). With ``dropout_key`` (not
+    deterministic and ``dropout_rate > 0``) the hidden layer ``act(g) * u`` gets inverted
+    dropout: a boolean keep-mask passed into the fused op, scaled by ``1 / (1 - rate)``.
+    """
+    kernels = {k: params[k] for k in GATED_MLP_KERNELS}
+    if masks is not None:
+        for k in GATED_MLP_KERNELS:
+            kernels[k] = masked_kernel(kernels[k], masks[k.replace("kernel", "mask")])
+    x, kg, ku, kd, bg, bu, bd = promote(
+        (
+            x,
+            kernels["gate_kernel"],
+            kernels["up_kernel"],
+            kernels["down_kernel"],
+            params.get("gate_bias"),
+            params.get("up_bias"),
+            params.get("down_bias"),
+        ),
+        dtype,
+    )
+    keep_mask, scale = None, 1.0
+    if dropout_key is not None and dropout_rate > 0:
+        shape = tuple(x.shape[:-1]) + (kg.shape[-1],)
+        keep_mask = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, shape)
+        scale = 1.0 / (1.0 - dropout_rate)
+    return hj.gated_mlp(
+        x,
+        kg,
+        ku,
+        kd,
+        activation=activation,
+        approximate=approximate,
+        b_gate=bg,
+        b_up=bu,
+        b_down=bd,
+        hidden_mask=keep_mask,
+        hidden_scale=scale,
+        precision=precision,
+    )
+
+
+def highway(
+    x: Any,
+    params: Params,
+    *,
+    activation: Callable[[jax.Array], jax.Array],
+    dtype: Dtype | None,
+    precision: PrecisionLike,
+) -> jax.Array:
+    """The ``Highway`` layer ``T * H + (1 - T) * x`` with ``H = act(x W_H + b_H)`` and the
+    transform gate ``T = sigmoid(x W_T + b_T)``."""
+    names = ("kernel", "bias", "gate_kernel", "gate_bias")
+    x, kh, bh, kt, bt = promote((x, *(params.get(k) for k in names)), dtype)
+    h = activation(dense(x, kh, bh, precision))
+    t = jax.nn.sigmoid(dense(x, kt, bt, precision))
+    return hj.highway(h, t, x)
+
+
+def masked_kernel(kernel: Any, mask: Any) -> jax.Array:
+    """``kernel`` with its masked entries exactly zero.
+
+    A boolean/0-1 integer mask selects (:func:`hadamard_jax.apply_mask`: zero gradient at masked
+    entries); a floating mask (an STE mask, a hard-concrete gate) multiplies.
+    """
+    kernel, mask = jnp.asarray(kernel), jnp.asarray(mask)
+    if jnp.issubdtype(mask.dtype, jnp.floating):
+        return hj.hadamard(kernel, mask.astype(kernel.dtype))
+    return hj.apply_mask(kernel, mask)
+
+
+def masked_linear(
+    x: Any,
+    kernel: Any,
+    bias: Any,
+    mask: Any,
+    *,
+    dtype: Dtype | None,
+    precision: PrecisionLike,
+) -> jax.Array:
+    """``MaskedLinear``: ``x @ masked_kernel(kernel, mask) + bias``."""
+    x, k, b = promote((x, masked_kernel(kernel, mask), bias), dtype)
+    return dense(x, k, b, precision)
+
+
+def unsharded(x: jax.Array) -> jax.Array:
+    """``x`` resharded to replicated if it is sharded over an Explicit mesh axis.
+
+    For the computations that rank all entries of an array together (a global sort): under
+    Explicit axes a sort must not be sharded along the sorted dimension. Under Auto axes (or
+    no mesh) ``x`` is returned as is and the compiler places the gather.
+    """
+    sharding = jax.typeof(x).sharding
+    if any(p is not None for p in getattr(sharding, "spec", ())):
+        return jax.sharding.reshard(x, _like(sharding, jax.sharding.PartitionSpec()))
+    return x
+
+
+def _like(sharding: Any, spec: jax.sharding.PartitionSpec) -> jax.sharding.NamedSharding:
+    """A ``NamedSharding`` over ``sharding``'s mesh with ``spec`` (no mesh context needed)."""
+    return jax.sharding.NamedSharding(sharding.mesh, spec)
+
+
+def ste_scores_mask(scores: Any, *, sparsity: float | None, threshold: float | None) -> jax.Array:
+    """The straight-through mask of ``MaskedLinear(mask_type="ste")``, in ``scores``' dtype.
+
+    ``sparsity``: prune the ``count_of(sparsity, size) = round(sparsity * size)`` lowest scores
+    (:func:`hadamard_jax.ste_mask`'s ``sparsity=``: the rounding of ``prune``, 5 weights at
+    0.5 keep 3); ``threshold``: keep ``scores > threshold``.
+    """
+    if threshold is not None:  # element-wise: stays sharded as the scores are
+        return hj.ste_mask(scores, threshold=threshold)
+    # An exact global top-k ranks all scores together, so it needs every score on every
+    # device: under Explicit mesh axes the scores alone (not the kernel) are resharded to
+    # replicated, explicitly, and the mask goes back to the scores' sharding, so that the
+    # masked kernel stays sharded as the kernel is.
+    scores = jnp.asarray(checks.as_array(scores, "scores", "MaskedLinear"))
+    gathered = unsharded(scores)
+    mask = hj.ste_mask(gathered, sparsity=sparsity)
+    if gathered is scores:
+        return mask
+    sharding = jax.typeof(scores).sharding
+    return jax.sharding.reshard(mask, _like(sharding, sharding.spec))
+
+
+def hard_concrete_gate(
+    key: jax.Array | None,
+    log_alpha: Any,
+    *,
+    beta: float,
+    gamma: float,
+    zeta: float,
+    deterministic: bool,
+) -> jax.Array:
+    """The gate values ``z`` of a ``HardConcreteGate`` (sampled unless ``deterministic``)."""
+    return hj.hard_concrete(
+        key, log_alpha, beta=beta, gamma=gamma, zeta=zeta, deterministic=deterministic
+    )
+
+
+def gated_input(x: Any, z: jax.Array) -> jax.Array:
+    """``x * z`` (``z`` broadcast against ``x``), promoted as ``x * z`` is: integer or bool
+    ``x`` times a float32 gate is float32 (a gate of 0.5 on ``[10, 10]`` gives ``[5., 5.]``),
+    a bfloat16 ``x`` times a float32 gate float32 (give the gate ``param_dtype=jnp.bfloat16``
+    to stay in bfloat16)."""
+    return hj.hadamard(x, z, broadcast=True)
+
+
+def l0_penalty(log_alpha: Any, *, beta: float, gamma: float, zeta: float) -> jax.Array:
+    """The expected number of non-zero gates of one ``HardConcreteGate``."""
+    return hj.l0_penalty(log_alpha, beta=beta, gamma=gamma, zeta=zeta)

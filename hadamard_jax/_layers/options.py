@@ -1,0 +1,443 @@
+"""Argument checks, defaults and constants of the Flax modules, shared by NNX and Linen.
+
+One check function per module (:func:`check_glu`, :func:`check_gated_mlp`, ...), called by the
+NNX ``__init__`` and the Linen ``__post_init__``, so that both front ends judge every argument
+at construction time, the same way, with the checks of :mod:`hadamard_jax._src.checks`: a bad
+argument is a ``TypeError`` (wrong kind: a string for a number, a float for a size, a non-bool
+flag) or a ``ValueError`` (out of range), naming the module and the argument. Sizes that the
+Linen modules infer from their inputs (``in_features``) are checked where they are given.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from hadamard_jax._src import checks, gates, learned_masks
+from hadamard_jax._src.checks import Shape
+
+# --- defaults and constants ---------------------------------------------------------------------
+
+#: Default kernel initialiser (as ``nnx.Linear``/``nn.Dense``).
+default_kernel_init = jax.nn.initializers.lecun_normal()
+#: Default bias initialiser.
+default_bias_init = jax.nn.initializers.zeros
+#: Default fixed-mask initialiser: all ones, nothing masked.
+default_mask_init = jax.nn.initializers.ones
+#: Default ``Highway`` gate bias: the layer starts close to the identity (Srivastava et al.).
+GATE_BIAS = -2.0
+default_gate_bias_init = jax.nn.initializers.constant(GATE_BIAS)
+#: Default initial ``log_alpha`` of a hard-concrete gate: 3 opens every gate deterministically
+#: (``z = 1``) and samples ``z = 1`` most of the time, so training starts from the dense model.
+LOG_ALPHA = 3.0
+default_log_alpha_init = jax.nn.initializers.constant(LOG_ALPHA)
+#: The hard-concrete temperature and stretch bounds of Louizos et al. (2018).
+BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
+
+#: The Linen collection of the masks (NNX: the ``MaskVar`` variable type).
+MASKS = "masks"
+#: The Linen collection where each hard-concrete gate sows its own L0 penalty.
+PENALTIES = "intermediates"
+#: The name under which a gate sows its penalty.
+L0_PENALTY = "l0_penalty"
+#: The ``activation=`` values of ``GLU`` and ``GatedMLP``: the gate table's names.
+ACTIVATIONS = gates.NAMES
+#: The ``mask_type=`` values of ``MaskedLinear``.
+MASK_TYPES = ("fixed", "ste", "hard_concrete")
+#: The ``method=`` values of ``prune``.
+PRUNE_METHODS = ("magnitude", "global_magnitude", "random", "nm")
+#: The ``prune`` methods that rank each layer on its own (stacked layers too).
+PER_LAYER_METHODS = ("magnitude", "random", "nm")
+
+
+# --- one kind of argument each ------------------------------------------------------------------
+
+
+def size(value: Any, name: str, op: str) -> int:
+    """A layer size: a static int >= 1."""
+    return checks.static_int(value, name, op, lo=1)
+
+
+def optional_size(value: Any, name: str, op: str) -> int | None:
+    """``None`` or a layer size."""
+    return None if value is None else size(value, name, op)
+
+
+def as_shape(value: Any, name: str, op: str) -> Shape:
+    """A static shape: an int or a tuple/list of ints >= 0."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        value = (value,)
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{op}: {name} must be a tuple of ints, got {type(value).__name__}.")
+    return tuple(checks.static_int(d, f"{name}[{i}]", op, lo=0) for i, d in enumerate(value))
+
+
+def flag(value: Any, name: str, op: str) -> bool:
+    """A static bool."""
+    return checks.check_bool(value, name, op)
+
+
+def optional_flag(value: Any, op: str) -> bool | None:
+    """``deterministic``: ``None`` (decide later) or a static bool."""
+    return None if value is None else checks.check_bool(value, "deterministic", op)
+
+
+def deterministic_of(call: Any, attribute: Any, op: str) -> bool:
+    """The ``deterministic`` that applies to a call: the call's argument, else the module's,
+    else ``False`` (training)."""
+    for value in (call, attribute):
+        if value is not None:
+            return checks.check_bool(value, "deterministic", op)
+    return False
+
+
+def rate(value: Any, name: str, op: str) -> float:
+    """A dropout rate: a static number in ``[0, 1)``."""
+    return checks.static_fraction(value, name, op, below_one=True)
+
+
+def fraction(value: Any, name: str, op: str) -> float:
+    """A sparsity: a static number in ``[0, 1]`` (``True``, strings and arrays refused)."""
+    return checks.static_fraction(value, name, op)
+
+
+def gate(activation: Any, approximate: Any, op: str) -> None:
+    """``activation=`` (a gate of the gate table) and ``approximate=`` (a bool, ``geglu``
+    only)."""
+    gates.activation_of(activation, approximate, op)
+
+
+def hard_concrete(beta: Any, gamma: Any, zeta: Any, op: str) -> tuple[float, float, float]:
+    """The hard-concrete ``(beta, gamma, zeta)``: ``beta > 0``, ``gamma < 0``, ``zeta > 1``."""
+    return learned_masks.check_params(beta, gamma, zeta, op)
+
+
+def dtypes(dtype: Any, param_dtype: Any, op: str) -> None:
+    """``dtype`` (``None``: inferred) and ``param_dtype`` (required)."""
+    checks.check_dtype_arg(dtype, "dtype", op)
+    if param_dtype is None:
+        raise TypeError(f"{op}: param_dtype must be a dtype, got None.")
+    checks.check_dtype_arg(param_dtype, "param_dtype", op)
+
+
+def function(value: Any, name: str, op: str, *, optional: bool = False) -> None:
+    """An initialiser or activation: a callable (or ``None`` if ``optional``)."""
+    if (value is None and optional) or callable(value):
+        return
+    raise TypeError(f"{op}: {name} must be callable, got {type(value).__name__} ({value!r:.60}).")
+
+
+def string(value: Any, name: str, op: str) -> str:
+    """A name, such as an rng collection."""
+    if not isinstance(value, str):
+        raise TypeError(f"{op}: {name} must be a string, got {type(value).__name__}.")
+    return value
+
+
+def number(value: Any, name: str, op: str) -> None:
+    """A static real number; infinities allowed (e.g. ``fill=-inf``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (numbers.Real, np.integer, np.floating)
+    ):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__}.")
+
+
+def _linear(
+    op: str,
+    *,
+    use_bias: Any,
+    dtype: Any,
+    param_dtype: Any,
+    kernel_init: Any,
+    bias_init: Any,
+) -> None:
+    """The arguments every projection has (as ``nnx.Linear``)."""
+    flag(use_bias, "use_bias", op)
+    dtypes(dtype, param_dtype, op)
+    function(kernel_init, "kernel_init", op)
+    function(bias_init, "bias_init", op)
+
+
+# --- one function per module --------------------------------------------------------------------
+
+
+def check_glu(
+    *,
+    out_features: Any,
+    activation: Any,
+    approximate: Any,
+    fused_kernel: Any,
+    use_bias: Any,
+    dtype: Any,
+    param_dtype: Any,
+    kernel_init: Any,
+    bias_init: Any,
+    in_features: Any = None,
+) -> None:
+    """``GLU``'s arguments (``in_features``: NNX only)."""
+    op = "GLU"
+    if in_features is not None:
+        size(in_features, "in_features", op)
+    size(out_features, "out_features", op)
+    gate(activation, approximate, op)
+    flag(fused_kernel, "fused_kernel", op)
+    _linear(
+        op,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+    )
+
+
+def check_gated_mlp(
+    *,
+    hidden_features: Any,
+    out_features: Any,
+    activation: Any,
+    approximate: Any,
+    use_bias: Any,
+    dropout_rate: Any,
+    deterministic: Any,
+    masked: Any,
+    dtype: Any,
+    param_dtype: Any,
+    kernel_init: Any,
+    bias_init: Any,
+    down_kernel_init: Any,
+    rng_collection: Any,
+    in_features: Any = None,
+) -> None:
+    """``GatedMLP``'s arguments (``in_features``: NNX only)."""
+    op = "GatedMLP"
+    if in_features is not None:
+        size(in_features, "in_features", op)
+    size(hidden_features, "hidden_features", op)
+    optional_size(out_features, "out_features", op)
+    gate(activation, approximate, op)
+    rate(dropout_rate, "dropout_rate", op)
+    optional_flag(deterministic, op)
+    flag(masked, "masked", op)
+    _linear(
+        op,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+    )
+    function(down_kernel_init, "down_kernel_init", op, optional=True)
+    string(rng_collection, "rng_collection", op)
+
+
+def check_highway(
+    *,
+    features: Any,
+    activation: Any,
+    use_bias: Any,
+    gate_bias_init: Any,
+    dtype: Any,
+    param_dtype: Any,
+    kernel_init: Any,
+    bias_init: Any,
+) -> None:
+    """``Highway``'s arguments."""
+    op = "Highway"
+    size(features, "features", op)
+    function(activation, "activation", op)
+    function(gate_bias_init, "gate_bias_init", op)
+    _linear(
+        op,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+    )
+
+
+def check_gated_residual(
+    *,
+    hidden_features: Any,
+    out_features: Any,
+    context_features: Any,
+    dropout_rate: Any,
+    deterministic: Any,
+    use_bias: Any,
+    epsilon: Any,
+    dtype: Any,
+    param_dtype: Any,
+    kernel_init: Any,
+    bias_init: Any,
+    in_features: Any = None,
+) -> None:
+    """``GatedResidual``'s arguments (``in_features``: NNX only)."""
+    op = "GatedResidual"
+    if in_features is not None:
+        size(in_features, "in_features", op)
+    size(hidden_features, "hidden_features", op)
+    optional_size(out_features, "out_features", op)
+    optional_size(context_features, "context_features", op)
+    rate(dropout_rate, "dropout_rate", op)
+    optional_flag(deterministic, op)
+    checks.static_real(epsilon, "epsilon", op, lambda v: v > 0, "a finite number > 0")
+    _linear(
+        op,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+    )
+
+
+def check_mask(*, shape: Any, mask_init: Any, fill: Any) -> Shape:
+    """``Mask``'s arguments; returns the shape as a tuple."""
+    op = "Mask"
+    function(mask_init, "mask_init", op)
+    number(fill, "fill", op)
+    return as_shape(shape, "shape", op)
+
+
+def check_hard_concrete_gate(
+    *,
+    shape: Any,
+    beta: Any,
+    gamma: Any,
+    zeta: Any,
+    log_alpha_init: Any,
+    deterministic: Any,
+    param_dtype: Any,
+    rng_collection: Any,
+    op: str = "HardConcreteGate",
+) -> Shape:
+    """``HardConcreteGate``'s arguments; returns the shape as a tuple."""
+    hard_concrete(beta, gamma, zeta, op)
+    function(log_alpha_init, "log_alpha_init", op)
+    optional_flag(deterministic, op)
+    dtypes(None, param_dtype, op)
+    string(rng_collection, "rng_collection", op)
+    return as_shape(shape, "shape", op)
+
+
+def check_masked_linear(
+    *,
+    out_features: Any,
+    mask_type: Any,
+    sparsity: Any,
+    threshold: Any,
+    use_bias: Any,
+    dtype: Any,
+    param_dtype: Any,
+    kernel_init: Any,
+    bias_init: Any,
+    mask_init: Any,
+    scores_init: Any,
+    beta: Any,
+    gamma: Any,
+    zeta: Any,
+    log_alpha_init: Any,
+    deterministic: Any,
+    rng_collection: Any,
+    in_features: Any = None,
+) -> None:
+    """``MaskedLinear``'s arguments (``in_features``: NNX only).
+
+    ``mask_type="ste"`` needs exactly one of ``sparsity`` (a number in ``[0, 1]``) and
+    ``threshold`` (a real number); the other mask types take neither.
+    """
+    op = "MaskedLinear"
+    if in_features is not None:
+        size(in_features, "in_features", op)
+    size(out_features, "out_features", op)
+    checks.check_choice(mask_type, "mask_type", op, MASK_TYPES)
+    if mask_type == "ste" and (sparsity is None) == (threshold is None):
+        raise ValueError(
+            f"{op}: mask_type='ste' needs exactly one of sparsity= (prune the lowest scores) or "
+            "threshold= (keep scores > threshold)."
+        )
+    if mask_type != "ste" and (sparsity is not None or threshold is not None):
+        raise ValueError(
+            f"{op}: sparsity/threshold apply to mask_type='ste', not {mask_type!r}; use prune() "
+            "to set a fixed mask."
+        )
+    if sparsity is not None:
+        fraction(sparsity, "sparsity", op)
+    if threshold is not None:
+        checks.static_real(threshold, "threshold", op)
+    _linear(
+        op,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+    )
+    function(mask_init, "mask_init", op)
+    function(scores_init, "scores_init", op, optional=True)
+    check_hard_concrete_gate(
+        shape=(),
+        beta=beta,
+        gamma=gamma,
+        zeta=zeta,
+        log_alpha_init=log_alpha_init,
+        deterministic=deterministic,
+        param_dtype=param_dtype,
+        rng_collection=rng_collection,
+        op=op,
+    )
+
+
+class PruneOptions(NamedTuple):
+    """``prune``'s arguments, checked: see :func:`check_prune`."""
+
+    sparsity: float
+    method: str
+    key: Any
+    n: int
+    m: int
+    axis: int
+
+
+def check_prune(
+    sparsity: Any, method: Any, key: Any, n: Any, m: Any, axis: Any, op: str = "prune"
+) -> PruneOptions:
+    """``prune``'s arguments; the sparsity of ``"nm"`` is ``1 - n/m``.
+
+    ``axis`` is an axis of a layer's own 2-D kernel ``[in, out]`` (0 or 1, or -2/-1), also for
+    stacked kernels ``[*stack, in, out]``.
+    """
+    method = checks.check_choice(method, "method", op, PRUNE_METHODS)
+    n_, m_, axis_ = 0, 1, 0
+    if method == "nm":
+        if n is None or m is None:
+            raise ValueError(f"{op}: method='nm' needs n= and m= (keep n of every m).")
+        m_ = checks.static_int(m, "m", op, lo=1)
+        n_ = checks.static_int(n, "n", op, lo=0, hi=m_)
+        axis_ = checks.check_axis(axis, 2, "axis", op)
+        implied = 1.0 - n_ / m_
+        if sparsity is not None:
+            given = fraction(sparsity, "sparsity", op)
+            if abs(given - implied) > 1e-12:
+                raise ValueError(
+                    f"{op}: sparsity={sparsity!r} contradicts n={n_}, m={m_} (sparsity {implied})."
+                )
+        return PruneOptions(implied, method, None, n_, m_, axis_)
+    if sparsity is None:
+        raise TypeError(f"{op}: sparsity is required for method={method!r}, got None.")
+    value = fraction(sparsity, "sparsity", op)
+    if method == "random" and key is None:
+        raise ValueError(f"{op}: method='random' needs key= (a jax.random key).")
+    return PruneOptions(value, method, key, n_, m_, axis_)
+
+
+def first(*args: Any) -> Any:
+    """The first argument that is not ``None``."""
+    for a in args:
+        if a is not None:
+            return a
+    return None
