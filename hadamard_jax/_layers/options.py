@@ -441,3 +441,43 @@ def first(*args: Any) -> Any:
         if a is not None:
             return a
     return None
+
+
+def check_gated_rms_norm(
+    *,
+    eps: Any,
+    activation: Any,
+    norm_before_gate: Any,
+    dtype: Any,
+    param_dtype: Any,
+    scale_init: Any,
+    num_features: Any = None,
+) -> None:
+    """``GatedRMSNorm``'s arguments (``num_features``: NNX only)."""
+    op = "GatedRMSNorm"
+    if num_features is not None:
+        size(num_features, "num_features", op)
+    checks.static_real(eps, "eps", op, lambda v: v > 0, "a number > 0")
+    spec = gates.spec_of(activation, False, op)
+    if spec.value_limit is not None:
+        raise ValueError(f"{op}: activation={activation!r} transforms its value; use a plain gate.")
+    flag(norm_before_gate, "norm_before_gate", op)
+    dtypes(dtype, param_dtype, op)
+    function(scale_init, "scale_init", op)
+
+
+#: The ``gate=`` choices of ``GatedMultiHeadAttention``: a gate per element of each head's
+#: output, one per head, or none (Flax's ``MultiHeadAttention``).
+ATTENTION_GATES = ("elementwise", "headwise")
+
+
+def check_attention_gate(gate: Any, normalize_qk: Any, op: str = "GatedMultiHeadAttention") -> None:
+    """``gate=`` (``"elementwise"``, ``"headwise"`` or ``None``); ``normalize_qk`` needs none."""
+    if gate is None:
+        return
+    checks.check_choice(gate, "gate", op, ATTENTION_GATES)
+    if flag(normalize_qk, "normalize_qk", op):
+        raise ValueError(
+            f"{op}: normalize_qk=True normalises the fused query and gate projection; use "
+            "gate=None with normalize_qk, or normalize_qk=False with a gate."
+        )

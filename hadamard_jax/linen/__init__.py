@@ -4,6 +4,8 @@ collection; :func:`prune` returns new variables.
 """
 
 from hadamard_jax._layers.options import MASKS as MASKS
+from hadamard_jax.linen._gated import GatedMultiHeadAttention as GatedMultiHeadAttention
+from hadamard_jax.linen._gated import GatedRMSNorm as GatedRMSNorm
 from hadamard_jax.linen._modules import GLU as GLU
 from hadamard_jax.linen._modules import GatedMLP as GatedMLP
 from hadamard_jax.linen._modules import GatedResidual as GatedResidual
@@ -18,6 +20,8 @@ from hadamard_jax.linen._prune import prune as prune
 __all__ = [
     "GLU",
     "GatedMLP",
+    "GatedMultiHeadAttention",
+    "GatedRMSNorm",
     "GatedResidual",
     "HardConcreteGate",
     "Highway",

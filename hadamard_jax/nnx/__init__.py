@@ -6,7 +6,9 @@ modules, with the same names and arguments, are in :mod:`hadamard_jax.linen`.
 """
 
 from hadamard_jax.nnx._common import MaskVar as MaskVar
+from hadamard_jax.nnx._gated_attention import GatedMultiHeadAttention as GatedMultiHeadAttention
 from hadamard_jax.nnx._gated_mlp import GatedMLP as GatedMLP
+from hadamard_jax.nnx._gated_norm import GatedRMSNorm as GatedRMSNorm
 from hadamard_jax.nnx._gated_residual import GatedResidual as GatedResidual
 from hadamard_jax.nnx._glu import GLU as GLU
 from hadamard_jax.nnx._hard_concrete import HardConcreteGate as HardConcreteGate
@@ -21,6 +23,8 @@ from hadamard_jax.nnx._prune import prune as prune
 __all__ = [
     "GLU",
     "GatedMLP",
+    "GatedMultiHeadAttention",
+    "GatedRMSNorm",
     "GatedResidual",
     "HardConcreteGate",
     "Highway",

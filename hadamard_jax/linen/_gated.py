@@ -1,0 +1,189 @@
+"""The Linen ``GatedRMSNorm`` and ``GatedMultiHeadAttention``: the NNX modules of the same names
+as Linen dataclasses (input sizes inferred from the inputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax.typing import Dtype, Initializer, PrecisionLike
+
+from hadamard_jax._layers import attention, options
+from hadamard_jax._layers import functional as F
+
+
+class GatedRMSNorm(nn.Module):
+    r"""RMS normalisation over the last axis, gated: :func:`hadamard_jax.gated_rms_norm`.
+
+    The Linen counterpart of :class:`hadamard_jax.nnx.GatedRMSNorm` (``num_features`` is
+    inferred from the input).
+
+    Attributes:
+      eps: added to the mean square (static number > 0).
+      activation: a plain gate of the gate table (``"swiglu"``: SiLU, default).
+      norm_before_gate: ``rms(x) * scale * act(gate)`` (True, flash-linear-attention) or
+        ``rms(x * act(gate)) * scale`` (False, Mamba2's ``RMSNormGated``).
+      dtype: computation dtype (default: inferred from inputs and params).
+      param_dtype: dtype of ``scale``.
+      scale_init: initializer of ``scale`` ``[d]`` (default ones).
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp
+      >>> from hadamard_jax.linen import GatedRMSNorm
+      >>> norm = GatedRMSNorm(activation="glu")
+      >>> x, gate = jnp.ones((2, 4)), jnp.full((2, 4), 100.0)  # sigmoid(100) = 1
+      >>> variables = norm.init(jax.random.key(0), x, gate)
+      >>> norm.apply(variables, x, gate)[0]
+      Array([0.9999995, 0.9999995, 0.9999995, 0.9999995], dtype=float32)
+    """
+
+    eps: float = 1e-6
+    activation: str = "swiglu"
+    norm_before_gate: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    scale_init: Initializer = nn.initializers.ones_init()
+
+    def __post_init__(self) -> None:
+        options.check_gated_rms_norm(
+            eps=self.eps,
+            activation=self.activation,
+            norm_before_gate=self.norm_before_gate,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            scale_init=self.scale_init,
+        )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, gate: jax.Array) -> jax.Array:
+        """``x``, ``gate``: ``[..., d]`` -> ``[..., d]``."""
+        scale = self.param("scale", self.scale_init, (jnp.shape(x)[-1],), self.param_dtype)
+        return F.gated_rms_norm(
+            x,
+            gate,
+            scale,
+            eps=self.eps,
+            activation=self.activation,
+            norm_before_gate=self.norm_before_gate,
+            dtype=self.dtype,
+        )
+
+
+class GatedMultiHeadAttention(nn.Module):
+    r"""``nn.MultiHeadDotProductAttention`` with the output gate of Qiu et al. (2025).
+
+    The Linen counterpart of :class:`hadamard_jax.nnx.GatedMultiHeadAttention`:
+    ``o = sdpa(q, k, v) * sigmoid(x W_g)`` before the output projection. Flax's attention is
+    the submodule ``attention`` (its ``query``/``key``/``value``/``out`` parameters and
+    ``cache``), and the gate projection the ``DenseGeneral`` ``gate`` ``[in, heads, g]``
+    (``g = head_dim`` element-wise, 1 head-wise): the NNX module's fused ``query`` kernel is the
+    concatenation of ``attention/query`` and ``gate`` along the last axis. With ``gate=None``
+    the output is ``nn.MultiHeadDotProductAttention``'s for the ``attention`` parameters.
+
+    Attributes:
+      num_heads, qkv_features, out_features: as ``nn.MultiHeadDotProductAttention``.
+      gate: ``"elementwise"`` (default), ``"headwise"`` or ``None``.
+      attention_fn: the attention before the gate (default ``nn.dot_product_attention``).
+      dropout_rate, broadcast_dropout, deterministic, decode, normalize_qk: as Flax's
+        (``normalize_qk`` only with ``gate=None``, as in NNX).
+      dtype, param_dtype, precision, kernel_init, bias_init, use_bias: as Flax's.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp
+      >>> from hadamard_jax import causal_mask
+      >>> from hadamard_jax.linen import GatedMultiHeadAttention
+      >>> layer = GatedMultiHeadAttention(2, gate="headwise")
+      >>> x = jnp.ones((3, 5, 8))
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> variables["params"]["gate"]["kernel"].shape
+      (8, 2, 1)
+      >>> layer.apply(variables, x, mask=causal_mask(5)).shape
+      (3, 5, 8)
+    """
+
+    num_heads: int
+    qkv_features: int | None = None
+    out_features: int | None = None
+    gate: str | None = "elementwise"
+    attention_fn: Callable[..., jax.Array] = nn.dot_product_attention
+    dropout_rate: float = 0.0
+    broadcast_dropout: bool = True
+    deterministic: bool | None = None
+    decode: bool = False
+    normalize_qk: bool = False
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = options.default_kernel_init
+    bias_init: Initializer = options.default_bias_init
+    use_bias: bool = True
+
+    def __post_init__(self) -> None:
+        op = "GatedMultiHeadAttention"
+        options.check_attention_gate(self.gate, self.normalize_qk)
+        options.size(self.num_heads, "num_heads", op)
+        options.optional_size(self.qkv_features, "qkv_features", op)
+        options.optional_size(self.out_features, "out_features", op)
+        options.rate(self.dropout_rate, "dropout_rate", op)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs_q: jax.Array,
+        inputs_k: jax.Array | None = None,
+        inputs_v: jax.Array | None = None,
+        *,
+        mask: jax.Array | None = None,
+        deterministic: bool | None = None,
+        dropout_rng: jax.Array | None = None,
+        sow_weights: bool = False,
+    ) -> Any:
+        """As ``nn.MultiHeadDotProductAttention``: ``[..., length, in] -> [..., length, out]``."""
+        qkv = jnp.shape(inputs_q)[-1] if self.qkv_features is None else self.qkv_features
+        head_dim = qkv // self.num_heads
+        attention_fn = self.attention_fn
+        if self.gate is not None:
+            pre = nn.DenseGeneral(
+                (self.num_heads, attention.gate_features(self.gate, head_dim)),
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=self.kernel_init,
+                bias_init=self.bias_init,
+                use_bias=self.use_bias,
+                precision=self.precision,
+                name="gate",
+            )(inputs_q)
+            attention_fn = attention.gate_attention_fn(pre, attention_fn)
+        return nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads,
+            qkv_features=self.qkv_features,
+            out_features=self.out_features,
+            attention_fn=attention_fn,
+            dropout_rate=self.dropout_rate,
+            broadcast_dropout=self.broadcast_dropout,
+            deterministic=self.deterministic,
+            decode=self.decode,
+            normalize_qk=self.normalize_qk,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            use_bias=self.use_bias,
+            name="attention",
+        )(
+            inputs_q,
+            inputs_k,
+            inputs_v,
+            mask=mask,
+            deterministic=deterministic,
+            dropout_rng=dropout_rng,
+            sow_weights=sow_weights,
+        )
