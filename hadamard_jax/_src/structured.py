@@ -225,7 +225,7 @@ def block_mask(
 def channel_mask(
     x: ArrayLike, sparsity: float, *, axis: int = -1, norm: int = 1, batch_dims: int = 0
 ) -> jax.Array:
-    r"""Prunes whole slices along ``axis``: the ``round(sparsity * x.shape[axis])`` of smallest norm.
+    r"""Prunes whole slices along ``axis``: ``round(sparsity * x.shape[axis])`` of smallest norm.
 
     Slice ``c`` is ``x[..., c, ...]`` (index ``c`` on ``axis``, everything else of the layer);
     its score is :math:`\|x_{:,c,:}\|_p` with ``p = norm``. For a Dense kernel ``(in, out)``,
