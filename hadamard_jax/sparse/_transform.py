@@ -304,7 +304,32 @@ def _select(
     return expand_units(keep_largest(scores, kept), shape, leaf.kind, b, args)
 
 
-_select_jit = jax.jit(_select, static_argnums=(0, 1))
+def _explicit_spec(x: jax.Array) -> Any:
+    """The ``PartitionSpec`` of ``x`` if it is sharded over Explicit mesh axes, else ``None``."""
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    types = getattr(mesh, "axis_types", ())
+    if not any(t == jax.sharding.AxisType.Explicit for t in types):
+        return None
+    return sharding.spec  # type: ignore[union-attr]
+
+
+def _select_sharded(cfg: _Rule, leaf: _Leaf, param, grad, old, key, level, step) -> jax.Array:
+    """:func:`_select`, whose mask has ``param``'s sharding.
+
+    Under Explicit mesh axes the selection runs with Auto axes (the compiler places the
+    per-layer sort: a layer sharded along a stacked axis is ranked where it lives, a layer
+    split over devices is gathered one layer at a time) and the mask comes back with the
+    parameter's own ``PartitionSpec``. Under Auto axes the caller pins the sharding.
+    """
+    spec = _explicit_spec(param)
+    fn = lambda p, g, o, k, lv, st: _select(cfg, leaf, p, g, o, k, lv, st)
+    if spec is None:
+        return fn(param, grad, old, key, level, step)
+    return jax.sharding.auto_axes(fn, out_sharding=spec)(param, grad, old, key, level, step)
+
+
+_select_jit = jax.jit(_select_sharded, static_argnums=(0, 1))
 
 
 def _drop_fraction(cfg: _Rule, step: jax.Array) -> jax.Array:
@@ -535,7 +560,7 @@ def sparsify(
 
         def recompute(_):
             return tuple(
-                _select(
+                _select_sharded(
                     cfg.rule,
                     leaves[i],
                     values[i],
