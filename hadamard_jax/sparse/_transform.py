@@ -326,7 +326,8 @@ def _select_sharded(cfg: _Rule, leaf: _Leaf, param, grad, old, key, level, step)
     fn = lambda p, g, o, k, lv, st: _select(cfg, leaf, p, g, o, k, lv, st)
     if spec is None:
         return fn(param, grad, old, key, level, step)
-    return jax.sharding.auto_axes(fn, out_sharding=spec)(param, grad, old, key, level, step)
+    auto: Any = jax.sharding.auto_axes(fn, out_sharding=spec)
+    return auto(param, grad, old, key, level, step)
 
 
 _select_jit = jax.jit(_select_sharded, static_argnums=(0, 1))
