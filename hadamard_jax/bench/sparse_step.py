@@ -93,7 +93,7 @@ def measure(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:  # pragma: no cover - by hand
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="A sparse optimizer step vs the dense one.")
     for name, value in SIZE.items():
         parser.add_argument(f"--{name}", type=int, default=value)
     parser.add_argument("--repeats", type=int, default=5, help="alternation rounds")
