@@ -53,6 +53,9 @@ from hadamard_jax._src.pruning import magnitude_mask as magnitude_mask
 from hadamard_jax._src.pruning import nm_mask as nm_mask
 from hadamard_jax._src.pruning import random_mask as random_mask
 from hadamard_jax._src.pruning import topk_mask as topk_mask
+from hadamard_jax._src.structured import block_mask as block_mask
+from hadamard_jax._src.structured import channel_mask as channel_mask
+from hadamard_jax._src.structured import saliency_mask as saliency_mask
 
 # Learned masks.
 from hadamard_jax._src.learned_masks import bernoulli_ste as bernoulli_ste
@@ -96,6 +99,9 @@ __all__ = [
     "random_mask",
     "nm_mask",
     "topk_mask",
+    "block_mask",
+    "channel_mask",
+    "saliency_mask",
     "ste_mask",
     "bernoulli_ste",
     "hard_concrete",

@@ -9,9 +9,17 @@ value for :func:`topk_mask`), larger first; among equal scores the entry with th
 index ranks higher*, i.e. it is kept first (and the later one pruned first). ``-0.0`` equals
 ``0.0``, and NaN ranks above ``+inf`` (it is kept first: pruning never hides a NaN).
 
-**Static arguments.** ``sparsity``, ``k``, ``n``, ``m`` and ``axis`` fix the shape of the
-computation, so they must be static Python numbers (not traced values); under ``jit`` pass them
-through ``static_argnums`` or a closure. A bad value is a ``ValueError`` at trace time.
+**Stacked layers.** ``batch_dims`` (default 0) is the number of leading axes that index
+separate layers, e.g. a kernel ``[*stack, in, out]`` made by ``nnx.scan``/``nnx.vmap`` has
+``batch_dims = ndim - 2``: every layer ``x[i]`` (``i`` over the leading ``batch_dims`` axes) is
+ranked on its own and gets exactly the count of a layer, ``round(sparsity * n)`` pruned of its
+``n = prod(x.shape[batch_dims:])`` entries (the one rounding rule,
+:func:`hadamard_jax._src.checks.count_of`); ties by flat index *within* the layer.
+
+**Static arguments.** ``sparsity``, ``k``, ``n``, ``m``, ``axis`` and ``batch_dims`` fix the
+shape of the computation, so they must be static Python numbers (not traced values); under
+``jit`` pass them through ``static_argnums`` or a closure. A bad value is a ``ValueError`` at
+trace time.
 """
 
 from __future__ import annotations
@@ -50,38 +58,64 @@ def rank_key(x: jax.Array, *, magnitude: bool) -> jax.Array:
     return jnp.abs(x)
 
 
-def keep_largest(key: jax.Array, k: int) -> jax.Array:
+def keep_largest(key: jax.Array, k: int | jax.Array) -> jax.Array:
     """Bool mask keeping the ``k`` largest entries of ``key`` along its last axis.
 
-    Ties: the smaller index is kept first. Exact count ``k`` in every row.
+    Ties: the smaller index is kept first. Exact count ``k`` in every row (clipped to
+    ``[0, length]``). ``k`` may be a static int or a traced integer array that broadcasts
+    against ``key.shape[:-1] + (1,)`` (one count per row, e.g. a count from a schedule inside
+    a jitted training step: no recompilation when it changes).
     """
     length = key.shape[-1]
-    if k <= 0:
-        return jnp.zeros(key.shape, jnp.bool_)
-    if k >= length:
-        return jnp.ones(key.shape, jnp.bool_)
+    if not isinstance(k, jax.Array):
+        if k <= 0:
+            return jnp.zeros(key.shape, jnp.bool_)
+        if k >= length:
+            return jnp.ones(key.shape, jnp.bool_)
     dim = key.ndim - 1
     index = lax.broadcasted_iota(jnp.int32, key.shape, dim)
     # Ascending by (key, reversed index): the last k positions are the k largest keys, the
     # smaller original index winning ties.
     _, _, order = lax.sort((key, length - 1 - index, index), dimension=dim, num_keys=2)
-    kept_sorted = (index >= length - k).astype(jnp.uint8)
+    kept_sorted = (index >= length - jnp.asarray(k, jnp.int32)).astype(jnp.uint8)
     # Scatter back to the original positions by sorting on the original index.
     _, kept = lax.sort((order, kept_sorted), dimension=dim, num_keys=1)
     return kept.astype(jnp.bool_)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _keep_largest_flat(x: jax.Array, k: int, magnitude: bool) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _keep_largest_flat(x: jax.Array, k: int, magnitude: bool, batch_dims: int = 0) -> jax.Array:
     key = rank_key(x, magnitude=magnitude)
-    return keep_largest(key.reshape(-1), k).reshape(x.shape)
+    rows = math.prod(x.shape[:batch_dims])
+    return keep_largest(key.reshape(rows, -1), k).reshape(x.shape)
+
+
+def check_batch_dims(batch_dims: Any, ndim: int, op: str) -> int:
+    """``batch_dims`` as an int in ``[0, ndim]`` (the leading axes that index separate layers)."""
+    if isinstance(batch_dims, (bool, np.bool_)) or not isinstance(batch_dims, (int, np.integer)):
+        raise TypeError(
+            f"{op}: batch_dims must be a static Python int, got {type(batch_dims).__name__} "
+            f"({batch_dims!r:.60})."
+        )
+    if not 0 <= batch_dims <= ndim:
+        raise ValueError(
+            f"{op}: batch_dims must be in [0, {ndim}] for an array of rank {ndim}, got "
+            f"batch_dims={batch_dims}."
+        )
+    return int(batch_dims)
+
+
+def layer_size(shape: Shape, batch_dims: int) -> int:
+    """Entries per layer: ``prod(shape[batch_dims:])``."""
+    return math.prod(shape[batch_dims:])
 
 
 # --- public masks -------------------------------------------------------------------------------
 
 
-def magnitude_mask(x: ArrayLike, sparsity: float) -> jax.Array:
-    r"""Prunes exactly ``round(sparsity * x.size)`` entries of smallest magnitude.
+def magnitude_mask(x: ArrayLike, sparsity: float, *, batch_dims: int = 0) -> jax.Array:
+    r"""Prunes exactly ``round(sparsity * x.size)`` entries of smallest magnitude (per layer
+    with ``batch_dims``).
 
     .. math::
       m_i = [\,\mathrm{rank}(|x_i|) < \mathrm{size} - \mathrm{round}(s \cdot \mathrm{size})\,]
@@ -90,16 +124,17 @@ def magnitude_mask(x: ArrayLike, sparsity: float) -> jax.Array:
     is kept first. NaN counts as larger than ``inf``.
 
     Args:
-      x: array of any shape and real, complex, integer or boolean dtype.
+      x: array of any shape ``[*stack, *layer]`` and real, complex, integer or boolean dtype.
       sparsity: the fraction to prune, a static Python number in ``[0, 1]``.
+      batch_dims: the number of leading (``stack``) axes whose slices are ranked separately.
 
     Returns:
-      A bool mask of ``x``'s shape with exactly ``x.size - round(sparsity * x.size)`` ``True``
-      entries (``True`` = kept).
+      A bool mask of ``x``'s shape with exactly ``n - round(sparsity * n)`` ``True`` entries
+      (``True`` = kept) in every layer, ``n = prod(layer)`` (``x.size`` when ``batch_dims=0``).
 
     Raises:
-      ValueError: ``sparsity`` outside ``[0, 1]``.
-      TypeError: ``sparsity`` is not a static number; ``x`` is not an array.
+      ValueError: ``sparsity`` outside ``[0, 1]``; ``batch_dims`` outside ``[0, x.ndim]``.
+      TypeError: ``sparsity`` or ``batch_dims`` is not static; ``x`` is not an array.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -108,14 +143,19 @@ def magnitude_mask(x: ArrayLike, sparsity: float) -> jax.Array:
       Array([False,  True,  True,  True, False], dtype=bool)
       >>> magnitude_mask(jnp.array([0.5, -3., 1., 1., 0.1]), 0.6)
       Array([False,  True,  True, False, False], dtype=bool)
+      >>> magnitude_mask(jnp.array([[1., 2.], [4., 3.]]), 0.5, batch_dims=1)  # one per row
+      Array([[False,  True],
+             [ True, False]], dtype=bool)
     """
     op = "magnitude_mask"
     x = jnp.asarray(checks.as_array(x, "x", op))
     sparsity = static_fraction(sparsity, "sparsity", op)
-    return _keep_largest_flat(x, x.size - count_of(sparsity, x.size), True)
+    batch_dims = check_batch_dims(batch_dims, x.ndim, op)
+    n = layer_size(x.shape, batch_dims)
+    return _keep_largest_flat(x, n - count_of(sparsity, n), True, batch_dims)
 
 
-def global_magnitude_masks(tree: Any, sparsity: float) -> Any:
+def global_magnitude_masks(tree: Any, sparsity: float, *, batch_dims: int = 0) -> Any:
     r"""Magnitude pruning across all leaves of a pytree jointly (global pruning).
 
     Exactly ``round(sparsity * N)`` entries of smallest ``|x|`` are pruned, where ``N`` is the
@@ -123,18 +163,22 @@ def global_magnitude_masks(tree: Any, sparsity: float) -> Any:
     ``None`` leaves are left as ``None``. Ties are broken by position in the concatenation of
     the flattened leaves in ``jax.tree.leaves`` order: earlier entries are kept first.
     Magnitudes of leaves of different dtypes are compared after promotion to a common dtype
-    (``jnp.result_type``).
+    (``jnp.result_type``). With ``batch_dims > 0`` every leaf has the same leading ``stack``
+    shape and each stack index ``i`` is pruned globally over the leaves' slices ``leaf[i]``
+    (``N`` is then the entries of one slice of every leaf).
 
     Args:
       tree: a pytree of arrays (and ``None``).
       sparsity: the fraction to prune, a static Python number in ``[0, 1]``.
+      batch_dims: leading axes, shared by every leaf, whose slices are pruned separately.
 
     Returns:
       A pytree of the same structure with a bool mask of each leaf's shape.
 
     Raises:
-      ValueError: ``sparsity`` outside ``[0, 1]``.
-      TypeError: ``sparsity`` not a static number; a leaf is not an array.
+      ValueError: ``sparsity`` outside ``[0, 1]``; leaves with different leading ``stack``
+        shapes.
+      TypeError: ``sparsity`` or ``batch_dims`` not static; a leaf is not an array.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -150,43 +194,57 @@ def global_magnitude_masks(tree: Any, sparsity: float) -> Any:
     leaves = [jnp.asarray(checks.as_array(leaf, f"leaf {i}", op)) for i, leaf in enumerate(leaves)]
     if not leaves:
         return tree
-    total = sum(leaf.size for leaf in leaves)
-    masks = _global_masks(tuple(leaves), total - count_of(sparsity, total))
+    batch_dims = check_batch_dims(batch_dims, min(leaf.ndim for leaf in leaves), op)
+    stack = leaves[0].shape[:batch_dims]
+    for i, leaf in enumerate(leaves):
+        if leaf.shape[:batch_dims] != stack:
+            raise ValueError(
+                f"{op}: with batch_dims={batch_dims} every leaf needs the same leading shape; "
+                f"leaf 0 has shape {leaves[0].shape} and leaf {i} has shape {leaf.shape}."
+            )
+    total = sum(layer_size(leaf.shape, batch_dims) for leaf in leaves)
+    masks = _global_masks(tuple(leaves), total - count_of(sparsity, total), batch_dims)
     return jax.tree.unflatten(treedef, list(masks))
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def _global_masks(leaves: tuple[jax.Array, ...], k: int):
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _global_masks(leaves: tuple[jax.Array, ...], k: int, batch_dims: int = 0):
     keys = [rank_key(leaf, magnitude=True) for leaf in leaves]
     shapes = [leaf.shape for leaf in leaves]
+    rows = math.prod(shapes[0][:batch_dims])
     common = jnp.result_type(*keys)
-    flat = jnp.concatenate([key.reshape(-1).astype(common) for key in keys])
+    flat = jnp.concatenate([key.reshape(rows, -1).astype(common) for key in keys], axis=1)
     kept = keep_largest(flat, k)
     out, start = [], 0
     for shape in shapes:
-        size = math.prod(shape)
-        out.append(kept[start : start + size].reshape(shape))
+        size = layer_size(shape, batch_dims)
+        out.append(kept[:, start : start + size].reshape(shape))
         start += size
     return tuple(out)
 
 
-def random_mask(key: jax.Array, shape: Any, sparsity: float) -> jax.Array:
+def random_mask(key: jax.Array, shape: Any, sparsity: float, *, batch_dims: int = 0) -> jax.Array:
     r"""A uniformly random mask pruning exactly ``round(sparsity * size)`` entries.
 
     Every subset of that size is equally likely; the result is a deterministic function of
-    ``key`` (a random permutation of the flat indices: its first entries are pruned).
+    ``key`` (a random permutation of the flat indices: its first entries are pruned). With
+    ``batch_dims > 0`` every layer (slice over the leading axes) gets its own permutation,
+    from ``jax.random.split(key, n_layers)``, and the count of a layer.
 
     Args:
       key: a PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
       shape: the mask's shape, a static tuple of ints (or an int).
       sparsity: the fraction to prune, a static Python number in ``[0, 1]``.
+      batch_dims: the number of leading axes whose slices are separate layers.
 
     Returns:
-      A bool mask of ``shape`` with exactly ``size - round(sparsity * size)`` ``True`` entries.
+      A bool mask of ``shape`` with exactly ``n - round(sparsity * n)`` ``True`` entries per
+      layer, ``n = prod(shape[batch_dims:])``.
 
     Raises:
-      ValueError: ``sparsity`` outside ``[0, 1]``; a negative dimension.
-      TypeError: ``sparsity`` not a static number; ``shape`` not a tuple of ints.
+      ValueError: ``sparsity`` outside ``[0, 1]``; a negative dimension; ``batch_dims`` out of
+        range.
+      TypeError: ``sparsity`` or ``batch_dims`` not static; ``shape`` not a tuple of ints.
 
     Examples:
       >>> import jax
@@ -201,8 +259,19 @@ def random_mask(key: jax.Array, shape: Any, sparsity: float) -> jax.Array:
         raise TypeError(f"{op}: shape must be a tuple of ints, got {type(shape).__name__}.")
     shape = tuple(static_int(d, f"shape[{i}]", op, 0) for i, d in enumerate(shape))
     sparsity = static_fraction(sparsity, "sparsity", op)
-    size = math.prod(shape)
-    return _random_mask(key, shape, count_of(sparsity, size))
+    batch_dims = check_batch_dims(batch_dims, len(shape), op)
+    if batch_dims == 0:
+        return _random_mask(key, shape, count_of(sparsity, math.prod(shape)))
+    n = layer_size(shape, batch_dims)
+    return _random_layers(key, shape, count_of(sparsity, n), batch_dims)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _random_layers(key: jax.Array, shape: Shape, n_prune: int, batch_dims: int) -> jax.Array:
+    rows = math.prod(shape[:batch_dims])
+    keys = jax.random.split(key, rows)
+    layers = jax.vmap(lambda k: _random_mask(k, shape[batch_dims:], n_prune))(keys)
+    return layers.reshape(shape)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -214,7 +283,7 @@ def _random_mask(key: jax.Array, shape: Shape, n_prune: int) -> jax.Array:
     return jnp.ones((size,), jnp.bool_).at[pruned].set(False).reshape(shape)
 
 
-def nm_mask(x: ArrayLike, n: int, m: int, axis: int = -1) -> jax.Array:
+def nm_mask(x: ArrayLike, n: int, m: int, axis: int = -1, *, batch_dims: int = 0) -> jax.Array:
     r"""N:M structured sparsity: in every group of ``m`` consecutive entries along ``axis``,
     keep the ``n`` of largest magnitude (2:4 for sparse tensor cores: ``n=2, m=4``).
 
@@ -226,14 +295,16 @@ def nm_mask(x: ArrayLike, n: int, m: int, axis: int = -1) -> jax.Array:
       n: entries kept per group, a static int in ``[0, m]``.
       m: group size, a static int >= 1 that divides ``x.shape[axis]``.
       axis: the grouped axis (static int).
+      batch_dims: leading axes that index separate layers; groups never span layers anyway,
+        so this only checks that ``axis`` is not one of them.
 
     Returns:
       A bool mask of ``x``'s shape with exactly ``n`` ``True`` entries in every group.
 
     Raises:
       ValueError: ``n > m`` or negative, ``m < 1``, ``m`` not dividing the axis length, an
-        out-of-range ``axis``.
-      TypeError: ``n``, ``m`` or ``axis`` not a static int.
+        out-of-range ``axis``, ``axis`` among the ``batch_dims`` leading axes.
+      TypeError: ``n``, ``m``, ``axis`` or ``batch_dims`` not a static int.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -250,6 +321,12 @@ def nm_mask(x: ArrayLike, n: int, m: int, axis: int = -1) -> jax.Array:
     if x.ndim == 0:
         raise ValueError(f"{op}: x must have at least one axis, got a scalar.")
     axis = checks.check_axis(axis, x.ndim, "axis", op)
+    batch_dims = check_batch_dims(batch_dims, x.ndim, op)
+    if axis < batch_dims:
+        raise ValueError(
+            f"{op}: axis={axis} is one of the batch_dims={batch_dims} leading (layer) axes of "
+            f"x.shape={x.shape}; group along a layer axis."
+        )
     length = x.shape[axis]
     if length % m:
         raise ValueError(
