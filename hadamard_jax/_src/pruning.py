@@ -58,6 +58,27 @@ def rank_key(x: jax.Array, *, magnitude: bool) -> jax.Array:
     return jnp.abs(x)
 
 
+def ordered_bits(key: jax.Array) -> jax.Array:
+    """Unsigned integers in the order of ``key``: ``a < b`` iff ``bits(a) < bits(b)``.
+
+    Floats map through their bit pattern (negative values reversed), after ``-0.0`` becomes
+    ``0.0`` and every NaN the one NaN that ranks above ``+inf``; signed integers flip their sign
+    bit; unsigned integers and booleans are their own order.
+    """
+    dtype = key.dtype
+    if dtype == jnp.bool_:
+        return key.astype(jnp.uint8)
+    if jnp.issubdtype(dtype, jnp.unsignedinteger):
+        return key
+    unsigned = jnp.dtype(f"uint{dtype.itemsize * 8}")
+    sign = np.array(1 << (dtype.itemsize * 8 - 1)).astype(unsigned)
+    if jnp.issubdtype(dtype, jnp.signedinteger):
+        return lax.bitcast_convert_type(key, unsigned) ^ sign
+    canonical = jnp.where(jnp.isnan(key), jnp.array(jnp.nan, dtype), key + jnp.zeros((), dtype))
+    bits = lax.bitcast_convert_type(canonical, unsigned)
+    return jnp.where((bits & sign) != 0, ~bits, bits | sign)
+
+
 def keep_largest(key: jax.Array, k: int | jax.Array) -> jax.Array:
     """Bool mask keeping the ``k`` largest entries of ``key`` along its last axis.
 
@@ -65,6 +86,11 @@ def keep_largest(key: jax.Array, k: int | jax.Array) -> jax.Array:
     ``[0, length]``). ``k`` may be a static int or a traced integer array that broadcasts
     against ``key.shape[:-1] + (1,)`` (one count per row, e.g. a count from a schedule inside
     a jitted training step: no recompilation when it changes).
+
+    No sort: a radix select finds each row's ``k``-th largest value ``t`` bit by bit from the
+    top (one counting pass per bit of the key's width), then every entry above ``t`` is kept,
+    and of the entries equal to ``t`` the first ones in index order (a cumulative count), as
+    many as are still needed. ``O(bits * length)`` work, vectorised over rows.
     """
     length = key.shape[-1]
     if not isinstance(k, jax.Array):
@@ -72,15 +98,22 @@ def keep_largest(key: jax.Array, k: int | jax.Array) -> jax.Array:
             return jnp.zeros(key.shape, jnp.bool_)
         if k >= length:
             return jnp.ones(key.shape, jnp.bool_)
-    dim = key.ndim - 1
-    index = lax.broadcasted_iota(jnp.int32, key.shape, dim)
-    # Ascending by (key, reversed index): the last k positions are the k largest keys, the
-    # smaller original index winning ties.
-    _, _, order = lax.sort((key, length - 1 - index, index), dimension=dim, num_keys=2)
-    kept_sorted = (index >= length - jnp.asarray(k, jnp.int32)).astype(jnp.uint8)
-    # Scatter back to the original positions by sorting on the original index.
-    _, kept = lax.sort((order, kept_sorted), dimension=dim, num_keys=1)
-    return kept.astype(jnp.bool_)
+    bits = ordered_bits(key)
+    width = bits.dtype.itemsize * 8
+    k = jnp.broadcast_to(jnp.clip(jnp.asarray(k, jnp.int32), 0, length), key.shape[:-1] + (1,))
+    one = jnp.ones((), bits.dtype)
+
+    def select_bit(i, threshold):
+        # The largest t with count(bits >= t) >= k, built from the most significant bit down.
+        candidate = threshold | lax.shift_left(one, (width - 1 - i).astype(bits.dtype))
+        count = jnp.sum(bits >= candidate, axis=-1, keepdims=True, dtype=jnp.int32)
+        return jnp.where(count >= k, candidate, threshold)
+
+    threshold = lax.fori_loop(0, width, select_bit, jnp.zeros(k.shape, bits.dtype))
+    above = bits > threshold
+    still_needed = k - jnp.sum(above, axis=-1, keepdims=True, dtype=jnp.int32)
+    equal = bits == threshold
+    return above | (equal & (jnp.cumsum(equal, axis=-1, dtype=jnp.int32) <= still_needed))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
