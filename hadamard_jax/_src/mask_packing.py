@@ -12,8 +12,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import checks
-
-Shape = tuple[int, ...]
+from hadamard_jax._src.checks import Shape
 
 
 @jax.jit

@@ -6,7 +6,7 @@ Each layer is a residual gated FFN (LLaMA / T5 v1.1 style)::
 
 with ``act`` SiLU (``"swiglu"``) or GELU (``"geglu"``), applied under ``lax.scan`` over the layer
 axis of stacked weights. Under ``scan`` JAX, not XLA, decides what the backward pass keeps, so
-the derivative rule of the gate shows up in the compiled temp memory (FIELD-NOTES.md). Three
+the derivative rule of the gate shows up in the compiled temp memory. Three
 implementations of the same loss:
 
 * ``"plain"``: ``jax.nn.silu(a) * b`` / ``jax.nn.gelu(a, approximate=...) * b``;
@@ -16,7 +16,7 @@ implementations of the same loss:
 The functions are small and pure so that the asv suite can import them; jitted steps are
 cached at module level (asv re-runs ``setup`` before every timed call).
 
-Run ``python -m hadamard_jax.bench.ffn_stack`` for the memory and time ratios at the issue-3
+Run ``python -m hadamard_jax.bench.ffn_stack`` for the memory and time ratios at the README's
 size (d=512, h=2048, batch 2048, 8 layers, float32).
 """
 

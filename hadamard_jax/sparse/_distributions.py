@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hadamard_jax._src import checks
+from hadamard_jax._src.checks import Shape
 
-Shape = tuple[int, ...]
 #: ``filter(path, shape) -> bool``: whether a parameter is pruned.
 Filter = Callable[[str, Shape], bool]
 
