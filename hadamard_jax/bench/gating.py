@@ -38,21 +38,49 @@ class GateCase(NamedTuple):
     packed: bool = False
 
 
+def _clip_value(v: jax.Array) -> jax.Array:
+    return jnp.clip(v, -7.0, 7.0) + 1.0
+
+
+def _clamped(g: jax.Array) -> jax.Array:
+    g = jnp.minimum(g, 7.0)
+    return g * jax.nn.sigmoid(1.702 * g)
+
+
+#: The plain composition a user writes for each gate of the gate table (and its approximate
+#: form, ``<name>_tanh``), as ``(act, value)``: the output is ``act(gate) * value(v)``.
+PLAIN: dict[str, tuple[Callable[[jax.Array], jax.Array], Callable[[jax.Array], jax.Array]]] = {
+    "glu": (jax.nn.sigmoid, lambda v: v),
+    "bilinear": (lambda g: g, lambda v: v),
+    "reglu": (jax.nn.relu, lambda v: v),
+    "geglu": (functools.partial(jax.nn.gelu, approximate=False), lambda v: v),
+    "geglu_tanh": (functools.partial(jax.nn.gelu, approximate=True), lambda v: v),
+    "swiglu": (jax.nn.silu, lambda v: v),
+    "quick_geglu": (lambda g: g * jax.nn.sigmoid(1.702 * g), lambda v: v),
+    "squared_reglu": (lambda g: jnp.square(jax.nn.relu(g)), lambda v: v),
+    "clamped_swiglu": (_clamped, _clip_value),
+}
+
+
+def _plain_pair(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    act, value = PLAIN[name]
+    return lambda g, v: act(g) * value(v)
+
+
 def _cases() -> dict[str, GateCase]:
-    nn = jax.nn
-    cases = [
-        GateCase("glu", hadamard_jax.glu, lambda g, v: nn.sigmoid(g) * v, 2),
-        GateCase("bilinear", hadamard_jax.bilinear, lambda g, v: g * v, 2),
-        GateCase("reglu", hadamard_jax.reglu, lambda g, v: nn.relu(g) * v, 2),
-        GateCase("geglu", hadamard_jax.geglu, lambda g, v: nn.gelu(g, approximate=False) * v, 2),
-        GateCase(
-            "geglu_tanh",
-            functools.partial(hadamard_jax.geglu, approximate=True),
-            lambda g, v: nn.gelu(g, approximate=True) * v,
-            2,
-        ),
-        GateCase("swiglu", hadamard_jax.swiglu, lambda g, v: nn.silu(g) * v, 2),
-        GateCase("glu_packed", hadamard_jax.glu_packed, lambda x: nn.glu(x, axis=-1), 1, True),
+    """Every gate of the gate table (two-input form), its approximate form, the packed GLU and
+    the highway combination."""
+    from hadamard_jax._src.gates import GATES
+
+    cases = []
+    for name, gate in GATES.items():
+        op = getattr(hadamard_jax, name)
+        cases.append(GateCase(name, op, _plain_pair(name), 2))
+        if gate.approximate is not None:
+            approx = functools.partial(op, approximate=True)
+            cases.append(GateCase(f"{name}_tanh", approx, _plain_pair(f"{name}_tanh"), 2))
+    cases += [
+        GateCase("glu_packed", hadamard_jax.glu_packed, lambda x: jax.nn.glu(x, axis=-1), 1, True),
         GateCase("highway", hadamard_jax.highway, lambda t, g, c: g * t + (1 - g) * c, 3),
     ]
     return {case.name: case for case in cases}
