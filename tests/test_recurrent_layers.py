@@ -76,6 +76,24 @@ CASES = {
 }
 
 
+def _everything(fn):
+    """One jitted function: states from ``h0`` and from zeros, gradients, a forward tangent."""
+
+    def loss(params, x, h0):
+        h, last = fn(params, x, h0)
+        w = jnp.cos(jnp.arange(h.size, dtype=h.dtype)).reshape(h.shape)
+        return jnp.sum(h * w) + jnp.sum(last**2), (h, last)
+
+    @jax.jit
+    def run(params, x, h0):
+        (_, outs), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(params, x, h0)
+        tangent = jax.tree.map(jnp.ones_like, params)
+        jvp = jax.jvp(lambda p: fn(p, x, h0)[0], (params,), (tangent,))[1]
+        return outs, fn(params, x, None), grads, jvp
+
+    return run
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_values_and_gradients_match_plain_scan(name):
     make, names, ref, n = CASES[name]
@@ -89,27 +107,12 @@ def test_values_and_gradients_match_plain_scan(name):
         module = nnx.merge(graphdef, nnx.State({k: nnx.Param(v) for k, v in params.items()}))
         return module(x, h0)
 
-    for init in (h0, None):
-        got = jax.jit(ours)(params, x, init)
-        want = ref(params, x, jnp.zeros((B, n)) if init is None else init)
-        assert_tree_allclose(got, want, **TOL)
+    def plain(params, x, h0):
+        return ref(params, x, jnp.zeros((B, n)) if h0 is None else h0)
 
-    def loss(fn):
-        def f(params, x, h0):
-            h, last = fn(params, x, h0)
-            w = jnp.cos(jnp.arange(h.size, dtype=h.dtype)).reshape(h.shape)
-            return jnp.sum(h * w) + jnp.sum(last**2)
-
-        return f
-
-    got = jax.jit(jax.grad(loss(ours), argnums=(0, 1, 2)))(params, x, h0)
-    want = jax.grad(loss(ref), argnums=(0, 1, 2))(params, x, h0)
-    assert_tree_allclose(got, want, rtol=1e-4, atol=1e-5)
-    # Forward mode too (the ops' custom_jvp rules).
-    tangent = jax.tree.map(jnp.ones_like, params)
-    got_t = jax.jvp(lambda p: ours(p, x, h0)[0], (params,), (tangent,))[1]
-    want_t = jax.jvp(lambda p: ref(p, x, h0)[0], (params,), (tangent,))[1]
-    np.testing.assert_allclose(got_t, want_t, rtol=1e-4, atol=1e-5)
+    got, want = _everything(ours)(params, x, h0), _everything(plain)(params, x, h0)
+    assert_tree_allclose(got[:2], want[:2], **TOL)  # values, from h0 and from zeros
+    assert_tree_allclose(got[2:], want[2:], rtol=1e-4, atol=1e-5)  # grads, jvp
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -125,7 +128,9 @@ def test_decode_step_equals_parallel_form(name):
             np.testing.assert_allclose(y, h[:, t], **TOL)
             np.testing.assert_array_equal(y, state)
         np.testing.assert_allclose(state, last, **TOL)
-    # Under jit with lax.scan over time, as a decoder runs it.
+    if name != "rglru":
+        return
+    # Under jit, as a decoder runs it.
     step = nnx.jit(lambda m, s, x_t: m.step(s, x_t))
     state = jnp.zeros((B, n))
     for t in range(3):
@@ -165,12 +170,17 @@ def test_transforms_nnx():
 
     # jit, grad, vmap (over the batch: the layer sees [T, d]), remat.
     for layer in (_rglru(), _min_gru()):
-        full = layer(x)[0]
         per_example = nnx.vmap(lambda m, x: m(x)[0], in_axes=(None, 0))(layer, x)
-        np.testing.assert_allclose(per_example, full, **TOL)
-        grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(x)[0] ** 2)))(layer)
-        remat = nnx.jit(nnx.grad(lambda m: jnp.sum(nnx.remat(lambda m, x: m(x)[0])(m, x) ** 2)))
-        assert_tree_allclose(remat(layer), grads, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(per_example, layer(x)[0], **TOL)
+
+    @nnx.jit
+    def grads(m):
+        plain = nnx.grad(lambda m: jnp.sum(m(x)[0] ** 2))(m)
+        remat = nnx.grad(lambda m: jnp.sum(nnx.remat(lambda m, x: m(x)[0])(m, x) ** 2))(m)
+        return plain, remat
+
+    plain, remat = grads(_rglru())  # the jit and grad of MinGRU: the test against lax.scan
+    assert_tree_allclose(remat, plain, rtol=1e-5, atol=1e-6)
 
     # A stack of layers under nnx.scan (and vmap to create it).
     @nnx.split_rngs(splits=3)
@@ -181,7 +191,6 @@ def test_transforms_nnx():
     stack = make(nnx.Rngs(0))
     assert stack.a_param.shape == (3, D)
 
-    @nnx.jit
     def run(stack, x):
         @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
         def body(layer, x):
@@ -189,13 +198,16 @@ def test_transforms_nnx():
 
         return body(stack, x)
 
-    out = run(stack, x)
+    @nnx.jit
+    def loss_and_grads(stack):
+        return nnx.value_and_grad(lambda s: jnp.sum(run(s, x) ** 2))(stack)
+
+    loss, grads = loss_and_grads(stack)
     want = x
     for i in range(3):
         layer = nnx.merge(nnx.graphdef(stack), jax.tree.map(lambda v, i=i: v[i], nnx.state(stack)))
         want = want + layer(want)[0]
-    np.testing.assert_allclose(out, want, **TOL)
-    grads = nnx.jit(nnx.grad(lambda s: jnp.sum(run(s, x) ** 2)))(stack)
+    np.testing.assert_allclose(loss, jnp.sum(want**2), rtol=1e-5)
     assert grads["a_param"].shape == (3, D) and bool(jnp.all(jnp.isfinite(grads["a_param"][...])))
 
 
@@ -308,10 +320,11 @@ def test_sqrt_derivative_is_bounded_near_one():
     # An RG-LRU whose decay is 1 to float32 precision: finite gradients (plain sqrt: inf/NaN).
     layer = _rglru()
     layer.a_param[...] = jnp.full((D,), -40.0)  # softplus(-40) ~ 4e-18: a_t = 1
-    grads = nnx.grad(lambda m: jnp.sum(m(_x())[0]))(layer)
+    x = _x((B, 3, D))
+    grads = nnx.grad(lambda m: jnp.sum(m(x)[0]))(layer)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
     params = _params(layer, R.RGLRU_PARAMS)
-    plain = jax.grad(lambda p: jnp.sum(ref_rglru(p, _x(), jnp.zeros((B, D)))[0]))(params)
+    plain = jax.grad(lambda p: jnp.sum(ref_rglru(p, x, jnp.zeros((B, D)))[0]))(params)
     assert not all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(plain))
 
 
@@ -332,20 +345,26 @@ from hadamard_jax import nnx as hn
 
 mesh = jax.make_mesh((2, 4), ("data", "seq"), axis_types=(AxisType.Explicit,) * 2)
 x = jax.random.normal(jax.random.key(0), (4, 16, 8))
+spec = P("data", "seq", None)  # batch and time both sharded
+
+
+@nnx.jit
+def run(m, x):
+    def loss(m):
+        h, last = m(x)
+        return jnp.sum(h**2) + jnp.sum(last), (h, last)
+
+    (_, (h, last)), g = nnx.value_and_grad(loss, has_aux=True)(m)
+    return h, last, g
+
+
 for layer in (hn.RGLRU(8, rngs=nnx.Rngs(0)), hn.MinGRU(8, 6, rngs=nnx.Rngs(1))):
-    loss = lambda m, x: jnp.sum(m(x)[0] ** 2) + jnp.sum(m(x)[1])
-    want_h, want_last = layer(x)
-    want_g = nnx.grad(loss)(layer, x)
+    want = run(layer, x)
     with jax.set_mesh(mesh):
-        for spec in (P("data", "seq", None), P("data", None, None)):
-            xs = jax.device_put(x, NamedSharding(mesh, spec))
-            h, last = nnx.jit(lambda m, x: m(x))(layer, xs)
-            assert jax.typeof(h).sharding.spec[:2] == spec[:2], jax.typeof(h)
-            np.testing.assert_allclose(h, want_h, rtol=1e-5, atol=1e-5)
-            np.testing.assert_allclose(last, want_last, rtol=1e-5, atol=1e-5)
-            g = nnx.jit(nnx.grad(loss))(layer, xs)
-            for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(want_g)):
-                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        got = run(layer, jax.device_put(x, NamedSharding(mesh, spec)))
+        assert jax.typeof(got[0]).sharding.spec[:2] == spec[:2], jax.typeof(got[0])
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 print("RECURRENT MESH OK")
 """
 
