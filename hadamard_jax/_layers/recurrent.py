@@ -304,19 +304,21 @@ def min_gru(
 ) -> tuple[jax.Array, jax.Array]:
     """minGRU over ``x`` ``[..., T, d]`` in log space: ``(h [..., T, n], h_last [..., n])``.
 
-    ``log h = log_linear_scan(-softplus(k), -softplus(-k) + log g(h~), log_h0=log h0)``;
-    ``h0`` ``[..., n]`` must be ``>= 0`` (the states are positive), ``None`` for zeros.
+    ``h = exp(log_linear_scan(-softplus(k), -softplus(-k) + log g(h~)))``, the states from
+    zero, all positive. The recurrence is linear in the initial state, so ``h0`` ``[..., n]``
+    (any real values; ``None`` for zeros) is added in linear space, ``h0`` carried by the
+    decays: ``+ linear_scan(1 - z, 0, h0=h0)``. No ``log h0`` is taken, so ``h0 = 0`` has
+    exact gradients and ``h0 < 0`` works, as in the decode step.
     """
     k, cand = _min_gru_pre(x, params, dtype=dtype, precision=precision)
-    log_h0 = None if h0 is None else jnp.log(jnp.asarray(h0))
+    axis = k.ndim - 2
     log_h = hj.log_linear_scan(
-        -jax.nn.softplus(k),
-        -jax.nn.softplus(-k) + log_g(cand),
-        log_h0=log_h0,
-        axis=k.ndim - 2,
-        mesh_axis=mesh_axis,
+        -jax.nn.softplus(k), -jax.nn.softplus(-k) + log_g(cand), axis=axis, mesh_axis=mesh_axis
     )
     h = jnp.exp(log_h)
+    if h0 is not None:
+        keep = jax.nn.sigmoid(-k)  # 1 - z
+        h = h + hj.linear_scan(keep, jnp.zeros_like(keep), h0=h0, axis=axis, mesh_axis=mesh_axis)
     return h, last_state(h)
 
 

@@ -122,10 +122,11 @@ class MinGRU(nn.Module):
       z_t = \sigma(x_t W_z + b_z), \quad \tilde h_t = x_t W_h + b_h, \quad
       h_t = (1 - z_t) \circ h_{t-1} + z_t \circ g(\tilde h_t),
 
-    ``g(x) = x + 0.5`` for ``x >= 0``, ``sigmoid(x)`` below (positive states), run in log
-    space by :func:`hadamard_jax.log_linear_scan`; ``step`` is the same recurrence in linear
-    space, one step at a time. The Linen counterpart of :class:`hadamard_jax.nnx.MinGRU` (the
-    input size is inferred). An initial state must be ``>= 0``.
+    ``g(x) = x + 0.5`` for ``x >= 0``, ``sigmoid(x)`` below (positive states from a zero
+    start), run in log space by :func:`hadamard_jax.log_linear_scan`; an initial state (any
+    real values) is added in linear space; ``step`` is the same recurrence in linear space,
+    one step at a time. The Linen counterpart of :class:`hadamard_jax.nnx.MinGRU` (the input
+    size is inferred).
 
     Attributes:
       hidden_features: state size ``n``.
@@ -188,7 +189,7 @@ class MinGRU(nn.Module):
     def __call__(
         self, x: jax.Array, initial_state: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
-        """``x [..., T, d]``, ``initial_state [..., n]`` (``>= 0``; ``None``: zeros) ->
+        """``x [..., T, d]``, ``initial_state [..., n]`` (``None``: zeros) ->
         ``(states [..., T, n], last state [..., n])``."""
         R.check_call("MinGRU", x, initial_state, None, self.hidden_features)
         return self._run(x, initial_state, False)

@@ -141,12 +141,15 @@ class MinGRU(nnx.Module):
       h_t = (1 - z_t) \circ h_{t-1} + z_t \circ g(\tilde h_t),
 
     with the paper's positive activation ``g(x) = x + 0.5`` for ``x >= 0`` and ``sigmoid(x)``
-    below, so every state is positive and the recurrence runs in log space by
+    below (the choice of the paper's log-space minGRU, continuous at 0), so the states from a
+    zero start are positive and the recurrence runs in log space by
     :func:`hadamard_jax.log_linear_scan`: ``log(1 - z) = -softplus(k)``,
     ``log z = -softplus(-k)``, ``log h_t = logaddexp(log(1 - z_t) + log h_{t-1},
-    log z_t + log g(h~_t))``. :meth:`step`, the decode form, computes the same ``h_t`` in
-    linear space (with the same ``g``), one step at a time. An initial state must be
-    ``>= 0`` (its log is taken; ``None`` is zeros).
+    log z_t + log g(h~_t))``. The states are linear in the initial state, which is added in
+    linear space (``h0`` times the running product of ``1 - z``, by
+    :func:`hadamard_jax.linear_scan`): any real ``initial_state`` works, and ``0`` has exact
+    gradients. :meth:`step`, the decode form, computes the same ``h_t`` in linear space (with
+    the same ``g``), one step at a time.
 
     Args:
       in_features: input size ``d``.
@@ -218,7 +221,7 @@ class MinGRU(nnx.Module):
     def __call__(
         self, x: jax.Array, initial_state: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
-        """``x [..., T, d]``, ``initial_state [..., n]`` (``>= 0``; ``None``: zeros) ->
+        """``x [..., T, d]``, ``initial_state [..., n]`` (``None``: zeros) ->
         ``(states [..., T, n], last state [..., n])``."""
         R.check_call("MinGRU", x, initial_state, self.in_features, self.hidden_features)
         return R.min_gru(
