@@ -283,14 +283,8 @@ def _min_gru_pre(
     x: Any, params: Params, *, dtype: Dtype | None, precision: PrecisionLike
 ) -> tuple[jax.Array, jax.Array]:
     """``(k, h~)``: the gate's and the candidate's pre-activations, ``[..., n]`` each."""
-    names = MIN_GRU_PARAMS
-    x, kz, bz, kh, bh = promote_optional(x, params, names, dtype)
+    x, kz, bz, kh, bh = F.promote((x, *(params.get(k) for k in MIN_GRU_PARAMS)), dtype)
     return F.dense(x, kz, bz, precision), F.dense(x, kh, bh, precision)
-
-
-def promote_optional(x: Any, params: Params, names: tuple[str, ...], dtype: Dtype | None):
-    """``x`` and ``params[name]`` (``None`` if absent) promoted to one dtype (Flax's rule)."""
-    return F.promote((x, *(params.get(k) for k in names)), dtype)
 
 
 def min_gru(
