@@ -32,3 +32,9 @@ __all__ = [
     "mask_sparsity",
     "prune",
 ]
+
+# Gated linear recurrences.
+from hadamard_jax.linen._recurrent import RGLRU as RGLRU  # noqa: E402
+from hadamard_jax.linen._recurrent import MinGRU as MinGRU  # noqa: E402
+
+__all__ += ["MinGRU", "RGLRU"]

@@ -36,3 +36,9 @@ __all__ = [
     "masks_of",
     "prune",
 ]
+
+# Gated linear recurrences.
+from hadamard_jax.nnx._recurrent import RGLRU as RGLRU  # noqa: E402
+from hadamard_jax.nnx._recurrent import MinGRU as MinGRU  # noqa: E402
+
+__all__ += ["MinGRU", "RGLRU"]

@@ -1,0 +1,326 @@
+"""The gated linear recurrences of ``RGLRU`` and ``MinGRU``, shared by NNX and Linen.
+
+One home for everything the two front ends share about these layers: the argument checks
+(:func:`check_rglru`, :func:`check_min_gru`, built on :mod:`hadamard_jax._layers.options` and
+:mod:`hadamard_jax._src.checks`), the initialiser of the RG-LRU's decay parameter
+(:func:`rglru_a_param_init`), the square root with a bounded derivative, and the pure layer
+functions: the parallel (training) form over a whole sequence and the decode step, for each.
+
+Shapes: inputs ``[..., T, d]`` (time at axis ``-2``, usually ``[batch, T, d]``), states
+``[..., T, n]``, the carried state ``[..., n]``. The parallel forms run the recurrence with
+:func:`hadamard_jax.linear_scan` (RG-LRU) and :func:`hadamard_jax.log_linear_scan` (minGRU);
+the decode steps compute one time step of the same equations directly.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax.typing import Dtype, PrecisionLike
+from jax import lax
+
+import hadamard_jax as hj
+from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import options
+from hadamard_jax._src import checks
+
+Params = Mapping[str, Any]
+
+#: Griffin's constant ``c`` in ``log a_t = -c r_t softplus(a_param)`` (recurrentgemma: 8).
+RGLRU_C = 8.0
+#: The ring ``[min_rad, max_rad]`` that the RG-LRU's base decay ``a`` is drawn from at init.
+RGLRU_MIN_RAD, RGLRU_MAX_RAD = 0.9, 0.999
+#: The bound on the derivative of ``sqrt(1 - a_t^2)`` (recurrentgemma's ``max_gradient``).
+MAX_SQRT_GRADIENT = 1000.0
+
+#: The parameters of ``RGLRU`` and ``MinGRU``, by name.
+RGLRU_PARAMS = ("a_gate_kernel", "a_gate_bias", "input_gate_kernel", "input_gate_bias", "a_param")
+MIN_GRU_PARAMS = ("gate_kernel", "gate_bias", "candidate_kernel", "candidate_bias")
+
+
+# --- argument checks ----------------------------------------------------------------------------
+
+
+def mesh_axis(value: Any, op: str) -> None:
+    """``mesh_axis``: ``None``, a mesh axis name or a non-empty tuple of names."""
+    if value is None or isinstance(value, str):
+        return
+    if isinstance(value, tuple) and value and all(isinstance(s, str) for s in value):
+        return
+    raise TypeError(
+        f"{op}: mesh_axis must be None, a mesh axis name or a tuple of names, got "
+        f"{type(value).__name__} ({value!r:.60})."
+    )
+
+
+def _projections(
+    op: str, *, dtype: Any, param_dtype: Any, kernel_init: Any, bias_init: Any, mesh: Any
+) -> None:
+    options.dtypes(dtype, param_dtype, op)
+    options.function(kernel_init, "kernel_init", op)
+    options.function(bias_init, "bias_init", op)
+    mesh_axis(mesh, op)
+
+
+def check_rglru(
+    *,
+    features: Any,
+    c: Any,
+    min_rad: Any,
+    max_rad: Any,
+    dtype: Any,
+    param_dtype: Any,
+    kernel_init: Any,
+    bias_init: Any,
+    mesh_axis: Any,
+) -> tuple[float, float, float]:
+    """``RGLRU``'s arguments; returns ``(c, min_rad, max_rad)`` as floats.
+
+    ``features >= 1``; ``c > 0``; ``0 < min_rad <= max_rad < 1``.
+    """
+    op = "RGLRU"
+    options.size(features, "features", op)
+    c_ = checks.static_real(c, "c", op, lambda v: v > 0, "a finite number > 0")
+    lo = checks.static_real(min_rad, "min_rad", op, lambda v: 0 < v < 1, "in (0, 1)")
+    hi = checks.static_real(max_rad, "max_rad", op, lambda v: 0 < v < 1, "in (0, 1)")
+    if lo > hi:
+        raise ValueError(f"{op}: min_rad={lo} must be <= max_rad={hi}.")
+    _projections(
+        op,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        mesh=mesh_axis,
+    )
+    return c_, lo, hi
+
+
+def check_min_gru(
+    *,
+    hidden_features: Any,
+    use_bias: Any,
+    dtype: Any,
+    param_dtype: Any,
+    kernel_init: Any,
+    bias_init: Any,
+    mesh_axis: Any,
+    in_features: Any = None,
+) -> None:
+    """``MinGRU``'s arguments (``in_features``: NNX only)."""
+    op = "MinGRU"
+    if in_features is not None:
+        options.size(in_features, "in_features", op)
+    options.size(hidden_features, "hidden_features", op)
+    options.flag(use_bias, "use_bias", op)
+    _projections(
+        op,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        mesh=mesh_axis,
+    )
+
+
+def check_sequence(op: str, x: Any, features: int | None) -> None:
+    """Raises ``ValueError`` unless ``x`` is ``[..., T, features]`` (rank >= 2)."""
+    if jnp.ndim(x) < 2:
+        raise ValueError(
+            f"{op}: expected a sequence [..., time, features] (rank >= 2), got "
+            f"x.shape={jnp.shape(x)}."
+        )
+    F.check_features(op, x, features)
+
+
+def check_state(op: str, state: Any, batch: tuple[int, ...], n: int, name: str) -> None:
+    """Raises ``ValueError`` unless ``state`` is ``None`` or has shape ``[*batch, n]``."""
+    if state is None:
+        return
+    want = (*batch, n)
+    if tuple(jnp.shape(state)) != want:
+        raise ValueError(f"{op}: {name}.shape={jnp.shape(state)} must be {want} ([..., {n}]).")
+
+
+def check_call(op: str, x: Any, initial_state: Any, d: int | None, n: int) -> None:
+    """A sequence call's shapes: ``x [..., T, d]``, ``initial_state [..., n]`` or ``None``."""
+    check_sequence(op, x, d)
+    check_state(op, initial_state, tuple(jnp.shape(x))[:-2], n, "initial_state")
+
+
+def check_step(op: str, state: Any, x_t: Any, d: int | None, n: int) -> None:
+    """A decode step's shapes: ``x_t [..., d]`` (rank >= 1), ``state [..., n]`` or ``None``."""
+    if jnp.ndim(x_t) < 1:
+        raise ValueError(f"{op}: expected x_t of shape [..., features], got a scalar.")
+    F.check_features(op, x_t, d)
+    check_state(op, state, tuple(jnp.shape(x_t))[:-1], n, "state")
+
+
+# --- initialisation and the bounded square root -------------------------------------------------
+
+
+def rglru_a_param_init(min_rad: float = RGLRU_MIN_RAD, max_rad: float = RGLRU_MAX_RAD):
+    """recurrentgemma's ``rnn_param_init``: ``a_param`` with ``softplus(a_param) = -log a``.
+
+    The base decay ``a`` (the decay of one step at full gate, before the power ``c``) is drawn
+    uniformly on the ring ``min_rad <= |a| <= max_rad`` by area: ``a^2 ~ U[min_rad^2,
+    max_rad^2]``; then ``a_param = softplus^{-1}(-log a) = log(exp(-log a) - 1)``. In the
+    paper's notation ``a = sigmoid(Lambda)``, so ``Lambda = -a_param``.
+    """
+
+    def init(key: jax.Array, shape: Any, dtype: Any = jnp.float32) -> jax.Array:
+        unif = jax.random.uniform(key, shape, jnp.float32)
+        log_a = 0.5 * jnp.log(unif * (max_rad**2 - min_rad**2) + min_rad**2)
+        return jnp.log(jnp.expm1(-log_a)).astype(dtype)
+
+    return init
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def sqrt_bound_derivative(x: Any, max_gradient: float) -> jax.Array:
+    """``sqrt(x)`` whose derivative ``1 / (2 sqrt(x))`` is bounded by ``max_gradient``.
+
+    The derivative is ``1 / (2 sqrt(max(x, 1 / (4 max_gradient^2))))``: recurrentgemma's
+    ``sqrt_bound_derivative``, as a ``custom_jvp`` (forward mode too) whose tangent is linear.
+    """
+    return jnp.sqrt(x)
+
+
+@sqrt_bound_derivative.defjvp
+def _sqrt_bound_jvp(max_gradient, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    x = jnp.asarray(x)
+    floor = jnp.asarray(1.0 / (4.0 * max_gradient**2), x.dtype)
+    return jnp.sqrt(x), dx * (0.5 * lax.rsqrt(jnp.maximum(x, floor)))
+
+
+def last_state(h: jax.Array) -> jax.Array:
+    """``h[..., -1, :]``, the last state of ``h`` ``[..., T, n]``.
+
+    Under an Explicit mesh axis that splits the time axis, a slice of one step is not
+    defined (jax 0.10.2 refuses it); there the last step is selected with a mask and summed
+    over time, an all-reduce of one state per device, instead of gathering ``h``.
+    """
+    axis = h.ndim - 2
+    spec = getattr(jax.typeof(h).sharding, "spec", ())
+    if axis >= len(spec) or spec[axis] is None:
+        return h[..., -1, :]
+    length = h.shape[axis]
+    is_last = (jnp.arange(length) == length - 1).reshape((1,) * axis + (length, 1))
+    return jnp.sum(jnp.where(is_last, h, jnp.zeros_like(h)), axis=axis)
+
+
+# --- RG-LRU ------------------------------------------------------------------------------------
+
+
+def _rglru_coefficients(
+    x: Any, params: Params, *, c: float, dtype: Dtype | None, precision: PrecisionLike
+) -> tuple[jax.Array, jax.Array]:
+    """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` for the inputs ``x`` ``[..., d]``."""
+    names = RGLRU_PARAMS
+    x, ka, ba, kx, bx, lam = F.promote((x, *(params[k] for k in names)), dtype)
+    gate_a = jax.nn.sigmoid(F.dense(x, ka, ba, precision))
+    log_a = (-c * jax.nn.softplus(jnp.broadcast_to(lam, gate_a.shape))) * gate_a
+    a = jnp.exp(log_a)
+    multiplier = sqrt_bound_derivative(1.0 - jnp.exp(2.0 * log_a), MAX_SQRT_GRADIENT)
+    b = hj.glu(F.dense(x, kx, bx, precision), x) * multiplier
+    return a, b
+
+
+def rglru(
+    x: Any,
+    params: Params,
+    h0: Any = None,
+    *,
+    c: float,
+    dtype: Dtype | None,
+    precision: PrecisionLike,
+    mesh_axis: Any = None,
+) -> tuple[jax.Array, jax.Array]:
+    """The RG-LRU over a sequence ``x`` ``[..., T, d]``: ``(h [..., T, d], h_last [..., d])``.
+
+    ``params``: ``a_gate_kernel``, ``input_gate_kernel`` ``[d, d]``, ``a_gate_bias``,
+    ``input_gate_bias``, ``a_param`` ``[d]``; ``h0`` ``[..., d]`` or ``None`` (zeros).
+    """
+    a, b = _rglru_coefficients(x, params, c=c, dtype=dtype, precision=precision)
+    h = hj.linear_scan(a, b, h0=h0, axis=b.ndim - 2, mesh_axis=mesh_axis)
+    return h, last_state(h)
+
+
+def rglru_step(
+    state: Any,
+    x_t: Any,
+    params: Params,
+    *,
+    c: float,
+    dtype: Dtype | None,
+    precision: PrecisionLike,
+) -> tuple[jax.Array, jax.Array]:
+    """One RG-LRU step, ``x_t`` ``[..., d]``: ``(h_t, h_t)`` with ``h_t = a_t h + b_t``."""
+    a, b = _rglru_coefficients(x_t, params, c=c, dtype=dtype, precision=precision)
+    h = b if state is None else a * state + b
+    return h, h
+
+
+# --- minGRU ------------------------------------------------------------------------------------
+
+
+def g(x: jax.Array) -> jax.Array:
+    """minGRU's positive activation: ``x + 0.5`` for ``x >= 0``, ``sigmoid(x)`` below."""
+    return jnp.where(x >= 0, jax.nn.relu(x) + 0.5, jax.nn.sigmoid(x))
+
+
+def log_g(x: jax.Array) -> jax.Array:
+    """``log g(x)``, without ``log`` of a small number: ``-softplus(-x)`` for ``x < 0``."""
+    return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
+
+
+def _min_gru_pre(
+    x: Any, params: Params, *, dtype: Dtype | None, precision: PrecisionLike
+) -> tuple[jax.Array, jax.Array]:
+    """``(k, h~)``: the gate's and the candidate's pre-activations, ``[..., n]`` each."""
+    x, kz, bz, kh, bh = F.promote((x, *(params.get(k) for k in MIN_GRU_PARAMS)), dtype)
+    return F.dense(x, kz, bz, precision), F.dense(x, kh, bh, precision)
+
+
+def min_gru(
+    x: Any,
+    params: Params,
+    h0: Any = None,
+    *,
+    dtype: Dtype | None,
+    precision: PrecisionLike,
+    mesh_axis: Any = None,
+) -> tuple[jax.Array, jax.Array]:
+    """minGRU over ``x`` ``[..., T, d]`` in log space: ``(h [..., T, n], h_last [..., n])``.
+
+    ``h = exp(log_linear_scan(-softplus(k), -softplus(-k) + log g(h~)))``, the states from
+    zero, all positive. The recurrence is linear in the initial state, so ``h0`` ``[..., n]``
+    (any real values; ``None`` for zeros) is added in linear space, ``h0`` carried by the
+    decays: ``+ linear_scan(1 - z, 0, h0=h0)``. No ``log h0`` is taken, so ``h0 = 0`` has
+    exact gradients and ``h0 < 0`` works, as in the decode step.
+    """
+    k, cand = _min_gru_pre(x, params, dtype=dtype, precision=precision)
+    axis = k.ndim - 2
+    log_h = hj.log_linear_scan(
+        -jax.nn.softplus(k), -jax.nn.softplus(-k) + log_g(cand), axis=axis, mesh_axis=mesh_axis
+    )
+    h = jnp.exp(log_h)
+    if h0 is not None:
+        keep = jax.nn.sigmoid(-k)  # 1 - z
+        h = h + hj.linear_scan(keep, jnp.zeros_like(keep), h0=h0, axis=axis, mesh_axis=mesh_axis)
+    return h, last_state(h)
+
+
+def min_gru_step(
+    state: Any, x_t: Any, params: Params, *, dtype: Dtype | None, precision: PrecisionLike
+) -> tuple[jax.Array, jax.Array]:
+    """One minGRU step in linear space: ``h_t = (1 - z_t) h + z_t g(h~_t)``; ``(h_t, h_t)``."""
+    k, cand = _min_gru_pre(x_t, params, dtype=dtype, precision=precision)
+    new = jax.nn.sigmoid(k) * g(cand)
+    h = new if state is None else jax.nn.sigmoid(-k) * state + new
+    return h, h

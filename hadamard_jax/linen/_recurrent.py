@@ -1,0 +1,201 @@
+"""The Linen ``RGLRU`` and ``MinGRU``: :mod:`hadamard_jax.nnx`'s recurrences as dataclasses.
+
+Same names, arguments and parameter names as the NNX modules (``MinGRU``'s input size is
+inferred), the same argument checks (:mod:`hadamard_jax._layers.recurrent`, in
+``__post_init__``) and the same pure functions, so equal parameters give equal outputs.
+``__call__`` and ``step`` share one compact method, so either may create the parameters
+(``init(..., method="step")`` works).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax.typing import Dtype, Initializer, PrecisionLike
+
+from hadamard_jax._layers import options
+from hadamard_jax._layers import recurrent as R
+
+
+class RGLRU(nn.Module):
+    r"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024, recurrentgemma).
+
+    .. math::
+      r_t = \sigma(x_t W_a + b_a), \quad i_t = \sigma(x_t W_x + b_x), \quad
+      \log a_t = -c\, r_t \operatorname{softplus}(a_{param}), \\
+      h_t = a_t \circ h_{t-1} + \sqrt{1 - a_t^2} \circ (i_t \circ x_t),
+
+    over the time axis of ``x`` ``[..., T, features]`` by :func:`hadamard_jax.linear_scan`;
+    the derivative of the square root is bounded by 1000 near ``a_t = 1``. The Linen
+    counterpart of :class:`hadamard_jax.nnx.RGLRU` (see there for the initialisation of
+    ``a_param``). ``__call__(x, initial_state=None) -> (states, last state)``;
+    ``step(state, x_t) -> (new state, output)`` is the decode form.
+
+    Attributes:
+      features: input and state size ``d``.
+      c: the constant ``c`` (8 in Griffin).
+      min_rad: inner radius of the initial base decay's ring (0.9).
+      max_rad: outer radius (0.999).
+      dtype: computation dtype (default: inferred from inputs and params).
+      param_dtype: parameter dtype.
+      precision: ``jax.lax.Precision`` of the matmuls.
+      kernel_init, bias_init: initializers of the gates' kernels and biases.
+      mesh_axis: the mesh axis (or axes) the time axis is split over under ``jax.set_mesh``;
+        ``None``: detected under Explicit mesh axes.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp
+      >>> from hadamard_jax.linen import RGLRU
+      >>> layer = RGLRU(4)
+      >>> x = jnp.ones((2, 5, 4))
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> h, last = layer.apply(variables, x)
+      >>> state, y = layer.apply(variables, last, x[:, 0], method="step")
+      >>> h.shape, state.shape
+      ((2, 5, 4), (2, 4))
+    """
+
+    features: int
+    c: float = R.RGLRU_C
+    min_rad: float = R.RGLRU_MIN_RAD
+    max_rad: float = R.RGLRU_MAX_RAD
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = options.default_kernel_init
+    bias_init: Initializer = options.default_bias_init
+    mesh_axis: str | tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        R.check_rglru(
+            features=self.features,
+            c=self.c,
+            min_rad=self.min_rad,
+            max_rad=self.max_rad,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            mesh_axis=self.mesh_axis,
+        )
+        super().__post_init__()
+
+    @nn.compact
+    def _run(self, x: Any, state: Any, decode: bool) -> tuple[jax.Array, jax.Array]:
+        d, pd = self.features, self.param_dtype
+        a_init = R.rglru_a_param_init(float(self.min_rad), float(self.max_rad))
+        params = {
+            "a_gate_kernel": self.param("a_gate_kernel", self.kernel_init, (d, d), pd),
+            "a_gate_bias": self.param("a_gate_bias", self.bias_init, (d,), pd),
+            "input_gate_kernel": self.param("input_gate_kernel", self.kernel_init, (d, d), pd),
+            "input_gate_bias": self.param("input_gate_bias", self.bias_init, (d,), pd),
+            "a_param": self.param("a_param", a_init, (d,), pd),
+        }
+        common: dict[str, Any] = dict(c=float(self.c), dtype=self.dtype, precision=self.precision)
+        if decode:
+            return R.rglru_step(state, x, params, **common)
+        return R.rglru(x, params, state, mesh_axis=self.mesh_axis, **common)
+
+    def __call__(
+        self, x: jax.Array, initial_state: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """``x [..., T, d]``, ``initial_state [..., d]`` (``None``: zeros) ->
+        ``(states [..., T, d], last state [..., d])``."""
+        R.check_call("RGLRU", x, initial_state, self.features, self.features)
+        return self._run(x, initial_state, False)
+
+    def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]`` ->
+        ``(new state, output)``, both ``[..., d]``."""
+        R.check_step("RGLRU", state, x_t, self.features, self.features)
+        return self._run(x_t, state, True)
+
+
+class MinGRU(nn.Module):
+    r"""minGRU (Feng et al. 2024, "Were RNNs all we needed?") in its log-space parallel form.
+
+    .. math::
+      z_t = \sigma(x_t W_z + b_z), \quad \tilde h_t = x_t W_h + b_h, \quad
+      h_t = (1 - z_t) \circ h_{t-1} + z_t \circ g(\tilde h_t),
+
+    ``g(x) = x + 0.5`` for ``x >= 0``, ``sigmoid(x)`` below (positive states from a zero
+    start), run in log space by :func:`hadamard_jax.log_linear_scan`; an initial state (any
+    real values) is added in linear space; ``step`` is the same recurrence in linear space,
+    one step at a time. The Linen counterpart of :class:`hadamard_jax.nnx.MinGRU` (the input
+    size is inferred).
+
+    Attributes:
+      hidden_features: state size ``n``.
+      use_bias: biases ``b_z`` (``gate_bias``), ``b_h`` (``candidate_bias``).
+      dtype: computation dtype (default: inferred from inputs and params).
+      param_dtype: parameter dtype.
+      precision: ``jax.lax.Precision`` of the matmuls.
+      kernel_init, bias_init: initializers of ``gate_kernel``/``candidate_kernel`` ``[d, n]``
+        and the biases ``[n]``.
+      mesh_axis: as in :class:`RGLRU`.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp
+      >>> from hadamard_jax.linen import MinGRU
+      >>> layer = MinGRU(8)
+      >>> x = jnp.ones((2, 5, 3))
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> h, last = layer.apply(variables, x)
+      >>> variables["params"]["gate_kernel"].shape, h.shape
+      ((3, 8), (2, 5, 8))
+    """
+
+    hidden_features: int
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = options.default_kernel_init
+    bias_init: Initializer = options.default_bias_init
+    mesh_axis: str | tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        R.check_min_gru(
+            hidden_features=self.hidden_features,
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            mesh_axis=self.mesh_axis,
+        )
+        super().__post_init__()
+
+    @nn.compact
+    def _run(self, x: Any, state: Any, decode: bool) -> tuple[jax.Array, jax.Array]:
+        d, n, pd = jnp.shape(x)[-1], self.hidden_features, self.param_dtype
+        params = {
+            "gate_kernel": self.param("gate_kernel", self.kernel_init, (d, n), pd),
+            "candidate_kernel": self.param("candidate_kernel", self.kernel_init, (d, n), pd),
+        }
+        if self.use_bias:
+            params["gate_bias"] = self.param("gate_bias", self.bias_init, (n,), pd)
+            params["candidate_bias"] = self.param("candidate_bias", self.bias_init, (n,), pd)
+        common: dict[str, Any] = dict(dtype=self.dtype, precision=self.precision)
+        if decode:
+            return R.min_gru_step(state, x, params, **common)
+        return R.min_gru(x, params, state, mesh_axis=self.mesh_axis, **common)
+
+    def __call__(
+        self, x: jax.Array, initial_state: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """``x [..., T, d]``, ``initial_state [..., n]`` (``None``: zeros) ->
+        ``(states [..., T, n], last state [..., n])``."""
+        R.check_call("MinGRU", x, initial_state, None, self.hidden_features)
+        return self._run(x, initial_state, False)
+
+    def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One decode step: ``state [..., n]`` (``None``: zeros), ``x_t [..., d]`` ->
+        ``(new state, output)``, both ``[..., n]``."""
+        R.check_step("MinGRU", state, x_t, None, self.hidden_features)
+        return self._run(x_t, state, True)

@@ -1,0 +1,242 @@
+"""Gated linear recurrences: ``RGLRU`` (Griffin) and ``MinGRU`` (Feng et al. 2024)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.typing import Dtype, Initializer, PrecisionLike
+
+from hadamard_jax._layers import options
+from hadamard_jax._layers import recurrent as R
+from hadamard_jax.nnx import _common as C
+
+
+class RGLRU(nnx.Module):
+    r"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024, recurrentgemma).
+
+    For inputs ``x`` ``[..., T, features]`` (usually ``[batch, T, features]``):
+
+    .. math::
+      r_t = \sigma(x_t W_a + b_a), \quad i_t = \sigma(x_t W_x + b_x), \quad
+      \log a_t = -c\, r_t \operatorname{softplus}(\Lambda'), \\
+      h_t = a_t \circ h_{t-1} + \sqrt{1 - a_t^2} \circ (i_t \circ x_t),
+
+    run over the time axis by :func:`hadamard_jax.linear_scan` (its derivative rule keeps
+    ``a``, ``h0`` and the states). ``\Lambda'`` is ``a_param``, recurrentgemma's parameter
+    (the paper's ``a = sigmoid(Lambda)`` is ``Lambda = -a_param``): at initialisation the base
+    decay ``a = exp(-softplus(a_param))`` lies on the ring ``[min_rad, max_rad]`` =
+    ``[0.9, 0.999]`` with ``a^2`` uniform (recurrentgemma's ``rnn_param_init``, which the
+    code applies to ``a``; the paper's text says ``a^c``), so the decay at a fully open gate,
+    ``a^c``, starts in ``[0.43, 0.992]`` for ``c = 8``. The derivative of
+    ``sqrt(1 - a_t^2)`` is bounded by 1000 near ``a_t = 1`` (recurrentgemma's
+    ``sqrt_bound_derivative``). No segment resets; the gates are dense (recurrentgemma uses
+    block-diagonal ones).
+
+    :meth:`step` is the decode form, one time step of the same equations; running it over
+    the sequence gives the states of ``__call__``.
+
+    Args:
+      features: input and state size ``d``.
+      c: the constant ``c`` (8 in Griffin).
+      min_rad, max_rad: the initial ring of the base decay, ``0 < min_rad <= max_rad < 1``.
+      dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
+      mesh_axis: the mesh axis (or axes) the time axis is split over under ``jax.set_mesh``
+        (Auto axes); ``None``: detected from the inputs under Explicit axes
+        (:func:`hadamard_jax.linear_scan`).
+      rngs: ``nnx.Rngs``.
+
+    Parameters: ``a_gate_kernel``, ``input_gate_kernel`` ``[d, d]``; ``a_gate_bias``,
+    ``input_gate_bias``, ``a_param`` ``[d]``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import RGLRU
+      >>> layer = RGLRU(4, rngs=nnx.Rngs(0))
+      >>> h, last = layer(jnp.ones((2, 5, 4)))  # [batch, time, features]
+      >>> h.shape, last.shape
+      ((2, 5, 4), (2, 4))
+      >>> state, y = layer.step(last, jnp.ones((2, 4)))  # the next time step
+      >>> state.shape
+      (2, 4)
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        c: float = R.RGLRU_C,
+        min_rad: float = R.RGLRU_MIN_RAD,
+        max_rad: float = R.RGLRU_MAX_RAD,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
+        mesh_axis: str | tuple[str, ...] | None = None,
+        rngs: nnx.Rngs,
+    ):
+        c, min_rad, max_rad = R.check_rglru(
+            features=features,
+            c=c,
+            min_rad=min_rad,
+            max_rad=max_rad,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            mesh_axis=mesh_axis,
+        )
+        self.features, self.c, self.min_rad, self.max_rad = features, c, min_rad, max_rad
+        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
+        self.mesh_axis = mesh_axis
+        d = features
+        self.a_gate_kernel = C.param(kernel_init, rngs.params(), (d, d), param_dtype)
+        self.a_gate_bias = C.param(bias_init, rngs.params(), (d,), param_dtype)
+        self.input_gate_kernel = C.param(kernel_init, rngs.params(), (d, d), param_dtype)
+        self.input_gate_bias = C.param(bias_init, rngs.params(), (d,), param_dtype)
+        self.a_param = C.param(
+            R.rglru_a_param_init(min_rad, max_rad), rngs.params(), (d,), param_dtype
+        )
+
+    def _params(self) -> dict[str, Any]:
+        return {k: C.value(getattr(self, k)) for k in R.RGLRU_PARAMS}
+
+    def __call__(
+        self, x: jax.Array, initial_state: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """``x [..., T, d]``, ``initial_state [..., d]`` (``None``: zeros) ->
+        ``(states [..., T, d], last state [..., d])``."""
+        R.check_call("RGLRU", x, initial_state, self.features, self.features)
+        return R.rglru(
+            x,
+            self._params(),
+            initial_state,
+            c=self.c,
+            dtype=self.dtype,
+            precision=self.precision,
+            mesh_axis=self.mesh_axis,
+        )
+
+    def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]`` ->
+        ``(new state, output)``, both ``[..., d]`` (the output is the new state)."""
+        R.check_step("RGLRU", state, x_t, self.features, self.features)
+        return R.rglru_step(
+            state, x_t, self._params(), c=self.c, dtype=self.dtype, precision=self.precision
+        )
+
+
+class MinGRU(nnx.Module):
+    r"""minGRU (Feng et al. 2024, "Were RNNs all we needed?"), in its log-space parallel form.
+
+    For inputs ``x`` ``[..., T, in_features]``:
+
+    .. math::
+      z_t = \sigma(k_t),\ k_t = x_t W_z + b_z, \quad \tilde h_t = x_t W_h + b_h, \quad
+      h_t = (1 - z_t) \circ h_{t-1} + z_t \circ g(\tilde h_t),
+
+    with the paper's positive activation ``g(x) = x + 0.5`` for ``x >= 0`` and ``sigmoid(x)``
+    below (the choice of the paper's log-space minGRU, continuous at 0), so the states from a
+    zero start are positive and the recurrence runs in log space by
+    :func:`hadamard_jax.log_linear_scan`: ``log(1 - z) = -softplus(k)``,
+    ``log z = -softplus(-k)``, ``log h_t = logaddexp(log(1 - z_t) + log h_{t-1},
+    log z_t + log g(h~_t))``. The states are linear in the initial state, which is added in
+    linear space (``h0`` times the running product of ``1 - z``, by
+    :func:`hadamard_jax.linear_scan`): any real ``initial_state`` works, and ``0`` has exact
+    gradients. :meth:`step`, the decode form, computes the same ``h_t`` in linear space (with
+    the same ``g``), one step at a time.
+
+    Args:
+      in_features: input size ``d``.
+      hidden_features: state size ``n``.
+      use_bias: biases ``b_z``, ``b_h``.
+      dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
+      mesh_axis: as in :class:`RGLRU` (sequence sharding).
+      rngs: ``nnx.Rngs``.
+
+    Parameters: ``gate_kernel`` (``W_z``), ``candidate_kernel`` (``W_h``) ``[d, n]`` and, with
+    ``use_bias``, ``gate_bias``, ``candidate_bias`` ``[n]``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import MinGRU
+      >>> layer = MinGRU(3, 8, rngs=nnx.Rngs(0))
+      >>> h, last = layer(jnp.ones((2, 5, 3)))
+      >>> h.shape, bool((h > 0).all())
+      ((2, 5, 8), True)
+      >>> layer.step(last, jnp.ones((2, 3)))[0].shape
+      (2, 8)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        *,
+        use_bias: bool = True,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
+        mesh_axis: str | tuple[str, ...] | None = None,
+        rngs: nnx.Rngs,
+    ):
+        R.check_min_gru(
+            in_features=in_features,
+            hidden_features=hidden_features,
+            use_bias=use_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            mesh_axis=mesh_axis,
+        )
+        self.in_features, self.hidden_features, self.use_bias = (
+            in_features,
+            hidden_features,
+            use_bias,
+        )
+        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
+        self.mesh_axis = mesh_axis
+        d, n = in_features, hidden_features
+        self.gate_kernel = C.param(kernel_init, rngs.params(), (d, n), param_dtype)
+        self.candidate_kernel = C.param(kernel_init, rngs.params(), (d, n), param_dtype)
+        if use_bias:
+            self.gate_bias = C.param(bias_init, rngs.params(), (n,), param_dtype)
+            self.candidate_bias = C.param(bias_init, rngs.params(), (n,), param_dtype)
+        else:
+            self.gate_bias = self.candidate_bias = nnx.data(None)
+
+    def _params(self) -> dict[str, Any]:
+        return {k: C.value(getattr(self, k)) for k in R.MIN_GRU_PARAMS}
+
+    def __call__(
+        self, x: jax.Array, initial_state: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """``x [..., T, d]``, ``initial_state [..., n]`` (``None``: zeros) ->
+        ``(states [..., T, n], last state [..., n])``."""
+        R.check_call("MinGRU", x, initial_state, self.in_features, self.hidden_features)
+        return R.min_gru(
+            x,
+            self._params(),
+            initial_state,
+            dtype=self.dtype,
+            precision=self.precision,
+            mesh_axis=self.mesh_axis,
+        )
+
+    def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One decode step: ``state [..., n]`` (``None``: zeros), ``x_t [..., d]`` ->
+        ``(new state, output)``, both ``[..., n]``."""
+        R.check_step("MinGRU", state, x_t, self.in_features, self.hidden_features)
+        return R.min_gru_step(
+            state, x_t, self._params(), dtype=self.dtype, precision=self.precision
+        )
