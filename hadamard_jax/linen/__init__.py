@@ -16,6 +16,8 @@ from hadamard_jax.linen._modules import MaskedLinear as MaskedLinear
 from hadamard_jax.linen._prune import l0_penalty as l0_penalty
 from hadamard_jax.linen._prune import mask_sparsity as mask_sparsity
 from hadamard_jax.linen._prune import prune as prune
+from hadamard_jax.linen._recurrent import RGLRU as RGLRU
+from hadamard_jax.linen._recurrent import MinGRU as MinGRU
 
 __all__ = [
     "GLU",
@@ -28,13 +30,9 @@ __all__ = [
     "MASKS",
     "Mask",
     "MaskedLinear",
+    "MinGRU",
+    "RGLRU",
     "l0_penalty",
     "mask_sparsity",
     "prune",
 ]
-
-# Gated linear recurrences.
-from hadamard_jax.linen._recurrent import RGLRU as RGLRU  # noqa: E402
-from hadamard_jax.linen._recurrent import MinGRU as MinGRU  # noqa: E402
-
-__all__ += ["MinGRU", "RGLRU"]

@@ -1,4 +1,5 @@
-"""Flax NNX modules: gated units (GLU, GatedMLP, Highway, GatedResidual) and masks (Mask,
+"""Flax NNX modules: gated units (GLU, GatedMLP, Highway, GatedResidual, GatedRMSNorm,
+GatedMultiHeadAttention), gated linear recurrences (RGLRU, MinGRU) and masks (Mask,
 MaskedLinear, HardConcreteGate, prune), built on the hadamard_jax ops.
 
 Masks are :class:`MaskVar` variables, kept apart from the trainable ``nnx.Param``s. The same
@@ -19,6 +20,8 @@ from hadamard_jax.nnx._prune import l0_penalty as l0_penalty
 from hadamard_jax.nnx._prune import mask_sparsity as mask_sparsity
 from hadamard_jax.nnx._prune import masks_of as masks_of
 from hadamard_jax.nnx._prune import prune as prune
+from hadamard_jax.nnx._recurrent import RGLRU as RGLRU
+from hadamard_jax.nnx._recurrent import MinGRU as MinGRU
 
 __all__ = [
     "GLU",
@@ -31,14 +34,10 @@ __all__ = [
     "Mask",
     "MaskVar",
     "MaskedLinear",
+    "MinGRU",
+    "RGLRU",
     "l0_penalty",
     "mask_sparsity",
     "masks_of",
     "prune",
 ]
-
-# Gated linear recurrences.
-from hadamard_jax.nnx._recurrent import RGLRU as RGLRU  # noqa: E402
-from hadamard_jax.nnx._recurrent import MinGRU as MinGRU  # noqa: E402
-
-__all__ += ["MinGRU", "RGLRU"]
