@@ -1,0 +1,229 @@
+"""The regression gate: ``python benchmarks/regression.py BASE HEAD``.
+
+Builds both git revisions into asv's virtualenv (``asv run``, the tracked suite:
+``HADAMARD_JAX_ASV=track``), compares them (``asv compare --factor 1.0``) and applies one rule
+per benchmark:
+
+* deterministic figures (unit ``bytes``, ``flops`` or ``transcendentals``: compiled cost,
+  saved residuals, compiled temp memory) are gated **exactly**: any increase is a regression;
+* ``track_time_ratio`` (CPU time over the plain-JAX composition, timed alternately in one
+  process) is a regression when HEAD / BASE exceeds ``--factor`` (default :data:`TIME_FACTOR`,
+  chosen from measured false-alarm rates: docs/benchmarking.md);
+* any benchmark that ran at BASE and fails at HEAD is a regression; a gated benchmark measured
+  at BASE and skipped (n/a) at HEAD is one too (its code vanished or broke);
+* everything else (``time_*``, GB/s, GFLOP/s) is for the graphs and is not gated.
+
+Exit status: 0 nothing got worse; 1 something did (each named on stderr); 2 usage or asv
+failure (no comparison could be made). ``--compare-only`` skips the runs and judges the results
+already stored for the two revisions.
+
+No ``time_``/``track_`` names here: asv imports this module when it discovers benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# HEAD's CPU-time ratio may exceed BASE's by this factor before it counts as slower: the
+# largest ratio between two runs of identical code measured over 16 runs was 1.1x (2 shared
+# cores, docs/benchmarking.md); a 1.5x slower op moves its ratio by ~1.5x.
+TIME_FACTOR = 1.3
+EXACT_UNITS = frozenset({"bytes", "flops", "transcendentals"})
+RATIO_METHOD = "track_time_ratio"
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of ``asv compare``'s table."""
+
+    mark: str
+    before: str
+    after: str
+    ratio: str
+    name: str
+
+    @property
+    def benchmark(self) -> str:
+        """The benchmark's name without its parameters."""
+        return self.name.split("(", 1)[0].strip()
+
+    @property
+    def method(self) -> str:
+        return self.benchmark.rsplit(".", 1)[-1]
+
+
+def parse_compare(text: str) -> list[Row]:
+    """The rows of every table ``asv compare`` printed (github format), headers skipped."""
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("|") or line.startswith("|--"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 5 or cells[0] == "Change":
+            continue
+        rows.append(Row(*cells))
+    return rows
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value.lstrip("~"))
+    except ValueError:
+        return None
+
+
+def gate(name: str, unit: str | None) -> str | None:
+    """How benchmark ``name`` (with ``unit``) is gated: ``"exact"``, ``"factor"`` or ``None``."""
+    if name.rsplit(".", 1)[-1] == RATIO_METHOD:
+        return "factor"
+    if unit in EXACT_UNITS:
+        return "exact"
+    return None
+
+
+def judge(rows: Sequence[Row], units: Mapping[str, str | None], factor: float) -> list[str]:
+    """Every regression in ``rows`` (from ``asv compare --factor 1.0``), one line each.
+
+    Args:
+      rows: :func:`parse_compare` of BASE against HEAD.
+      units: benchmark name (no parameters) -> its unit (asv's ``benchmarks.json``).
+      factor: the allowed HEAD / BASE of a ``track_time_ratio``.
+    """
+    worse = []
+    for row in rows:
+        kind = gate(row.benchmark, units.get(row.benchmark))
+        if row.mark == "!":
+            worse.append(f"{row.name}: failed at HEAD (was {row.before})")
+        elif kind is None or row.mark == "x":
+            continue
+        elif row.after in ("n/a", "failed") and row.before not in ("n/a", "failed"):
+            worse.append(f"{row.name}: not measured at HEAD (was {row.before})")
+        elif kind == "exact" and row.mark == "+":
+            worse.append(f"{row.name}: {row.before} -> {row.after} (any increase counts)")
+        elif kind == "factor":
+            ratio = _number(row.ratio)
+            if ratio is not None and ratio > factor:
+                worse.append(
+                    f"{row.name}: {row.before} -> {row.after} = {ratio:.2f}x (> {factor:g}x)"
+                )
+    return worse
+
+
+def load_units(results_dir: Path) -> dict[str, str | None]:
+    """Benchmark name -> unit, from asv's ``benchmarks.json`` in ``results_dir``."""
+    data = json.loads((results_dir / "benchmarks.json").read_text())
+    return {k: v.get("unit") for k, v in data.items() if isinstance(v, dict)}
+
+
+def _conf(root: Path) -> dict:
+    text = (root / "asv.conf.json").read_text()
+    return json.loads(re.sub(r"^\s*//.*$", "", text, flags=re.MULTILINE))
+
+
+def _rev_parse(rev: str) -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"regression: not a git revision: {rev!r}\n{out.stderr}")
+    return out.stdout.strip()
+
+
+def _asv(asv: str, *args: str, env: Mapping[str, str], capture: bool = False):
+    cmd = [*shlex.split(asv), *args]
+    print("+", shlex.join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=dict(env), capture_output=capture, text=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/regression.py",
+        description="Exit 1 if HEAD is worse than BASE on a tracked benchmark (asv, 2 builds).",
+    )
+    parser.add_argument("base", help="git revision to compare against (e.g. origin/main)")
+    parser.add_argument("head", help="git revision under test (e.g. HEAD)")
+    parser.add_argument("--factor", type=float, default=TIME_FACTOR, help="time-ratio factor")
+    parser.add_argument("--machine", default=platform.node(), help="asv machine name")
+    parser.add_argument("--asv", default=f"{shlex.quote(sys.executable)} -m asv")
+    parser.add_argument("--compare-only", action="store_true", help="judge stored results")
+    args = parser.parse_args(argv)
+
+    base, head = _rev_parse(args.base), _rev_parse(args.head)
+    if base == head:
+        print(
+            f"regression: {args.base} and {args.head} are the same commit {base[:8]}: nothing to "
+            "compare (on main, compare with HEAD~1 or a release tag)",
+            file=sys.stderr,
+        )
+        return 2
+    env = dict(os.environ, HADAMARD_JAX_ASV="track")
+    if not args.compare_only:
+        _asv(args.asv, "machine", "--yes", "--machine", args.machine, env=env)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write(f"{base}\n{head}\n")
+        try:
+            run = _asv(
+                args.asv,
+                "run",
+                "--machine",
+                args.machine,
+                "--show-stderr",
+                f"HASHFILE:{f.name}",
+                env=env,
+            )
+        finally:
+            os.unlink(f.name)
+        if run.returncode not in (0, 2):  # 2: a benchmark failed; the comparison says which
+            print(f"regression: asv run exited {run.returncode}", file=sys.stderr)
+            return 2
+    compare = _asv(
+        args.asv,
+        "compare",
+        "--factor",
+        "1.0",
+        "--machine",
+        args.machine,
+        base,
+        head,
+        env=env,
+        capture=True,
+    )
+    print(compare.stdout)
+    rows = parse_compare(compare.stdout)
+    if compare.returncode != 0 or not rows:
+        print(f"regression: asv compare gave no table\n{compare.stderr}", file=sys.stderr)
+        return 2
+    results_dir = ROOT / _conf(ROOT).get("results_dir", "results")
+    worse = judge(rows, load_units(results_dir), args.factor)
+    if worse:
+        print(f"\nPERFORMANCE REGRESSION: {len(worse)} benchmark(s) got worse:", file=sys.stderr)
+        for line in worse:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    print(
+        f"\nno regression: {len(rows)} benchmarks compared ({base[:8]} -> {head[:8]}); "
+        f"exact gate on {sorted(EXACT_UNITS)}, {RATIO_METHOD} within {args.factor:g}x",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
