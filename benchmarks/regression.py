@@ -13,9 +13,13 @@ per benchmark:
   at BASE and skipped (n/a) at HEAD is one too (its code vanished or broke);
 * everything else (``time_*``, GB/s, GFLOP/s) is for the graphs and is not gated.
 
+A timing regression must reproduce: the flagged ``track_time_ratio`` benchmarks of both
+revisions are measured a second time and only those flagged again count (the exact gates need no
+second look).
+
 Exit status: 0 nothing got worse; 1 something did (each named on stderr); 2 usage or asv
-failure (no comparison could be made). ``--compare-only`` skips the runs and judges the results
-already stored for the two revisions.
+failure (no comparison could be made). ``--compare-only`` skips the runs (and the confirmation)
+and judges the results already stored for the two revisions.
 
 No ``time_``/``track_`` names here: asv imports this module when it discovers benchmarks.
 """
@@ -95,8 +99,20 @@ def gate(name: str, unit: str | None) -> str | None:
     return None
 
 
-def judge(rows: Sequence[Row], units: Mapping[str, str | None], factor: float) -> list[str]:
-    """Every regression in ``rows`` (from ``asv compare --factor 1.0``), one line each.
+@dataclass(frozen=True)
+class Finding:
+    """A benchmark that got worse: its name with parameters, its gate, and why."""
+
+    name: str
+    kind: str  # "exact", "factor" or "failed"
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.why}"
+
+
+def judge(rows: Sequence[Row], units: Mapping[str, str | None], factor: float) -> list[Finding]:
+    """Every regression in ``rows`` (from ``asv compare --factor 1.0``).
 
     Args:
       rows: :func:`parse_compare` of BASE against HEAD.
@@ -107,19 +123,19 @@ def judge(rows: Sequence[Row], units: Mapping[str, str | None], factor: float) -
     for row in rows:
         kind = gate(row.benchmark, units.get(row.benchmark))
         if row.mark == "!":
-            worse.append(f"{row.name}: failed at HEAD (was {row.before})")
+            worse.append(Finding(row.name, "failed", f"failed at HEAD (was {row.before})"))
         elif kind is None or row.mark == "x":
             continue
         elif row.after in ("n/a", "failed") and row.before not in ("n/a", "failed"):
-            worse.append(f"{row.name}: not measured at HEAD (was {row.before})")
+            worse.append(Finding(row.name, "failed", f"not measured at HEAD (was {row.before})"))
         elif kind == "exact" and row.mark == "+":
-            worse.append(f"{row.name}: {row.before} -> {row.after} (any increase counts)")
+            why = f"{row.before} -> {row.after} (any increase counts)"
+            worse.append(Finding(row.name, kind, why))
         elif kind == "factor":
             ratio = _number(row.ratio)
             if ratio is not None and ratio > factor:
-                worse.append(
-                    f"{row.name}: {row.before} -> {row.after} = {ratio:.2f}x (> {factor:g}x)"
-                )
+                why = f"{row.before} -> {row.after} = {ratio:.2f}x (> {factor:g}x)"
+                worse.append(Finding(row.name, kind, why))
     return worse
 
 
@@ -163,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--machine", default=platform.node(), help="asv machine name")
     parser.add_argument("--asv", default=f"{shlex.quote(sys.executable)} -m asv")
     parser.add_argument("--compare-only", action="store_true", help="judge stored results")
+    parser.add_argument("--results-dir", type=Path, help="asv results (default: asv.conf.json's)")
     args = parser.parse_args(argv)
 
     base, head = _rev_parse(args.base), _rev_parse(args.head)
@@ -174,55 +191,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     env = dict(os.environ, HADAMARD_JAX_ASV="track")
+    results_dir = args.results_dir or ROOT / _conf(ROOT).get("results_dir", "results")
     if not args.compare_only:
         _asv(args.asv, "machine", "--yes", "--machine", args.machine, env=env)
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-            f.write(f"{base}\n{head}\n")
-        try:
-            run = _asv(
-                args.asv,
-                "run",
-                "--machine",
-                args.machine,
-                "--show-stderr",
-                f"HASHFILE:{f.name}",
-                env=env,
-            )
-        finally:
-            os.unlink(f.name)
-        if run.returncode not in (0, 2):  # 2: a benchmark failed; the comparison says which
-            print(f"regression: asv run exited {run.returncode}", file=sys.stderr)
+        if not _run(args, [base, head], env):
             return 2
-    compare = _asv(
-        args.asv,
-        "compare",
-        "--factor",
-        "1.0",
-        "--machine",
-        args.machine,
-        base,
-        head,
-        env=env,
-        capture=True,
+    worse = _judge(args, base, head, env, results_dir)
+    if worse is None:
+        return 2
+    timed = sorted({f.name.split("(", 1)[0] for f in worse if f.kind == "factor"})
+    if timed and not args.compare_only:
+        # A timing regression must reproduce: measure both revisions' flagged benchmarks again
+        # (false alarms are rare and independent; a real slowdown shows every time).
+        print(f"\nconfirming {len(timed)} timing regression(s): measuring again", file=sys.stderr)
+        select = [arg for name in timed for arg in ("-b", "^" + re.escape(name) + "$")]
+        again = _run(args, [base, head], env, select) and _judge(args, base, head, env, results_dir)
+        if again is None or again is False:
+            return 2
+        confirmed = {f.name for f in again if f.kind == "factor"}
+        worse = [f for f in worse if f.kind != "factor" or f.name in confirmed]
+    if worse:
+        print(f"\nPERFORMANCE REGRESSION: {len(worse)} benchmark(s) got worse:", file=sys.stderr)
+        for finding in worse:
+            print(f"  {finding}", file=sys.stderr)
+        return 1
+    print(
+        f"\nno regression ({base[:8]} -> {head[:8]}): exact gate on {sorted(EXACT_UNITS)}, "
+        f"{RATIO_METHOD} within {args.factor:g}x",
+        file=sys.stderr,
     )
+    return 0
+
+
+def _run(args: argparse.Namespace, hashes: Sequence[str], env, select: Sequence[str] = ()):
+    """``asv run`` of ``hashes`` (tracked suite, or the ``-b`` selection); False if asv failed."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("".join(f"{h}\n" for h in hashes))
+    try:
+        cmd = ["run", "--machine", args.machine, "--show-stderr", *select, f"HASHFILE:{f.name}"]
+        run = _asv(args.asv, *cmd, env=env)
+    finally:
+        os.unlink(f.name)
+    if run.returncode not in (0, 2):  # 2: a benchmark failed; the comparison says which
+        print(f"regression: asv run exited {run.returncode}", file=sys.stderr)
+        return False
+    return True
+
+
+def _judge(args: argparse.Namespace, base: str, head: str, env, results_dir: Path):
+    """:func:`judge` of ``asv compare --factor 1.0 BASE HEAD``; None if there is no table."""
+    cmd = ["compare", "--factor", "1.0", "--machine", args.machine, base, head]
+    compare = _asv(args.asv, *cmd, env=env, capture=True)
     print(compare.stdout)
     rows = parse_compare(compare.stdout)
     if compare.returncode != 0 or not rows:
         print(f"regression: asv compare gave no table\n{compare.stderr}", file=sys.stderr)
-        return 2
-    results_dir = ROOT / _conf(ROOT).get("results_dir", "results")
-    worse = judge(rows, load_units(results_dir), args.factor)
-    if worse:
-        print(f"\nPERFORMANCE REGRESSION: {len(worse)} benchmark(s) got worse:", file=sys.stderr)
-        for line in worse:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    print(
-        f"\nno regression: {len(rows)} benchmarks compared ({base[:8]} -> {head[:8]}); "
-        f"exact gate on {sorted(EXACT_UNITS)}, {RATIO_METHOD} within {args.factor:g}x",
-        file=sys.stderr,
-    )
-    return 0
+        return None
+    return judge(rows, load_units(results_dir), args.factor)
 
 
 if __name__ == "__main__":
