@@ -554,3 +554,13 @@ def test_regression_confirms_a_timing_regression_by_measuring_again(tmp_path, ca
     script.write_text(script.read_text().replace("min(n, 1)", "0"))
     assert regression.main(["HEAD~1", "HEAD", *args]) == 1
     assert "track_time_ratio('hadamard')" in capsys.readouterr().err
+
+
+def test_timings_skip_on_a_commit_without_the_timing_module(monkeypatch):
+    # Was: asv run over history failed (setup_cache ImportError) at the bench placeholder commit.
+    from benchmarks import figures
+
+    monkeypatch.setitem(sys.modules, "hadamard_jax.bench.timing", None)
+    out = figures.timings()
+    assert set(out) == set(figures.TIMED)
+    assert all(v.startswith(figures.MISSING) for v in out.values())
