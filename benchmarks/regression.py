@@ -199,11 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     worse = _judge(args, base, head, env, results_dir)
     if worse is None:
         return 2
-    timed = sorted({f.name.split("(", 1)[0] for f in worse if f.kind == "factor"})
+    timed = sorted(f.name for f in worse if f.kind == "factor")
     if timed and not args.compare_only:
         # A timing regression must reproduce: measure both revisions' flagged benchmarks again
         # (false alarms are rare and independent; a real slowdown shows every time).
         print(f"\nconfirming {len(timed)} timing regression(s): measuring again", file=sys.stderr)
+        # asv matches -b against "name(param, ...)" for a parameterized benchmark.
         select = [arg for name in timed for arg in ("-b", "^" + re.escape(name) + "$")]
         again = _run(args, [base, head], env, select) and _judge(args, base, head, env, results_dir)
         if again is None or again is False:

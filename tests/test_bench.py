@@ -547,7 +547,8 @@ def test_regression_confirms_a_timing_regression_by_measuring_again(tmp_path, ca
     # Flagged once (1.70x), gone when measured again: a false alarm, exit 0.
     assert regression.main(["HEAD~1", "HEAD", *args]) == 0
     runs = [line for line in calls.read_text().splitlines() if line.startswith("run ")]
-    assert len(runs) == 2 and "-b ^bench_tracked\\.TimeRatio\\.track_time_ratio$" in runs[1]
+    selected = "-b ^bench_tracked\\.TimeRatio\\.track_time_ratio\\('hadamard'\\)$"
+    assert len(runs) == 2 and selected in runs[1]
     assert "confirming 1 timing regression(s)" in capsys.readouterr().err
     # Flagged both times: exit 1.
     calls.unlink()
