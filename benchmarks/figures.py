@@ -246,10 +246,10 @@ def ratio(samples: dict[str, list[float]]) -> float:
 
     The fastest ``max(3, rounds // 12)`` samples of each side (8 of 96): load from other
     processes only ever lengthens a sample, and alternation gives both sides the same chances
-    at an uncontended one. Measured on 2 shared cores (docs/benchmarking.md), across processes
-    timing identical code, this moved by at most 1.23-1.26x; the median of per-round ratios
-    moved by 1.8x (under heavy load plain geglu's CPU time inflates more than ours), the ratio
-    of the single fastest samples by 1.35x (one lucky sample).
+    at an uncontended one. Measured on 2 shared cores (docs/benchmarking.md), across 8 processes
+    timing identical code, this moved by at most 1.26x; the median of per-round ratios moved by
+    1.8x (under heavy load plain geglu's CPU time inflates more than ours), the ratio of the
+    single fastest samples by 1.35x (one lucky sample).
     """
     import statistics
 

@@ -39,9 +39,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# HEAD's CPU-time ratio may exceed BASE's by this factor before it counts as slower: the
-# largest ratio between two runs of identical code measured over 16 runs was 1.1x (2 shared
-# cores, docs/benchmarking.md); a 1.5x slower op moves its ratio by ~1.5x.
+# HEAD's CPU-time ratio may exceed BASE's by this factor before it counts as slower (then it
+# must reproduce in a second measurement). Identical code on 2 shared cores moved a kernel's
+# figure by up to 1.26x between processes (hadamard, the noisiest, by 1.52x over 12 runs);
+# docs/benchmarking.md has the measurements and the false-alarm count.
 TIME_FACTOR = 1.3
 EXACT_UNITS = frozenset({"bytes", "flops", "transcendentals"})
 RATIO_METHOD = "track_time_ratio"

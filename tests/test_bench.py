@@ -152,7 +152,12 @@ def test_roofline_draws_gating_ops_and_a_cache_roof(tiny_report):
         nbytes = (8 if p["op"] == "highway" else 6) * 16 * 16 * 4
         assert p["intensity"] == pytest.approx(flops / nbytes)
         assert p["gflops"] == pytest.approx(flops / row[f"{p['impl']}_seconds"] / 1e9)
-    small = [r["gbps"] for r in figures["ops"] if r["n"] == 32 and r["pass"] == "forward"]
+    # Element-wise only: a 32x32 matmul's GB/s sometimes beat them (was a flaky failure).
+    small = [
+        r["gbps"]
+        for r in figures["ops"]
+        if r["n"] == 32 and r["pass"] == "forward" and r["op"] != "matmul"
+    ]
     assert roofline.cache_roof(figures) == (32, max(small))
     fig = roofline.draw(figures)
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
