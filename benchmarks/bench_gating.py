@@ -1,25 +1,28 @@
-"""Gating ops against their plain ``jax.nn`` compositions: fwd+bwd time, ratio, saved bytes.
+"""Deep grid: gating ops against their plain ``jax.nn`` compositions, every op, impl and dtype.
 
-``time_forward_backward`` times each implementation; ``track_time_ratio`` (lower is better,
-target <= 1.0) times the two alternately in one process and reports the ratio of their
-best samples; ``track_saved_residual_bytes`` (lower is better) is what reverse mode keeps for the
+Discovered only with ``HADAMARD_JAX_ASV=deep`` (or ``smoke``: the first of each; CI). The
+tracked, gated figures of the same ops (float32) are in :mod:`benchmarks.bench_tracked`.
+
+``time_forward_backward`` times each implementation; ``track_time_ratio`` times the two
+alternately in one process and reports the ratio of their best samples (wall time; lower is
+better); ``track_saved_residual_bytes`` (lower is better) is what reverse mode keeps for the
 backward pass, from abstract shapes.
 """
 
 from __future__ import annotations
 
-from hadamard_jax.bench import gating, timing
+from . import common, figures
 
-from . import common
-
-NAMES = list(gating.NAMES)
-IMPLS = list(gating.IMPLS)
+NAMES = common.axis(figures.GATING, "swiglu")
+IMPLS = ["hadamard_jax", "plain"]
 
 
 def _measure_ratios():
+    from hadamard_jax.bench import gating, timing
+
     ratios = {}
     for dtype in common.DTYPES:
-        for name in gating.NAMES:
+        for name in NAMES:
             samples = gating.time_alternately(
                 name,
                 common.GATING_N,
@@ -31,7 +34,7 @@ def _measure_ratios():
     return ratios
 
 
-class GatingTime:
+class GatingTime(common.TimeSettings):
     """Forward+backward time of a gating op, ``hadamard_jax`` or its plain composition."""
 
     params = [NAMES, IMPLS, common.DTYPES]
@@ -45,30 +48,45 @@ class GatingTime:
 
 
 class GatingRatio:
-    """fwd+bwd time of ``hadamard_jax`` over plain, timed alternately (lower is better)."""
+    """fwd+bwd wall time of ``hadamard_jax`` over plain, best samples, timed alternately."""
 
     params = [NAMES, common.DTYPES]
     param_names = ["op", "dtype"]
     timeout = common.SETUP_CACHE_TIMEOUT
 
     def setup_cache(self):
-        return _measure_ratios()
+        try:
+            return common.require(_measure_ratios)
+        except NotImplementedError as exc:
+            return str(exc)
 
     setup_cache.timeout = common.SETUP_CACHE_TIMEOUT
 
-    def track_time_ratio(self, ratios, op, dtype):
+    def setup(self, ratios, op, dtype):
+        common.skip_if_missing(ratios)
+
+    def track_time_ratio_wall(self, ratios, op, dtype):
         return ratios[(op, dtype)]
 
-    track_time_ratio.unit = "hadamard_jax / plain"
+    track_time_ratio_wall.unit = "x plain JAX"
 
 
 class GatingMemory:
-    """Bytes kept for the backward pass of the op alone (lower is better)."""
+    """Bytes kept for the backward pass of the op alone, both impls (lower is better)."""
 
     params = [NAMES, IMPLS]
     param_names = ["op", "impl"]
 
     def track_saved_residual_bytes(self, op, impl):
-        return gating.saved_residual_bytes(op, impl, common.GATING_N, "float32")
+        def saved():
+            from hadamard_jax.bench import gating
+
+            return gating.saved_residual_bytes(op, impl, common.GATING_N, "float32")
+
+        return common.require(saved)
 
     track_saved_residual_bytes.unit = "bytes"
+
+
+if not common.DEEP:
+    del GatingTime, GatingRatio, GatingMemory

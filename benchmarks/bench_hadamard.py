@@ -1,4 +1,8 @@
-"""Hadamard product against ``jnp.multiply`` and ``jnp.matmul``: time, GB/s, GFLOP/s.
+"""Deep grid: the Hadamard product against ``jnp.multiply`` and ``jnp.matmul``: time, GB/s.
+
+Discovered only with ``HADAMARD_JAX_ASV=deep`` (every size, dtype, op, donation) or ``smoke``
+(the first of each; CI). Not gated by the regression command: the tracked ratio and costs of
+``hadamard`` are in :mod:`benchmarks.bench_tracked`.
 
 Bytes are counted as STREAM counts them (:mod:`hadamard_jax.bench.kernels`): an element-wise
 forward pass moves 3 arrays, forward+backward 6. The bandwidth reference is the STREAM-style
@@ -8,18 +12,17 @@ alternately with the others in the same process.
 
 from __future__ import annotations
 
-from hadamard_jax.bench import kernels, report, timing
-
 from . import common
 
-ELEMENTWISE = list(kernels.ELEMENTWISE)
-COMPARED = [op for op in kernels.OPS if op != "add"]
+ELEMENTWISE = ["add", "hadamard", "multiply"]
+COMPARED = common.axis(["hadamard", "multiply", "matmul"])
+DONATED = [False, True]
 
 
-class Forward:
+class Forward(common.TimeSettings):
     """Forward time of ``op(a, b)`` on ``(n, n)`` arrays, optionally with ``a`` donated."""
 
-    params = [common.SIZES, common.DTYPES, COMPARED, [False, True]]
+    params = [common.SIZES, common.DTYPES, COMPARED, DONATED]
     param_names = ["n", "dtype", "op", "donated"]
 
     def setup(self, n, dtype, op, donated):
@@ -31,7 +34,7 @@ class Forward:
         self.call()
 
 
-class ForwardBackward:
+class ForwardBackward(common.TimeSettings):
     """Forward pass and both cotangents, ``(op(a, b), *vjp(ct))``, jitted together."""
 
     params = [common.SIZES, common.DTYPES, COMPARED]
@@ -46,6 +49,8 @@ class ForwardBackward:
 
 def _measure_bandwidth():
     """GB/s of every element-wise forward kernel, per ``(n, dtype)`` group, timed alternately."""
+    from hadamard_jax.bench import report
+
     figures = {}
     for n in common.SIZES:
         for dtype in common.DTYPES:
@@ -63,9 +68,15 @@ class _BandwidthFigures:
     timeout = common.SETUP_CACHE_TIMEOUT
 
     def setup_cache(self):
-        return _measure_bandwidth()
+        try:
+            return common.require(_measure_bandwidth)
+        except NotImplementedError as exc:
+            return str(exc)
 
     setup_cache.timeout = common.SETUP_CACHE_TIMEOUT
+
+    def setup(self, figures, *params):
+        common.skip_if_missing(figures)
 
 
 class Bandwidth(_BandwidthFigures):
@@ -75,7 +86,7 @@ class Bandwidth(_BandwidthFigures):
     here, but asv shows lower as better: this figure is for display.
     """
 
-    params = [common.SIZES, common.DTYPES, ELEMENTWISE, [False, True]]
+    params = [common.SIZES, common.DTYPES, common.axis(ELEMENTWISE, "hadamard"), DONATED]
     param_names = ["n", "dtype", "op", "donated"]
 
     def track_gbps(self, figures, n, dtype, op, donated):
@@ -87,10 +98,10 @@ class Bandwidth(_BandwidthFigures):
 class StreamFraction(_BandwidthFigures):
     """GB/s over the STREAM-style ``add`` kernel with the same donation policy, same run.
 
-    The issue's target: ``hadamard`` with ``a`` donated >= 0.9 at 4096 float32.
+    The issue's target: ``hadamard`` with ``a`` donated >= 0.9 at 4096 float32. For display.
     """
 
-    params = [common.SIZES, common.DTYPES, ["hadamard", "multiply"], [False, True]]
+    params = [common.SIZES, common.DTYPES, common.axis(["hadamard", "multiply"]), DONATED]
     param_names = ["n", "dtype", "op", "donated"]
 
     def track_stream_fraction(self, figures, n, dtype, op, donated):
@@ -100,7 +111,7 @@ class StreamFraction(_BandwidthFigures):
 
 
 class MatmulThroughput:
-    """Achieved matmul GFLOP/s (``2 n^3`` flops per call), best of a few calls."""
+    """Achieved matmul GFLOP/s (``2 n^3`` flops per call), best of a few calls. For display."""
 
     params = [common.SIZES, common.DTYPES]
     param_names = ["n", "dtype"]
@@ -109,9 +120,15 @@ class MatmulThroughput:
         self.call = common.warm_call("forward", "matmul", n, dtype, False)
 
     def track_gflops(self, n, dtype):
+        from hadamard_jax.bench import kernels, timing
+
         samples = timing.interleaved(
             {"matmul": self.call}, rounds=3, min_sample_s=common.MIN_SAMPLE_S, warm_up_calls=0
         )
         return timing.rate(kernels.work("matmul", n, dtype).flops, timing.best(samples["matmul"]))
 
     track_gflops.unit = "GFLOP/s"
+
+
+if not common.DEEP:
+    del Forward, ForwardBackward, Bandwidth, StreamFraction, MatmulThroughput
