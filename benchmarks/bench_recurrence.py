@@ -1,27 +1,29 @@
 """The linear recurrence ``h_t = a_t h_{t-1} + b_t``: ``lax.scan``, ``associative_scan``, ours.
 
-The workload is :mod:`hadamard_jax.bench.recurrence`: ``jax.jit(jax.value_and_grad)`` of
+Discovered only with ``HADAMARD_JAX_ASV=deep`` (or ``smoke``: the first of each; CI). The
+workload is :mod:`hadamard_jax.bench.recurrence`: ``jax.jit(jax.value_and_grad)`` of
 ``sum(h * w)`` in float32, at small sizes (the issue's sizes, 16 MiB per array, are in
 ``python -m hadamard_jax.bench.recurrence``). Lower is better for every figure:
 
 * ``time_step``: one training step of each implementation;
 * ``track_temp_bytes``: the compiled step's ``memory_analysis().temp_size_in_bytes``
   (deterministic, from abstract shapes);
-* ``track_time_ratio``: ours over the better of ``lax.scan`` and ``associative_scan``, the median
-  of per-round ratios of the three timed alternately in one process (target <= 0.8).
+* ``track_time_ratio_wall``: ours over the better of ``lax.scan`` and ``associative_scan``, the
+  median of per-round ratios of the three timed alternately in one process (target <= 0.8).
+
+No JAX import at module level (see :mod:`benchmarks.common`); commits without the workload are
+skipped.
 """
 
 from __future__ import annotations
 
 import functools
 
-from hadamard_jax.bench import recurrence, timing
-
 from . import common
 
-IMPLS = list(recurrence.IMPLS)
+IMPLS = common.axis(["lax_scan", "associative_scan", "hadamard_jax"], ["hadamard_jax"])
 #: T x D; the same three shapes as the issue's (square-ish, long and narrow, short and wide).
-SIZES = ["64x2048", "1024x256", "16384x16"]
+SIZES = common.axis(["64x2048", "1024x256", "16384x16"])
 
 
 def _shape(size: str) -> tuple[int, int]:
@@ -30,7 +32,9 @@ def _shape(size: str) -> tuple[int, int]:
 
 
 @functools.cache
-def _warm_call(impl: str, size: str) -> timing.Call:
+def _warm_call(impl: str, size: str):
+    from hadamard_jax.bench import recurrence, timing
+
     call = timing.Call(recurrence.train_step(impl), recurrence.inputs(*_shape(size)))
     timing.warm_up(call, 2)
     return call
@@ -38,6 +42,8 @@ def _warm_call(impl: str, size: str) -> timing.Call:
 
 @functools.cache
 def _ratio(size: str, rounds: int) -> float:
+    from hadamard_jax.bench import recurrence
+
     samples = recurrence.time_samples(
         *_shape(size), rounds=rounds, min_sample_s=common.MIN_SAMPLE_S
     )
@@ -51,7 +57,7 @@ class RecurrenceTime:
     param_names = ["impl", "size"]
 
     def setup(self, impl, size):
-        self.call = _warm_call(impl, size)
+        self.call = common.require(lambda: _warm_call(impl, size))
 
     def time_step(self, impl, size):
         self.call()
@@ -64,7 +70,12 @@ class RecurrenceMemory:
     param_names = ["impl", "size"]
 
     def track_temp_bytes(self, impl, size):
-        return recurrence.compiled_temp_bytes(impl, *_shape(size))
+        def temp():
+            from hadamard_jax.bench import recurrence
+
+            return recurrence.compiled_temp_bytes(impl, *_shape(size))
+
+        return common.require(temp)
 
     track_temp_bytes.unit = "bytes"
 
@@ -76,7 +87,11 @@ class RecurrenceRatio:
     param_names = ["size"]
     timeout = common.SETUP_CACHE_TIMEOUT
 
-    def track_time_ratio(self, size):
-        return _ratio(size, common.RATIO_ROUNDS)
+    def track_time_ratio_wall(self, size):
+        return common.require(lambda: _ratio(size, common.RATIO_ROUNDS))
 
-    track_time_ratio.unit = "hadamard_jax / best plain"
+    track_time_ratio_wall.unit = "x better plain"
+
+
+if not common.DEEP:
+    del RecurrenceTime, RecurrenceMemory, RecurrenceRatio
