@@ -41,6 +41,8 @@ TINY = report.Config(
     ratio_rounds=3,
     min_sample_s=0.0,
     ffn={"batch": 8, "d": 8, "h": 16, "layers": 2},
+    recurrence=(16, 8),
+    sparse={"layers": 1, "d": 8, "h": 16},
 )
 
 
@@ -58,9 +60,17 @@ def test_report_writes_json_png_and_prints_table(tiny_report):
     assert saved["stream"] == figures["stream"]
     assert (out / "roofline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     steps = [line for line in lines if line.startswith("[")]
-    n_steps = 2 + 1 + 2 + len(gating.NAMES) + 1  # element-wise x2, matmul, ratios, gating, memory
+    # element-wise x2, matmul, ratios x2, gating, memory, recurrence, sparse step
+    n_steps = 2 + 1 + 2 + len(gating.NAMES) + 1 + 1 + 1
     assert len(steps) == n_steps and steps[-1].startswith(f"[{n_steps}/{n_steps}]")
     text = "\n".join(lines)
+    rec, sparse = saved["recurrence"], saved["sparse_step"]
+    assert set(rec["temp_bytes"]) == {"lax_scan", "associative_scan", "hadamard_jax"}
+    assert rec["temp_bytes"]["hadamard_jax"] < rec["temp_bytes"]["lax_scan"]
+    assert rec["met"] == (rec["time_ratio"] <= rec["target"])
+    assert sparse["met"] == (sparse["ratio"] <= sparse["target"]) and sparse["update_ratio"] > 0
+    assert "Linear recurrence training step, T=16 D=8 fp32" in text
+    assert "Sparse optimizer step (adamw" in text
     assert "Streaming bandwidth (STREAM add, jitted, donated, 64x64 float32)" in text
     assert "| op | n | dtype | pass | donated |" in text
     assert str(out / "roofline.png") in text

@@ -59,6 +59,9 @@ class Config:
       min_sample_s: each sample batches calls up to at least this long.
       ffn: ``batch, d, h, layers`` of the FFN-stack memory figure (compiled only, nothing
         allocated), or ``None`` to skip it.
+      recurrence: ``(T, D)`` of the linear-recurrence training step (memory and time against
+        ``lax.scan`` and ``associative_scan``), or ``None`` to skip it.
+      sparse: ``layers, d, h`` of the sparse optimizer step (against dense adamw), or ``None``.
     """
 
     stream_n: int = 4096
@@ -73,6 +76,10 @@ class Config:
     min_sample_s: float = 0.03
     ffn: ffn_stack.Size | None = dataclasses.field(
         default_factory=lambda: ffn_stack.Size(**ffn_stack.SIZE)
+    )
+    recurrence: tuple[int, int] | None = (4096, 1024)
+    sparse: dict[str, int] | None = dataclasses.field(
+        default_factory=lambda: {"layers": 2, "d": 512, "h": 2048}
     )
 
     @classmethod
@@ -91,6 +98,8 @@ class Config:
             rounds=6,
             ratio_rounds=9,
             min_sample_s=0.02,
+            recurrence=(4096, 256),
+            sparse={"layers": 2, "d": 256, "h": 1024},
         )
 
 
@@ -244,6 +253,45 @@ def _run_memory(figures: Figures, size: ffn_stack.Size) -> str:
     return "compiled"
 
 
+#: Targets of the linear recurrence (ours over the better plain step) and the sparse step.
+RECURRENCE_TIME_TARGET = 0.8
+SPARSE_STEP_TARGET = 1.15
+
+
+def _run_recurrence(figures: Figures, config: Config, t: int, d: int) -> str:
+    from hadamard_jax.bench import recurrence
+
+    temp = {impl: int(recurrence.compiled_temp_bytes(impl, t, d)) for impl in recurrence.IMPLS}
+    samples = recurrence.time_samples(
+        t, d, rounds=config.ratio_rounds, min_sample_s=config.min_sample_s
+    )
+    ratio = recurrence.time_ratios(samples)["vs_best"]
+    figures["recurrence"] = {
+        "t": t,
+        "d": d,
+        "temp_bytes": temp,
+        "time_ratio": ratio,
+        "target": RECURRENCE_TIME_TARGET,
+        "met": ratio <= RECURRENCE_TIME_TARGET,
+    }
+    return f"time ratio {ratio:.3f}, temp {_mib(temp['hadamard_jax'])}"
+
+
+def _run_sparse(figures: Figures, config: Config, size: dict[str, int]) -> str:
+    from hadamard_jax.bench import sparse_step
+
+    r = sparse_step.measure(**size, repeats=config.ratio_rounds, min_sample_s=config.min_sample_s)
+    figures["sparse_step"] = {
+        "size": dict(size),
+        "ratio": r["ratio"],
+        "best_ratio": r["best_ratio"],
+        "update_ratio": r["update_ratio"],
+        "target": SPARSE_STEP_TARGET,
+        "met": r["ratio"] <= SPARSE_STEP_TARGET,
+    }
+    return f"sparse/dense {r['ratio']:.3f}, update step/dense {r['update_ratio']:.1f}"
+
+
 def _elementwise_groups(config: Config) -> list[tuple[int, str]]:
     """``(n, dtype)`` of every element-wise group; ``stream_n`` float32 always (the roof)."""
     sizes = sorted(set(config.sizes) | {config.stream_n})
@@ -277,6 +325,11 @@ def _steps(config: Config, figures: Figures) -> list[Step]:
     if config.ffn is not None:
         label = "training memory (compiled temp bytes)"
         steps.append((label, run(_run_memory, figures, config.ffn)))
+    if config.recurrence is not None:
+        t, d = config.recurrence
+        steps.append((f"linear recurrence {t}x{d}", run(_run_recurrence, figures, config, t, d)))
+    if config.sparse is not None:
+        steps.append(("sparse optimizer step", run(_run_sparse, figures, config, config.sparse)))
     return steps
 
 
@@ -334,7 +387,8 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
 
     Returns:
       ``{"machine", "config", "ops", "stream", "matmul_peak_gflops", "targets",
-      "hadamard_vs_multiply", "gating", "training_memory", "flax_memory", "seconds"}``.
+      "hadamard_vs_multiply", "gating", "training_memory", "flax_memory", "recurrence",
+      "sparse_step", "seconds"}``.
     """
     start = time.perf_counter()
     figures: Figures = {
@@ -345,6 +399,8 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
         "gating": [],
         "training_memory": None,
         "flax_memory": None,
+        "recurrence": None,
+        "sparse_step": None,
     }
     steps = _steps(config, figures)
     bar = StepProgress(len(steps), emit=progress) if progress is not None else None
@@ -465,6 +521,23 @@ def _memory_table(figures: Figures) -> list[str]:
             f"{k} {_mib(v) if isinstance(v, (int, float)) else v}" for k, v in flax.items()
         )
         lines.append(f"Flax NNX GatedMLP stack, same size and loss, compiled temp memory: {values}")
+    rec = figures.get("recurrence")
+    if rec:
+        temps = ", ".join(f"{k} {_mib(v)}" for k, v in rec["temp_bytes"].items())
+        lines.append("")
+        lines.append(
+            f"Linear recurrence training step, T={rec['t']} D={rec['d']} fp32: compiled temp "
+            f"memory {temps}; time ours / better plain {rec['time_ratio']:.3f} "
+            f"(<= {rec['target']} {_met(rec)})"
+        )
+    sparse = figures.get("sparse_step")
+    if sparse:
+        lines.append("")
+        lines.append(
+            f"Sparse optimizer step (adamw, {sparse['size']}): sparse / dense "
+            f"{sparse['ratio']:.3f} (<= {sparse['target']} {_met(sparse)}); a mask-update step "
+            f"{sparse['update_ratio']:.1f} dense steps"
+        )
     return lines
 
 
