@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="float32 only, fewer sizes and rounds (28 s measured on 2 shared CPU cores)",
+        help="float32 only, fewer sizes and rounds (about 30 s on 2 CPU cores)",
     )
     parser.add_argument(
         "--out", default="bench_out", metavar="DIR", help="output directory (default: bench_out)"

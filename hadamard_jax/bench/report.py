@@ -84,10 +84,10 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        """Float32 only, fewer sizes and rounds: 28 s measured on 2 shared CPU cores.
+        """Float32 only, fewer sizes and rounds: about 30 s on 2 CPU cores.
 
         That is the whole ``python -m hadamard_jax.bench --quick`` (JAX's import and the
-        compilations included), 27-28 s wall time in two runs on the development machine.
+        compilations included), 29 s wall time on the development machine.
         """
         return cls(
             sizes=(1024,),
@@ -380,7 +380,7 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
     """Measures everything in ``config``; returns the figures (a JSON-serialisable dict).
 
     Args:
-      config: what to measure (:meth:`Config.quick`: 28 s on 2 cores).
+      config: what to measure (:meth:`Config.quick`: about 30 s on 2 cores).
       progress: called with one line per step as it finishes (``None``: silent). While a step
         runs, a bar is drawn on standard error if it is a terminal
         (:class:`~hadamard_jax.bench.progress.StepProgress`); elsewhere, the lines alone.
