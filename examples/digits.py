@@ -58,11 +58,14 @@ def load_data(seed: int, test_fraction: float = 0.2):
 
 
 def progress(label: str, done: int, total: int, extra: str = "", width: int = 30) -> None:
-    """A one-line text progress bar, redrawn in place."""
+    """A one-line text progress bar, redrawn in place on a terminal; elsewhere (a log, a pipe)
+    only the finished bar is printed, with no carriage returns."""
     filled = int(width * done / max(total, 1))
-    bar = "#" * filled + "." * (width - filled)
-    end = "\n" if done >= total else ""
-    print(f"\r{label:>9} [{bar}] {done}/{total} {extra}", end=end, flush=True)
+    line = f"{label:>9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {extra}"
+    if sys.stdout.isatty():
+        print("\r" + line, end="\n" if done >= total else "", flush=True)
+    elif done >= total:
+        print(line, flush=True)
 
 
 @nnx.jit
