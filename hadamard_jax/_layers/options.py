@@ -458,9 +458,7 @@ def check_gated_rms_norm(
     if num_features is not None:
         size(num_features, "num_features", op)
     checks.static_real(eps, "eps", op, lambda v: v > 0, "a number > 0")
-    spec = gates.spec_of(activation, False, op)
-    if spec.value_limit is not None:
-        raise ValueError(f"{op}: activation={activation!r} transforms its value; use a plain gate.")
+    gates.plain_spec_of(activation, op)
     flag(norm_before_gate, "norm_before_gate", op)
     dtypes(dtype, param_dtype, op)
     function(scale_init, "scale_init", op)

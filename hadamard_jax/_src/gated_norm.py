@@ -158,9 +158,7 @@ def gated_rms_norm(
       >>> jax.grad(lambda x: gated_rms_norm(x, x, jnp.ones(2)).sum())(x).shape
       (1, 2)
     """
-    spec = gates.spec_of(activation, False, OP)
-    if spec.value_limit is not None:
-        raise ValueError(f"{OP}: activation={activation!r} transforms its value; use a plain gate.")
+    spec = gates.plain_spec_of(activation, OP)
     before = checks.check_bool(norm_before_gate, "norm_before_gate", OP)
     eps = checks.static_real(eps, "eps", OP, lambda v: v > 0, "a number > 0")
     x, gate, scale = checks.real_arrays((x, gate, scale), ("x", "gate", "scale"), OP)

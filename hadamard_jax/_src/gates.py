@@ -129,6 +129,17 @@ def spec_of(
     return Spec(activation, values, limit if gate.clamps_value else None)
 
 
+def plain_spec_of(name: Any, op: str) -> Spec:
+    """The :class:`Spec` of a gate whose value enters as is (not clamped), or a ``ValueError``.
+
+    For ops that apply a gate's activation to something other than a free value (the gated
+    RMS norm)."""
+    spec = spec_of(name, False, op)
+    if spec.value_limit is not None:
+        raise ValueError(f"{op}: activation={name!r} transforms its value; use a plain gate.")
+    return spec
+
+
 def activation_of(name: Any, approximate: Any, op: str, arg: str = "activation") -> str:
     """The ``ACTIVATIONS`` key of gate ``name`` (checking both arguments; see :func:`spec_of`)."""
     return spec_of(name, approximate, op, arg=arg).activation
