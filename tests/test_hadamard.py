@@ -315,8 +315,6 @@ def test_saved_residuals_are_the_inputs(capsys):
 
 _MESH_SCRIPT = textwrap.dedent(
     """
-    import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from hadamard_jax import hadamard, hadamard_n

@@ -284,8 +284,6 @@ def test_variables_round_trip_through_bytes():
 
 _MESH_SCRIPT = textwrap.dedent(
     """
-    import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import jax, jax.numpy as jnp, numpy as np
     from flax import linen as nn
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P

@@ -1,0 +1,31 @@
+"""Process-wide settings for the test run (tests and docstring examples), applied before JAX starts.
+
+Two XLA flags, each added to ``XLA_FLAGS`` unless the caller already sets it:
+
+* ``--xla_force_host_platform_device_count=8``: eight CPU devices, so the sharding tests run in
+  this process rather than each in a fresh Python (``tests/utils.run_on_8_cpu_devices``).
+  Single-device code is unaffected: arrays live on device 0 unless a test shards them.
+* ``--xla_backend_optimization_level=0``: LLVM compiles the kernels without its optimisation
+  passes. The suite compiles about a thousand small programs, and LLVM's passes are most of
+  each compile. The HLO, its fusions, buffer assignment and so ``memory_analysis()`` and
+  ``cost_analysis()`` are the same at every level; only the machine code is slower, and the tests
+  do not time anything (speed is measured by ``python -m hadamard_jax.bench`` and asv, which do
+  not read this file).
+
+Set ``XLA_FLAGS=--xla_backend_optimization_level=2`` to run the suite with the default compiler.
+"""
+
+import os
+
+
+def _with_default_flags(flags: str) -> str:
+    defaults = {
+        "--xla_force_host_platform_device_count": "8",
+        "--xla_backend_optimization_level": "0",
+    }
+    present = {flag.split("=", 1)[0] for flag in flags.split()}
+    extra = [f"{name}={value}" for name, value in defaults.items() if name not in present]
+    return " ".join([flags, *extra]).strip()
+
+
+os.environ["XLA_FLAGS"] = _with_default_flags(os.environ.get("XLA_FLAGS", ""))
