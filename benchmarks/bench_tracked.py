@@ -5,6 +5,7 @@ Every figure here is lower-is-better, as asv reads every benchmark:
 * ``Cost``: XLA's compiled ``cost_analysis()`` of the forward+backward (``hadamard``: forward
   alone too) in hadamard_jax's implementation: bytes accessed, flops, transcendentals;
 * ``SavedResidual``: bytes reverse mode keeps for the backward pass of each gating op;
+* ``Transcendentals``: transcendentals per element of each gating op's fwd+bwd, ours and plain;
 * ``TempMemory``: ``memory_analysis()`` temp bytes of three compiled training steps;
 * ``TimeRatio``: CPU time of hadamard_jax's kernel over the plain-JAX composition, the two timed
   alternately in one process (the fastest samples of each side).
@@ -80,6 +81,26 @@ class SavedResidual(_Deterministic):
         return cache[("saved_residual_bytes", op)]
 
     track_saved_residual_bytes.unit = "bytes"
+
+
+class Transcendentals(_Deterministic):
+    """Transcendentals per element of a gating op's fwd+bwd, ``(1024, 1024)`` float32.
+
+    ``hadamard_jax``: the library's rule, which keeps only the inputs and so evaluates the
+    activation again in the backward pass; ``plain``: the ``jax.nn`` composition, which keeps its
+    intermediates instead. From compiled ``cost_analysis()``, divided by the element count.
+    """
+
+    params = [figures.GATING, figures.IMPLS]
+    param_names = ["op", "impl"]
+
+    def _value(self, cache, op, impl):
+        return cache[("transcendentals_per_element", op, impl)]
+
+    def track_transcendentals_per_element(self, cache, op, impl):
+        return cache[("transcendentals_per_element", op, impl)]
+
+    track_transcendentals_per_element.unit = "transcendentals"
 
 
 class TempMemory(_Deterministic):

@@ -59,6 +59,8 @@ RATIO_ROUNDS = 1 if SMOKE else 9
 MIN_SAMPLE_S = 0.0 if SMOKE else 0.01
 # Side of the gating ops' operands.
 GATING_N = 16 if SMOKE else 1024
+# Sides of the gating ops' time ratios in the deep grid: cache-resident, and past the caches.
+GATING_SIZES = [16] if SMOKE else [1024, 2048, 4096]
 # setup_cache measurements run many kernels; asv's default benchmark timeout is 60 s.
 SETUP_CACHE_TIMEOUT = 900
 

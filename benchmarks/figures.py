@@ -34,7 +34,19 @@ MISSING = "missing"
 
 # The gating ops of hadamard_jax.bench.gating (fixed here so the params do not need JAX).
 GATING = common.axis(
-    ["glu", "bilinear", "reglu", "geglu", "geglu_tanh", "swiglu", "glu_packed", "highway"],
+    [
+        "glu",
+        "bilinear",
+        "reglu",
+        "geglu",
+        "geglu_tanh",
+        "swiglu",
+        "quick_geglu",
+        "squared_reglu",
+        "clamped_swiglu",
+        "glu_packed",
+        "highway",
+    ],
     "swiglu",
 )
 # Kernels with a compiled cost: the Hadamard product forward, forward+backward, and the gating
@@ -44,6 +56,8 @@ COSTED = [*common.axis(["hadamard", "hadamard_vjp"]), *GATING]
 STEPS = common.axis(["ffn_swiglu", "ffn_geglu", "flax_gated_mlp"], ["ffn_swiglu", "flax_gated_mlp"])
 TIMED = [*COSTED, *STEPS]
 COST_KINDS = ["bytes", "flops", "transcendentals"]
+# The gating ops' implementations: the library's rule and the plain jax.nn composition.
+IMPLS = ["hadamard_jax", "plain"]
 
 # Sizes. The deterministic figures compile from abstract shapes (nothing is allocated).
 ELEMENTWISE_N = 64 if SMOKE else 2048  # hadamard vs jnp.multiply: 48 MiB, past the caches
@@ -78,7 +92,8 @@ def deterministic() -> dict[str, Any]:
     """Every deterministic figure of the installed commit, keyed ``(kind, name)``.
 
     Keys: ``("cost_<bytes|flops|transcendentals>", kernel)`` for kernel in :data:`COSTED`,
-    ``("saved_residual_bytes", op)`` for op in :data:`GATING`, ``("temp_bytes", step)`` for
+    ``("saved_residual_bytes", op)`` and ``("transcendentals_per_element", op, impl)`` for op in
+    :data:`GATING` and impl in :data:`IMPLS`, ``("temp_bytes", step)`` for
     step in :data:`STEPS`. Values are numbers, or a :data:`MISSING` string.
     """
     out: dict[Any, Any] = {}
@@ -88,6 +103,10 @@ def deterministic() -> dict[str, Any]:
             out[(f"cost_{kind}", kernel)] = cost if isinstance(cost, str) else cost[kind]
     for op in GATING:
         out[("saved_residual_bytes", op)] = _guard(lambda op=op: _saved(op))
+        for impl in IMPLS:
+            out[("transcendentals_per_element", op, impl)] = _guard(
+                lambda op=op, impl=impl: _transcendentals(op, impl)
+            )
     for step in STEPS:
         out[("temp_bytes", step)] = _guard(lambda step=step: _temp_bytes(step))
     return out
@@ -115,6 +134,12 @@ def _cost(kernel: str) -> dict[str, float]:
         }
     per_element = gating.cost(kernel, "hadamard_jax", GATING_N, "float32")
     return {kind: per_element[kind] * GATING_N * GATING_N for kind in COST_KINDS}
+
+
+def _transcendentals(op: str, impl: str) -> float:
+    from hadamard_jax.bench import gating
+
+    return gating.cost(op, impl, GATING_N, "float32")["transcendentals"]
 
 
 def _saved(op: str) -> int:

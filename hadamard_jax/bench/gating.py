@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -219,3 +219,47 @@ def cost(name: str, impl: str, n: int, dtype: Any) -> dict[str, float]:
         "transcendentals": float(analysis.get("transcendentals", 0.0)) / size,
         "bytes": float(analysis.get("bytes accessed", 0.0)) / size,
     }
+
+
+def ratio_table(
+    sizes: Sequence[int], dtypes: Sequence[str], *, rounds: int = 15, min_sample_s: float = 0.03
+) -> list[str]:
+    """One line per gate, size and dtype: fwd+bwd time ratio and transcendentals per element.
+
+    The ratio is ours over plain, timed alternately (:func:`time_alternately`), as the median of
+    the per-round ratios and as the ratio of the best samples; the transcendentals are
+    :func:`cost`'s, ours and plain.
+    """
+    lines = ["dtype     n     op               median  best   transcendentals/element ours|plain"]
+    for dtype in dtypes:
+        for n in sizes:
+            for name in NAMES:
+                samples = time_alternately(name, n, dtype, rounds=rounds, min_sample_s=min_sample_s)
+                ours, plain = (samples[impl] for impl in IMPLS)
+                t = [cost(name, impl, n, dtype)["transcendentals"] for impl in IMPLS]
+                lines.append(
+                    f"{dtype:9s} {n:<5d} {name:16s} {timing.median_ratio(ours, plain):.3f}   "
+                    f"{timing.best_ratio(ours, plain):.3f}  {t[0]:.0f}|{t[1]:.0f}"
+                )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hadamard_jax.bench.gating",
+        description="Gating ops, fwd+bwd: time over the plain jax.nn composition (alternated) "
+        "and transcendentals per element.",
+    )
+    parser.add_argument("--sizes", default="1024,2048,4096", help="comma-separated sides n")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes")
+    parser.add_argument("--rounds", type=int, default=15, help="alternated rounds per case")
+    args = parser.parse_args(argv)
+    sizes = [int(n) for n in args.sizes.split(",")]
+    for line in ratio_table(sizes, args.dtypes.split(","), rounds=args.rounds):
+        print(line, flush=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
