@@ -251,3 +251,13 @@ def test_errors_name_argument_and_value():
         topk_mask(jnp.ones(3, jnp.complex64), 1)
     with pytest.raises(ValueError, match=r"shape\[0\]"):
         random_mask(KEY, (-1, 2), 0.5)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_negative_zero_ties_with_zero_in_index_order(jit):
+    # Was: under jit XLA folded the ``x + 0.0`` that turned -0.0 into 0.0, so -0.0 ranked
+    # below 0.0 and topk_mask kept index 3 before index 2 (found by hypothesis).
+    x = jnp.array([0.0, 0.0, -0.0, 0.0, -1.0, -0.0], jnp.float32)
+    fn = jax.jit(topk_mask, static_argnums=1) if jit else topk_mask
+    np.testing.assert_array_equal(fn(x, 3), [True, True, True, False, False, False])
+    np.testing.assert_array_equal(fn(x, 5), [True, True, True, True, False, True])
