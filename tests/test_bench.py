@@ -424,7 +424,7 @@ def test_tracked_suite_is_lower_is_better_and_gated(suite):
 
 
 def test_gating_ratio_table_has_a_line_per_gate_size_and_dtype():
-    lines = gating.ratio_table([8, 16], ["float32"], rounds=2, min_sample_s=0.0)
+    lines = list(gating.ratio_table([8, 16], ["float32"], rounds=2, min_sample_s=0.0))
     assert lines[0].startswith("dtype") and len(lines) == 1 + 2 * len(gating.NAMES)
     for line, (n, name) in zip(lines[1:], itertools.product([8, 16], gating.NAMES)):
         dtype, size, op, median, best, counts = line.split()

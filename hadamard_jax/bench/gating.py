@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -223,25 +223,25 @@ def cost(name: str, impl: str, n: int, dtype: Any) -> dict[str, float]:
 
 def ratio_table(
     sizes: Sequence[int], dtypes: Sequence[str], *, rounds: int = 15, min_sample_s: float = 0.03
-) -> list[str]:
-    """One line per gate, size and dtype: fwd+bwd time ratio and transcendentals per element.
+) -> Iterator[str]:
+    """A header, then one line per gate, size and dtype as each is measured: the fwd+bwd time
+    ratio and the transcendentals per element.
 
     The ratio is ours over plain, timed alternately (:func:`time_alternately`), as the median of
     the per-round ratios and as the ratio of the best samples; the transcendentals are
     :func:`cost`'s, ours and plain.
     """
-    lines = ["dtype     n     op               median  best   transcendentals/element ours|plain"]
+    yield "dtype     n     op               median  best   transcendentals/element ours|plain"
     for dtype in dtypes:
         for n in sizes:
             for name in NAMES:
                 samples = time_alternately(name, n, dtype, rounds=rounds, min_sample_s=min_sample_s)
                 ours, plain = (samples[impl] for impl in IMPLS)
                 t = [cost(name, impl, n, dtype)["transcendentals"] for impl in IMPLS]
-                lines.append(
+                yield (
                     f"{dtype:9s} {n:<5d} {name:16s} {timing.median_ratio(ours, plain):.3f}   "
                     f"{timing.best_ratio(ours, plain):.3f}  {t[0]:.0f}|{t[1]:.0f}"
                 )
-    return lines
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
