@@ -1,0 +1,35 @@
+"""The root conftest's XLA settings: added where missing, never over the caller's."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import jax
+
+_SPEC = importlib.util.spec_from_file_location(
+    "_root_conftest", Path(__file__).resolve().parent.parent / "conftest.py"
+)
+assert _SPEC is not None and _SPEC.loader is not None
+_ROOT_CONFTEST = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(_ROOT_CONFTEST)
+
+
+def test_defaults_are_added_and_the_callers_flags_win():
+    merge = _ROOT_CONFTEST._with_default_flags
+    assert merge("") == (
+        "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+    )
+    assert merge("--xla_backend_optimization_level=2 --xla_dump_to=/tmp/x") == (
+        "--xla_backend_optimization_level=2 --xla_dump_to=/tmp/x "
+        "--xla_force_host_platform_device_count=8"
+    )
+    assert merge("--xla_force_host_platform_device_count=2") == (
+        "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+    )
+
+
+def test_this_process_has_the_devices_the_sharding_tests_run_on():
+    # Eight CPU devices unless the caller chose a count: then the sharding scripts run in a
+    # fresh Python (tests/utils.run_on_8_cpu_devices), slower but the same checks.
+    if "--xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", ""):
+        assert jax.device_count() == 8
