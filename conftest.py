@@ -6,8 +6,9 @@ Two XLA flags, each added to ``XLA_FLAGS`` unless the caller already sets it:
   this process rather than each in a fresh Python (``tests/utils.run_on_8_cpu_devices``).
   Single-device code is unaffected: arrays live on device 0 unless a test shards them.
 * ``--xla_backend_optimization_level=0``: LLVM compiles the kernels without its optimisation
-  passes. The suite compiles about a thousand small programs, and LLVM's passes are most of
-  each compile. The HLO, its fusions, buffer assignment and so ``memory_analysis()`` and
+  passes. The suite compiles about 6000 small programs, and LLVM's passes were a quarter of
+  each compile (measured: 31 -> 23 ms for a small fused kernel). The HLO, its fusions,
+  buffer assignment and so ``memory_analysis()`` and
   ``cost_analysis()`` are the same at every level; only the machine code is slower, and the tests
   do not time anything (speed is measured by ``python -m hadamard_jax.bench`` and asv, which do
   not read this file).
