@@ -4,12 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 
 from hadamard_jax import gated_mlp
 from hadamard_jax._src.gates import GATES
 from tests.test_glu import PLAIN, PLAIN_VALUE
-from tests.utils import assert_tree_allclose, only_arguments_saved, saved_residuals
+from tests.utils import assert_tree_allclose, check_grads, only_arguments_saved, saved_residuals
 
 
 def _gate_fn(name):

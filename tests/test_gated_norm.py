@@ -4,12 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 
 import hadamard_jax as hj
 from hadamard_jax._src.gates import GATES
 from tests.test_glu import PLAIN
-from tests.utils import saved_residuals
+from tests.utils import check_grads, saved_residuals
 
 EPS = 1e-6
 # The gates without a value transform (those gated_rms_norm takes).

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from jax.test_util import check_grads
 
 import hadamard_jax as hj
 from hadamard_jax import (
@@ -22,7 +21,7 @@ from hadamard_jax import (
 )
 from hadamard_jax._src.gates import GATES
 from hadamard_jax.bench import ffn_stack
-from tests.utils import assert_tree_allclose, only_arguments_saved, saved_residuals
+from tests.utils import assert_tree_allclose, check_grads, only_arguments_saved, saved_residuals
 
 KEY = jax.random.key(0)
 

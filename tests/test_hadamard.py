@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 
 from hadamard_jax import hadamard, hadamard_n
 from tests.utils import (
     assert_tree_allclose,
+    check_grads,
     only_arguments_saved,
     run_on_8_cpu_devices,
     saved_residuals,

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from jax.test_util import check_grads
 
 from hadamard_jax import highway
-from tests.utils import assert_tree_allclose, only_arguments_saved, saved_residuals
+from tests.utils import assert_tree_allclose, check_grads, only_arguments_saved, saved_residuals
 
 KEY = jax.random.key(0)
 

@@ -6,10 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 
 from hadamard_jax import bernoulli_ste, hard_concrete, l0_penalty, ste_mask, topk_mask
-from tests.utils import assert_tree_allclose, only_arguments_saved, saved_residuals
+from tests.utils import assert_tree_allclose, check_grads, only_arguments_saved, saved_residuals
 
 KEY = jax.random.key(0)
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1

@@ -15,12 +15,11 @@ from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 from jax import lax
-from jax.test_util import check_grads
 
 import hadamard_jax as hj
 from hadamard_jax._src import linear_scan as ls
 from hadamard_jax.bench import recurrence
-from tests.utils import run_on_8_cpu_devices, saved_residuals
+from tests.utils import check_grads, run_on_8_cpu_devices, saved_residuals
 
 # --- references ---------------------------------------------------------------------------------
 

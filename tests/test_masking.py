@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jax.test_util import check_grads
 
 from hadamard_jax import (
     apply_mask,
@@ -18,7 +17,7 @@ from hadamard_jax import (
     padding_mask,
     unpack_mask,
 )
-from tests.utils import assert_tree_allclose, only_arguments_saved, saved_residuals
+from tests.utils import assert_tree_allclose, check_grads, only_arguments_saved, saved_residuals
 
 KEY = jax.random.key(0)
 

@@ -11,7 +11,23 @@ import types
 
 import jax
 import jax.ad_checkpoint
+import jax.test_util
 import numpy as np
+
+
+def check_grads(f, args, order, **kwargs) -> None:
+    """``jax.test_util.check_grads`` with ``jax.jit`` disabled (the ops run primitive by primitive).
+
+    The derivative rules are the same code with or without ``jit``. Under ``jit`` every
+    transformed program (the jvp, the vjp, their second-order forms, at each shape and dtype)
+    compiles on its own, about 15 programs per call at order 2; with ``jit`` disabled each
+    primitive compiles once per shape and dtype for the whole run, which makes the gradient
+    checks about twice as fast. The jitted forms of the same derivatives (``jit`` of ``grad``,
+    ``jvp``, ``hessian``, ...) are compared with the plain ``jax.numpy`` composition in each
+    op's transform tests.
+    """
+    with jax.disable_jit():
+        jax.test_util.check_grads(f, args, order, **kwargs)
 
 
 def saved_residuals(capsys, fn, *args) -> list[str]:
