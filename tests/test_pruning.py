@@ -261,3 +261,19 @@ def test_negative_zero_ties_with_zero_in_index_order(jit):
     fn = jax.jit(topk_mask, static_argnums=1) if jit else topk_mask
     np.testing.assert_array_equal(fn(x, 3), [True, True, True, False, False, False])
     np.testing.assert_array_equal(fn(x, 5), [True, True, True, True, False, True])
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])
+def test_subnormals_rank_above_zero(jit, dtype):
+    # Was: -0.0 was canonicalised by ``where(x == 0, 0, x)``, and XLA's CPU compare treats
+    # subnormals as zero, so 1e-45 tied with 0.0 and the first index won (found by hypothesis).
+    tiny = float(jnp.finfo(dtype).smallest_subnormal)
+    x = jnp.array([0.0, tiny, -0.0, -tiny, 2 * tiny], dtype)
+    wrap = (lambda f, *s: jax.jit(f, static_argnums=s)) if jit else (lambda f, *s: f)
+    np.testing.assert_array_equal(wrap(topk_mask, 1)(x, 2), [False, True, False, False, True])
+    np.testing.assert_array_equal(wrap(topk_mask, 1)(x, 4), [True, True, True, False, True])
+    # |x| ranks: 2*tiny, then tiny and -tiny (index order), then the zeros.
+    np.testing.assert_array_equal(wrap(magnitude_mask, 1)(x, 0.4), [False, True, False, True, True])
+    pairs = jnp.array([0.0, tiny, -tiny, -0.0], dtype)
+    np.testing.assert_array_equal(wrap(nm_mask, 1, 2)(pairs, 1, 2), [False, True, True, False])

@@ -62,8 +62,9 @@ def ordered_bits(key: jax.Array) -> jax.Array:
     """Unsigned integers in the order of ``key``: ``a < b`` iff ``bits(a) < bits(b)``.
 
     Floats map through their bit pattern (negative values reversed), after ``-0.0`` becomes
-    ``0.0`` and every NaN the one NaN that ranks above ``+inf``; signed integers flip their sign
-    bit; unsigned integers and booleans are their own order.
+    ``0.0`` and every NaN the one NaN that ranks above ``+inf``; subnormals keep their order
+    (they rank above ``0.0`` although XLA's CPU arithmetic flushes them to zero); signed
+    integers flip their sign bit; unsigned integers and booleans are their own order.
     """
     dtype = key.dtype
     if dtype == jnp.bool_:
@@ -74,11 +75,12 @@ def ordered_bits(key: jax.Array) -> jax.Array:
     sign = np.array(1 << (dtype.itemsize * 8 - 1)).astype(unsigned)
     if jnp.issubdtype(dtype, jnp.signedinteger):
         return lax.bitcast_convert_type(key, unsigned) ^ sign
-    # -0.0 -> 0.0 by a select: under jit XLA folds the IEEE idiom ``key + 0.0`` to ``key``
-    # (measured: -0.0 then ranked below 0.0 and broke index-order ties).
-    zero = jnp.zeros((), dtype)
-    canonical = jnp.where(jnp.isnan(key), jnp.array(jnp.nan, dtype), jnp.where(key == 0, zero, key))
+    # -0.0 -> 0.0 on the bit pattern, not by a float compare: XLA on CPU treats subnormals as
+    # zero in ``key == 0`` (denormals-are-zero), which would tie 1e-45 with 0.0; and under jit
+    # it folds the IEEE idiom ``key + 0.0`` to ``key``.
+    canonical = jnp.where(jnp.isnan(key), jnp.array(jnp.nan, dtype), key)
     bits = lax.bitcast_convert_type(canonical, unsigned)
+    bits = jnp.where(bits == sign, jnp.zeros((), unsigned), bits)
     return jnp.where((bits & sign) != 0, ~bits, bits | sign)
 
 
