@@ -14,9 +14,10 @@ from flax import nnx
 import hadamard_jax as hj
 from hadamard_jax import linen as hl
 from hadamard_jax import nnx as hn
+from tests.utils import normal
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "hadamard_jax"
-X = jax.random.normal(jax.random.key(42), (3, 4))
+X = normal(42, (3, 4))
 
 
 def _rngs():
@@ -513,7 +514,7 @@ def test_prune_stacked_gated_mlp_and_two_stack_axes():
     for name, size in (("gate", 32), ("up", 32), ("down", 32)):
         assert _per_layer_kept(getattr(stack, f"{name}_mask")[...]) == [size - 8] * 3
     # Two leading stack axes (e.g. vmap inside scan): [2, 3, in, out], 6 layers.
-    kernel = jax.random.normal(jax.random.key(3), (2, 3, 8, 4))
+    kernel = normal(3, (2, 3, 8, 4))
     kernel = kernel * jnp.arange(1.0, 7.0).reshape(2, 3, 1, 1) ** 6
     variables = {"params": {"kernel": kernel}, "masks": {"mask": jnp.ones(kernel.shape, bool)}}
     mask = hl.prune(variables, 0.5)["masks"]["mask"]

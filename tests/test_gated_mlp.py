@@ -8,7 +8,15 @@ import pytest
 from hadamard_jax import gated_mlp
 from hadamard_jax._src.gates import GATES
 from tests.test_glu import PLAIN, PLAIN_VALUE
-from tests.utils import assert_tree_allclose, check_grads, only_arguments_saved, saved_residuals
+from tests.utils import (
+    assert_tree_allclose,
+    bernoulli,
+    check_grads,
+    normal,
+    only_arguments_saved,
+    saved_residuals,
+    uniform,
+)
 
 
 def _gate_fn(name):
@@ -21,16 +29,15 @@ ACTS = {name: _gate_fn(name) for name in GATES}
 
 
 def _args(d=4, h=6, o=3, batch=(2, 5), dtype=jnp.float32, seed=0):
-    k = jax.random.split(jax.random.key(seed), 7)
-    n = lambda key, shape: jax.random.normal(key, shape).astype(dtype)  # noqa: E731
+    s = 10 * seed
     return (
-        n(k[0], (*batch, d)),
-        n(k[1], (d, h)) * 0.5,
-        n(k[2], (d, h)) * 0.5,
-        n(k[3], (h, o)) * 0.5,
-        n(k[4], (h,)),
-        n(k[5], (h,)),
-        n(k[6], (o,)),
+        normal(s, (*batch, d), dtype),
+        normal(s + 1, (d, h), dtype, 0.5),
+        normal(s + 2, (d, h), dtype, 0.5),
+        normal(s + 3, (h, o), dtype, 0.5),
+        normal(s + 4, (h,), dtype),
+        normal(s + 5, (h,), dtype),
+        normal(s + 6, (o,), dtype),
     )
 
 
@@ -80,7 +87,7 @@ def test_matches_plain_composition(activation):
 
 def test_hidden_mask_and_scale():
     args = _args()
-    mask = jax.random.bernoulli(jax.random.key(3), 0.7, (2, 5, 6))
+    mask = bernoulli(3, 0.7, (2, 5, 6))
     out = fused(*args, hidden_mask=mask, hidden_scale=1 / 0.7)
     np.testing.assert_allclose(out, plain(*args, mask=mask, scale=1 / 0.7), rtol=1e-5, atol=1e-5)
     # A mask shared over an axis (size 1) broadcasts.
@@ -111,7 +118,7 @@ def test_check_grads_order_2(x64, activation):
 
 def test_check_grads_float_mask(x64):
     args = tuple(np.asarray(a, np.float64) for a in _args(d=3, h=4, o=2, batch=(2,)))
-    mask = np.asarray(jax.random.uniform(jax.random.key(5), (2, 4)), np.float64)
+    mask = np.asarray(uniform(5, (2, 4)), np.float64)
     check_grads(
         lambda m, *a: fused(*a, hidden_mask=m, hidden_scale=1.5),
         (mask, *args),
@@ -216,13 +223,8 @@ def test_no_matmul_recomputed():
 def test_scan_memory_below_plain():
     # Compiled temp memory of a scanned training step (deterministic for a given XLA).
     L, B, d, h = 4, 64, 32, 128
-    k = jax.random.split(jax.random.key(0), 4)
-    P = (
-        jax.random.normal(k[0], (L, d, h)),
-        jax.random.normal(k[1], (L, d, h)),
-        jax.random.normal(k[2], (L, h, d)),
-    )
-    x = jax.random.normal(k[3], (B, d))
+    P = (normal(0, (L, d, h)), normal(1, (L, d, h)), normal(2, (L, h, d)))
+    x = normal(3, (B, d))
 
     def step(block):
         def loss(P, x):

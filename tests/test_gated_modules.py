@@ -11,8 +11,9 @@ from flax import nnx
 import hadamard_jax as hj
 import hadamard_jax.linen as hl
 import hadamard_jax.nnx as hn
+from tests.utils import normal
 
-X = jax.random.normal(jax.random.key(1), (2, 5, 8))
+X = normal(1, (2, 5, 8))
 HEADS, HEAD_DIM = 2, 4
 
 
@@ -29,7 +30,7 @@ def _rms_plain(x, g, s, before):
 
 @pytest.mark.parametrize("before", [True, False])
 def test_gated_rms_norm_nnx_linen_and_plain_agree(before):
-    g = jax.random.normal(jax.random.key(2), X.shape)
+    g = normal(2, X.shape)
     init = nnx.initializers.normal(1.0)
     layer = hn.GatedRMSNorm(8, norm_before_gate=before, scale_init=init, rngs=nnx.Rngs(0))
     linen = hl.GatedRMSNorm(norm_before_gate=before)

@@ -8,7 +8,7 @@ import pytest
 import hadamard_jax as hj
 from hadamard_jax._src.gates import GATES
 from tests.test_glu import PLAIN
-from tests.utils import check_grads, saved_residuals
+from tests.utils import check_grads, normal, saved_residuals
 
 EPS = 1e-6
 # The gates without a value transform (those gated_rms_norm takes).
@@ -26,11 +26,10 @@ def _plain(x, g, s, *, activation="swiglu", before=True, eps=EPS):
 
 
 def _args(shape=(2, 3, 8), dtype=jnp.float32, seed=0):
-    k = jax.random.split(jax.random.key(seed), 3)
     return (
-        jax.random.normal(k[0], shape).astype(dtype),
-        jax.random.normal(k[1], shape).astype(dtype),
-        (1.0 + 0.1 * jax.random.normal(k[2], shape[-1:])).astype(dtype),
+        normal(10 * seed, shape, dtype),
+        normal(10 * seed + 1, shape, dtype),
+        normal(10 * seed + 2, shape[-1:], dtype, scale=0.1, loc=1.0),
     )
 
 

@@ -21,9 +21,13 @@ from hadamard_jax import (
 )
 from hadamard_jax._src.gates import GATES
 from hadamard_jax.bench import ffn_stack
-from tests.utils import assert_tree_allclose, check_grads, only_arguments_saved, saved_residuals
-
-KEY = jax.random.key(0)
+from tests.utils import (
+    assert_tree_allclose,
+    check_grads,
+    normal,
+    only_arguments_saved,
+    saved_residuals,
+)
 
 # The plain jax.nn activation of every gate of the gate table (and of its approximate form,
 # as "<name>_tanh"), written independently of the library.
@@ -92,13 +96,12 @@ def _plain_packed(name, axis=-1):
     return f
 
 
-def _rand(shape, dtype=jnp.float32, key=KEY, scale=1.0):
-    return (scale * jax.random.normal(key, shape)).astype(dtype)
+def _rand(shape, dtype=jnp.float32, seed=0, scale=1.0):
+    return normal(seed, shape, dtype, scale)
 
 
 def _pair(shape=(3, 4), dtype=jnp.float32, shape_v=None):
-    k1, k2 = jax.random.split(KEY)
-    return _rand(shape, dtype, k1, 2.0), _rand(shape_v or shape, dtype, k2)
+    return _rand(shape, dtype, 1, 2.0), _rand(shape_v or shape, dtype, 2)
 
 
 # --- values ------------------------------------------------------------------------------------
@@ -109,7 +112,7 @@ def test_values_match_plain_composition(name):
     g, v = _pair()
     out = jax.jit(_ours(name))(g, v)
     assert out.dtype == jnp.float32 and out.shape == (3, 4)
-    x = _rand((3, 8), key=jax.random.key(5), scale=2.0)
+    x = _rand((3, 8), seed=5, scale=2.0)
     with jax.enable_x64(True):
         exact = np.asarray(_plain(name)(jnp.asarray(g, jnp.float64), jnp.asarray(v, jnp.float64)))
         exact_packed = np.asarray(_plain_packed(name)(jnp.asarray(x, jnp.float64)))
@@ -343,7 +346,7 @@ def test_packed_transforms_agree_with_plain_composition(transform):
 
 
 def test_broadcast_gradients_come_back_in_input_shapes():
-    g, v = _rand((4, 1, 3), scale=2.0), _rand((5, 1), key=jax.random.key(3))
+    g, v = _rand((4, 1, 3), scale=2.0), _rand((5, 1), seed=3)
     for name in ("bilinear", "swiglu"):
         loss = lambda f: lambda g, v: jnp.sum(jnp.sin(f(g, v)))  # noqa: E731
         ours = jax.grad(loss(functools.partial(_ours(name), broadcast=True)), argnums=(0, 1))(g, v)
@@ -602,7 +605,7 @@ def test_glu_packed_matches_numpy(shape, data):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_interleaved_layout_is_the_two_input_op(name):
-    x = _rand((3, 10), key=jax.random.key(7), scale=3.0)
+    x = _rand((3, 10), seed=7, scale=3.0)
     packed = functools.partial(_packed(name), layout="interleaved")
     np.testing.assert_array_equal(packed(x), _ours(name)(x[:, ::2], x[:, 1::2]))
     dx = jax.grad(lambda x: jnp.sum(jnp.sin(packed(x))))(x)

@@ -10,30 +10,27 @@ import pytest
 from hadamard_jax import hadamard, hadamard_n
 from tests.utils import (
     assert_tree_allclose,
+    bernoulli,
     check_grads,
+    integers,
+    normal,
     only_arguments_saved,
     run_on_8_cpu_devices,
     saved_residuals,
 )
 
-KEY = jax.random.key(0)
 
-
-def _rand(shape, dtype=jnp.float32, key=KEY):
+def _rand(shape, dtype=jnp.float32, seed=0):
     dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        k1, k2 = jax.random.split(key)
-        return (jax.random.normal(k1, shape) + 1j * jax.random.normal(k2, shape)).astype(dtype)
-    if jnp.issubdtype(dtype, jnp.floating):
-        return jax.random.normal(key, shape).astype(dtype)
+    if jnp.issubdtype(dtype, jnp.inexact):
+        return normal(seed, shape, dtype)
     if dtype == jnp.bool_:
-        return jax.random.bernoulli(key, 0.5, shape)
-    return jax.random.randint(key, shape, -5, 5).astype(dtype)
+        return bernoulli(seed, 0.5, shape)
+    return integers(seed, shape, -5, 5, dtype)
 
 
 def _pair(shape_a, shape_b=None, dtype=jnp.float32):
-    k1, k2 = jax.random.split(KEY)
-    return _rand(shape_a, dtype, k1), _rand(shape_b or shape_a, dtype, k2)
+    return _rand(shape_a, dtype, 1), _rand(shape_b or shape_a, dtype, 2)
 
 
 # --- values and dtypes -----------------------------------------------------------------------
@@ -62,7 +59,7 @@ def test_matches_multiply(dtype):
     ],
 )
 def test_dtype_promotion(da, db):
-    a, b = _rand((4,), da), _rand((4,), db, jax.random.key(1))
+    a, b = _rand((4,), da), _rand((4,), db, 1)
     assert hadamard(a, b).dtype == jnp.multiply(a, b).dtype
     assert hadamard_n(a, b, a).dtype == jnp.multiply(jnp.multiply(a, b), a).dtype
     np.testing.assert_array_equal(np.asarray(hadamard(a, b)), np.asarray(jnp.multiply(a, b)))
@@ -78,7 +75,7 @@ def test_python_scalars_and_lists():
 
 
 def test_hadamard_n_values():
-    xs = [_rand((2, 3), key=jax.random.key(i)) for i in range(5)]
+    xs = [_rand((2, 3), seed=i) for i in range(5)]
     np.testing.assert_allclose(hadamard_n(*xs), np.prod(np.stack(xs), axis=0), rtol=1e-6)
     np.testing.assert_array_equal(hadamard_n(xs[0]), xs[0])
 
@@ -150,7 +147,7 @@ def test_check_grads_hadamard(x64, dtype):
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
 def test_check_grads_hadamard_n(x64, dtype, n):
-    xs = [_rand((2, 3), dtype, jax.random.key(i)) for i in range(n)]
+    xs = [_rand((2, 3), dtype, i) for i in range(n)]
     check_grads(hadamard_n, tuple(xs), order=2, modes=["fwd", "rev"])
 
 
@@ -196,7 +193,7 @@ TRANSFORMS = {
 
 @pytest.mark.parametrize("name", TRANSFORMS)
 def test_transforms_agree_with_plain_composition(name):
-    xs = tuple(_rand((3, 4), key=jax.random.key(i)) for i in range(3))
+    xs = tuple(_rand((3, 4), seed=i) for i in range(3))
     transform = TRANSFORMS[name]
     ours = jax.jit(transform(lambda *xs: hadamard_n(*xs)))(*xs)
     plain = jax.jit(transform(_plain_n))(*xs)
@@ -224,7 +221,7 @@ def test_integer_inputs_get_float0_cotangents():
 
 def test_complex_vjp_is_a_transpose():
     a, b = _pair((4,), dtype=jnp.complex64)
-    ct = _rand((4,), jnp.complex64, jax.random.key(7))
+    ct = _rand((4,), jnp.complex64, 7)
     ours = jax.vjp(hadamard, a, b)[1](ct)
     ref = jax.vjp(jnp.multiply, a, b)[1](ct)
     assert_tree_allclose(ours, ref)
@@ -232,7 +229,7 @@ def test_complex_vjp_is_a_transpose():
 
 
 def test_broadcast_gradients_come_back_in_input_shapes():
-    a, b = _rand((4, 1, 3)), _rand((5, 1), key=jax.random.key(3))
+    a, b = _rand((4, 1, 3)), _rand((5, 1), seed=3)
     ga, gb = jax.grad(lambda a, b: jnp.sum(hadamard(a, b, broadcast=True) ** 2), argnums=(0, 1))(
         a, b
     )
@@ -293,7 +290,7 @@ def test_hadamard_n_costs_linear_multiplies():
 
 
 def test_saved_residuals_are_the_inputs(capsys):
-    xs = [_rand((16,), key=jax.random.key(i)) for i in range(5)]
+    xs = [_rand((16,), seed=i) for i in range(5)]
     lines = saved_residuals(capsys, lambda *xs: hadamard_n(*xs).sum(), *xs)
     assert only_arguments_saved(lines) and len(lines) == 5, lines
     plain = saved_residuals(capsys, lambda *xs: _plain_n(*xs).sum(), *xs)

@@ -8,9 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hadamard_jax import highway
-from tests.utils import assert_tree_allclose, check_grads, only_arguments_saved, saved_residuals
-
-KEY = jax.random.key(0)
+from tests.utils import (
+    assert_tree_allclose,
+    check_grads,
+    normal,
+    only_arguments_saved,
+    saved_residuals,
+    uniform,
+)
 
 
 def _plain(t, g, c):
@@ -18,11 +23,11 @@ def _plain(t, g, c):
 
 
 def _args(shape=(3, 4), dtype=jnp.float32, gate_shape=None):
-    kt, kg, kc = jax.random.split(KEY, 3)
-    t = jax.random.normal(kt, shape).astype(dtype)
-    g = jax.random.uniform(kg, gate_shape or shape).astype(dtype)
-    c = jax.random.normal(kc, shape).astype(dtype)
-    return t, g, c
+    return (
+        normal(1, shape, dtype),
+        uniform(2, gate_shape or shape, dtype=dtype),
+        normal(3, shape, dtype),
+    )
 
 
 def test_values_match_plain_composition():

@@ -8,14 +8,20 @@ import numpy as np
 import pytest
 
 from hadamard_jax import bernoulli_ste, hard_concrete, l0_penalty, ste_mask, topk_mask
-from tests.utils import assert_tree_allclose, check_grads, only_arguments_saved, saved_residuals
+from tests.utils import (
+    assert_tree_allclose,
+    check_grads,
+    normal,
+    only_arguments_saved,
+    saved_residuals,
+)
 
 KEY = jax.random.key(0)
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 
 
-def _normal(shape, key=KEY, dtype=jnp.float32):
-    return jax.random.normal(key, shape).astype(dtype)
+def _normal(shape, seed=0, dtype=jnp.float32):
+    return normal(seed, shape, dtype)
 
 
 def _sigmoid_grad(a):
@@ -44,12 +50,11 @@ def test_ste_mask_forward_values():
     "rule", [{"k": 6}, {"fraction": 0.5}, {"threshold": 0.0}], ids=lambda r: next(iter(r))
 )
 def test_ste_mask_gradient_is_straight_through(rule):
-    k1, k2, k3 = jax.random.split(KEY, 3)
-    s, w, g = _normal((3, 4), k1), _normal((3, 4), k2), _normal((3, 4), k3)
+    s, w, g = _normal((3, 4), 1), _normal((3, 4), 2), _normal((3, 4), 3)
     loss = lambda s: jnp.sum(g * (w * ste_mask(s, **rule)))  # noqa: E731
     # edge-popup / movement pruning: dL/ds = dL/d(w*m) * w.
     np.testing.assert_allclose(jax.grad(loss)(s), g * w, rtol=1e-6)
-    t = _normal((3, 4), jax.random.key(9))
+    t = _normal((3, 4), 9)
     _, tangent = jax.jvp(lambda s: ste_mask(s, **rule), (s,), (t,))
     np.testing.assert_array_equal(tangent, t)
     jac = jax.jacrev(lambda s: ste_mask(s, **rule))(s)
@@ -162,7 +167,7 @@ def test_hard_concrete_values_and_gradient_against_formula():
     assert z.dtype == la.dtype and ((z >= 0) & (z <= 1)).all()
     assert (z == 0).any() and (z == 1).any() and ((z > 0) & (z < 1)).any()
     np.testing.assert_allclose(z, _hard_concrete_ref(KEY, la), rtol=1e-6, atol=1e-7)
-    ct = _normal((64,), jax.random.key(2))
+    ct = _normal((64,), 2)
     g = jax.grad(lambda l: jnp.sum(ct * hard_concrete(KEY, l)))(la)
     g_ref = jax.grad(lambda l: jnp.sum(ct * _hard_concrete_ref(KEY, l)))(la)
     np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-7)
@@ -313,7 +318,7 @@ _OPS = {
 @pytest.mark.parametrize("name", _OPS)
 def test_forward_reverse_checkpoint_scan_agree(name):
     op = _OPS[name]
-    la = _normal((6,), jax.random.key(4))
+    la = _normal((6,), 4)
     fwd, rev = jax.jit(jax.jacfwd(op))(la), jax.jit(jax.jacrev(op))(la)
     np.testing.assert_allclose(fwd, rev, rtol=1e-6, atol=1e-7)
     loss = lambda l: jnp.sum(jnp.sin(op(l)))  # noqa: E731

@@ -19,7 +19,7 @@ from jax import lax
 import hadamard_jax as hj
 from hadamard_jax._src import linear_scan as ls
 from hadamard_jax.bench import recurrence
-from tests.utils import check_grads, run_on_8_cpu_devices, saved_residuals
+from tests.utils import check_grads, normal, run_on_8_cpu_devices, saved_residuals, uniform
 
 # --- references ---------------------------------------------------------------------------------
 
@@ -62,10 +62,8 @@ def lax_log_scan(la, lb, lh0):
 
 
 def _inputs(shape, seed=0, dtype=jnp.float32, lo=-1.2, hi=1.2):
-    ka, kb, kh = jax.random.split(jax.random.key(seed), 3)
-    a = jax.random.uniform(ka, shape, minval=lo, maxval=hi).astype(dtype)
-    b = jax.random.normal(kb, shape).astype(dtype)
-    return a, b, jax.random.normal(kh, shape[1:]).astype(dtype)
+    a = uniform(10 * seed, shape, lo, hi, dtype)
+    return a, normal(10 * seed + 1, shape, dtype), normal(10 * seed + 2, shape[1:], dtype)
 
 
 def _close(actual, expected, rtol=1e-6, atol=1e-6):
@@ -149,11 +147,12 @@ def test_resets_and_large_decays_are_exact():
 
 
 def test_complex_follows_jax_transpose_convention():
-    kr, ki = jax.random.split(jax.random.key(3))
-    a = (jax.random.uniform(kr, (10, 3), minval=0.5, maxval=0.9) * jnp.exp(1j * 0.3)).astype(
-        jnp.complex64
+    a = jax.device_put(
+        (np.random.default_rng(3).uniform(0.5, 0.9, (10, 3)) * np.exp(1j * 0.3)).astype(
+            np.complex64
+        )
     )
-    b = jax.random.normal(ki, (10, 3), jnp.complex64)
+    b = normal(4, (10, 3), jnp.complex64)
     np.testing.assert_allclose(hj.linear_scan(a, b), numpy_scan(a, b), rtol=1e-5, atol=1e-6)
     f = lambda a, b: hj.linear_scan(a, b)  # noqa: E731
     out, vjp = jax.vjp(f, a, b)
@@ -211,7 +210,7 @@ def test_check_grads_complex(x64):
 @pytest.mark.parametrize("shape", [(64, 8), (7, 2, 3)])
 def test_gradients_equal_lax_scan_autodiff(shape):
     a, b, h0 = _inputs(shape, lo=0.3, hi=1.0)
-    w = jax.random.normal(jax.random.key(9), shape)
+    w = normal(9, shape)
     loss = lambda f: lambda a, b, h0: jnp.sum(f(a, b, h0) * w)  # noqa: E731
     for rev in (False, True):
         ours = jax.value_and_grad(

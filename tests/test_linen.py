@@ -13,9 +13,9 @@ from flax import nnx, serialization
 import hadamard_jax as hj
 from hadamard_jax import linen as hl
 from hadamard_jax import nnx as hn
-from tests.utils import assert_tree_allclose, run_on_8_cpu_devices
+from tests.utils import assert_tree_allclose, normal, run_on_8_cpu_devices
 
-X = jax.random.normal(jax.random.key(42), (3, 4))
+X = normal(42, (3, 4))
 NORMAL = nnx.initializers.normal(1.0)
 
 
@@ -176,7 +176,7 @@ class Net(nn.Module):
 
 def test_prune_variables_and_train_keeps_zeros():
     model = Net()
-    x = jax.random.normal(jax.random.key(2), (5, 8))
+    x = normal(2, (5, 8))
     variables = model.init(jax.random.key(0), x)
     assert set(variables) == {"params", "masks"}
     assert "mask" not in str(jax.tree_util.tree_structure(variables["params"]))

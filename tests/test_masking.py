@@ -17,17 +17,22 @@ from hadamard_jax import (
     padding_mask,
     unpack_mask,
 )
-from tests.utils import assert_tree_allclose, check_grads, only_arguments_saved, saved_residuals
+from tests.utils import (
+    assert_tree_allclose,
+    bernoulli,
+    check_grads,
+    normal,
+    only_arguments_saved,
+    saved_residuals,
+)
 
-KEY = jax.random.key(0)
+
+def _normal(shape, seed=0, dtype=jnp.float32):
+    return normal(seed, shape, dtype)
 
 
-def _normal(shape, key=KEY, dtype=jnp.float32):
-    return jax.random.normal(key, shape).astype(dtype)
-
-
-def _bits(shape, key=KEY):
-    return jax.random.bernoulli(key, 0.5, shape)
+def _bits(shape, seed=0, dtype=jnp.bool_):
+    return bernoulli(seed, 0.5, shape, dtype)
 
 
 def _plain(x, mask, fill=0.0):
@@ -53,9 +58,8 @@ _DTYPE_PAIRS = [
 
 @pytest.mark.parametrize("x_dtype,mask_dtype", _DTYPE_PAIRS, ids=str)
 def test_apply_mask_values_and_dtypes(x_dtype, mask_dtype):
-    k1, k2 = jax.random.split(KEY)
-    x = (jax.random.normal(k1, (3, 4)) * 4).astype(x_dtype)
-    mask = _bits((3, 4), k2).astype(mask_dtype)
+    x = normal(1, (3, 4), x_dtype, scale=4.0)
+    mask = _bits((3, 4), 2, mask_dtype)
     out = jax.jit(apply_mask)(x, mask)
     assert out.dtype == x.dtype and out.shape == x.shape
     np.testing.assert_array_equal(np.asarray(out), np.asarray(_plain(x, mask)))
@@ -78,7 +82,7 @@ def test_apply_mask_fill_is_exact_over_inf_and_nan():
 @pytest.mark.parametrize("mask_shape", [(4,), (1, 4), (3, 1), (1, 1), (), (2, 1, 4)], ids=str)
 def test_apply_mask_broadcasts_mask_only(mask_shape):
     x = _normal((2, 3, 4))
-    mask = _bits(mask_shape, jax.random.key(3))
+    mask = _bits(mask_shape, 3)
     out = apply_mask(x, mask, fill=7.0)
     np.testing.assert_array_equal(out, np.where(np.broadcast_to(mask, x.shape), x, 7.0))
 
@@ -179,7 +183,7 @@ TRANSFORMS = {
 
 @pytest.mark.parametrize("name", TRANSFORMS)
 def test_apply_mask_transforms_agree_with_where(name):
-    x, mask = _normal((3, 4)), _bits((3, 4), jax.random.key(5)).astype(jnp.int32)
+    x, mask = _normal((3, 4)), _bits((3, 4), 5, jnp.int32)
     ours = jax.jit(TRANSFORMS[name](lambda x, m: apply_mask(x, m, fill=0.5)))(x, mask)
     plain = jax.jit(TRANSFORMS[name](lambda x, m: _plain(x, m, 0.5)))(x, mask)
     assert_tree_allclose(ours, plain, rtol=1e-6, atol=1e-6)

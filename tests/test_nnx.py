@@ -11,9 +11,9 @@ from flax import nnx, serialization
 
 import hadamard_jax as hj
 from hadamard_jax import nnx as hn
-from tests.utils import assert_tree_allclose, run_on_8_cpu_devices
+from tests.utils import assert_tree_allclose, normal, run_on_8_cpu_devices
 
-X = jax.random.normal(jax.random.key(42), (3, 4))
+X = normal(42, (3, 4))
 ACTS = {
     "swiglu": jax.nn.silu,
     "geglu": lambda g: jax.nn.gelu(g, approximate=False),
@@ -182,7 +182,7 @@ def test_prune_and_train_keeps_zeros(method):
     assert hn.mask_sparsity(model) == 0.75
     if method == "magnitude":  # per layer: exact count in each
         assert int(model.a.mask[...].sum()) == 32 and int(model.b.mask[...].sum()) == 16
-    x = jax.random.normal(jax.random.key(2), (5, 8))
+    x = normal(2, (5, 8))
     opt = nnx.Optimizer(model, optax.adamw(1e-2, weight_decay=1e-2), wrt=nnx.Param)
 
     @nnx.jit

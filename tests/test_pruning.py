@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hadamard_jax import global_magnitude_masks, magnitude_mask, nm_mask, random_mask, topk_mask
+from tests.utils import normal
 
 KEY = jax.random.key(0)
 
@@ -84,7 +85,7 @@ def test_magnitude_mask_dtypes(dtype):
 
 
 def test_magnitude_mask_jit_and_vmap():
-    x = jax.random.normal(KEY, (4, 3, 5))
+    x = normal(0, (4, 3, 5))
     batched = jax.jit(jax.vmap(lambda x: magnitude_mask(x, 0.4)))(x)
     for i in range(4):
         np.testing.assert_array_equal(batched[i], _magnitude_ref(x[i], 0.4))
@@ -115,7 +116,7 @@ def test_global_magnitude_masks_mixed_dtypes_jit_and_empty():
     np.testing.assert_array_equal(masks[0], [True, False])
     assert masks[1] is None
     np.testing.assert_array_equal(masks[2], [[False, True]])
-    batch = {"w": jax.random.normal(KEY, (3, 4, 2)), "b": jax.random.normal(KEY, (3, 2))}
+    batch = {"w": normal(0, (3, 4, 2)), "b": normal(0, (3, 2))}
     per_example = jax.vmap(lambda t: global_magnitude_masks(t, 0.5))(batch)
     for i in range(3):
         one = global_magnitude_masks({"w": batch["w"][i], "b": batch["b"][i]}, 0.5)
@@ -179,7 +180,7 @@ def test_nm_mask_group_structure(case):
 
 
 def test_nm_mask_2_4_jit_vmap():
-    w = jax.random.normal(KEY, (3, 8, 16))
+    w = normal(0, (3, 8, 16))
     out = jax.jit(jax.vmap(lambda w: nm_mask(w, 2, 4)))(w)
     np.testing.assert_array_equal(out, nm_mask(w, 2, 4))
     np.testing.assert_array_equal(out, _nm_ref(w, 2, 4, -1))
@@ -214,7 +215,7 @@ def test_topk_mask_axis_ints_jit_vmap():
     np.testing.assert_array_equal(
         topk_mask(s, 1, axis=0), [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]]
     )
-    x = jax.random.normal(KEY, (5, 6))
+    x = normal(0, (5, 6))
     batched = jax.jit(jax.vmap(lambda r: topk_mask(r, 3)))(x)
     np.testing.assert_array_equal(batched, topk_mask(x, 3, axis=-1))
     np.testing.assert_array_equal(topk_mask(jnp.array([1.0, jnp.nan, jnp.inf]), 1), [0, 1, 0])

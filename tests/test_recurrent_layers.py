@@ -14,14 +14,14 @@ from flax import nnx
 from hadamard_jax import linen as hl
 from hadamard_jax import nnx as hn
 from hadamard_jax._layers import recurrent as R
-from tests.utils import assert_tree_allclose, run_on_8_cpu_devices
+from tests.utils import assert_tree_allclose, normal, run_on_8_cpu_devices
 
 B, T, D, N = 2, 7, 4, 5
 TOL = dict(rtol=2e-5, atol=2e-5)
 
 
 def _x(shape=(B, T, D), seed=0):
-    return jax.random.normal(jax.random.key(seed), shape)
+    return normal(seed, shape)
 
 
 def _params(module, names):

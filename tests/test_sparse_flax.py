@@ -11,10 +11,10 @@ import optax
 from flax import nnx
 
 from hadamard_jax import sparse
-from tests.utils import run_on_8_cpu_devices
+from tests.utils import normal, run_on_8_cpu_devices
 
-X = jax.random.normal(jax.random.key(1), (8, 12))
-Y = jax.random.normal(jax.random.key(2), (8, 4))
+X = normal(1, (8, 12))
+Y = normal(2, (8, 4))
 
 
 def _tx():

@@ -11,14 +11,15 @@ import pytest
 
 from hadamard_jax import block_mask, channel_mask, magnitude_mask, nm_mask, sparse
 from hadamard_jax._src.checks import count_of
+from tests.utils import normal
 
 
 def _params(seed=0):
-    k = jax.random.split(jax.random.key(seed), 4)
+    s = 10 * seed
     return {
-        "dense": {"kernel": jax.random.normal(k[0], (12, 10)), "bias": jnp.zeros(10)},
-        "stack": {"kernel": jax.random.normal(k[1], (3, 10, 10))},  # three scanned layers
-        "head": {"kernel": jax.random.normal(k[2], (10, 5)), "bias": jnp.zeros(5)},
+        "dense": {"kernel": normal(s, (12, 10)), "bias": jnp.zeros(10)},
+        "stack": {"kernel": normal(s + 1, (3, 10, 10))},  # three scanned layers
+        "head": {"kernel": normal(s + 2, (10, 5)), "bias": jnp.zeros(5)},
         "norm": {"scale": jnp.ones(10)},
     }
 
@@ -32,7 +33,7 @@ def _loss(p, x):
     )
 
 
-X = jax.random.normal(jax.random.key(9), (4, 12))
+X = normal(9, (4, 12))
 
 
 def _stepper(tx):
@@ -262,8 +263,7 @@ def test_reset_where_is_generic_over_inner_states():
     ],
 )
 def test_patterns_match_the_pure_ops_at_the_pruning_step(pattern, op):
-    k = jax.random.split(jax.random.key(4), 2)
-    p = {"w": jax.random.normal(k[0], (8, 12)), "s": jax.random.normal(k[1], (2, 4, 8))}
+    p = {"w": normal(40, (8, 12)), "s": normal(41, (2, 4, 8))}
     tx = sparse.sparsify(optax.sgd(0.0), schedule=sparse.one_shot(0.5), pattern=pattern)
     state = tx.init(p)
     u, state = tx.update(jax.tree.map(jnp.zeros_like, p), state, p)

@@ -15,6 +15,40 @@ import jax.test_util
 import numpy as np
 
 
+def _put(x: np.ndarray, dtype) -> jax.Array:
+    # jax.device_put, not jnp.asarray: asarray compiles a copy program per shape and dtype.
+    return jax.device_put(np.asarray(x).astype(dtype))
+
+
+def normal(seed: int, shape, dtype=np.float32, scale: float = 1.0, loc: float = 0.0) -> jax.Array:
+    """``loc + scale * N(0, 1)`` test data of ``shape``, drawn by NumPy (complex: both parts).
+
+    NumPy rather than ``jax.random``: a ``jax.random`` draw compiles one XLA program per shape
+    and dtype (about 0.1 s each), and the suite draws a few hundred; the tests only need fixed,
+    reproducible values.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if np.issubdtype(np.dtype(dtype), np.complexfloating):
+        x = x + 1j * rng.standard_normal(shape)
+    return _put(loc + scale * x, dtype)
+
+
+def uniform(seed: int, shape, lo: float = 0.0, hi: float = 1.0, dtype=np.float32) -> jax.Array:
+    """Uniform ``[lo, hi)`` test data of ``shape``, drawn by NumPy (see ``normal``)."""
+    return _put(np.random.default_rng(seed).uniform(lo, hi, shape), dtype)
+
+
+def bernoulli(seed: int, p: float, shape, dtype=np.bool_) -> jax.Array:
+    """``True`` (1) with probability ``p``, else ``False`` (0), of ``shape``; drawn by NumPy."""
+    return _put(np.random.default_rng(seed).random(shape) < p, dtype)
+
+
+def integers(seed: int, shape, lo: int, hi: int, dtype=np.int32) -> jax.Array:
+    """Integers in ``[lo, hi)`` of ``shape``, drawn by NumPy."""
+    return _put(np.random.default_rng(seed).integers(lo, hi, shape), dtype)
+
+
 def check_grads(f, args, order, **kwargs) -> None:
     """``jax.test_util.check_grads`` with ``jax.jit`` disabled (the ops run primitive by primitive).
 
