@@ -12,7 +12,8 @@ process alike) selects what asv discovers:
 
 A module's deep classes are deleted at its end unless :data:`DEEP`.
 
-JAX timing hygiene (FIELD-NOTES.md, "asv with JAX"):
+JAX timing hygiene (the rules a new benchmark follows; docs/benchmarking.md, "Adding a benchmark
+module"):
 
 * no benchmark module imports JAX at module level: a benchmark that only reads a figure from a
   ``setup_cache`` runs in ~0.1 s instead of ~1.5 s, and discovery works on any commit;
