@@ -20,10 +20,6 @@ KEY = jax.random.key(0)
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 
 
-def _normal(shape, seed=0, dtype=jnp.float32):
-    return normal(seed, shape, dtype)
-
-
 def _sigmoid_grad(a):
     return jax.nn.sigmoid(a) * jax.nn.sigmoid(-a)
 
@@ -32,7 +28,7 @@ def _sigmoid_grad(a):
 
 
 def test_ste_mask_forward_values():
-    s = _normal((4, 5))
+    s = normal(0, (4, 5))
     for k in (0, 3, 20):
         out = ste_mask(s, k=k)
         assert out.dtype == s.dtype and out.shape == s.shape and int(out.sum()) == k
@@ -50,11 +46,11 @@ def test_ste_mask_forward_values():
     "rule", [{"k": 6}, {"fraction": 0.5}, {"threshold": 0.0}], ids=lambda r: next(iter(r))
 )
 def test_ste_mask_gradient_is_straight_through(rule):
-    s, w, g = _normal((3, 4), 1), _normal((3, 4), 2), _normal((3, 4), 3)
+    s, w, g = normal(1, (3, 4)), normal(2, (3, 4)), normal(3, (3, 4))
     loss = lambda s: jnp.sum(g * (w * ste_mask(s, **rule)))  # noqa: E731
     # edge-popup / movement pruning: dL/ds = dL/d(w*m) * w.
     np.testing.assert_allclose(jax.grad(loss)(s), g * w, rtol=1e-6)
-    t = _normal((3, 4), 9)
+    t = normal(9, (3, 4))
     _, tangent = jax.jvp(lambda s: ste_mask(s, **rule), (s,), (t,))
     np.testing.assert_array_equal(tangent, t)
     jac = jax.jacrev(lambda s: ste_mask(s, **rule))(s)
@@ -62,7 +58,7 @@ def test_ste_mask_gradient_is_straight_through(rule):
 
 
 def test_ste_mask_saves_nothing_bf16_and_threshold_no_grad(capsys):
-    s = _normal((6,))
+    s = normal(0, (6,))
     assert saved_residuals(capsys, lambda s: jnp.sum(ste_mask(s, k=2)), s) == []
     sb = s.astype(jnp.bfloat16)
     g = jax.grad(lambda s: jnp.sum(ste_mask(s, k=2)).astype(jnp.float32))(sb)
@@ -72,7 +68,7 @@ def test_ste_mask_saves_nothing_bf16_and_threshold_no_grad(capsys):
 
 
 def test_ste_mask_jit_vmap():
-    s = _normal((4, 6))
+    s = normal(0, (4, 6))
     out = jax.jit(jax.vmap(lambda s: ste_mask(s, k=2)))(s)
     np.testing.assert_array_equal(out, topk_mask(s, 2, axis=1))
     thr = jax.jit(jax.vmap(lambda s, t: ste_mask(s, threshold=t)))(s, jnp.arange(4.0) - 1)
@@ -134,7 +130,7 @@ def test_bernoulli_ste_mean_saves_logits_bf16(capsys):
 
 def test_bernoulli_ste_check_grads_of_surrogate(x64):
     # The rule is linear: check_grads on the straight-through surrogate's mean path.
-    logits = _normal((5,), dtype=jnp.float64)
+    logits = normal(0, (5,), jnp.float64)
 
     def f(l):
         sig = jax.nn.sigmoid(l)
@@ -167,7 +163,7 @@ def test_hard_concrete_values_and_gradient_against_formula():
     assert z.dtype == la.dtype and ((z >= 0) & (z <= 1)).all()
     assert (z == 0).any() and (z == 1).any() and ((z > 0) & (z < 1)).any()
     np.testing.assert_allclose(z, _hard_concrete_ref(KEY, la), rtol=1e-6, atol=1e-7)
-    ct = _normal((64,), 2)
+    ct = normal(2, (64,))
     g = jax.grad(lambda l: jnp.sum(ct * hard_concrete(KEY, l)))(la)
     g_ref = jax.grad(lambda l: jnp.sum(ct * _hard_concrete_ref(KEY, l)))(la)
     np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-7)
@@ -227,7 +223,7 @@ def test_hard_concrete_finite_gradients_at_extremes(monkeypatch):
 
 
 def test_hard_concrete_saves_key_and_log_alpha_bf16_jit_vmap(capsys):
-    la = _normal((5,))
+    la = normal(0, (5,))
     f = jax.jit(lambda k, l: jnp.sum(hard_concrete(k, l) * 2.0))
     lines = saved_residuals(capsys, f, KEY, la)
     assert lines == ["key<fry>[] from the argument k", "f32[5] from the argument l"], lines
@@ -265,7 +261,7 @@ def test_l0_penalty_matches_monte_carlo():
 
 
 def test_l0_penalty_gradients(x64, capsys):
-    la = _normal((6,), dtype=jnp.float64)
+    la = normal(0, (6,), jnp.float64)
     check_grads(l0_penalty, (la,), order=2, modes=["fwd", "rev"])
     plain = lambda l: jnp.sum(jax.nn.sigmoid(l - 1.5 * math.log(0.1 / 1.3)))  # noqa: E731
     ours = lambda l: l0_penalty(l, beta=1.5, gamma=-0.1, zeta=1.3)  # noqa: E731
@@ -281,7 +277,7 @@ def test_l0_penalty_bf16_extremes_jit_vmap():
     v, g = jax.value_and_grad(lambda l: l0_penalty(l).astype(jnp.float32))(la)
     assert g.dtype == jnp.bfloat16 and np.isfinite(np.asarray(g, np.float32)).all()
     assert float(g[2]) > 0  # sigmoid(x)sigmoid(-x), not s(1-s), which is 0 in bf16 here
-    batch = _normal((3, 4))
+    batch = normal(0, (3, 4))
     np.testing.assert_allclose(
         jax.jit(jax.vmap(l0_penalty))(batch), [float(l0_penalty(b)) for b in batch], rtol=1e-6
     )
@@ -318,7 +314,7 @@ _OPS = {
 @pytest.mark.parametrize("name", _OPS)
 def test_forward_reverse_checkpoint_scan_agree(name):
     op = _OPS[name]
-    la = _normal((6,), 4)
+    la = normal(4, (6,))
     fwd, rev = jax.jit(jax.jacfwd(op))(la), jax.jit(jax.jacrev(op))(la)
     np.testing.assert_allclose(fwd, rev, rtol=1e-6, atol=1e-7)
     loss = lambda l: jnp.sum(jnp.sin(op(l)))  # noqa: E731

@@ -27,10 +27,6 @@ from tests.utils import (
 )
 
 
-def _normal(shape, seed=0, dtype=jnp.float32):
-    return normal(seed, shape, dtype)
-
-
 def _bits(shape, seed=0, dtype=jnp.bool_):
     return bernoulli(seed, 0.5, shape, dtype)
 
@@ -81,7 +77,7 @@ def test_apply_mask_fill_is_exact_over_inf_and_nan():
 
 @pytest.mark.parametrize("mask_shape", [(4,), (1, 4), (3, 1), (1, 1), (), (2, 1, 4)], ids=str)
 def test_apply_mask_broadcasts_mask_only(mask_shape):
-    x = _normal((2, 3, 4))
+    x = normal(0, (2, 3, 4))
     mask = _bits(mask_shape, 3)
     out = apply_mask(x, mask, fill=7.0)
     np.testing.assert_array_equal(out, np.where(np.broadcast_to(mask, x.shape), x, 7.0))
@@ -121,7 +117,7 @@ def test_apply_mask_grad_exactly_zero_and_finite_at_masked_inf_nan():
 
 
 def test_apply_mask_no_gradient_into_mask_and_fill_gradient():
-    x, mask = _normal((6,)), jnp.array([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    x, mask = normal(0, (6,)), jnp.array([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
     ct = jnp.arange(1.0, 7.0)
     gx, gm, gf = jax.grad(lambda x, m, f: jnp.sum(ct * apply_mask(x, m, fill=f)), (0, 1, 2))(
         x, mask, 2.0
@@ -134,7 +130,7 @@ def test_apply_mask_no_gradient_into_mask_and_fill_gradient():
 
 
 def test_apply_mask_check_grads(x64):
-    x = _normal((3, 4), dtype=jnp.float64)
+    x = normal(0, (3, 4), jnp.float64)
     mask = _bits((1, 4))
     check_grads(lambda x, f: apply_mask(x, mask, fill=f), (x, 0.5), order=2, modes=["fwd", "rev"])
     xc = (x + 1j * x[::-1]).astype(jnp.complex128)
@@ -142,7 +138,7 @@ def test_apply_mask_check_grads(x64):
 
 
 def test_apply_mask_saves_only_the_mask(capsys):
-    x, mask = _normal((8, 8)), _bits((8, 8))
+    x, mask = normal(0, (8, 8)), _bits((8, 8))
     f = jax.jit(lambda x, m: jnp.sum(apply_mask(x, m, fill=1.0) * 3.0))
     lines = saved_residuals(capsys, f, x, mask.astype(jnp.float32))
     assert lines == ["f32[8,8] from the argument m"] and only_arguments_saved(lines), lines
@@ -151,7 +147,7 @@ def test_apply_mask_saves_only_the_mask(capsys):
 
 
 def test_apply_mask_bf16_cotangent_dtype():
-    x = _normal((4,), dtype=jnp.bfloat16)
+    x = normal(0, (4,), jnp.bfloat16)
     g = jax.grad(lambda x: jnp.sum(apply_mask(x, jnp.array([1, 0, 1, 0]))).astype(jnp.float32))(x)
     assert g.dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(g, np.float32), [1, 0, 1, 0])
@@ -183,7 +179,7 @@ TRANSFORMS = {
 
 @pytest.mark.parametrize("name", TRANSFORMS)
 def test_apply_mask_transforms_agree_with_where(name):
-    x, mask = _normal((3, 4)), _bits((3, 4), 5, jnp.int32)
+    x, mask = normal(0, (3, 4)), _bits((3, 4), 5, jnp.int32)
     ours = jax.jit(TRANSFORMS[name](lambda x, m: apply_mask(x, m, fill=0.5)))(x, mask)
     plain = jax.jit(TRANSFORMS[name](lambda x, m: _plain(x, m, 0.5)))(x, mask)
     assert_tree_allclose(ours, plain, rtol=1e-6, atol=1e-6)
