@@ -17,14 +17,16 @@ _SPEC.loader.exec_module(_ROOT_CONFTEST)
 def test_defaults_are_added_and_the_callers_flags_win():
     merge = _ROOT_CONFTEST._with_default_flags
     assert merge("") == (
-        "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+        "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
+        "--xla_cpu_use_fusion_emitters=false"
     )
     assert merge("--xla_backend_optimization_level=2 --xla_dump_to=/tmp/x") == (
         "--xla_backend_optimization_level=2 --xla_dump_to=/tmp/x "
-        "--xla_force_host_platform_device_count=8"
+        "--xla_force_host_platform_device_count=8 --xla_cpu_use_fusion_emitters=false"
     )
-    assert merge("--xla_force_host_platform_device_count=2") == (
-        "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+    assert merge("--xla_force_host_platform_device_count=2 --xla_cpu_use_fusion_emitters=true") == (
+        "--xla_force_host_platform_device_count=2 --xla_cpu_use_fusion_emitters=true "
+        "--xla_backend_optimization_level=0"
     )
 
 
