@@ -28,3 +28,16 @@ def x64():
     """Runs the test with 64-bit types, for finite-difference gradient checks."""
     with jax.enable_x64(True):
         yield
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """Drops JAX's caches when a worker leaves a test module (``jax.clear_caches()``).
+
+    Each compiled program stays cached (with its jaxpr and MLIR) for the life of the process,
+    and tracing, lowering and compiling slow down as those caches grow: after ``test_glu.py``
+    (800 programs) a new eager op lowers in 8.5 ms instead of 5.9 and compiles in 15 ms instead
+    of 13. Few programs are shared between modules, so starting each module afresh costs less
+    than it saves.
+    """
+    if nextitem is None or nextitem.path != item.path:
+        jax.clear_caches()
