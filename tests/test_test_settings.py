@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import jax
+import pytest
 
 _SPEC = importlib.util.spec_from_file_location(
     "_root_conftest", Path(__file__).resolve().parent.parent / "conftest.py"
@@ -28,6 +29,16 @@ def test_defaults_are_added_and_the_callers_flags_win():
         "--xla_force_host_platform_device_count=2 --xla_cpu_use_fusion_emitters=true "
         "--xla_backend_optimization_level=0"
     )
+    assert merge("", fast_compile=False) == "--xla_force_host_platform_device_count=8"
+
+
+def test_compiler_choice():
+    choose = _ROOT_CONFTEST._fast_compile
+    assert choose({}) is True
+    assert choose({"HADAMARD_JAX_TEST_COMPILER": "fast"}) is True
+    assert choose({"HADAMARD_JAX_TEST_COMPILER": "default"}) is False
+    with pytest.raises(ValueError, match="HADAMARD_JAX_TEST_COMPILER.*'xla'"):
+        choose({"HADAMARD_JAX_TEST_COMPILER": "xla"})
 
 
 def test_this_process_has_the_devices_the_sharding_tests_run_on():
