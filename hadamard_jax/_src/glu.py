@@ -482,6 +482,10 @@ def clamped_swiglu_packed(
 
 
 def _fill_docs() -> None:
+    """Fills the ``{pair_doc}`` / ``{packed_doc}`` marker of every public gate's docstring.
+
+    The functions are found by their marker, so a new gate's two functions need no entry here.
+    """
     if glu.__doc__ is None:  # docstrings stripped (python -OO)
         return
     approx = "      approximate: use the tanh approximation of GELU (``jax.nn.gelu``'s flag).\n"
@@ -491,21 +495,13 @@ def _fill_docs() -> None:
     )
     extras = {geglu: approx, geglu_packed: approx, clamped_swiglu: clamp}
     extras[clamped_swiglu_packed] = clamp
-    pairs = (glu, bilinear, reglu, geglu, swiglu, quick_geglu, squared_reglu, clamped_swiglu)
-    packed = (
-        glu_packed,
-        bilinear_packed,
-        reglu_packed,
-        geglu_packed,
-        swiglu_packed,
-        quick_geglu_packed,
-        squared_reglu_packed,
-        clamped_swiglu_packed,
-    )
-    for fns, doc, mark in ((pairs, _PAIR_DOC, "pair_doc"), (packed, _PACKED_DOC, "packed_doc")):
-        for fn in fns:
-            text = doc.format(extra=extras.get(fn, "")).strip("\n")
-            fn.__doc__ = (fn.__doc__ or "").replace(f"    {{{mark}}}\n", "\n" + text + "\n\n")
+    for fn in list(globals().values()):
+        for doc, mark in ((_PAIR_DOC, "pair_doc"), (_PACKED_DOC, "packed_doc")):
+            marker = f"    {{{mark}}}\n"
+            own = getattr(fn, "__doc__", None) if callable(fn) else None
+            if own and marker in own:
+                text = doc.format(extra=extras.get(fn, "")).strip("\n")
+                fn.__doc__ = own.replace(marker, "\n" + text + "\n\n")
 
 
 _fill_docs()
