@@ -20,7 +20,7 @@ from hadamard_jax import (
     swiglu,
 )
 from hadamard_jax._src.gates import GATES
-from hadamard_jax.bench import ffn_stack
+from hadamard_jax.bench import ffn_stack, gating
 from tests.utils import (
     assert_tree_allclose,
     check_grads,
@@ -29,21 +29,14 @@ from tests.utils import (
     saved_residuals,
 )
 
-# The plain jax.nn activation of every gate of the gate table (and of its approximate form,
-# as "<name>_tanh"), written independently of the library.
-PLAIN = {
-    "glu": jax.nn.sigmoid,
-    "bilinear": lambda g: g,
-    "reglu": jax.nn.relu,
-    "geglu": functools.partial(jax.nn.gelu, approximate=False),
-    "geglu_tanh": functools.partial(jax.nn.gelu, approximate=True),
-    "swiglu": jax.nn.silu,
-    "quick_geglu": lambda g: g * jax.nn.sigmoid(1.702 * g),
-    "squared_reglu": lambda g: jnp.square(jax.nn.relu(g)),
-    "clamped_swiglu": lambda g: jnp.minimum(g, 7.0) * jax.nn.sigmoid(1.702 * jnp.minimum(g, 7.0)),
-}
-# Gates whose value enters transformed (gpt-oss: clip(v, -7, 7) + 1): the plain composition.
-PLAIN_VALUE = {"clamped_swiglu": lambda v: jnp.clip(v, -7.0, 7.0) + 1.0}
+CLAMPED = {name for name, gate in GATES.items() if gate.clamps_value}
+# The plain jax.nn composition of every gate of the gate table (and of its approximate form,
+# as "<name>_tanh"), written independently of the library's activations: the benchmarks'
+# reference (hadamard_jax.bench.gating.PLAIN), one table for both. The output is
+# PLAIN[name](gate) * value, or * PLAIN_VALUE[name](value) for the gates that transform their
+# value (gpt-oss: clip(v, -7, 7) + 1).
+PLAIN = {name: act for name, (act, _) in gating.PLAIN.items()}
+PLAIN_VALUE = {name: value for name, (_, value) in gating.PLAIN.items() if name in CLAMPED}
 # Gates whose derivative is infinite at gate = +inf (the math's value there).
 UNBOUNDED_GRAD = {"squared_reglu"}
 
