@@ -24,17 +24,22 @@ def _x(shape=(B, T, D), seed=0):
     return normal(seed, shape)
 
 
-def _params(module, names):
-    return {k: getattr(module, k)[...] for k in names if getattr(module, k) is not None}
+def _params(module, names=None):
+    """The module's parameters as a plain nested dict (recurrentgemma's tree for RGLRU)."""
+    return nnx.to_pure_dict(nnx.state(module, nnx.Param))
 
 
 # --- plain references: the equations, one lax.scan step at a time ------------------------------
 
 
 def ref_rglru(params, x, h0, c=8.0):
+    # One head: the block-diagonal gates are dense layers (w[0], b[0]).
+    def dense(gate, x_t):
+        return x_t @ params[gate]["w"][0] + params[gate]["b"][0][None]
+
     def step(h, x_t):
-        r = jax.nn.sigmoid(x_t @ params["a_gate_kernel"] + params["a_gate_bias"][None])
-        i = jax.nn.sigmoid(x_t @ params["input_gate_kernel"] + params["input_gate_bias"][None])
+        r = jax.nn.sigmoid(dense("a_gate", x_t))
+        i = jax.nn.sigmoid(dense("input_gate", x_t))
         a = jnp.exp(-c * jax.nn.softplus(params["a_param"])[None] * r)
         h = a * h + jnp.sqrt(1 - a**2) * (i * x_t)
         return h, h
@@ -58,8 +63,8 @@ def ref_min_gru(params, x, h0):
 def _rglru():
     layer = hn.RGLRU(D, rngs=nnx.Rngs(0))
     # Non-zero biases, so that every parameter matters.
-    layer.a_gate_bias[...] = 0.1 * _x((D,), 5)
-    layer.input_gate_bias[...] = 0.1 * _x((D,), 6)
+    layer.a_gate.b[...] = 0.1 * _x((1, D), 5)
+    layer.input_gate.b[...] = 0.1 * _x((1, D), 6)
     return layer
 
 
@@ -104,8 +109,7 @@ def test_values_and_gradients_match_plain_scan(name):
     graphdef = nnx.graphdef(layer)
 
     def ours(params, x, h0):
-        module = nnx.merge(graphdef, nnx.State({k: nnx.Param(v) for k, v in params.items()}))
-        return module(x, h0)
+        return nnx.merge(graphdef, nnx.State(jax.tree.map(nnx.Param, params)))(x, h0)
 
     def plain(params, x, h0):
         return ref(params, x, jnp.zeros((B, n)) if h0 is None else h0)

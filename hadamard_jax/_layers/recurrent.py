@@ -37,8 +37,11 @@ RGLRU_MIN_RAD, RGLRU_MAX_RAD = 0.9, 0.999
 #: The bound on the derivative of ``sqrt(1 - a_t^2)`` (recurrentgemma's ``max_gradient``).
 MAX_SQRT_GRADIENT = 1000.0
 
-#: The parameters of ``RGLRU`` and ``MinGRU``, by name.
-RGLRU_PARAMS = ("a_gate_kernel", "a_gate_bias", "input_gate_kernel", "input_gate_bias", "a_param")
+#: The parameters of ``RGLRU`` and ``MinGRU``, by name. RGLRU's are recurrentgemma's:
+#: ``a_param`` ``[d]`` and two block-diagonal gates (``BlockDiagonalLinear``), each with ``w``
+#: ``[heads, d / heads, d / heads]`` and ``b`` ``[heads, d / heads]``.
+RGLRU_PARAMS = ("a_param", "input_gate", "a_gate")
+RGLRU_GATE_PARAMS = ("w", "b")
 MIN_GRU_PARAMS = ("gate_kernel", "gate_bias", "candidate_kernel", "candidate_bias")
 
 
@@ -69,6 +72,7 @@ def _projections(
 def check_rglru(
     *,
     features: Any,
+    num_heads: Any,
     c: Any,
     min_rad: Any,
     max_rad: Any,
@@ -80,10 +84,17 @@ def check_rglru(
 ) -> tuple[float, float, float]:
     """``RGLRU``'s arguments; returns ``(c, min_rad, max_rad)`` as floats.
 
-    ``features >= 1``; ``c > 0``; ``0 < min_rad <= max_rad < 1``.
+    ``features >= 1``; ``num_heads >= 1`` dividing ``features``; ``c > 0``;
+    ``0 < min_rad <= max_rad < 1``.
     """
     op = "RGLRU"
     options.size(features, "features", op)
+    options.size(num_heads, "num_heads", op)
+    if features % num_heads:
+        raise ValueError(
+            f"{op}: num_heads={num_heads} must divide features={features} (the gates are "
+            "block-diagonal, one [features / num_heads]^2 block per head)."
+        )
     c_ = checks.static_real(c, "c", op, lambda v: v > 0, "a finite number > 0")
     lo = checks.static_real(min_rad, "min_rad", op, lambda v: 0 < v < 1, "in (0, 1)")
     hi = checks.static_real(max_rad, "max_rad", op, lambda v: 0 < v < 1, "in (0, 1)")
@@ -146,18 +157,44 @@ def check_state(op: str, state: Any, batch: tuple[int, ...], n: int, name: str) 
         raise ValueError(f"{op}: {name}.shape={jnp.shape(state)} must be {want} ([..., {n}]).")
 
 
-def check_call(op: str, x: Any, initial_state: Any, d: int | None, n: int) -> None:
-    """A sequence call's shapes: ``x [..., T, d]``, ``initial_state [..., n]`` or ``None``."""
+def check_segment_pos(op: str, segment_pos: Any, want: tuple[int, ...]) -> None:
+    """Raises unless ``segment_pos`` is ``None`` or an integer array of shape ``want``."""
+    if segment_pos is None:
+        return
+    if not hasattr(segment_pos, "dtype") and not isinstance(segment_pos, (int, list, tuple)):
+        raise TypeError(
+            f"{op}: segment_pos must be an integer array, got {type(segment_pos).__name__}."
+        )
+    dtype = jnp.result_type(segment_pos)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{op}: segment_pos must be an integer array, got dtype {dtype}.")
+    if tuple(jnp.shape(segment_pos)) != want:
+        raise ValueError(
+            f"{op}: segment_pos.shape={jnp.shape(segment_pos)} must be {want}, the inputs' "
+            "shape without the feature axis."
+        )
+
+
+def check_call(
+    op: str, x: Any, initial_state: Any, d: int | None, n: int, segment_pos: Any = None
+) -> None:
+    """A sequence call's shapes: ``x [..., T, d]``, ``initial_state [..., n]`` or ``None``,
+    ``segment_pos [..., T]`` or ``None``."""
     check_sequence(op, x, d)
     check_state(op, initial_state, tuple(jnp.shape(x))[:-2], n, "initial_state")
+    check_segment_pos(op, segment_pos, tuple(jnp.shape(x))[:-1])
 
 
-def check_step(op: str, state: Any, x_t: Any, d: int | None, n: int) -> None:
-    """A decode step's shapes: ``x_t [..., d]`` (rank >= 1), ``state [..., n]`` or ``None``."""
+def check_step(
+    op: str, state: Any, x_t: Any, d: int | None, n: int, segment_pos: Any = None
+) -> None:
+    """A decode step's shapes: ``x_t [..., d]`` (rank >= 1), ``state [..., n]`` or ``None``,
+    ``segment_pos [...]`` or ``None``."""
     if jnp.ndim(x_t) < 1:
         raise ValueError(f"{op}: expected x_t of shape [..., features], got a scalar.")
     F.check_features(op, x_t, d)
     check_state(op, state, tuple(jnp.shape(x_t))[:-1], n, "state")
+    check_segment_pos(op, segment_pos, tuple(jnp.shape(x_t))[:-1])
 
 
 # --- initialisation and the bounded square root -------------------------------------------------
@@ -198,14 +235,21 @@ def _sqrt_bound_jvp(max_gradient, primals, tangents):
     return jnp.sqrt(x), dx * (0.5 * lax.rsqrt(jnp.maximum(x, floor)))
 
 
-def last_state(h: jax.Array) -> jax.Array:
+def last_state(h: jax.Array, h0: Any = None) -> jax.Array:
     """``h[..., -1, :]``, the last state of ``h`` ``[..., T, n]``.
 
-    Under an Explicit mesh axis that splits the time axis, a slice of one step is not
+    For an empty time axis (``T = 0``) the last state is the initial one, ``h0`` (zeros for
+    ``None``), in ``h``'s dtype, as ``lax.scan`` returns its initial carry. Under an Explicit
+    mesh axis that splits the time axis, a slice of one step is not
     defined (jax 0.10.2 refuses it); there the last step is selected with a mask and summed
     over time, an all-reduce of one state per device, instead of gathering ``h``.
     """
     axis = h.ndim - 2
+    if h.shape[axis] == 0:
+        shape = h.shape[:axis] + h.shape[axis + 1 :]
+        if h0 is None:
+            return jnp.zeros(shape, h.dtype)
+        return jnp.broadcast_to(jnp.asarray(h0), shape).astype(h.dtype)
     spec = getattr(jax.typeof(h).sharding, "spec", ())
     if axis >= len(spec) or spec[axis] is None:
         return h[..., -1, :]
@@ -217,17 +261,48 @@ def last_state(h: jax.Array) -> jax.Array:
 # --- RG-LRU ------------------------------------------------------------------------------------
 
 
+def block_diagonal(x: jax.Array, w: jax.Array, b: jax.Array, precision: PrecisionLike) -> jax.Array:
+    """recurrentgemma's ``BlockDiagonalLinear``: ``x [..., d]`` in ``heads`` blocks of
+    ``d / heads``, each times its own block of ``w [heads, d / heads, d / heads]`` plus its row
+    of ``b [heads, d / heads]``.
+
+    With one head it is the dense ``x @ w[0] + b[0]``.
+    """
+    heads, width = w.shape[0], w.shape[1]
+    xh = x.reshape(*x.shape[:-1], heads, width)
+    y = jnp.einsum("...hi,hij->...hj", xh, w, precision=precision)
+    y = y + jnp.broadcast_to(b, y.shape)
+    return y.reshape(*x.shape[:-1], heads * width)
+
+
 def _rglru_coefficients(
-    x: Any, params: Params, *, c: float, dtype: Dtype | None, precision: PrecisionLike
+    x: Any,
+    params: Params,
+    segment_pos: Any,
+    *,
+    c: float,
+    dtype: Dtype | None,
+    precision: PrecisionLike,
 ) -> tuple[jax.Array, jax.Array]:
-    """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` for the inputs ``x`` ``[..., d]``."""
-    names = RGLRU_PARAMS
-    x, ka, ba, kx, bx, lam = F.promote((x, *(params[k] for k in names)), dtype)
-    gate_a = jax.nn.sigmoid(F.dense(x, ka, ba, precision))
-    log_a = (-c * jax.nn.softplus(jnp.broadcast_to(lam, gate_a.shape))) * gate_a
+    """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` for the inputs ``x`` ``[..., d]``.
+
+    recurrentgemma's ``RGLRU``: ``log a = -c * sigmoid(a_gate(x)) * softplus(a_param)``,
+    ``b = x * sigmoid(input_gate(x)) * sqrt(1 - a^2)``; where ``segment_pos == 0`` (a reset)
+    ``a = 0`` and the factor ``sqrt(1 - a^2)`` is 1.
+    """
+    gx, ga = params["input_gate"], params["a_gate"]
+    x, a_param, wx, bx, wa, ba = F.promote(
+        (x, params["a_param"], gx["w"], gx["b"], ga["w"], ga["b"]), dtype
+    )
+    gate_a = jax.nn.sigmoid(block_diagonal(x, wa, ba, precision))
+    log_a = -c * gate_a * jnp.broadcast_to(jax.nn.softplus(a_param), gate_a.shape)
     a = jnp.exp(log_a)
     multiplier = sqrt_bound_derivative(1.0 - jnp.exp(2.0 * log_a), MAX_SQRT_GRADIENT)
-    b = hj.glu(F.dense(x, kx, bx, precision), x) * multiplier
+    if segment_pos is not None:
+        reset = (jnp.asarray(segment_pos) == 0)[..., None]
+        multiplier = jnp.where(reset, jnp.ones_like(multiplier), multiplier)
+        a = jnp.where(reset, jnp.zeros_like(a), a)
+    b = hj.glu(block_diagonal(x, wx, bx, precision), x) * multiplier
     return a, b
 
 
@@ -236,6 +311,7 @@ def rglru(
     params: Params,
     h0: Any = None,
     *,
+    segment_pos: Any = None,
     c: float,
     dtype: Dtype | None,
     precision: PrecisionLike,
@@ -243,12 +319,13 @@ def rglru(
 ) -> tuple[jax.Array, jax.Array]:
     """The RG-LRU over a sequence ``x`` ``[..., T, d]``: ``(h [..., T, d], h_last [..., d])``.
 
-    ``params``: ``a_gate_kernel``, ``input_gate_kernel`` ``[d, d]``, ``a_gate_bias``,
-    ``input_gate_bias``, ``a_param`` ``[d]``; ``h0`` ``[..., d]`` or ``None`` (zeros).
+    ``params``: ``a_param`` ``[d]``; ``input_gate``, ``a_gate``: ``{"w": [heads, d/heads,
+    d/heads], "b": [heads, d/heads]}``; ``h0`` ``[..., d]`` or ``None`` (zeros);
+    ``segment_pos`` ``[..., T]`` or ``None`` (no resets).
     """
-    a, b = _rglru_coefficients(x, params, c=c, dtype=dtype, precision=precision)
+    a, b = _rglru_coefficients(x, params, segment_pos, c=c, dtype=dtype, precision=precision)
     h = hj.linear_scan(a, b, h0=h0, axis=b.ndim - 2, mesh_axis=mesh_axis)
-    return h, last_state(h)
+    return h, last_state(h, h0)
 
 
 def rglru_step(
@@ -256,12 +333,18 @@ def rglru_step(
     x_t: Any,
     params: Params,
     *,
+    segment_pos: Any = None,
     c: float,
     dtype: Dtype | None,
     precision: PrecisionLike,
 ) -> tuple[jax.Array, jax.Array]:
-    """One RG-LRU step, ``x_t`` ``[..., d]``: ``(h_t, h_t)`` with ``h_t = a_t h + b_t``."""
-    a, b = _rglru_coefficients(x_t, params, c=c, dtype=dtype, precision=precision)
+    """One RG-LRU step, ``x_t`` ``[..., d]``: ``(h_t, h_t)`` with ``h_t = a_t h + b_t``.
+
+    ``segment_pos`` ``[...]`` (the position of ``x_t``) or ``None``: at position 0 the state
+    resets (``a_t = 0``) and ``b_t`` is not scaled by ``sqrt(1 - a_t^2)``, as recurrentgemma's
+    sampler runs it.
+    """
+    a, b = _rglru_coefficients(x_t, params, segment_pos, c=c, dtype=dtype, precision=precision)
     h = b if state is None else a * state + b
     return h, h
 
@@ -313,7 +396,7 @@ def min_gru(
     if h0 is not None:
         keep = jax.nn.sigmoid(-k)  # 1 - z
         h = h + hj.linear_scan(keep, jnp.zeros_like(keep), h0=h0, axis=axis, mesh_axis=mesh_axis)
-    return h, last_state(h)
+    return h, last_state(h, h0)
 
 
 def min_gru_step(

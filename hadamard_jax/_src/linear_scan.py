@@ -69,6 +69,7 @@ ResultType = tuple[np.dtype, bool]
 #:   derivatives.
 #:
 #: A further path (a Pallas kernel) is a new entry here and in ``_LOCAL``; the rules do not change.
+#: Public as ``hadamard_jax.linear_scan.ALGORITHMS``; ``algorithm=`` of the ops overrides it.
 ALGORITHMS: dict[str, str] = {"cpu": "sequential", "gpu": "sequential", "tpu": "sequential"}
 
 
@@ -295,13 +296,26 @@ def _sharded(sr: _Semiring, plan: _Plan, a, b, h0, length: int, reverse: bool):
 
 
 def _time_major(sr: _Semiring, plan: _Plan, a, b, h0, length: int, reverse: bool):
-    """The recurrence along axis 0, by ``plan``; linear in ``(b, h0)`` for the linear form."""
+    """The recurrence along axis 0, by ``plan``; linear in ``(b, h0)`` for the linear form.
+
+    An empty time axis (``length == 0``) gives an empty ``[0, *S]`` result, as ``lax.scan``.
+    """
+    if length == 0:
+        ref = a if b is None else b
+        return jnp.zeros((0, *ref.shape[1:]), ref.dtype)
     if plan.mesh_axes:
         return _sharded(sr, plan, a, b, h0, length, reverse)
     return _LOCAL[plan.algorithm](sr, a, b, h0, length, reverse)
 
 
 # --- static configuration and layout ------------------------------------------------------------
+
+
+class _Layout(NamedTuple):
+    """One sharding for every array of a call under Explicit mesh axes (:func:`_layout`)."""
+
+    mesh: Any  # the jax.sharding.AbstractMesh of the arguments' types
+    spec: tuple[Any, ...]  # a PartitionSpec entry per dimension of the result shape
 
 
 class _Config(NamedTuple):
@@ -314,6 +328,7 @@ class _Config(NamedTuple):
     has_h0: bool
     result: ResultType
     plan: _Plan
+    layout: _Layout | None = None
 
 
 def _compute_dtype(cfg: _Config) -> np.dtype:
@@ -332,17 +347,41 @@ def _state_shape(cfg: _Config) -> Shape:
     return cfg.shape[: cfg.axis] + cfg.shape[cfg.axis + 1 :]
 
 
+def _place(cfg: _Config, x, time_major: bool):
+    """``x`` resharded to the call's common layout (:func:`_layout`), when it differs.
+
+    ``x`` is time-major ``[T, *S]`` (or ``[1, *S]``: then unsharded along time) when
+    ``time_major``, else a state ``[*S]``. Without Explicit mesh axes ``x`` is returned as is.
+    """
+    layout = cfg.layout
+    if layout is None:
+        return x
+    spec = layout.spec
+    state = spec[: cfg.axis] + spec[cfg.axis + 1 :]
+    if time_major:
+        want = ((spec[cfg.axis] if x.shape[0] == cfg.shape[cfg.axis] else None), *state)
+    else:
+        want = state
+    have = tuple(jax.typeof(x).sharding.spec)
+    have = have + (None,) * (x.ndim - len(have))
+    if have == tuple(want):
+        return x
+    return jax.sharding.reshard(x, jax.sharding.NamedSharding(layout.mesh, P(*want)))
+
+
 def _prep_a(cfg: _Config, a):
     """``a`` in the compute dtype, time-major: ``[T, *S]``, or ``[1, *S]`` if time-invariant."""
     shape = cfg.shape
     if cfg.a_invariant:
         shape = shape[: cfg.axis] + (1,) + shape[cfg.axis + 1 :]
-    return _to_time_major(checks.broadcast_cast(a, shape, _compute_dtype(cfg)), cfg.axis)
+    a = _to_time_major(checks.broadcast_cast(a, shape, _compute_dtype(cfg)), cfg.axis)
+    return _place(cfg, a, True)
 
 
 def _prep_full(cfg: _Config, x) -> jax.Array:
     """``x`` broadcast to the result shape, in the compute dtype, time-major: ``[T, *S]``."""
-    return _to_time_major(checks.broadcast_cast(x, cfg.shape, _compute_dtype(cfg)), cfg.axis)
+    x = _to_time_major(checks.broadcast_cast(x, cfg.shape, _compute_dtype(cfg)), cfg.axis)
+    return _place(cfg, x, True)
 
 
 def _prep_b(cfg: _Config, b) -> jax.Array | None:
@@ -352,11 +391,11 @@ def _prep_b(cfg: _Config, b) -> jax.Array | None:
 def _prep_h0(cfg: _Config, h0):
     if h0 is None:
         return None
-    return checks.broadcast_cast(h0, _state_shape(cfg), _compute_dtype(cfg))
+    return _place(cfg, checks.broadcast_cast(h0, _state_shape(cfg), _compute_dtype(cfg)), False)
 
 
 def _prep_h(cfg: _Config, h):
-    return _to_time_major(jnp.asarray(h).astype(_compute_dtype(cfg)), cfg.axis)
+    return _place(cfg, _to_time_major(jnp.asarray(h).astype(_compute_dtype(cfg)), cfg.axis), True)
 
 
 def _finish(cfg: _Config, h):
@@ -508,22 +547,72 @@ _log_scan_jit = jax.jit(_log_scan, static_argnums=(0,))
 # --- argument checks ----------------------------------------------------------------------------
 
 
-def _mesh_axes(x: Any, axis: int, mesh_axis: Any, length: int, op: str) -> tuple[Any, tuple]:
-    """``(mesh, axes)`` of a sharded time axis, or ``(None, ())`` for one device.
+def _layout(arrays: list[Any], shape: Shape, axis: int) -> _Layout | None:
+    """The one sharding of a call's arrays under Explicit mesh axes; ``None`` without them.
+
+    Under Explicit axes every array carries its sharding in its type, and the scan needs them to
+    agree: a replicated ``h0`` (``zeros((B, D))``) with a batch-sharded ``b``, or only one of
+    ``a``, ``b`` sharded along time, would meet mismatched shards inside ``lax.scan`` or
+    ``shard_map``. Each dimension of the result takes the first sharded entry among ``b``,
+    ``a``, ``h0`` (in that order; a broadcast dimension of size 1 has none), unless its mesh
+    axes are taken by an earlier dimension; every array is then resharded to that layout
+    (:func:`_place`). Arrays that are not ``jax.Array`` (NumPy, Python numbers) are replicated.
+    """
+    ndim = len(shape)
+    state_dims = [d for d in range(ndim) if d != axis]
+    order = [1, 0, 2] if len(arrays) > 2 else [1, 0]
+    mesh = None
+    candidates: list[list[Any]] = [[] for _ in range(ndim)]
+    for i in order:
+        x = arrays[i]
+        if not isinstance(x, jax.Array):
+            continue
+        sharding = getattr(jax.typeof(x), "sharding", None)
+        x_mesh = getattr(sharding, "mesh", None)
+        if x_mesh is None or x_mesh.empty or AxisType.Explicit not in x_mesh.axis_types:
+            continue
+        if mesh is None:
+            mesh = x_mesh
+        elif x_mesh != mesh:
+            continue
+        spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
+        dims = state_dims if i == 2 else list(range(ndim))
+        dims = dims[len(dims) - x.ndim :]  # right-aligned, as broadcasting
+        for d, entry, size in zip(dims, spec, x.shape):
+            if entry is not None and size == shape[d]:
+                candidates[d].append(entry)
+    if mesh is None:
+        return None
+    used: set[str] = set()
+    merged: list[Any] = []
+    for entries in candidates:
+        pick = None
+        for entry in entries:
+            names = {entry} if isinstance(entry, str) else set(entry)
+            if not names & used:
+                pick = entry
+                used |= names
+                break
+        merged.append(pick)
+    if all(entry is None for entry in merged):
+        return None
+    return _Layout(mesh, tuple(merged))
+
+
+def _mesh_axes(
+    layout: _Layout | None, axis: int, mesh_axis: Any, length: int, op: str
+) -> tuple[Any, tuple]:
+    """``(mesh, axes)`` of a sharded time axis, or ``(None, ())`` for one device (or ``T = 0``).
 
     ``mesh_axis`` names the mesh axis (or axes) that the time axis is split over, in the mesh
-    set by ``jax.set_mesh``; ``None`` detects it from ``x``'s type under Explicit mesh axes.
+    set by ``jax.set_mesh``; ``None`` takes it from the call's layout under Explicit mesh axes
+    (:func:`_layout`).
     """
     if mesh_axis is None:
-        try:
-            sharding = jax.typeof(x).sharding
-            spec = sharding.spec
-        except (AttributeError, TypeError):  # pragma: no cover - a JAX without typed shardings
-            return None, ()
-        entry = spec[axis] if axis < len(spec) else None
+        entry = None if layout is None else layout.spec[axis]
         if entry is None:
             return None, ()
-        mesh = sharding.mesh
+        mesh = layout.mesh
         axes = (entry,) if isinstance(entry, str) else tuple(entry)
     else:
         if isinstance(mesh_axis, str):
@@ -552,7 +641,7 @@ def _mesh_axes(x: Any, axis: int, mesh_axis: Any, length: int, op: str) -> tuple
                 f"{tuple(mesh.axis_names)}."
             )
     n = math.prod(mesh.shape[s] for s in axes)
-    if n == 1:
+    if n == 1 or length == 0:
         return None, ()
     if length % n:
         raise ValueError(
@@ -573,9 +662,14 @@ def _config(
     reverse: Any,
     broadcast: Any,
     mesh_axis: Any,
+    algorithm: Any,
     allow_complex: bool,
 ) -> tuple[_Config, list[Any]]:
     """Checks the arguments; returns the static configuration and the arrays to scan."""
+    if algorithm is not None and (not isinstance(algorithm, str) or algorithm not in _LOCAL):
+        raise ValueError(
+            f"{op}: algorithm must be None or one of {sorted(_LOCAL)}, got {algorithm!r:.60}."
+        )
     reverse = checks.check_bool(reverse, "reverse", op)
     broadcast = checks.check_bool(broadcast, "broadcast", op)
     arrays = [checks.as_array(a, names[0], op), checks.as_array(b, names[1], op)]
@@ -614,10 +708,10 @@ def _config(
                 + (" (or broadcast to it)." if broadcast else ".")
             )
     result = checks.result_type(arrays, floating=True)
-    sharded_like = arrays[1] if jnp.shape(arrays[1]) == shape else arrays[0]
-    mesh, axes = _mesh_axes(sharded_like, axis, mesh_axis, shape[axis], op)
-    plan = _Plan(choose_algorithm(), mesh, axes)
-    cfg = _Config(shape, axis, reverse, a_invariant, h0 is not None, result, plan)
+    layout = _layout(arrays, shape, axis)
+    mesh, axes = _mesh_axes(layout, axis, mesh_axis, shape[axis], op)
+    plan = _Plan(choose_algorithm() if algorithm is None else algorithm, mesh, axes)
+    cfg = _Config(shape, axis, reverse, a_invariant, h0 is not None, result, plan, layout)
     return cfg, arrays
 
 
@@ -633,6 +727,7 @@ def linear_scan(
     reverse: bool = False,
     broadcast: bool = False,
     mesh_axis: str | tuple[str, ...] | None = None,
+    algorithm: str | None = None,
 ) -> jax.Array:
     r"""The element-wise linear recurrence ``h_t = a_t * h_{t-1} + b_t`` along ``axis``.
 
@@ -664,8 +759,21 @@ def linear_scan(
     ``jax.shard_map`` with a carry correction. It is used when ``b`` (or ``a``) is sharded
     along ``axis`` under Explicit mesh axes (detected from its type), or when ``mesh_axis``
     names the mesh axis (under ``jax.set_mesh``; Auto axes). Otherwise the recurrence runs as
-    on one device. The algorithm on one device is chosen per backend by
-    :func:`~hadamard_jax._src.linear_scan.choose_algorithm`.
+    on one device. Under Explicit mesh axes the arguments may be sharded differently (a
+    replicated ``h0 = zeros((B, D))`` with a batch- and time-sharded ``b``, or only one of
+    ``a``, ``b`` sharded along time): each dimension takes the sharding that ``b``, else ``a``,
+    else ``h0`` gives it, and the others are resharded to it (``jax.sharding.reshard``) before
+    the scan; the result has that sharding.
+
+    Algorithms: on one device (or per shard) the scan runs by ``algorithm``, one of
+    ``"sequential"`` (one ``lax.scan`` over time) and ``"chunked"`` (about ``sqrt(T)`` chunks
+    scanned side by side, then a carry correction: the shape of an accelerator path). ``None``
+    picks the backend's entry of the table ``linear_scan.ALGORITHMS`` (backend name ->
+    algorithm; ``"sequential"`` on CPU, GPU and TPU, the fastest measured) by
+    ``linear_scan.choose_algorithm()``. Every algorithm has the same derivative rule.
+
+    An empty time axis (``T = 0``) gives an empty result of the result's shape and dtype, as
+    ``lax.scan`` does, and zero gradients.
 
     Args:
       a: the decays, shape ``[..., T, ...]`` (``T`` at ``axis``), equal to ``b``'s shape; with
@@ -679,6 +787,8 @@ def linear_scan(
         NumPy-style; gradients come back in each input's own shape.
       mesh_axis: the mesh axis name (or tuple of names) the time axis is split over, in the
         mesh set by ``jax.set_mesh``; ``None`` detects it under Explicit axes.
+      algorithm: ``None`` (the backend's entry of ``linear_scan.ALGORITHMS``),
+        ``"sequential"`` or ``"chunked"``: how the scan runs on one device or shard.
 
     Returns:
       The states ``h``, the shape of ``a`` and ``b`` (their broadcast shape), dtype
@@ -687,7 +797,8 @@ def linear_scan(
     Raises:
       ValueError: shapes differ without ``broadcast`` or do not broadcast; ``h0`` has the wrong
         shape; ``axis`` out of range; ``a`` and ``b`` are scalars; the sharded time axis is not
-        a multiple of the number of devices; ``mesh_axis`` is not an axis of the mesh.
+        a multiple of the number of devices; ``mesh_axis`` is not an axis of the mesh;
+        ``algorithm`` is not a name of ``linear_scan.ALGORITHMS``'s values.
       TypeError: an argument is not an array or a number; ``axis`` is not an int; a flag is not
         a bool; ``mesh_axis`` is not a name.
 
@@ -716,6 +827,7 @@ def linear_scan(
         reverse=reverse,
         broadcast=broadcast,
         mesh_axis=mesh_axis,
+        algorithm=algorithm,
         allow_complex=True,
     )
     return _linear_scan_jit(cfg, *arrays)
@@ -730,6 +842,7 @@ def log_linear_scan(
     reverse: bool = False,
     broadcast: bool = False,
     mesh_axis: str | tuple[str, ...] | None = None,
+    algorithm: str | None = None,
 ) -> jax.Array:
     r"""``log h`` of the positive recurrence ``h_t = a_t h_{t-1} + b_t``, computed in log space.
 
@@ -749,6 +862,8 @@ def log_linear_scan(
     run by the same scan as :func:`linear_scan` (forward mode works; reverse mode is its
     transpose). The backward pass keeps the inputs and the output (``w`` and ``v`` are
     recomputed). Where ``h_t = 0`` exactly (``-inf``), the tangent is 0: no NaN gradients.
+    Mixed shardings under Explicit mesh axes and an empty time axis are handled as in
+    :func:`linear_scan`.
 
     Args:
       log_a: ``log`` of the decays, shape ``[..., T, ...]``, or broadcastable with
@@ -760,6 +875,8 @@ def log_linear_scan(
       reverse: run from the end of the axis to its start.
       broadcast: allow NumPy broadcasting of the inputs.
       mesh_axis: as in :func:`linear_scan` (sequence sharding).
+      algorithm: as in :func:`linear_scan` (its table ``log_linear_scan.ALGORITHMS`` is the
+        same).
 
     Returns:
       ``log h``, the shape of ``log_a`` and ``log_b``, real floating dtype (integers promote to
@@ -786,6 +903,14 @@ def log_linear_scan(
         reverse=reverse,
         broadcast=broadcast,
         mesh_axis=mesh_axis,
+        algorithm=algorithm,
         allow_complex=False,
     )
     return _log_scan_jit(cfg, *arrays)
+
+
+# The per-backend table and its chooser, reachable from the public functions (``algorithm=``).
+for _fn in (linear_scan, log_linear_scan):
+    _fn.ALGORITHMS = ALGORITHMS  # pyright: ignore[reportFunctionMemberAccess]
+    _fn.choose_algorithm = choose_algorithm  # pyright: ignore[reportFunctionMemberAccess]
+del _fn

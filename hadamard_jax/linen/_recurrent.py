@@ -20,29 +20,54 @@ from hadamard_jax._layers import options
 from hadamard_jax._layers import recurrent as R
 
 
+class _BlockDiagonalGate(nn.Module):
+    """One RG-LRU gate's parameters, ``w`` and ``b``: recurrentgemma's ``BlockDiagonalLinear``
+    (as a submodule, so the parameter tree nests as theirs: ``{"input_gate": {"w", "b"}}``)."""
+
+    width: int
+    num_heads: int
+    param_dtype: Dtype
+    kernel_init: Initializer
+    bias_init: Initializer
+
+    @nn.compact
+    def __call__(self) -> dict[str, jax.Array]:
+        h, block = self.num_heads, self.width // self.num_heads
+        return {
+            "w": self.param("w", self.kernel_init, (h, block, block), self.param_dtype),
+            "b": self.param("b", self.bias_init, (h, block), self.param_dtype),
+        }
+
+
 class RGLRU(nn.Module):
-    r"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024, recurrentgemma).
+    r"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024), as recurrentgemma runs it.
 
     .. math::
-      r_t = \sigma(x_t W_a + b_a), \quad i_t = \sigma(x_t W_x + b_x), \quad
+      r_t = \sigma(\mathrm{BD}_a(x_t)), \quad i_t = \sigma(\mathrm{BD}_x(x_t)), \quad
       \log a_t = -c\, r_t \operatorname{softplus}(a_{param}), \\
       h_t = a_t \circ h_{t-1} + \sqrt{1 - a_t^2} \circ (i_t \circ x_t),
 
-    over the time axis of ``x`` ``[..., T, features]`` by :func:`hadamard_jax.linear_scan`;
-    the derivative of the square root is bounded by 1000 near ``a_t = 1``. The Linen
-    counterpart of :class:`hadamard_jax.nnx.RGLRU` (see there for the initialisation of
-    ``a_param``). ``__call__(x, initial_state=None) -> (states, last state)``;
-    ``step(state, x_t) -> (new state, output)`` is the decode form.
+    over the time axis of ``x`` ``[..., T, features]`` by :func:`hadamard_jax.linear_scan`,
+    with block-diagonal gates ``BD`` of ``num_heads`` blocks; the derivative of the square root
+    is bounded by 1000 near ``a_t = 1``. At ``segment_pos == 0`` the state resets and the
+    square-root factor is 1. The Linen counterpart of :class:`hadamard_jax.nnx.RGLRU` (see
+    there for the initialisation of ``a_param`` and the segments). Its parameter tree is
+    recurrentgemma's: ``{"a_param": [d], "input_gate": {"w": [H, d/H, d/H], "b": [H, d/H]},
+    "a_gate": {...}}``, so ``layer.apply({"params": their_params}, ...)`` runs their weights.
+    ``__call__(x, initial_state=None, *, segment_pos=None) -> (states, last state)``;
+    ``step(state, x_t, *, segment_pos=None) -> (new state, output)`` is the decode form.
 
     Attributes:
       features: input and state size ``d``.
+      num_heads: the number of diagonal blocks of the gates (divides ``features``; 1: dense).
       c: the constant ``c`` (8 in Griffin).
       min_rad: inner radius of the initial base decay's ring (0.9).
       max_rad: outer radius (0.999).
       dtype: computation dtype (default: inferred from inputs and params).
       param_dtype: parameter dtype.
       precision: ``jax.lax.Precision`` of the matmuls.
-      kernel_init, bias_init: initializers of the gates' kernels and biases.
+      kernel_init, bias_init: initializers of the gates' ``w`` ``[H, d/H, d/H]`` and ``b``
+        ``[H, d/H]``.
       mesh_axis: the mesh axis (or axes) the time axis is split over under ``jax.set_mesh``;
         ``None``: detected under Explicit mesh axes.
 
@@ -50,16 +75,19 @@ class RGLRU(nn.Module):
 
       >>> import jax, jax.numpy as jnp
       >>> from hadamard_jax.linen import RGLRU
-      >>> layer = RGLRU(4)
+      >>> layer = RGLRU(4, num_heads=2)
       >>> x = jnp.ones((2, 5, 4))
       >>> variables = layer.init(jax.random.key(0), x)
-      >>> h, last = layer.apply(variables, x)
+      >>> variables["params"]["a_gate"]["w"].shape
+      (2, 2, 2)
+      >>> h, last = layer.apply(variables, x, segment_pos=jnp.broadcast_to(jnp.arange(5), (2, 5)))
       >>> state, y = layer.apply(variables, last, x[:, 0], method="step")
       >>> h.shape, state.shape
       ((2, 5, 4), (2, 4))
     """
 
     features: int
+    num_heads: int = 1
     c: float = R.RGLRU_C
     min_rad: float = R.RGLRU_MIN_RAD
     max_rad: float = R.RGLRU_MAX_RAD
@@ -73,6 +101,7 @@ class RGLRU(nn.Module):
     def __post_init__(self) -> None:
         R.check_rglru(
             features=self.features,
+            num_heads=self.num_heads,
             c=self.c,
             min_rad=self.min_rad,
             max_rad=self.max_rad,
@@ -85,34 +114,53 @@ class RGLRU(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def _run(self, x: Any, state: Any, decode: bool) -> tuple[jax.Array, jax.Array]:
+    def _run(
+        self, x: Any, state: Any, segment_pos: Any, decode: bool
+    ) -> tuple[jax.Array, jax.Array]:
         d, pd = self.features, self.param_dtype
         a_init = R.rglru_a_param_init(float(self.min_rad), float(self.max_rad))
+        gate = dict(
+            width=d,
+            num_heads=self.num_heads,
+            param_dtype=pd,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+        )
         params = {
-            "a_gate_kernel": self.param("a_gate_kernel", self.kernel_init, (d, d), pd),
-            "a_gate_bias": self.param("a_gate_bias", self.bias_init, (d,), pd),
-            "input_gate_kernel": self.param("input_gate_kernel", self.kernel_init, (d, d), pd),
-            "input_gate_bias": self.param("input_gate_bias", self.bias_init, (d,), pd),
             "a_param": self.param("a_param", a_init, (d,), pd),
+            "input_gate": _BlockDiagonalGate(**gate, name="input_gate")(),
+            "a_gate": _BlockDiagonalGate(**gate, name="a_gate")(),
         }
-        common: dict[str, Any] = dict(c=float(self.c), dtype=self.dtype, precision=self.precision)
+        common: dict[str, Any] = dict(
+            segment_pos=segment_pos, c=float(self.c), dtype=self.dtype, precision=self.precision
+        )
         if decode:
             return R.rglru_step(state, x, params, **common)
         return R.rglru(x, params, state, mesh_axis=self.mesh_axis, **common)
 
     def __call__(
-        self, x: jax.Array, initial_state: jax.Array | None = None
+        self,
+        x: jax.Array,
+        initial_state: jax.Array | None = None,
+        *,
+        segment_pos: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        """``x [..., T, d]``, ``initial_state [..., d]`` (``None``: zeros) ->
-        ``(states [..., T, d], last state [..., d])``."""
-        R.check_call("RGLRU", x, initial_state, self.features, self.features)
-        return self._run(x, initial_state, False)
+        """``x [..., T, d]``, ``initial_state [..., d]`` (``None``: zeros), ``segment_pos
+        [..., T]`` (``None``: no resets) -> ``(states [..., T, d], last state [..., d])``."""
+        R.check_call("RGLRU", x, initial_state, self.features, self.features, segment_pos)
+        return self._run(x, initial_state, segment_pos, False)
 
-    def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]`` ->
-        ``(new state, output)``, both ``[..., d]``."""
-        R.check_step("RGLRU", state, x_t, self.features, self.features)
-        return self._run(x_t, state, True)
+    def step(
+        self,
+        state: jax.Array | None,
+        x_t: jax.Array,
+        *,
+        segment_pos: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]``,
+        ``segment_pos [...]`` (0 resets) -> ``(new state, output)``, both ``[..., d]``."""
+        R.check_step("RGLRU", state, x_t, self.features, self.features, segment_pos)
+        return self._run(x_t, state, segment_pos, True)
 
 
 class MinGRU(nn.Module):

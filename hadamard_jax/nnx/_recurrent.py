@@ -14,53 +14,91 @@ from hadamard_jax._layers import recurrent as R
 from hadamard_jax.nnx import _common as C
 
 
+class BlockDiagonalGate(nnx.Module):
+    """The parameters of one RG-LRU gate: recurrentgemma's ``BlockDiagonalLinear``.
+
+    ``w`` ``[heads, width / heads, width / heads]`` and ``b`` ``[heads, width / heads]``: the
+    gate's pre-activation is ``x`` in ``heads`` blocks, each times its block of ``w`` plus its
+    row of ``b`` (:func:`hadamard_jax._layers.recurrent.block_diagonal`). A part of
+    :class:`RGLRU` (``layer.input_gate``, ``layer.a_gate``), not a layer of its own.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        num_heads: int,
+        *,
+        param_dtype: Dtype,
+        kernel_init: Initializer,
+        bias_init: Initializer,
+        rngs: nnx.Rngs,
+    ):
+        block = width // num_heads
+        self.w = C.param(kernel_init, rngs.params(), (num_heads, block, block), param_dtype)
+        self.b = C.param(bias_init, rngs.params(), (num_heads, block), param_dtype)
+
+
 class RGLRU(nnx.Module):
-    r"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024, recurrentgemma).
+    r"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024), as recurrentgemma runs it.
 
     For inputs ``x`` ``[..., T, features]`` (usually ``[batch, T, features]``):
 
     .. math::
-      r_t = \sigma(x_t W_a + b_a), \quad i_t = \sigma(x_t W_x + b_x), \quad
+      r_t = \sigma(\mathrm{BD}_a(x_t)), \quad i_t = \sigma(\mathrm{BD}_x(x_t)), \quad
       \log a_t = -c\, r_t \operatorname{softplus}(\Lambda'), \\
       h_t = a_t \circ h_{t-1} + \sqrt{1 - a_t^2} \circ (i_t \circ x_t),
 
     run over the time axis by :func:`hadamard_jax.linear_scan` (its derivative rule keeps
-    ``a``, ``h0`` and the states). ``\Lambda'`` is ``a_param``, recurrentgemma's parameter
-    (the paper's ``a = sigmoid(Lambda)`` is ``Lambda = -a_param``): at initialisation the base
-    decay ``a = exp(-softplus(a_param))`` lies on the ring ``[min_rad, max_rad]`` =
-    ``[0.9, 0.999]`` with ``a^2`` uniform (recurrentgemma's ``rnn_param_init``, which the
-    code applies to ``a``; the paper's text says ``a^c``), so the decay at a fully open gate,
-    ``a^c``, starts in ``[0.43, 0.992]`` for ``c = 8``. The derivative of
-    ``sqrt(1 - a_t^2)`` is bounded by 1000 near ``a_t = 1`` (recurrentgemma's
-    ``sqrt_bound_derivative``). No segment resets; the gates are dense (recurrentgemma uses
-    block-diagonal ones).
+    ``a``, ``h0`` and the states). ``BD`` is a block-diagonal linear map with ``num_heads``
+    blocks (recurrentgemma's ``BlockDiagonalLinear``; ``num_heads=1`` is a dense layer).
+    ``\Lambda'`` is ``a_param``, recurrentgemma's parameter (the paper's ``a = sigmoid(Lambda)``
+    is ``Lambda = -a_param``): at initialisation the base decay ``a = exp(-softplus(a_param))``
+    lies on the ring ``[min_rad, max_rad]`` = ``[0.9, 0.999]`` with ``a^2`` uniform
+    (recurrentgemma's ``rnn_param_init``, which the code applies to ``a``; the paper's text
+    says ``a^c``), so the decay at a fully open gate, ``a^c``, starts in ``[0.43, 0.992]`` for
+    ``c = 8``. The derivative of ``sqrt(1 - a_t^2)`` is bounded by 1000 near ``a_t = 1``
+    (recurrentgemma's ``sqrt_bound_derivative``).
 
-    :meth:`step` is the decode form, one time step of the same equations; running it over
-    the sequence gives the states of ``__call__``.
+    Segments: with ``segment_pos`` ``[..., T]`` (each token's position in its document,
+    recurrentgemma's argument; usually ``arange(T)``), a token at position 0 starts a new
+    segment: the state resets (``a_t = 0``, so ``initial_state`` is not used there) and its
+    input is not scaled by ``sqrt(1 - a_t^2)`` (the factor is 1). ``None``: no resets, the
+    first token scaled like the others (a continuation).
+
+    Parameters, named and shaped as recurrentgemma's ``RGLRU`` so that its checkpoint arrays
+    load as they are (``nnx.update(layer, nnx.State(params))`` with its ``params`` dict):
+    ``a_param`` ``[d]``; ``input_gate.w``, ``a_gate.w`` ``[num_heads, d / num_heads,
+    d / num_heads]``; ``input_gate.b``, ``a_gate.b`` ``[num_heads, d / num_heads]``.
+
+    :meth:`step` is the decode form, one time step of the same equations (recurrentgemma's
+    sampler); running it over the sequence gives the states of ``__call__``.
 
     Args:
-      features: input and state size ``d``.
+      features: input and state size ``d`` (recurrentgemma's ``lru_width``).
+      num_heads: the number of diagonal blocks of the two gates; must divide ``features``.
       c: the constant ``c`` (8 in Griffin).
       min_rad, max_rad: the initial ring of the base decay, ``0 < min_rad <= max_rad < 1``.
-      dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
+      dtype, param_dtype, precision: as ``nnx.Linear``.
+      kernel_init, bias_init: initializers of the gates' ``w`` (called with the shape
+        ``[num_heads, d / num_heads, d / num_heads]``) and ``b`` (``[num_heads, d / num_heads]``).
       mesh_axis: the mesh axis (or axes) the time axis is split over under ``jax.set_mesh``
         (Auto axes); ``None``: detected from the inputs under Explicit axes
         (:func:`hadamard_jax.linear_scan`).
       rngs: ``nnx.Rngs``.
-
-    Parameters: ``a_gate_kernel``, ``input_gate_kernel`` ``[d, d]``; ``a_gate_bias``,
-    ``input_gate_bias``, ``a_param`` ``[d]``.
 
     Example::
 
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from hadamard_jax.nnx import RGLRU
-      >>> layer = RGLRU(4, rngs=nnx.Rngs(0))
-      >>> h, last = layer(jnp.ones((2, 5, 4)))  # [batch, time, features]
+      >>> layer = RGLRU(4, num_heads=2, rngs=nnx.Rngs(0))
+      >>> layer.input_gate.w.shape, layer.a_param.shape
+      ((2, 2, 2), (4,))
+      >>> x = jnp.ones((2, 5, 4))  # [batch, time, features]
+      >>> h, last = layer(x, segment_pos=jnp.broadcast_to(jnp.arange(5), (2, 5)))
       >>> h.shape, last.shape
       ((2, 5, 4), (2, 4))
-      >>> state, y = layer.step(last, jnp.ones((2, 4)))  # the next time step
+      >>> state, y = layer.step(last, jnp.ones((2, 4)), segment_pos=jnp.array([5, 5]))
       >>> state.shape
       (2, 4)
     """
@@ -69,6 +107,7 @@ class RGLRU(nnx.Module):
         self,
         features: int,
         *,
+        num_heads: int = 1,
         c: float = R.RGLRU_C,
         min_rad: float = R.RGLRU_MIN_RAD,
         max_rad: float = R.RGLRU_MAX_RAD,
@@ -82,6 +121,7 @@ class RGLRU(nnx.Module):
     ):
         c, min_rad, max_rad = R.check_rglru(
             features=features,
+            num_heads=num_heads,
             c=c,
             min_rad=min_rad,
             max_rad=max_rad,
@@ -91,43 +131,70 @@ class RGLRU(nnx.Module):
             bias_init=bias_init,
             mesh_axis=mesh_axis,
         )
-        self.features, self.c, self.min_rad, self.max_rad = features, c, min_rad, max_rad
+        self.features, self.num_heads = features, num_heads
+        self.c, self.min_rad, self.max_rad = c, min_rad, max_rad
         self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
         self.mesh_axis = mesh_axis
         d = features
-        self.a_gate_kernel = C.param(kernel_init, rngs.params(), (d, d), param_dtype)
-        self.a_gate_bias = C.param(bias_init, rngs.params(), (d,), param_dtype)
-        self.input_gate_kernel = C.param(kernel_init, rngs.params(), (d, d), param_dtype)
-        self.input_gate_bias = C.param(bias_init, rngs.params(), (d,), param_dtype)
         self.a_param = C.param(
             R.rglru_a_param_init(min_rad, max_rad), rngs.params(), (d,), param_dtype
         )
+        gate = dict(param_dtype=param_dtype, kernel_init=kernel_init, bias_init=bias_init)
+        self.input_gate = BlockDiagonalGate(d, num_heads, **gate, rngs=rngs)
+        self.a_gate = BlockDiagonalGate(d, num_heads, **gate, rngs=rngs)
 
     def _params(self) -> dict[str, Any]:
-        return {k: C.value(getattr(self, k)) for k in R.RGLRU_PARAMS}
+        def gate(g: BlockDiagonalGate) -> dict[str, Any]:
+            return {"w": C.value(g.w), "b": C.value(g.b)}
+
+        return {
+            "a_param": C.value(self.a_param),
+            "input_gate": gate(self.input_gate),
+            "a_gate": gate(self.a_gate),
+        }
 
     def __call__(
-        self, x: jax.Array, initial_state: jax.Array | None = None
+        self,
+        x: jax.Array,
+        initial_state: jax.Array | None = None,
+        *,
+        segment_pos: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        """``x [..., T, d]``, ``initial_state [..., d]`` (``None``: zeros) ->
-        ``(states [..., T, d], last state [..., d])``."""
-        R.check_call("RGLRU", x, initial_state, self.features, self.features)
+        """``x [..., T, d]``, ``initial_state [..., d]`` (``None``: zeros), ``segment_pos
+        [..., T]`` (``None``: no resets) -> ``(states [..., T, d], last state [..., d])``.
+
+        An empty sequence (``T = 0``) gives ``([..., 0, d], initial_state)``."""
+        R.check_call("RGLRU", x, initial_state, self.features, self.features, segment_pos)
         return R.rglru(
             x,
             self._params(),
             initial_state,
+            segment_pos=segment_pos,
             c=self.c,
             dtype=self.dtype,
             precision=self.precision,
             mesh_axis=self.mesh_axis,
         )
 
-    def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]`` ->
+    def step(
+        self,
+        state: jax.Array | None,
+        x_t: jax.Array,
+        *,
+        segment_pos: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]``,
+        ``segment_pos [...]`` (``x_t``'s position; 0 resets; ``None``: no reset) ->
         ``(new state, output)``, both ``[..., d]`` (the output is the new state)."""
-        R.check_step("RGLRU", state, x_t, self.features, self.features)
+        R.check_step("RGLRU", state, x_t, self.features, self.features, segment_pos)
         return R.rglru_step(
-            state, x_t, self._params(), c=self.c, dtype=self.dtype, precision=self.precision
+            state,
+            x_t,
+            self._params(),
+            segment_pos=segment_pos,
+            c=self.c,
+            dtype=self.dtype,
+            precision=self.precision,
         )
 
 
