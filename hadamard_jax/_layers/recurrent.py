@@ -161,7 +161,7 @@ def check_segment_pos(op: str, segment_pos: Any, want: tuple[int, ...]) -> None:
     """Raises unless ``segment_pos`` is ``None`` or an integer array of shape ``want``."""
     if segment_pos is None:
         return
-    if not hasattr(segment_pos, "dtype") and not isinstance(segment_pos, (int, list, tuple)):
+    if not hasattr(segment_pos, "dtype"):
         raise TypeError(
             f"{op}: segment_pos must be an integer array, got {type(segment_pos).__name__}."
         )
@@ -385,7 +385,8 @@ def min_gru(
     zero, all positive. The recurrence is linear in the initial state, so ``h0`` ``[..., n]``
     (any real values; ``None`` for zeros) is added in linear space, ``h0`` carried by the
     decays: ``+ linear_scan(1 - z, 0, h0=h0)``. No ``log h0`` is taken, so ``h0 = 0`` has
-    exact gradients and ``h0 < 0`` works, as in the decode step.
+    exact gradients and ``h0 < 0`` works, as in the decode step. ``h0`` is the state itself
+    (the paper's ``g(h_0)`` start is ``h0 = g(h_0)``), as ``state`` is in :func:`min_gru_step`.
     """
     k, cand = _min_gru_pre(x, params, dtype=dtype, precision=precision)
     axis = k.ndim - 2

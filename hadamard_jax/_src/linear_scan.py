@@ -567,9 +567,9 @@ def _layout(arrays: list[Any], shape: Shape, axis: int) -> _Layout | None:
         x = arrays[i]
         if not isinstance(x, jax.Array):
             continue
-        sharding = getattr(jax.typeof(x), "sharding", None)
-        x_mesh = getattr(sharding, "mesh", None)
-        if x_mesh is None or x_mesh.empty or AxisType.Explicit not in x_mesh.axis_types:
+        sharding = jax.typeof(x).sharding
+        x_mesh = sharding.mesh
+        if x_mesh.empty or AxisType.Explicit not in x_mesh.axis_types:
             continue
         if mesh is None:
             mesh = x_mesh
@@ -609,10 +609,9 @@ def _mesh_axes(
     (:func:`_layout`).
     """
     if mesh_axis is None:
-        entry = None if layout is None else layout.spec[axis]
-        if entry is None:
+        if layout is None or layout.spec[axis] is None:
             return None, ()
-        mesh = layout.mesh
+        mesh, entry = layout.mesh, layout.spec[axis]
         axes = (entry,) if isinstance(entry, str) else tuple(entry)
     else:
         if isinstance(mesh_axis, str):

@@ -119,17 +119,16 @@ class RGLRU(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         d, pd = self.features, self.param_dtype
         a_init = R.rglru_a_param_init(float(self.min_rad), float(self.max_rad))
-        gate = dict(
-            width=d,
-            num_heads=self.num_heads,
-            param_dtype=pd,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
-        )
+
+        def gate(name: str) -> dict[str, jax.Array]:
+            return _BlockDiagonalGate(
+                d, self.num_heads, pd, self.kernel_init, self.bias_init, name=name
+            )()
+
         params = {
             "a_param": self.param("a_param", a_init, (d,), pd),
-            "input_gate": _BlockDiagonalGate(**gate, name="input_gate")(),
-            "a_gate": _BlockDiagonalGate(**gate, name="a_gate")(),
+            "input_gate": gate("input_gate"),
+            "a_gate": gate("a_gate"),
         }
         common: dict[str, Any] = dict(
             segment_pos=segment_pos, c=float(self.c), dtype=self.dtype, precision=self.precision
@@ -173,8 +172,9 @@ class MinGRU(nn.Module):
     ``g(x) = x + 0.5`` for ``x >= 0``, ``sigmoid(x)`` below (positive states from a zero
     start), run in log space by :func:`hadamard_jax.log_linear_scan`; an initial state (any
     real values) is added in linear space; ``step`` is the same recurrence in linear space,
-    one step at a time. The Linen counterpart of :class:`hadamard_jax.nnx.MinGRU` (the input
-    size is inferred).
+    one step at a time. The initial state is the state ``h_{-1}`` itself in both forms (the
+    paper's parallel form from ``g(h_0)`` is ``initial_state=g(h_0)``). The Linen counterpart
+    of :class:`hadamard_jax.nnx.MinGRU` (the input size is inferred).
 
     Attributes:
       hidden_features: state size ``n``.

@@ -66,7 +66,7 @@ class RGLRU(nnx.Module):
     first token scaled like the others (a continuation).
 
     Parameters, named and shaped as recurrentgemma's ``RGLRU`` so that its checkpoint arrays
-    load as they are (``nnx.update(layer, nnx.State(params))`` with its ``params`` dict):
+    load as they are (``nnx.update(layer, params)`` with its ``params`` dict):
     ``a_param`` ``[d]``; ``input_gate.w``, ``a_gate.w`` ``[num_heads, d / num_heads,
     d / num_heads]``; ``input_gate.b``, ``a_gate.b`` ``[num_heads, d / num_heads]``.
 
@@ -139,9 +139,18 @@ class RGLRU(nnx.Module):
         self.a_param = C.param(
             R.rglru_a_param_init(min_rad, max_rad), rngs.params(), (d,), param_dtype
         )
-        gate = dict(param_dtype=param_dtype, kernel_init=kernel_init, bias_init=bias_init)
-        self.input_gate = BlockDiagonalGate(d, num_heads, **gate, rngs=rngs)
-        self.a_gate = BlockDiagonalGate(d, num_heads, **gate, rngs=rngs)
+
+        def gate() -> BlockDiagonalGate:
+            return BlockDiagonalGate(
+                d,
+                num_heads,
+                param_dtype=param_dtype,
+                kernel_init=kernel_init,
+                bias_init=bias_init,
+                rngs=rngs,
+            )
+
+        self.input_gate, self.a_gate = gate(), gate()
 
     def _params(self) -> dict[str, Any]:
         def gate(g: BlockDiagonalGate) -> dict[str, Any]:
@@ -217,6 +226,12 @@ class MinGRU(nnx.Module):
     :func:`hadamard_jax.linear_scan`): any real ``initial_state`` works, and ``0`` has exact
     gradients. :meth:`step`, the decode form, computes the same ``h_t`` in linear space (with
     the same ``g``), one step at a time.
+
+    The initial state is the state itself: ``initial_state`` (and ``step``'s ``state``) is
+    ``h_{-1}``, used as given, in both forms, so the last state of one call continues in the
+    next call or step. The paper's parallel form starts from ``g(h_0)`` (its
+    ``log_h_0 = log_g(h_0)``, ``h_0`` a pre-activation); to run that, pass
+    ``initial_state=g(h_0)`` with ``g(v) = jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))``.
 
     Args:
       in_features: input size ``d``.
