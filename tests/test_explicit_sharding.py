@@ -28,6 +28,11 @@ _SCRIPT = textwrap.dedent(
         "apply_mask": lambda x, m: hj.apply_mask(x, m),
         "apply_mask grad": lambda x, m: jax.grad(lambda x: hj.apply_mask(x, m, fill=1.0).sum())(x),
         "apply_mask jvp": lambda x, m: jax.jvp(lambda x: hj.apply_mask(x, m), (x,), (x,))[1],
+        # A replicated zeros start with time- and state-sharded inputs (issue 22, item 6).
+        "linear_scan zeros h0 grad": lambda x, m: jax.grad(
+            lambda x: hj.linear_scan(x, x, h0=jnp.zeros(8)).sum()
+        )(x),
+        "log_linear_scan zeros h0": lambda x, m: hj.log_linear_scan(x, x, log_h0=jnp.zeros(8)),
     }
     with jax.set_mesh(mesh):
         for name, fn in cases.items():

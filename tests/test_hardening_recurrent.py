@@ -100,6 +100,24 @@ with jax.set_mesh(mesh):
                 np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=f"{fn} {name}")
             print(fn.__name__, name, "OK")
 
+    # Time-major, reversed, a replicated h0 that conflicts with nothing; and mesh_axis named
+    # for arrays whose types are not sharded along time (they are resharded to it).
+    tm = lambda x: jnp.swapaxes(x, 0, 1)
+    rev = jax.jit(
+        jax.grad(
+            lambda a, b, h0: jnp.sum(jnp.sin(hj.linear_scan(a, b, h0=h0, reverse=True))),
+            argnums=(0, 1, 2),
+        )
+    )
+    want = rev(tm(a), tm(b), h0)
+    got = rev(put(tm(a), "seq"), put(tm(b), "seq", "data"), put(h0))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    named = jax.jit(lambda a, b, h0: hj.linear_scan(a, b, h0=h0, axis=1, mesh_axis="seq"))
+    out = named(a, put(b, "data"), h0)
+    assert spec_of(out) == ("data", "seq", None), out.sharding
+    np.testing.assert_allclose(out, lin(a, b, h0), rtol=1e-5, atol=1e-6)
+
     # The layers, from the usual replicated zeros((B, n)) start and a replicated x with a
     # batch-sharded start; NNX and Linen.
     @functools.partial(jax.jit, static_argnums=3)

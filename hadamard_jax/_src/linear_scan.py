@@ -584,19 +584,44 @@ def _layout(arrays: list[Any], shape: Shape, axis: int) -> _Layout | None:
     if mesh is None:
         return None
     used: set[str] = set()
-    merged: list[Any] = []
-    for entries in candidates:
-        pick = None
-        for entry in entries:
+    merged: list[Any] = [None] * ndim
+    for d in [axis, *state_dims]:  # the time axis first: its sharding picks the algorithm
+        for entry in candidates[d]:
             names = {entry} if isinstance(entry, str) else set(entry)
             if not names & used:
-                pick = entry
+                merged[d] = entry
                 used |= names
                 break
-        merged.append(pick)
     if all(entry is None for entry in merged):
         return None
     return _Layout(mesh, tuple(merged))
+
+
+def _with_time_axes(
+    layout: _Layout | None, mesh: Any, axis: int, axes: tuple[str, ...], ndim: int
+) -> _Layout | None:
+    """``layout`` with the time axis split over ``axes`` (``mesh_axis=`` named them) and those
+    mesh axes taken off the other dimensions. Without a layout (no argument sharded under
+    Explicit axes), one is made when ``axes`` are Explicit axes of ``mesh``; under Auto axes
+    the layout stays ``None`` (the compiler places the arguments)."""
+    if not axes:
+        return layout
+    if layout is None:
+        types = dict(zip(mesh.axis_names, mesh.axis_types))
+        if not any(types[name] == AxisType.Explicit for name in axes):
+            return None
+        layout = _Layout(mesh, (None,) * ndim)
+    entry = axes[0] if len(axes) == 1 else axes
+    if layout.spec[axis] == entry:
+        return layout
+
+    def without(e):
+        names = () if e is None else ((e,) if isinstance(e, str) else tuple(e))
+        kept = tuple(n for n in names if n not in axes)
+        return None if not kept else (kept[0] if len(kept) == 1 else kept)
+
+    spec = tuple(entry if d == axis else without(e) for d, e in enumerate(layout.spec))
+    return _Layout(layout.mesh, spec)
 
 
 def _mesh_axes(
@@ -709,6 +734,7 @@ def _config(
     result = checks.result_type(arrays, floating=True)
     layout = _layout(arrays, shape, axis)
     mesh, axes = _mesh_axes(layout, axis, mesh_axis, shape[axis], op)
+    layout = _with_time_axes(layout, mesh, axis, axes, len(shape))
     plan = _Plan(choose_algorithm() if algorithm is None else algorithm, mesh, axes)
     cfg = _Config(shape, axis, reverse, a_invariant, h0 is not None, result, plan, layout)
     return cfg, arrays
