@@ -27,6 +27,12 @@ How the scan runs is chosen in one place, :func:`_time_major`: the ``ALGORITHMS`
 (:func:`_mesh_axes` decides), ``jax.shard_map`` with a carry correction across shards
 (:func:`_sharded`). The rules never look at the algorithm: every algorithm is a
 function of ``(a, b, h0)`` linear in ``(b, h0)``, which is all the tangent needs.
+
+Under Explicit mesh axes the arrays of one call get one layout (:func:`_layout`: each dimension
+takes the sharding of ``b``, else ``a``, else ``h0``, the time axis first) and each array is
+resharded to it where it differs (:func:`_place`, in the ``_prep_*`` functions that the primal
+and the tangent share; ``reshard`` is linear, so the tangent stays linear in the tangents).
+An empty time axis short-cuts to an empty result in :func:`_time_major`.
 """
 
 from __future__ import annotations
