@@ -829,7 +829,7 @@ def linear_scan(
       ValueError: shapes differ without ``broadcast`` or do not broadcast; ``h0`` has the wrong
         shape; ``axis`` out of range; ``a`` and ``b`` are scalars; the sharded time axis is not
         a multiple of the number of devices; ``mesh_axis`` is not an axis of the mesh;
-        ``algorithm`` is not a name of ``linear_scan.ALGORITHMS``'s values.
+        ``algorithm`` is not ``None``, ``"sequential"`` or ``"chunked"``.
       TypeError: an argument is not an array or a number; ``axis`` is not an int; a flag is not
         a bool; ``mesh_axis`` is not a name.
 
