@@ -41,7 +41,6 @@ MAX_SQRT_GRADIENT = 1000.0
 #: ``a_param`` ``[d]`` and two block-diagonal gates (``BlockDiagonalLinear``), each with ``w``
 #: ``[heads, d / heads, d / heads]`` and ``b`` ``[heads, d / heads]``.
 RGLRU_PARAMS = ("a_param", "input_gate", "a_gate")
-RGLRU_GATE_PARAMS = ("w", "b")
 MIN_GRU_PARAMS = ("gate_kernel", "gate_bias", "candidate_kernel", "candidate_bias")
 
 
@@ -240,9 +239,9 @@ def last_state(h: jax.Array, h0: Any = None) -> jax.Array:
 
     For an empty time axis (``T = 0``) the last state is the initial one, ``h0`` (zeros for
     ``None``), in ``h``'s dtype, as ``lax.scan`` returns its initial carry. Under an Explicit
-    mesh axis that splits the time axis, a slice of one step is not
-    defined (jax 0.10.2 refuses it); there the last step is selected with a mask and summed
-    over time, an all-reduce of one state per device, instead of gathering ``h``.
+    mesh axis that splits the time axis, a slice of one step is not defined (jax 0.10.2
+    refuses it); there the last step is selected with a mask and summed over time, an
+    all-reduce of one state per device, instead of gathering ``h``.
     """
     axis = h.ndim - 2
     if h.shape[axis] == 0:
