@@ -529,10 +529,13 @@ def _dora_matmul_jvp(s: _Static, detach: bool, primals, tangents):
     n = _dora_norm(s, w, a, b)
     if detach:
         n = lax.stop_gradient(n)
-    out = _bc(_dora_pre(s, x, w, a, b), m / n).astype(s.dtype)
+    # The un-normalised output z = x W + s x A B ([..., out], an activation) is kept too:
+    # the magnitude's gradient needs it, and recomputing it would cost a full matmul x W.
+    z = _dora_pre(s, x, w, a, b)
+    out = _bc(z, m / n).astype(s.dtype)
 
     def tangent_fn(ps, ts):
-        x, w, a, b, m, n = _up(ps, s.compute)
+        x, w, a, b, m, n, z = _up(ps, s.compute)
         tx, tw, ta, tb, tm = _up(ts, s.compute)
         f = functools.partial(_dora_pre, s)
         # d(x W + s x A B): multilinear in (x, W) and (x, A, B).
@@ -570,10 +573,10 @@ def _dora_matmul_jvp(s: _Static, detach: bool, primals, tangents):
             assert vdv is not None
             dc = rules.sum_terms([dc, -m * vdv * inv * inv * inv])
         if dc is not None:
-            terms.append(_bc(f(x, w, a, b), dc))
+            terms.append(_bc(z, dc))
         return rules.tangent_sum(terms).astype(s.dtype)
 
-    return out, rules.checkpointed_tangent(tangent_fn, (*primals, n), tangents, out)
+    return out, rules.checkpointed_tangent(tangent_fn, (*primals, n, z), tangents, out)
 
 
 _dora_matmul_jit = jax.jit(_dora_matmul, static_argnums=(0, 1))
@@ -652,9 +655,10 @@ def dora_matmul(
     with :math:`\|V\|_{\mathrm{col}}` the ``[out]`` vector of column norms (computed as in
     :func:`dora_norm`, never forming ``V``). With ``detach_norm=True`` (the paper's section
     4.3 and peft's ``tuners/lora/dora.py``) the norm is treated as a constant in the derivative
-    (``lax.stop_gradient``); with ``False`` it is differentiated too. The rule keeps ``x``, the
-    inputs and the ``[out]`` norms; no ``[in, out]`` array beyond ``W`` itself, in the forward
-    or backward pass.
+    (``lax.stop_gradient``); with ``False`` it is differentiated too. The rule keeps the inputs,
+    the ``[out]`` norms and, when ``m`` (or the norm) is differentiated, the un-normalised
+    output ``x W + s x A B`` (``[..., out]``, as peft keeps its base output); no ``[in, out]``
+    array beyond ``W`` itself, in the forward or backward pass.
 
     peft layout: ``lora_A.weight`` ``[r, in]`` is ``a.T``, ``lora_B.weight`` ``[out, r]`` is
     ``b.T``, the torch weight ``[out, in]`` is ``w.T``, ``scaling = lora_alpha / r`` is
