@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hadamard_jax import dora_matmul, dora_norm, hira_matmul, loha_delta, loha_matmul
 from hadamard_jax._src import adapters
@@ -284,3 +286,47 @@ def test_bench_rows_small():
     assert only_arguments_saved(row["residuals_ours"])
     assert not only_arguments_saved(row["residuals_peft"])
     assert len(bench.format_rows([row])) == 5
+
+
+@settings(max_examples=10)
+@given(
+    batch=st.sampled_from([(), (1,), (3,), (2, 2)]),
+    n_in=st.integers(1, 5),
+    n_out=st.integers(1, 5),
+    r1=st.integers(1, 3),
+    r2=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_loha_paths_match_numpy(batch, n_in, n_out, r1, r2, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((*batch, n_in))
+    a1, a2 = rng.standard_normal((n_in, r1)), rng.standard_normal((n_in, r2))
+    b1, b2 = rng.standard_normal((r1, n_out)), rng.standard_normal((r2, n_out))
+    expected = x @ ((a1 @ b1) * (a2 @ b2))
+    args = [np.float32(a) for a in (x, a1, b1, a2, b2)]
+    for path in ("khatri_rao", "form"):
+        out = loha_matmul(*args, path=path)
+        assert out.shape == (*batch, n_out)
+        np.testing.assert_allclose(
+            out, expected, rtol=1e-4, atol=1e-4 * (1 + np.abs(expected).max())
+        )
+
+
+def test_variables_vmap_and_hessian():
+    from flax import nnx
+
+    x, a1, b1, a2, b2 = _loha_args()
+    ours = loha_matmul(x, nnx.Param(a1), b1, nnx.Param(a2), b2)
+    np.testing.assert_allclose(ours, loha_matmul(x, a1, b1, a2, b2), rtol=1e-6)
+    g = jax.grad(lambda p: loha_matmul(x, p, b1, a2, b2).sum())(nnx.Param(a1))
+    assert np.asarray(jax.tree.leaves(g)[0]).shape == a1.shape
+    # vmap over a stack of adapters (e.g. one per task).
+    stacked = jnp.stack([a1, 2 * a1])
+    out = jax.vmap(lambda a: hira_matmul(x, normal(6, (6, 7)), a, b1))(stacked[..., :2])
+    np.testing.assert_allclose(out[1], 2 * out[0], rtol=1e-5, atol=1e-5)
+    # Hessian of a DoRA loss in the magnitude (forward over reverse).
+    _, w, a, b, m = _dora_args()
+    h = jax.hessian(lambda m: jnp.sum(dora_matmul(x, w, a, b, m, detach_norm=False) ** 2))(m)
+    z = x @ w + (x @ a) @ b
+    n = jnp.linalg.norm(w + a @ b, axis=0)
+    np.testing.assert_allclose(h, 2 * jnp.diag(jnp.sum(z * z, 0) / n**2), rtol=1e-4, atol=1e-4)
