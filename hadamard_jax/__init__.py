@@ -66,6 +66,13 @@ from hadamard_jax._src.learned_masks import ste_mask as ste_mask
 # Mask storage.
 from hadamard_jax._src.mask_packing import pack_mask as pack_mask
 from hadamard_jax._src.mask_packing import unpack_mask as unpack_mask
+
+# Hadamard adapters for fine-tuning (LoHa/ABBA, HiRA, DoRA).
+from hadamard_jax._src.adapters import dora_matmul as dora_matmul
+from hadamard_jax._src.adapters import dora_norm as dora_norm
+from hadamard_jax._src.adapters import hira_matmul as hira_matmul
+from hadamard_jax._src.adapters import loha_delta as loha_delta
+from hadamard_jax._src.adapters import loha_matmul as loha_matmul
 # isort: on
 
 __all__ = [
@@ -112,4 +119,9 @@ __all__ = [
     "gated_rms_norm",
     "linear_scan",
     "log_linear_scan",
+    "dora_matmul",
+    "dora_norm",
+    "hira_matmul",
+    "loha_delta",
+    "loha_matmul",
 ]

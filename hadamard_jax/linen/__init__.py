@@ -3,7 +3,14 @@
 collection; :func:`prune` returns new variables.
 """
 
+from hadamard_jax._layers.adapters import ADAPTERS as ADAPTERS
 from hadamard_jax._layers.options import MASKS as MASKS
+from hadamard_jax.linen._adapters import IA3 as IA3
+from hadamard_jax.linen._adapters import DoRALinear as DoRALinear
+from hadamard_jax.linen._adapters import HiRALinear as HiRALinear
+from hadamard_jax.linen._adapters import IA3Linear as IA3Linear
+from hadamard_jax.linen._adapters import LoHaLinear as LoHaLinear
+from hadamard_jax.linen._adapters import merge_adapter as merge_adapter
 from hadamard_jax.linen._gated import GatedMultiHeadAttention as GatedMultiHeadAttention
 from hadamard_jax.linen._gated import GatedRMSNorm as GatedRMSNorm
 from hadamard_jax.linen._modules import GLU as GLU
@@ -35,4 +42,11 @@ __all__ = [
     "l0_penalty",
     "mask_sparsity",
     "prune",
+    "ADAPTERS",
+    "DoRALinear",
+    "HiRALinear",
+    "IA3",
+    "IA3Linear",
+    "LoHaLinear",
+    "merge_adapter",
 ]

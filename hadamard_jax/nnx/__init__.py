@@ -6,6 +6,12 @@ Masks are :class:`MaskVar` variables, kept apart from the trainable ``nnx.Param`
 modules, with the same names and arguments, are in :mod:`hadamard_jax.linen`.
 """
 
+from hadamard_jax.nnx._adapters import IA3 as IA3
+from hadamard_jax.nnx._adapters import AdapterParam as AdapterParam
+from hadamard_jax.nnx._adapters import DoRALinear as DoRALinear
+from hadamard_jax.nnx._adapters import HiRALinear as HiRALinear
+from hadamard_jax.nnx._adapters import IA3Linear as IA3Linear
+from hadamard_jax.nnx._adapters import LoHaLinear as LoHaLinear
 from hadamard_jax.nnx._common import MaskVar as MaskVar
 from hadamard_jax.nnx._gated_attention import GatedMultiHeadAttention as GatedMultiHeadAttention
 from hadamard_jax.nnx._gated_mlp import GatedMLP as GatedMLP
@@ -40,4 +46,10 @@ __all__ = [
     "mask_sparsity",
     "masks_of",
     "prune",
+    "AdapterParam",
+    "DoRALinear",
+    "HiRALinear",
+    "IA3",
+    "IA3Linear",
+    "LoHaLinear",
 ]

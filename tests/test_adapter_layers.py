@@ -1,0 +1,200 @@
+"""Adapter layers (NNX and Linen): zero update at init, merge, adapter-only training, parity."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+from flax import nnx
+
+from hadamard_jax import linen as hl
+from hadamard_jax import nnx as hn
+from hadamard_jax._layers import adapters as A
+from tests.utils import normal
+
+N_IN, N_OUT = 6, 5
+X = np.random.default_rng(0).standard_normal((3, N_IN)).astype(np.float32)
+
+# name -> (NNX constructor kwargs for a random (non-zero) update, Linen class)
+RANDOM = {
+    "LoHaLinear": dict(rank=2, rank2=3, alpha=4.0, init_weights=False),
+    "HiRALinear": dict(rank=2, alpha=3.0, init_hira_weights=False),
+    "DoRALinear": dict(rank=2, alpha=4.0, init_lora_weights=False),
+    "IA3Linear": dict(feedforward=False),
+}
+
+
+def _nnx(name, seed=0, **kw):
+    return getattr(hn, name)(N_IN, N_OUT, rngs=nnx.Rngs(seed), **kw)
+
+
+def _perturb_ia3(layer):
+    if isinstance(layer, hn.IA3Linear):
+        layer.ia3_l[...] = normal(3, layer.ia3_l.shape, loc=1.0, scale=0.3)
+    return layer
+
+
+@pytest.mark.parametrize("name", list(RANDOM))
+def test_zero_update_at_init(name):
+    layer = _nnx(name)
+    base = layer.base_module(X)
+    np.testing.assert_allclose(layer(X), base, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(RANDOM))
+def test_merge_gives_a_plain_linear_with_equal_outputs(name):
+    layer = _perturb_ia3(_nnx(name, **RANDOM[name]))
+    assert not np.allclose(layer(X), layer.base_module(X), atol=1e-3)
+    merged = layer.merge()
+    assert type(merged) is nnx.Linear
+    np.testing.assert_allclose(merged(X), layer(X), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["LoHaLinear", "HiRALinear", "DoRALinear"])
+def test_masked_base_sparse_base_dense_adapter(name):
+    base = hn.MaskedLinear(N_IN, N_OUT, rngs=nnx.Rngs(1))
+    hn.prune(base, 0.5)
+    layer = getattr(hn, name)(base_module=base, rngs=nnx.Rngs(2), **RANDOM[name])
+    w = base.masked_kernel()
+    assert layer.in_features == N_IN and int((w == 0).sum()) == 15
+    np.testing.assert_allclose(layer.merge()(X), layer(X), rtol=1e-5, atol=1e-5)
+    if name == "HiRALinear":  # W0 * (A B) keeps the base's sparsity
+        assert bool(jnp.all(jnp.where(w == 0, layer.merge().kernel[...], 0) == 0))
+
+
+@pytest.mark.parametrize("name", list(RANDOM))
+def test_optimizer_over_adapter_params_trains_only_them(name):
+    layer = _nnx(name)
+    kernel = np.asarray(layer.base_module.kernel[...])
+    before = jax.tree.map(np.asarray, nnx.state(layer, hn.AdapterParam))
+    opt = nnx.Optimizer(layer, optax.sgd(0.1), wrt=hn.AdapterParam)
+    y = normal(5, (3, N_OUT))
+
+    def loss(model):
+        return jnp.mean((model(X) - y) ** 2)
+
+    grads = nnx.grad(loss, argnums=nnx.DiffState(0, hn.AdapterParam))(layer)
+    opt.update(layer, grads)
+    np.testing.assert_array_equal(layer.base_module.kernel[...], kernel)
+    after = nnx.state(layer, hn.AdapterParam)
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before, after)
+    assert any(jax.tree.leaves(changed))
+    assert loss(layer) < float(jnp.mean((layer.base_module(X) - y) ** 2))
+
+
+def _linen_variables(name, layer):
+    """The NNX layer's parameters as Linen variables."""
+    params = {"kernel": layer.base_module.kernel[...], "bias": layer.base_module.bias[...]}
+    adapters = {k: v[...] for k, v in nnx.to_flat_state(nnx.state(layer, hn.AdapterParam))}
+    adapters = {k[-1]: v for k, v in adapters.items()}
+    return {"params": params, "adapters": adapters}
+
+
+@pytest.mark.parametrize("name", list(RANDOM))
+def test_nnx_and_linen_agree_and_linen_merge(name):
+    kw = RANDOM[name]
+    layer = _perturb_ia3(_nnx(name, **kw))
+    variables = _linen_variables(name, layer)
+    module = getattr(hl, name)(N_OUT, **kw)
+    init = module.init(jax.random.key(0), X)
+    assert jax.tree.map(jnp.shape, init) == jax.tree.map(jnp.shape, variables)
+    out = module.apply(variables, X)
+    np.testing.assert_allclose(out, layer(X), rtol=1e-6, atol=1e-6)
+    dense = nn.Dense(N_OUT).apply(hl.merge_adapter(module, variables), X)
+    np.testing.assert_allclose(dense, out, rtol=1e-5, atol=1e-5)
+
+
+def test_linen_zero_update_at_init_and_adapter_only_grads():
+    module = hl.DoRALinear(N_OUT, rank=2)
+    v = module.init(jax.random.key(0), X)
+    base = X @ v["params"]["kernel"] + v["params"]["bias"][None, :]
+    np.testing.assert_allclose(module.apply(v, X), base, rtol=1e-5, atol=1e-5)
+    grads = jax.grad(lambda ad: jnp.sum(module.apply({**v, "adapters": ad}, X) ** 2))(v["adapters"])
+    assert set(grads) == {"lora_a", "lora_b", "magnitude"}
+
+
+def test_ia3_module_and_nnx_linen_equal():
+    l = normal(7, (N_IN,), loc=1.0)
+    mod = hn.IA3(N_IN, rngs=nnx.Rngs(0))
+    mod.ia3_l[...] = l
+    np.testing.assert_allclose(mod(X), X * np.asarray(l), rtol=1e-6)
+    np.testing.assert_allclose(hl.IA3(N_IN).apply({"adapters": {"ia3_l": l}}, X), mod(X))
+
+
+def test_ia3_feedforward_scales_the_input_and_merges():
+    layer = hn.IA3Linear(N_IN, N_OUT, feedforward=True, rngs=nnx.Rngs(0))
+    layer.ia3_l[...] = normal(8, (N_IN,), loc=1.0)
+    w, b = layer.base_module.kernel[...], layer.base_module.bias[...]
+    np.testing.assert_allclose(
+        layer(X), (X * np.asarray(layer.ia3_l[...])[None, :]) @ w + b[None, :], rtol=1e-5
+    )
+    np.testing.assert_allclose(layer.merge()(X), layer(X), rtol=1e-5, atol=1e-5)
+
+
+def test_peft_initialisers_and_scales():
+    layer = hn.LoHaLinear(N_IN, N_OUT, rank=2, alpha=4.0, rngs=nnx.Rngs(0))
+    assert layer.scale == 2.0 and not np.any(layer.a2[...])
+    assert np.abs(layer.a1[...]).max() <= 1 / math.sqrt(N_IN)  # kaiming_uniform(a=sqrt(5))
+    assert np.abs(layer.b1[...]).max() <= 1 / math.sqrt(2)
+    hira = hn.HiRALinear(N_IN, N_OUT, rank=4, init_hira_weights="gaussian", rngs=nnx.Rngs(0))
+    assert hira.scale == 1.0 and not np.any(hira.b[...])
+    dora = hn.DoRALinear(N_IN, N_OUT, rank=4, alpha=8.0, use_rslora=True, rngs=nnx.Rngs(0))
+    assert dora.scale == 4.0
+    np.testing.assert_allclose(
+        dora.magnitude[...], jnp.linalg.norm(dora.base_module.kernel[...], axis=0), rtol=1e-6
+    )
+
+
+def test_abba_init_is_peft_svd_split_with_abba_scale():
+    layer = hn.LoHaLinear(N_IN, N_OUT, rank=2, rank2=1, alpha=2.0, init_weights="abba",
+                          rngs=nnx.Rngs(0))  # fmt: skip
+    w = np.asarray(layer.base_module.kernel[...], np.float64)
+    # peft: SVD of the torch weight [out, in] = w.T; w1a = U S^1/4, w1b = S^1/4 Vh.
+    u, s, vh = np.linalg.svd(w.T, full_matrices=False)
+    w1a, w1b = u[:, :2] * s[None, :2] ** 0.25, s[:2, None] ** 0.25 * vh[:2]
+    w2a, w2b = u[:, 2:3] * s[None, 2:3] ** 0.25, s[2:3, None] ** 0.25 * vh[2:3]
+    peft_delta = (w1a @ w1b) * (w2a @ w2b) * (2.0 / math.sqrt(2)) * (2.0 / math.sqrt(1))
+    assert layer.scale == pytest.approx(2.0 / math.sqrt(2) * 2.0)
+    np.testing.assert_allclose(layer.delta(), peft_delta.T, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: hn.LoHaLinear(4, 3, rank=0, rngs=nnx.Rngs(0)), ValueError, "rank"),
+        (
+            lambda: hn.LoHaLinear(4, 3, init_weights="pissa", rngs=nnx.Rngs(0)),
+            ValueError,
+            "init_weights",
+        ),
+        (lambda: hn.HiRALinear(4, 3, alpha="1", rngs=nnx.Rngs(0)), TypeError, "alpha"),
+        (lambda: hn.DoRALinear(rngs=nnx.Rngs(0)), ValueError, "in_features"),
+        (
+            lambda: hn.IA3Linear(base_module=nnx.Dropout(0.1), rngs=nnx.Rngs(0)),
+            TypeError,
+            "base_module",
+        ),
+        (
+            lambda: hn.LoHaLinear(4, 3, rank=2, rngs=nnx.Rngs(0))(jnp.ones((2, 5))),
+            ValueError,
+            "in_features=4",
+        ),
+        (lambda: hl.LoHaLinear(3, rank=-1), ValueError, "rank"),
+        (lambda: hl.DoRALinear(3, init_lora_weights="olora"), ValueError, "init_lora_weights"),
+        (lambda: hl.merge_adapter(hl.IA3(3), {"params": {}, "adapters": {}}), TypeError, "module"),
+    ],
+)
+def test_bad_arguments(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_num_adapter_params():
+    assert A.count({"a": np.ones((2, 3))}) == 6
+    assert _nnx("LoHaLinear", rank=2).num_adapter_params() == 2 * 2 * (N_IN + N_OUT)
+    assert _nnx("DoRALinear", rank=2).num_adapter_params() == 2 * (N_IN + N_OUT) + N_OUT
