@@ -299,3 +299,58 @@ def test_non_numbers_are_type_errors_naming_the_argument(name, bad, shown, jit):
                 jax.jit(lambda: op(*args))()  # noqa: B023 - called at once
             else:
                 op(*args)
+
+
+# --- issue 24: eager calls check their arguments once per trace ---------------------------------
+
+
+EAGER_OPS = {
+    "hadamard": lambda a, b, **kw: hj.hadamard(a, b, **kw),
+    "hadamard_n": lambda a, b, **kw: hj.hadamard_n(a, b, **kw),
+    "swiglu": lambda a, b, **kw: hj.swiglu(a, b, **kw),
+    "clamped_swiglu": lambda a, b, **kw: hj.clamped_swiglu(a, b, alpha=1.5, **kw),
+    "geglu_packed": lambda a, b, **kw: hj.geglu_packed(jnp.concatenate([a, b]), **kw),
+    "highway": lambda a, b, **kw: hj.highway(a, b, a, **kw),
+    "gated_rms_norm": lambda a, b, **kw: hj.gated_rms_norm(a, b, a, **kw),
+}
+#: The flag each op takes (a static bool that a cached ``True`` must not let ``1`` through).
+FLAGS = {"geglu_packed": "approximate", "gated_rms_norm": "norm_before_gate"}
+
+
+@pytest.mark.parametrize("name", list(EAGER_OPS))
+def test_eager_calls_check_once_per_trace(name, monkeypatch):
+    """A repeated eager call with the same shapes, dtypes and options runs no Python check
+    (jit's cache), a new shape checks again, and a flag given as ``1`` after ``True`` is still
+    refused (the cache tells ``True`` from ``1``)."""
+    from hadamard_jax._src import checks
+
+    op, flag = EAGER_OPS[name], FLAGS.get(name, "broadcast")
+    calls = []
+    original = checks.check_bool
+    monkeypatch.setattr(checks, "check_bool", lambda *a: calls.append(a) or original(*a))
+    a, b = jnp.arange(1.0, 5.0), jnp.arange(2.0, 6.0)
+    value = True if flag != "approximate" else False
+    first = op(a, b, **{flag: value})
+    assert calls, "the first call checks its arguments"
+    calls.clear()
+    second = op(a, b, **{flag: value})
+    assert not calls, "a repeated eager call runs its checks again"
+    np.testing.assert_array_equal(first, second)
+    op(a[:2], b[:2], **{flag: value})
+    assert calls, "a new shape is checked"
+    with pytest.raises(TypeError, match=rf"{flag} must be a static bool, got int"):
+        op(a, b, **{flag: int(value)})
+
+
+def test_eager_fast_path_keeps_jnp_results():
+    """Weak types, dtypes and values as ``jnp.multiply``'s for concrete (fast-path) arrays."""
+    for a, b in [
+        (jnp.asarray(2.0), jnp.asarray(3.0)),  # both weak
+        (jnp.asarray(2.0), jnp.ones(3, jnp.bfloat16)),
+        (jnp.arange(3, dtype=jnp.int8), jnp.asarray(3)),
+    ]:
+        got, want = hj.hadamard(a, b, broadcast=True), jnp.multiply(a, b)
+        assert got.dtype == want.dtype and got.weak_type == want.weak_type
+        np.testing.assert_array_equal(got, want)
+    got, want = hj.swiglu(jnp.asarray(2.0), jnp.asarray(3.0)), jax.nn.silu(2.0) * 3.0
+    assert got.dtype == want.dtype and got.weak_type == want.weak_type

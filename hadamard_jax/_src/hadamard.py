@@ -134,7 +134,11 @@ def hadamard(a: ArrayLike, b: ArrayLike, *, broadcast: bool = False) -> jax.Arra
 
     Raises:
       ValueError: the shapes differ and ``broadcast`` is False, or they do not broadcast.
-      TypeError: an argument is not an array or a number (``None``, a string, an object).
+      TypeError: an argument is not an array or a number (``None``, a string, a
+        ``fractions.Fraction``, a typed PRNG key such as ``jax.random.key(0)``, an object).
+
+    Eager calls cost what ``jnp.multiply`` costs: the argument checks run when the op is traced,
+    once per shapes, dtypes and options, not on every call.
 
     Examples:
       >>> import jax.numpy as jnp
