@@ -30,6 +30,9 @@ cotangents computed in one loop (a multi-output fusion), which XLA's CPU backend
 * ``silu'`` and ``gelu'`` contain ``x * (something that decays to 0)``, which is ``inf * 0 = nan``
   at +-inf; their limits (0 at -inf, 1 at +inf) are substituted there, with the formula branch
   evaluated at a safe point so that no NaN leaks into higher derivatives.
+* Products of a large ``x`` with decaying factors are grouped so that no partial product
+  overflows: QuickGELU's derivative is ``s + (x s)(alpha s_neg)``; ``alpha x s s_neg`` from the
+  left is ``inf * 0 = nan`` for ``|x| > max / alpha`` (2e38 in float32).
 """
 
 from __future__ import annotations

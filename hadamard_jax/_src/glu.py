@@ -21,9 +21,11 @@ is evaluated under ``jax.checkpoint`` (:func:`hadamard_jax._src.rules.checkpoint
 the backward pass keeps only the op's inputs (``gate`` and ``value``, or the packed ``x``: the
 split happens inside the rule) and recomputes the activation. Activations are evaluated in
 float32 for 16-bit inputs (:func:`hadamard_jax._src.activations.compute_dtype`); results and
-gradients come back in the input dtype. Integer and boolean inputs promote to the default float
-dtype (as ``jax.nn.gelu`` does); complex inputs are a ``TypeError`` (the activations are real
-functions).
+gradients come back in the input dtype. Value and derivatives are finite for every finite
+gate up to the dtype's largest value, and ``inf`` only where the true value is beyond the dtype
+(squared ReGLU; see "Range" in :mod:`hadamard_jax._src.activations`). Integer and boolean inputs
+promote to the default float dtype (as ``jax.nn.gelu`` does); complex inputs are a
+``TypeError`` (the activations are real functions).
 """
 
 from __future__ import annotations
@@ -213,7 +215,8 @@ _PAIR_DOC = """
 
     Raises:
       ValueError: the shapes differ and ``broadcast`` is False, or they do not broadcast.
-      TypeError: an argument is complex, or not an array or a number; a flag is not a bool.
+      TypeError: an argument is complex, or not an array or a number (a typed PRNG key, a
+        ``fractions.Fraction``); a flag is not a bool.
 """
 
 
