@@ -312,9 +312,16 @@ EAGER_OPS = {
     "geglu_packed": lambda a, b, **kw: hj.geglu_packed(jnp.concatenate([a, b]), **kw),
     "highway": lambda a, b, **kw: hj.highway(a, b, a, **kw),
     "gated_rms_norm": lambda a, b, **kw: hj.gated_rms_norm(a, b, a, **kw),
+    "gated_mlp": lambda a, b, **kw: hj.gated_mlp(
+        a[None], jnp.outer(a, b), jnp.outer(b, a), jnp.outer(a, a), b_up=b, **kw
+    ),
 }
 #: The flag each op takes (a static bool that a cached ``True`` must not let ``1`` through).
-FLAGS = {"geglu_packed": "approximate", "gated_rms_norm": "norm_before_gate"}
+FLAGS = {
+    "geglu_packed": "approximate",
+    "gated_rms_norm": "norm_before_gate",
+    "gated_mlp": "approximate",
+}
 
 
 @pytest.mark.parametrize("name", list(EAGER_OPS))
