@@ -479,3 +479,26 @@ def check_attention_gate(gate: Any, normalize_qk: Any, op: str = "GatedMultiHead
             f"{op}: normalize_qk=True normalises the fused query and gate projection; use "
             "gate=None with normalize_qk, or normalize_qk=False with a gate."
         )
+
+
+def check_gated_attention(
+    *,
+    gate: Any,
+    normalize_qk: Any,
+    num_heads: Any,
+    qkv_features: Any,
+    out_features: Any,
+    dropout_rate: Any,
+    op: str = "GatedMultiHeadAttention",
+) -> int:
+    """``GatedMultiHeadAttention``'s own arguments, NNX and Linen alike (construction time).
+
+    ``gate`` and ``normalize_qk`` (:func:`check_attention_gate`), the sizes, and
+    ``dropout_rate`` in ``[0, 1)`` (Flax's attention accepts any float: at 2.0 a training call
+    returned zeros). Returns ``num_heads``."""
+    check_attention_gate(gate, normalize_qk, op)
+    heads = size(num_heads, "num_heads", op)
+    optional_size(qkv_features, "qkv_features", op)
+    optional_size(out_features, "out_features", op)
+    rate(dropout_rate, "dropout_rate", op)
+    return heads

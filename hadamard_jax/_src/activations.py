@@ -1,8 +1,17 @@
 """Gate activations and their derivatives, written for the hand-written rules.
 
 Each activation is one function ``x -> (act(x), act'(x))`` (an :class:`Activation` row of
-:data:`ACTIVATIONS`), both parts finite wherever the math is (|x| up to 1e4 and beyond, and the
-limits at +-inf), and meant to be evaluated in float32 or wider (see :func:`compute_dtype`).
+:data:`ACTIVATIONS`), meant to be evaluated in float32 or wider (see :func:`compute_dtype`).
+
+**Range.** For every finite ``x`` up to the dtype's largest finite value (``finfo.max``, in
+float32, bfloat16 and float16 inputs alike) both parts are finite and equal to the mathematical
+value rounded, and at ``+-inf`` they are the mathematical limits (``act(-inf) = 0`` for SiLU,
+GELU and QuickGELU; ``act'(+-inf)`` is 0 or 1), never NaN. The one exception is squared ReLU,
+whose value ``x^2`` and derivative ``2 x`` outgrow the dtype at finite ``x`` (beyond ``sqrt(max)``
+and ``max / 2``): there they are ``inf``, the honest float result, and a gate forms its products
+with the value as ``r (r v)`` (:func:`squared_relu_scaled`), finite wherever the product is. A
+gate at ``+-inf`` meets its value in IEEE arithmetic: ``act(inf) * 0`` is NaN, as
+``jnp.multiply(inf, 0)`` is.
 
 **Transcendentals against memory.** A rule that keeps only its inputs evaluates the activation
 twice, in the forward and in the backward pass, and the backward pass has two consumers: the
@@ -21,6 +30,9 @@ cotangents computed in one loop (a multi-output fusion), which XLA's CPU backend
 * ``silu'`` and ``gelu'`` contain ``x * (something that decays to 0)``, which is ``inf * 0 = nan``
   at +-inf; their limits (0 at -inf, 1 at +inf) are substituted there, with the formula branch
   evaluated at a safe point so that no NaN leaks into higher derivatives.
+* Products of a large ``x`` with decaying factors are grouped so that no partial product
+  overflows: QuickGELU's derivative is ``s + (x s)(alpha s_neg)``; ``alpha x s s_neg`` from the
+  left is ``inf * 0 = nan`` for ``|x| > max / alpha`` (2e38 in float32).
 """
 
 from __future__ import annotations
@@ -48,10 +60,15 @@ class Activation(NamedTuple):
     op takes its value part (XLA drops the unused derivative), and the derivative rules take
     both, so an op's value, its derivative in the gated value (``act(g)`` itself) and its
     derivative in the gate come from one function and agree at every input.
+
+    ``scaled(x, v, *params)``, where given, returns ``(act(x) v, act'(x) v)`` grouped so that
+    each is finite wherever the product is, for an activation whose value or derivative can
+    exceed the dtype's range at a finite ``x`` (squared ReLU); ``None``: the plain products.
     """
 
     name: str
     value_and_grad: Callable[..., tuple[jax.Array, jax.Array]]
+    scaled: Callable[..., tuple[jax.Array, jax.Array]] | None = None
 
     def value(self, x: jax.Array, *params: float) -> jax.Array:
         """``act(x)`` alone (the value part of :attr:`value_and_grad`)."""
@@ -187,18 +204,36 @@ def quick_gelu_and_grad(x, alpha=1.702):
     ``s + alpha x s(alpha x) s(-alpha x)``."""
     # As for SiLU: the value from jax.nn.sigmoid, the derivative from the sigmoid pair, so that
     # the two backward consumers need no shared buffer (468 vs 500 MiB in a scanned FFN).
+    # The derivative's product is grouped as (x s) (alpha s_neg): each factor is finite for
+    # every finite x, and one of them is 0 where the other is large. ``alpha * x s s_neg`` from
+    # the left overflowed to inf beyond |x| = max / alpha (2e38 in float32) and met s or s_neg
+    # = 0 there: inf * 0 = nan (issue 22, item 8).
     s, s_neg = _sigmoid_pair(alpha * x)
     xf, xc = _finite_part(x), _above_neg_inf(x)
-    return xc * jax.nn.sigmoid(alpha * xc), s + alpha * xf * s * s_neg
+    return xc * jax.nn.sigmoid(alpha * xc), s + (xf * s) * (alpha * s_neg)
 
 
 # --- squared relu (squared ReGLU) ----------------------------------------------------------------
 
 
 def squared_relu_and_grad(x):
-    """``relu(x)^2`` (Primer) and its derivative ``2 relu(x)``."""
+    """``relu(x)^2`` (Primer) and its derivative ``2 relu(x)``.
+
+    Both are unbounded: beyond ``sqrt(max)`` (1.8e19 in float32) the value, and beyond
+    ``max / 2`` the derivative, is larger than any float of the dtype and is ``inf``, the honest
+    float result. A gate multiplies them by its value with :func:`squared_relu_scaled`, which
+    stays finite wherever the product is."""
     r = jax.nn.relu(x)
     return r * r, 2.0 * r
+
+
+def squared_relu_scaled(x, v):
+    """``(relu(x)^2 v, 2 relu(x) v)`` grouped as ``r (r v)`` and ``2 (r v)``: finite wherever
+    the product is (``v = 0`` gives 0 for every finite ``x``, ``v = 1e-30`` at ``x = 1e30``
+    gives ``1e30``), where ``(r r) v`` is ``inf * 0 = nan`` or ``inf``."""
+    r = jax.nn.relu(x)
+    rv = r * v
+    return r * rv, 2.0 * rv
 
 
 # --- clamped silu (gpt-oss) -----------------------------------------------------------------------
@@ -236,7 +271,7 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("gelu", gelu_and_grad),
         Activation("gelu_tanh", gelu_tanh_and_grad),
         Activation("quick_gelu", quick_gelu_and_grad),
-        Activation("squared_relu", squared_relu_and_grad),
+        Activation("squared_relu", squared_relu_and_grad, squared_relu_scaled),
         Activation("clamped_silu", clamped_silu_and_grad),
     )
 }

@@ -279,6 +279,19 @@ def gated_mlp(
       >>> jax.grad(lambda x: gated_mlp(x, wg, wu, wd).sum())(x).shape
       (2, 4)
     """
+    optional = (b_gate, b_up, b_down, hidden_mask)
+    arrays = (x, w_gate, w_up, w_down, *[a for a in optional if a is not None])
+    given = [a is not None for a in optional]
+    return _gated_mlp_checked(arrays, (activation, approximate, hidden_scale, precision, *given))
+
+
+def _gated_mlp_impl(*packed: Any) -> jax.Array:
+    """:func:`gated_mlp`'s checks and op: ``packed = (x, w_gate, w_up, w_down, *given optional
+    arrays, activation, approximate, hidden_scale, precision, *which optional are given)``."""
+    *arrays, activation, approximate, hidden_scale, precision = packed[:-4]
+    x, w_gate, w_up, w_down, *rest = arrays
+    given = iter(rest)
+    b_gate, b_up, b_down, hidden_mask = (next(given) if g else None for g in packed[-4:])
     spec = gates.spec_of(activation, approximate, OP)
     args = {"x": x, "w_gate": w_gate, "w_up": w_up, "w_down": w_down}
     optional = {"b_gate": b_gate, "b_up": b_up, "b_down": b_down, "hidden_mask": hidden_mask}
@@ -297,3 +310,6 @@ def gated_mlp(
         precision = tuple(precision)
     static = Static(spec, precision, scale, dtype, activations.compute_dtype(dtype))
     return _block_jit(static, x, wg, wu, wd, bg, bu, bd, mask)
+
+
+_gated_mlp_checked = checks.checked_once(_gated_mlp_impl)

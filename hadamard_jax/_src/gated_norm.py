@@ -158,6 +158,11 @@ def gated_rms_norm(
       >>> jax.grad(lambda x: gated_rms_norm(x, x, jnp.ones(2)).sum())(x).shape
       (1, 2)
     """
+    return _gated_rms_norm_checked((x, gate, scale), (eps, activation, norm_before_gate))
+
+
+def _gated_rms_norm_impl(x, gate, scale, eps, activation, norm_before_gate) -> jax.Array:
+    """:func:`gated_rms_norm`'s checks and op."""
     spec = gates.plain_spec_of(activation, OP)
     before = checks.check_bool(norm_before_gate, "norm_before_gate", OP)
     eps = checks.static_real(eps, "eps", OP, lambda v: v > 0, "a number > 0")
@@ -175,3 +180,6 @@ def gated_rms_norm(
     dtype, _ = checks.result_type((x, gate, scale), floating=True)
     static = (spec, eps, before, np.dtype(dtype))
     return _gated_rms_norm_jit(static, *(jnp.asarray(a).astype(dtype) for a in (x, gate, scale)))
+
+
+_gated_rms_norm_checked = checks.checked_once(_gated_rms_norm_impl)

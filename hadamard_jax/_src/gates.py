@@ -153,12 +153,19 @@ def evaluate(spec: Spec, gate: jax.Array, value: jax.Array):
     both derivatives agree at every input (``dh/dvalue`` is ``act(gate)`` bit for bit for an
     unclamped gate).
     """
-    act, act_grad = activations.ACTIVATIONS[spec.activation].value_and_grad(gate, *spec.params)
+    row = activations.ACTIVATIONS[spec.activation]
+    act, act_grad = row.value_and_grad(gate, *spec.params)
     if spec.value_limit is None:
-        return act * value, act_grad * value, act
-    limit = spec.value_limit
-    clipped = jax.numpy.clip(value, -limit, limit) + 1.0
-    return act * clipped, act_grad * clipped, act * activations.clamp_grad(value, -limit, limit)
+        dh_dvalue, value_in = act, value
+    else:
+        limit = spec.value_limit
+        dh_dvalue = act * activations.clamp_grad(value, -limit, limit)
+        value_in = jax.numpy.clip(value, -limit, limit) + 1.0
+    if row.scaled is not None:  # products grouped to stay finite wherever they are
+        h, dh_dgate = row.scaled(gate, value_in, *spec.params)
+    else:
+        h, dh_dgate = act * value_in, act_grad * value_in
+    return h, dh_dgate, dh_dvalue
 
 
 def markdown_table() -> str:

@@ -21,9 +21,11 @@ is evaluated under ``jax.checkpoint`` (:func:`hadamard_jax._src.rules.checkpoint
 the backward pass keeps only the op's inputs (``gate`` and ``value``, or the packed ``x``: the
 split happens inside the rule) and recomputes the activation. Activations are evaluated in
 float32 for 16-bit inputs (:func:`hadamard_jax._src.activations.compute_dtype`); results and
-gradients come back in the input dtype. Integer and boolean inputs promote to the default float
-dtype (as ``jax.nn.gelu`` does); complex inputs are a ``TypeError`` (the activations are real
-functions).
+gradients come back in the input dtype. Value and derivatives are finite for every finite
+gate up to the dtype's largest value, and ``inf`` only where the true value is beyond the dtype
+(squared ReGLU; see "Range" in :mod:`hadamard_jax._src.activations`). Integer and boolean inputs
+promote to the default float dtype (as ``jax.nn.gelu`` does); complex inputs are a
+``TypeError`` (the activations are real functions).
 """
 
 from __future__ import annotations
@@ -135,14 +137,28 @@ def gated(
     ``activation=`` choice. ``params`` are the gate's parameters (e.g. ``alpha``, ``limit``);
     ``op`` names the caller in error messages (default ``name``).
     """
+    statics = (name, approximate, broadcast, op, *_flat(params))
+    return _gated_checked((gate, value), statics)
+
+
+def _flat(params: dict[str, Any]) -> list[Any]:
+    """``params`` as ``[key0, value0, key1, value1, ...]`` in key order (static values)."""
+    return [item for key in sorted(params) for item in (key, params[key])]
+
+
+def _gated_impl(gate, value, name, approximate, broadcast, op, *params) -> jax.Array:
+    """:func:`gated`'s checks and op (``params`` flat, as :func:`_flat` gives them)."""
     op = name if op is None else op
-    spec = gates.spec_of(name, approximate, op, params)
+    spec = gates.spec_of(name, approximate, op, dict(zip(params[::2], params[1::2])))
     broadcast = checks.check_bool(broadcast, "broadcast", op)
     gate, value = checks.real_arrays((gate, value), ("gate", "value"), op)
     shapes = [jnp.shape(gate), jnp.shape(value)]
     shape = checks.result_shape(shapes, ("gate", "value"), op, broadcast)
     result = checks.result_type((gate, value), floating=True)
     return _gated_jit(spec, None, shape, result, gate, value)
+
+
+_gated_checked = checks.checked_once(_gated_impl)
 
 
 def gated_packed(
@@ -156,8 +172,14 @@ def gated_packed(
     **params: float,
 ) -> jax.Array:
     """The packed form of gate ``name``: ``x`` holds value and gate along ``axis`` (``layout``)."""
+    statics = (name, axis, layout, approximate, op, *_flat(params))
+    return _gated_packed_checked((x,), statics)
+
+
+def _gated_packed_impl(x, name, axis, layout, approximate, op, *params) -> jax.Array:
+    """:func:`gated_packed`'s checks and op (``params`` flat, as :func:`_flat` gives them)."""
     op = f"{name}_packed" if op is None else op
-    spec = gates.spec_of(name, approximate, op, params)
+    spec = gates.spec_of(name, approximate, op, dict(zip(params[::2], params[1::2])))
     layout = checks.check_choice(layout, "layout", op, LAYOUTS)
     (x,) = checks.real_arrays((x,), ("x",), op)
     ndim = jnp.ndim(x)
@@ -175,6 +197,9 @@ def gated_packed(
     return _gated_jit(spec, (split_axis, layout), (), result, x)
 
 
+_gated_packed_checked = checks.checked_once(_gated_packed_impl)
+
+
 # --- two-input forms ---------------------------------------------------------------------------
 
 _PAIR_DOC = """
@@ -190,7 +215,8 @@ _PAIR_DOC = """
 
     Raises:
       ValueError: the shapes differ and ``broadcast`` is False, or they do not broadcast.
-      TypeError: an argument is complex, or not an array or a number; a flag is not a bool.
+      TypeError: an argument is complex, or not an array or a number (a typed PRNG key, a
+        ``fractions.Fraction``); a flag is not a bool.
 """
 
 

@@ -89,6 +89,24 @@ def _hadamard_impl(
     return _product_nondiff(shape, (dtype, weak), compute, *arrays)
 
 
+def _hadamard_two(a: Any, b: Any, broadcast: Any) -> jax.Array:
+    """:func:`hadamard`'s checks and product."""
+    return _hadamard_impl("hadamard", (a, b), ("a", "b"), broadcast, None)
+
+
+_hadamard_checked = checks.checked_once(_hadamard_two)
+
+
+def _hadamard_n_impl(*args: Any) -> jax.Array:
+    """``hadamard_n``'s checks and product: ``args = (*arrays, broadcast, compute_dtype)``."""
+    arrays = args[:-2]
+    names = [f"arrays[{i}]" for i in range(len(arrays))]
+    return _hadamard_impl("hadamard_n", arrays, names, args[-2], args[-1])
+
+
+_hadamard_n_checked = checks.checked_once(_hadamard_n_impl)
+
+
 def hadamard(a: ArrayLike, b: ArrayLike, *, broadcast: bool = False) -> jax.Array:
     r"""The Hadamard (element-wise) product of two arrays of equal shape.
 
@@ -116,7 +134,11 @@ def hadamard(a: ArrayLike, b: ArrayLike, *, broadcast: bool = False) -> jax.Arra
 
     Raises:
       ValueError: the shapes differ and ``broadcast`` is False, or they do not broadcast.
-      TypeError: an argument is not an array or a number (``None``, a string, an object).
+      TypeError: an argument is not an array or a number (``None``, a string, a
+        ``fractions.Fraction``, a typed PRNG key such as ``jax.random.key(0)``, an object).
+
+    Eager calls cost what ``jnp.multiply`` costs: the argument checks run when the op is traced,
+    once per shapes, dtypes and options, not on every call.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -130,7 +152,7 @@ def hadamard(a: ArrayLike, b: ArrayLike, *, broadcast: bool = False) -> jax.Arra
     See also:
       :func:`hadamard_n` for the product of any number of arrays.
     """
-    return _hadamard_impl("hadamard", (a, b), ("a", "b"), broadcast, None)
+    return _hadamard_checked((a, b), (broadcast,))
 
 
 def hadamard_n(*arrays: ArrayLike, broadcast: bool = False, compute_dtype: Any = None) -> jax.Array:
@@ -168,5 +190,4 @@ def hadamard_n(*arrays: ArrayLike, broadcast: bool = False, compute_dtype: Any =
     """
     if not arrays:
         raise ValueError("hadamard_n: needs at least one array, got none.")
-    names = [f"arrays[{i}]" for i in range(len(arrays))]
-    return _hadamard_impl("hadamard_n", arrays, names, broadcast, compute_dtype)
+    return _hadamard_n_checked(arrays, (broadcast, compute_dtype))

@@ -86,8 +86,16 @@ def highway(
       >>> highway(jnp.array([1.0, 1.0]), jnp.array([0.25, 1.0]), jnp.array([5.0, 5.0]))
       Array([4., 1.], dtype=float32)
     """
+    return _highway_checked((transform, gate, carry), (broadcast,))
+
+
+def _highway_impl(transform: Any, gate: Any, carry: Any, broadcast: Any) -> jax.Array:
+    """:func:`highway`'s checks and op."""
     op = "highway"
     broadcast = checks.check_bool(broadcast, "broadcast", op)
     arrays = checks.real_arrays((transform, gate, carry), _NAMES, op)
     shape = checks.result_shape([jnp.shape(x) for x in arrays], _NAMES, op, broadcast)
     return _highway_jit(shape, checks.result_type(arrays, floating=True), *arrays)
+
+
+_highway_checked = checks.checked_once(_highway_impl)

@@ -244,6 +244,53 @@ def ratio_table(
                 )
 
 
+#: Eager (un-jitted) calls: a library op and the ``jnp`` call a user would write instead.
+EAGER: dict[str, tuple[Callable[..., jax.Array], Callable[..., jax.Array]]] = {
+    "hadamard": (hadamard_jax.hadamard, jnp.multiply),
+    "swiglu": (hadamard_jax.swiglu, lambda g, v: jax.nn.silu(g) * v),
+    "glu": (hadamard_jax.glu, lambda g, v: jax.nn.sigmoid(g) * v),
+    "geglu": (hadamard_jax.geglu, lambda g, v: jax.nn.gelu(g, approximate=False) * v),
+}
+
+
+def eager_overhead(
+    n: int = 32, dtype: str = "float32", *, rounds: int = 15, min_sample_s: float = 0.02
+) -> dict[str, dict[str, float]]:
+    """Time per eager call of each :data:`EAGER` op over its ``jnp`` composition, alternated.
+
+    An eager call pays dispatch, not compute, at small sizes: this measures what the library
+    adds to it (argument checks, which run once per trace: :func:`hadamard_jax._src.checks.
+    checked_once`). Operands are two ``(n, n)`` arrays; each pair of calls is timed
+    alternately in this process (:func:`~hadamard_jax.bench.timing.interleaved`).
+
+    Returns:
+      ``{name: {"ours_us", "plain_us": best microseconds per call, "ratio": best ours over
+      best plain, "median_ratio": median of the per-round ratios}}``.
+
+    Examples:
+      >>> figures = eager_overhead(4, rounds=1, min_sample_s=0.0)
+      >>> sorted(figures["hadamard"])
+      ['median_ratio', 'ours_us', 'plain_us', 'ratio']
+    """
+    g = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    v = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    calls = {}
+    for name, (ours, plain) in EAGER.items():
+        calls[(name, "ours")] = Call(ours, (g, v))
+        calls[(name, "plain")] = Call(plain, (g, v))
+    samples = timing.interleaved(calls, rounds=rounds, min_sample_s=min_sample_s)
+    figures = {}
+    for name in EAGER:
+        ours, plain = samples[(name, "ours")], samples[(name, "plain")]
+        figures[name] = {
+            "ours_us": timing.best(ours) * 1e6,
+            "plain_us": timing.best(plain) * 1e6,
+            "ratio": timing.best_ratio(ours, plain),
+            "median_ratio": timing.median_ratio(ours, plain),
+        }
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
     import argparse
 
@@ -255,7 +302,21 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report,
     parser.add_argument("--sizes", default="1024,2048,4096", help="comma-separated sides n")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes")
     parser.add_argument("--rounds", type=int, default=15, help="alternated rounds per case")
+    parser.add_argument(
+        "--eager", action="store_true", help="eager call time over jnp instead (n = --sizes)"
+    )
     args = parser.parse_args(argv)
+    if args.eager:
+        for n in [int(n) for n in args.sizes.split(",")]:
+            for dtype in args.dtypes.split(","):
+                for name, f in eager_overhead(n, dtype, rounds=args.rounds).items():
+                    print(
+                        f"{dtype:9s} {n:<5d} {name:9s} ours {f['ours_us']:6.1f} us  plain "
+                        f"{f['plain_us']:6.1f} us  best {f['ratio']:.3f}  median "
+                        f"{f['median_ratio']:.3f}",
+                        flush=True,
+                    )
+        return
     sizes = [int(n) for n in args.sizes.split(",")]
     for line in ratio_table(sizes, args.dtypes.split(","), rounds=args.rounds):
         print(line, flush=True)

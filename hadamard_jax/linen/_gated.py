@@ -125,12 +125,14 @@ class GatedMultiHeadAttention(nn.Module):
     use_bias: bool = True
 
     def __post_init__(self) -> None:
-        op = "GatedMultiHeadAttention"
-        options.check_attention_gate(self.gate, self.normalize_qk)
-        options.size(self.num_heads, "num_heads", op)
-        options.optional_size(self.qkv_features, "qkv_features", op)
-        options.optional_size(self.out_features, "out_features", op)
-        options.rate(self.dropout_rate, "dropout_rate", op)
+        options.check_gated_attention(
+            gate=self.gate,
+            normalize_qk=self.normalize_qk,
+            num_heads=self.num_heads,
+            qkv_features=self.qkv_features,
+            out_features=self.out_features,
+            dropout_rate=self.dropout_rate,
+        )
         super().__post_init__()
 
     @nn.compact

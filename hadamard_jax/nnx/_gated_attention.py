@@ -73,8 +73,14 @@ class GatedMultiHeadAttention(nnx.MultiHeadAttention):
         rngs: nnx.Rngs,
         **kwargs: Any,
     ):
-        options.check_attention_gate(gate, normalize_qk)
-        num_heads = options.size(num_heads, "num_heads", "GatedMultiHeadAttention")
+        num_heads = options.check_gated_attention(
+            gate=gate,
+            normalize_qk=normalize_qk,
+            num_heads=num_heads,
+            qkv_features=qkv_features,
+            out_features=out_features,
+            dropout_rate=kwargs.get("dropout_rate", 0.0),
+        )
         qkv = in_features if qkv_features is None else qkv_features
         head_dim = qkv // num_heads
         fn = attention_fn if gate is None else attention.SplitQueryAttention(head_dim, attention_fn)
