@@ -44,6 +44,9 @@ myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# Types only for documented parameters (and a return type only under Returns:), so the NNX
+# modules' metaclass `(*args: Any, **kwargs: Any) -> Any` adds nothing.
+autodoc_typehints_description_target = "documented"
 autodoc_default_options = {"members": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False

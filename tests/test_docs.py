@@ -31,8 +31,9 @@ PAGES = sorted(
 
 
 def documented_names() -> set[str]:
-    """Every name an ``.. autofunction::``/``autoclass``/``autodata`` of docs/api documents."""
-    pattern = re.compile(r"^\.\. auto(?:function|class|data|attribute|exception)::\s+(\S+)", re.M)
+    """Every name an ``.. autofunction::``, ``autoclass``, ``(auto)data`` of docs/api documents."""
+    directive = r"(?:auto)?(?:function|class|data|attribute|exception)"
+    pattern = re.compile(rf"^\.\. {directive}::\s+(\S+)", re.M)
     return {
         name for page in (DOCS / "api").glob("*.md") for name in pattern.findall(page.read_text())
     }
