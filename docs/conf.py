@@ -107,7 +107,7 @@ COMMANDS = {
 def _write_help() -> None:
     out = DOCS / "_generated"
     out.mkdir(exist_ok=True)
-    env = dict(os.environ, COLUMNS="100", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, COLUMNS="88", JAX_PLATFORMS="cpu")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     running = {  # in parallel: each one imports JAX
         name: subprocess.Popen(
