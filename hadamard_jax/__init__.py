@@ -6,7 +6,7 @@ are kept for the backward pass. Flax modules live in :mod:`hadamard_jax.nnx` and
 :mod:`hadamard_jax.linen`; benchmarks in :mod:`hadamard_jax.bench`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # isort: off
 # Core products.

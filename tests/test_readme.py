@@ -10,7 +10,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
 def test_readme_has_examples():
-    assert len(BLOCKS) >= 2
+    assert len(BLOCKS) >= 1
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
@@ -18,9 +18,4 @@ def test_readme_example_runs(index):
     exec(compile(BLOCKS[index], f"README.md example {index}", "exec"), {})
 
 
-def test_readme_gate_table_is_the_code_gate_table():
-    from hadamard_jax._src.gates import markdown_table
-
-    text = README.read_text()
-    shown = text.split("<!-- gate-table -->\n", 1)[1].split("\n<!-- /gate-table -->", 1)[0]
-    assert shown.strip() == markdown_table()
+# The gate table moved to docs/guides/gates.md; tests/test_docs.py keeps it equal to the code's.

@@ -5,8 +5,9 @@ Each :class:`Gate` row names a gate, the activation it applies
 is clamped. Everything that offers a choice of gate reads this table: the two-input and packed
 ops of :mod:`hadamard_jax._src.glu`, the fused :func:`hadamard_jax.gated_mlp`, the
 ``activation=`` argument of the Flax ``GLU`` and ``GatedMLP`` modules, the error messages that
-list the choices, the README's table and the tests. Both derivative rules (the GLU family's and
-``gated_mlp``'s) evaluate a gate through :func:`evaluate`, so they agree at every input.
+list the choices, the docs' gate table (``docs/guides/gates.md``) and the tests. Both derivative
+rules (the GLU family's and ``gated_mlp``'s) evaluate a gate through :func:`evaluate`, so they
+agree at every input.
 
 Adding a gate is one row here (plus, for a new activation, one row of ``ACTIVATIONS``) and its
 public names (``<name>`` and ``<name>_packed`` in ``glu.py``, exported from ``hadamard_jax``).
@@ -169,7 +170,8 @@ def evaluate(spec: Spec, gate: jax.Array, value: jax.Array):
 
 
 def markdown_table() -> str:
-    """The gate table as the Markdown table shown in the README (a test keeps them equal)."""
+    """The gate table as the Markdown table shown in ``docs/guides/gates.md`` (a test keeps them
+    equal)."""
     lines = [
         "| gate | ops | `act(g)` | parameters | `approximate=True` |",
         "|---|---|---|---|---|",

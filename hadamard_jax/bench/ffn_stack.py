@@ -16,7 +16,7 @@ implementations of the same loss:
 The functions are small and pure so that the asv suite can import them; jitted steps are
 cached at module level (asv re-runs ``setup`` before every timed call).
 
-Run ``python -m hadamard_jax.bench.ffn_stack`` for the memory and time ratios at the README's
+Run ``python -m hadamard_jax.bench.ffn_stack`` for the memory and time ratios at the documented
 size (d=512, h=2048, batch 2048, 8 layers, float32).
 """
 
