@@ -211,24 +211,26 @@ _MESH = textwrap.dedent(
             params, state = step(params, state)
         return params, sparse.masks_of(state, params), step._cache_size()
 
-    for types in ((AxisType.Explicit,) * 2, (AxisType.Auto,) * 2):
-        mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=types)
-        for method in ("magnitude", "rigl"):
-            want_p, want_m, _ = run(params, method, False)
-            # "v" spelled as a jitted step spells it (a user's own parameter, not our state).
-            specs["v"] = P("model", None) if types[0] == AxisType.Explicit else P("model")
+    single = {method: run(params, method, False) for method in ("magnitude", "rigl")}
+    cases = {AxisType.Explicit: [("magnitude", True), ("rigl", True), ("rigl", False)],
+             AxisType.Auto: [("magnitude", True), ("rigl", False)]}
+    for axis_type, runs in cases.items():
+        mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(axis_type,) * 2)
+        # "v" spelled as a jitted step spells it (a user's own parameter, not our state).
+        specs["v"] = P("model", None) if axis_type == AxisType.Explicit else P("model")
+        for method, pack in runs:
+            want_p, want_m, _ = single[method]
             with jax.set_mesh(mesh):
                 sharded = {n: jax.device_put(v, NamedSharding(mesh, specs[n]))
-                           for n, v in params.items()}
-                for pack in (True, False):
-                    p8, m8, compiles = run(sharded, method, pack)
-                    assert compiles == 1, (types, method, pack, compiles)
-                    for n in ("w", "s", "v"):
-                        np.testing.assert_array_equal(np.asarray(m8[n]), np.asarray(want_m[n]))
-                        np.testing.assert_allclose(np.asarray(p8[n]), np.asarray(want_p[n]),
-                                                   atol=1e-5)
-                        assert p8[n].sharding.is_equivalent_to(sharded[n].sharding, p8[n].ndim)
-            print(types[0], method, "OK")
+                       for n, v in params.items()}
+                p8, m8, compiles = run(sharded, method, pack)
+                assert compiles == 1, (axis_type, method, pack, compiles)
+                for n in ("w", "s", "v"):
+                    np.testing.assert_array_equal(np.asarray(m8[n]), np.asarray(want_m[n]))
+                    np.testing.assert_allclose(np.asarray(p8[n]), np.asarray(want_p[n]),
+                                               atol=1e-5)
+                    assert p8[n].sharding.is_equivalent_to(sharded[n].sharding, p8[n].ndim)
+            print(axis_type, method, pack, "OK")
     print("PACKED MESH OK")
     """
 )
