@@ -19,10 +19,10 @@ ranked on its own and gets exactly the count of a layer, ``round(sparsity * n)``
 **N:M groups (the library's one convention).** An N:M mask keeps ``n`` of every ``m``
 consecutive entries along one axis. Unless told otherwise every entry point groups along the
 layer's *input* axis: ``-2`` for a layer of rank >= 2 (the ``in`` of a kernel ``[in, out]``, the
-reduction axis of ``x @ W`` that 2:4 sparse tensor cores want), ``-1`` for a rank-1 layer
-(:func:`input_axis`). :func:`nm_mask`, :class:`hadamard_jax.sparse.NM` (``sparsify``) and
-``prune(method="nm")`` (NNX and Linen) share this default, so the same ``n``, ``m`` give the
-same mask of the same kernel.
+reduction axis of ``x @ W`` that 2:4 sparse tensor cores want), ``-1`` for a rank-1 layer.
+:func:`nm_mask`, :class:`hadamard_jax.sparse.NM` (``sparsify``) and ``prune(method="nm")``
+(NNX and Linen) share this default, so the same ``n``, ``m`` give the same mask of the same
+kernel.
 
 **Static arguments.** ``sparsity``, ``k``, ``n``, ``m``, ``axis`` and ``batch_dims`` fix the
 shape of the computation, so they must be static Python numbers (not traced values); under
