@@ -248,6 +248,10 @@ def test_bad_arguments_are_named_at_construction():
         sparse.sparsify(None, schedule=0.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"tx must be.*factory: call it, e.g. optax.adam\("):
         sparse.sparsify(optax.adam, schedule=0.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sparsify: schedule must be a Schedule.*None"):
+        sparse.sparsify(optax.sgd(0.1), schedule=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sparsify: schedule must be a Schedule.*1.5"):
+        sparse.sparsify(optax.sgd(0.1), schedule=1.5)
     with pytest.raises(TypeError, match="filter must be a callable"):
         sparse.sparsify(optax.sgd(0.1), schedule=0.5, filter=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"overrides key '\(\[' is not a valid regular"):

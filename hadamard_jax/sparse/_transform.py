@@ -705,7 +705,13 @@ def _make_config(
     method = checks.check_choice(method, "method", _OP, METHODS)
     distribution = checks.check_choice(distribution, "distribution", _OP, DISTRIBUTIONS)
     if not isinstance(schedule, Schedule):
-        schedule = constant(schedule)
+        try:
+            schedule = constant(schedule)
+        except (TypeError, ValueError) as err:
+            raise type(err)(
+                f"{_OP}: schedule must be a Schedule or a constant sparsity in [0, 1], got "
+                f"{schedule!r:.60} ({err})"
+            ) from None
     kind, _ = _pattern_kind(pattern)
     if method in ("rigl", "set"):
         if kind != "unstructured":
