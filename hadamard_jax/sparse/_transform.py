@@ -436,6 +436,9 @@ def reset_where(
     * without ``tx``, or if ``tx.init`` cannot run on optax's placeholder: by key path, a state
       leaf whose path ends with parameter ``i``'s path (``...mu['dense']['kernel']``).
 
+    A state that keeps no per-parameter tree (``optax.flatten``'s one flat vector) is left as
+    it is.
+
     Args:
       inner_state: the wrapped optimizer's state.
       params_treedef: the parameters' tree structure (``jax.tree.structure(params)``) or the
