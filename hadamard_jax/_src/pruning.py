@@ -16,6 +16,14 @@ ranked on its own and gets exactly the count of a layer, ``round(sparsity * n)``
 ``n = prod(x.shape[batch_dims:])`` entries (the one rounding rule,
 :func:`hadamard_jax._src.checks.count_of`); ties by flat index *within* the layer.
 
+**N:M groups (the library's one convention).** An N:M mask keeps ``n`` of every ``m``
+consecutive entries along one axis. Unless told otherwise every entry point groups along the
+layer's *input* axis: ``-2`` for a layer of rank >= 2 (the ``in`` of a kernel ``[in, out]``, the
+reduction axis of ``x @ W`` that 2:4 sparse tensor cores want), ``-1`` for a rank-1 layer.
+:func:`nm_mask`, :class:`hadamard_jax.sparse.NM` (``sparsify``) and ``prune(method="nm")``
+(NNX and Linen) share this default, so the same ``n``, ``m`` give the same mask of the same
+kernel.
+
 **Static arguments.** ``sparsity``, ``k``, ``n``, ``m``, ``axis`` and ``batch_dims`` fix the
 shape of the computation, so they must be static Python numbers (not traced values); under
 ``jit`` pass them through ``static_argnums`` or a closure. A bad value is a ``ValueError`` at
@@ -321,18 +329,39 @@ def _random_mask(key: jax.Array, shape: Shape, n_prune: int) -> jax.Array:
     return jnp.ones((size,), jnp.bool_).at[pruned].set(False).reshape(shape)
 
 
-def nm_mask(x: ArrayLike, n: int, m: int, axis: int = -1, *, batch_dims: int = 0) -> jax.Array:
+def input_axis(layer_rank: int) -> int:
+    """The default N:M group axis of a layer of rank ``layer_rank``: its input axis.
+
+    ``-2`` for rank >= 2 (the ``in`` of a kernel ``[in, out]``), ``-1`` for rank 1: the one
+    N:M convention of the library (see the module docstring, "N:M groups").
+    """
+    return -2 if layer_rank >= 2 else -1
+
+
+def nm_mask(
+    x: ArrayLike, n: int, m: int, axis: int | None = None, *, batch_dims: int = 0
+) -> jax.Array:
     r"""N:M structured sparsity: in every group of ``m`` consecutive entries along ``axis``,
     keep the ``n`` of largest magnitude (2:4 for sparse tensor cores: ``n=2, m=4``).
 
     Groups are ``x[..., g*m:(g+1)*m, ...]`` along ``axis``. Ties within a group are broken by
     position: the earlier entry is kept first.
 
+    **The N:M convention.** By default (``axis=None``) the groups run along the layer's
+    *input* axis: ``-2`` when the layer (``x`` without its ``batch_dims`` leading axes) has rank
+    >= 2, so for a kernel ``[in, out]`` (or ``[*stack, in, out]``) each group is ``m``
+    consecutive input features of one output unit, the reduction axis of ``x @ W`` that 2:4
+    sparse tensor cores want; ``-1`` for a 1-D layer. :class:`hadamard_jax.sparse.NM`
+    (``sparsify``) and ``prune(method="nm")`` (:func:`hadamard_jax.nnx.prune`,
+    :func:`hadamard_jax.linen.prune`) use the same default, so the same words give the same
+    mask. *Changed:* the default used to be ``axis=-1`` for every rank; pass ``axis=-1`` for
+    the old grouping of a kernel along its output axis (1-D arrays are unchanged).
+
     Args:
       x: array of any real, complex, integer or boolean dtype.
       n: entries kept per group, a static int in ``[0, m]``.
       m: group size, a static int >= 1 that divides ``x.shape[axis]``.
-      axis: the grouped axis (static int).
+      axis: the grouped axis (static int); ``None``: the input axis (above).
       batch_dims: leading axes that index separate layers; groups never span layers anyway,
         so this only checks that ``axis`` is not one of them.
 
@@ -349,6 +378,12 @@ def nm_mask(x: ArrayLike, n: int, m: int, axis: int = -1, *, batch_dims: int = 0
       >>> from hadamard_jax import nm_mask
       >>> nm_mask(jnp.array([0.1, -2., 0.3, 1., 5., 0., 0., 4.]), 2, 4)
       Array([False,  True, False,  True,  True, False, False,  True], dtype=bool)
+      >>> w = jnp.array([[4., 1.], [3., 2.], [1., 5.], [2., 6.]])  # a kernel [in=4, out=2]
+      >>> nm_mask(w, 2, 4).astype(int)  # 2 of the 4 inputs of each output unit
+      Array([[1, 0],
+             [1, 0],
+             [0, 1],
+             [0, 1]], dtype=int32)
     """
     op = "nm_mask"
     x = jnp.asarray(checks.as_array(x, "x", op))
@@ -358,8 +393,14 @@ def nm_mask(x: ArrayLike, n: int, m: int, axis: int = -1, *, batch_dims: int = 0
         raise ValueError(f"{op}: n must be <= m, got n={n} and m={m}.")
     if x.ndim == 0:
         raise ValueError(f"{op}: x must have at least one axis, got a scalar.")
-    axis = checks.check_axis(axis, x.ndim, "axis", op)
     batch_dims = check_batch_dims(batch_dims, x.ndim, op)
+    if axis is None:
+        if x.ndim == batch_dims:
+            raise ValueError(
+                f"{op}: batch_dims={batch_dims} leaves no layer axis of x.shape={x.shape}."
+            )
+        axis = input_axis(x.ndim - batch_dims)
+    axis = checks.check_axis(axis, x.ndim, "axis", op)
     if axis < batch_dims:
         raise ValueError(
             f"{op}: axis={axis} is one of the batch_dims={batch_dims} leading (layer) axes of "

@@ -41,7 +41,7 @@ def prune(
     key: jax.Array | None = None,
     n: int | None = None,
     m: int | None = None,
-    axis: int = 0,
+    axis: int = -2,
 ) -> dict[str, Any]:
     """Returns ``variables`` with every fixed kernel mask set (``MaskedLinear``,
     ``GatedMLP(masked=True)``).
@@ -54,7 +54,8 @@ def prune(
     ``MaskedLinear(mask_type="ste", sparsity=s)``) of each kernel, or of all kernels together
     for ``"global_magnitude"``. Kernels stacked by ``nn.scan``/``nn.vmap`` (``variable_axes``
     0: ``[*stack, in, out]``) are pruned layer by layer by ``"magnitude"``, ``"random"`` and
-    ``"nm"`` (``axis`` is an axis of the layer's ``[in, out]``).
+    ``"nm"`` (``axis`` is an axis of the layer's ``[in, out]``; the default ``-2`` groups along
+    the input axis, the library's one N:M convention, :func:`hadamard_jax.nm_mask`).
 
     Raises:
       TypeError, ValueError: as :func:`hadamard_jax.nnx.prune`.

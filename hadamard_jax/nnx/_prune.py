@@ -37,7 +37,7 @@ def prune(
     key: jax.Array | None = None,
     n: int | None = None,
     m: int | None = None,
-    axis: int = 0,
+    axis: int = -2,
 ) -> nnx.Module:
     """Sets every fixed mask of ``model`` in place: ``MaskedLinear(mask_type="fixed")`` and
     ``GatedMLP(masked=True)`` kernels.
@@ -67,8 +67,9 @@ def prune(
         threshold over all masked layers), ``"random"`` (needs ``key``) or ``"nm"`` (keep the
         ``n`` largest of every ``m`` consecutive weights along ``axis``; 2:4 is ``n=2, m=4``).
       key: PRNG key for ``"random"``.
-      n, m, axis: the N:M pattern (``axis=0``: groups along the input dimension of each
-        layer's ``[in, out]`` kernel; ``1``: the output dimension).
+      n, m, axis: the N:M pattern. ``axis`` is an axis of each layer's ``[in, out]`` kernel;
+        the default ``-2`` (same as ``0``) groups along the input axis, the library's one N:M
+        convention (:func:`hadamard_jax.nm_mask`), ``-1``/``1`` along the output axis.
 
     Returns:
       ``model`` (mutated).

@@ -35,6 +35,10 @@ _NEVER = ("bias", "scale", "norm")
 def default_filter(path: str, shape: Shape) -> bool:
     """Kernels only: rank >= 2 and no ``bias``/``scale``/``norm`` in the parameter's name.
 
+    The filter sees paths and shapes; :func:`~hadamard_jax.sparse.sparsify` asks it only about
+    inexact (floating or complex) parameters: integer and boolean leaves (index tables,
+    frozen lookups, flags) are never pruned, whatever the filter says.
+
     Rank 1 parameters (biases, norm scales) are never pruned; the name test also skips stacked
     biases and norm scales (rank 2 under ``nnx.scan``) and ``LayerNorm``'s parameters.
 
@@ -56,15 +60,31 @@ def erk_densities(
     ``layers[i]`` (default 1) is how many stacked layers of ``shapes[i]`` a parameter holds:
     they share one density and count ``layers[i]`` times in the global budget.
 
+    Args:
+      shapes: the layer shapes, one tuple of ints per parameter.
+      sparsity: the global target, a static number in ``[0, 1]`` (``1``: every density 0).
+      layers: optional count of stacked layers per shape (default 1 each).
+
     Returns:
       One density in ``[0, 1]`` per layer; sum of ``density * size`` is ``(1 - sparsity) *
       sum of sizes`` (up to float rounding) unless every layer is dense.
+
+    Raises:
+      ValueError: ``sparsity`` outside ``[0, 1]``; ``layers`` of another length than
+        ``shapes``.
+      TypeError: ``sparsity`` not a static number.
 
     Examples:
       >>> [round(d, 4) for d in erk_densities([(64, 128), (128, 10)], 0.9)]
       [0.0673, 0.3095]
     """
+    op = "erk_densities"
+    sparsity = checks.static_fraction(sparsity, "sparsity", op)
     counts = [1] * len(shapes) if layers is None else list(layers)
+    if len(counts) != len(shapes):
+        raise ValueError(
+            f"{op}: layers needs one count per shape, got {len(counts)} for {len(shapes)} shapes."
+        )
     sizes = [math.prod(s) * c for s, c in zip(shapes, counts)]
     raw = [sum(s) / math.prod(s) if math.prod(s) else 0.0 for s in shapes]
     total_kept = (1.0 - sparsity) * sum(sizes)
@@ -94,7 +114,12 @@ def check_overrides(overrides: Any, op: str) -> dict[str, float]:
     for pattern, value in overrides.items():
         if not isinstance(pattern, str):
             raise TypeError(f"{op}: overrides keys must be path regexes (str), got {pattern!r}.")
-        re.compile(pattern)
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(
+                f"{op}: overrides key {pattern!r} is not a valid regular expression ({err})."
+            ) from None
         out[pattern] = checks.static_fraction(value, f"overrides[{pattern!r}]", op)
     return out
 

@@ -67,8 +67,10 @@ def _as_step(step: Step) -> jax.Array:
 def constant(sparsity: float) -> Schedule:
     """A fixed sparsity from initialisation on; masks never recomputed (static sparse training).
 
-    The masks are chosen once by ``sparsify``'s ``init`` (by magnitude of the initial weights,
-    at random, ...). Pass :func:`periodic` to recompute them (e.g. RigL, SET).
+    The masks are chosen once: by ``sparsify``'s ``init`` (by magnitude of the initial weights,
+    at random, ...), or for ``method="saliency"`` by its first ``update``, which has the first
+    gradient (the masks are dense until then). Pass :func:`periodic` to recompute them (e.g.
+    RigL, SET).
 
     Examples:
       >>> from hadamard_jax.sparse import constant
