@@ -66,6 +66,10 @@ from hadamard_jax._src.learned_masks import ste_mask as ste_mask
 # Mask storage.
 from hadamard_jax._src.mask_packing import pack_mask as pack_mask
 from hadamard_jax._src.mask_packing import unpack_mask as unpack_mask
+
+# Chunked matrix-state recurrences.
+from hadamard_jax._src.delta_rule import gated_delta_rule as gated_delta_rule
+from hadamard_jax._src.delta_rule import gated_delta_rule_step as gated_delta_rule_step
 # isort: on
 
 __all__ = [
@@ -112,4 +116,6 @@ __all__ = [
     "gated_rms_norm",
     "linear_scan",
     "log_linear_scan",
+    "gated_delta_rule",
+    "gated_delta_rule_step",
 ]
