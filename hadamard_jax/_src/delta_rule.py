@@ -47,7 +47,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.scipy.linalg import solve_triangular
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import activations, checks, rules
@@ -60,6 +59,45 @@ def _mm(spec: str, x, y):
 
 
 # --- one chunk ----------------------------------------------------------------------------------
+
+
+def _unit_lower_inverse(a):
+    """``(I + a)^{-1}`` for ``a`` strictly lower triangular, ``[..., C, C]``, by matmuls only.
+
+    Recursive block inversion, bottom-up: with the inverses ``X1, X2`` of two neighbouring
+    diagonal blocks and ``L21`` the block below the first, the inverse of the pair is
+    ``[[X1, 0], [-X2 L21 X1, X2]]``. ``log2(C)`` levels of batched ``b x b`` matmuls,
+    ``C^3 / 3`` multiply-adds in all, as a triangular solve (``C`` is padded to a power of 2
+    with an identity block). No LAPACK call: on CPU ``jax.scipy.linalg.solve_triangular``
+    calls OpenBLAS ``trsm``, which measured up to 50x slower on these small batched matrices
+    than the same work as matmuls (its thread pool) and hung (a deadlock) in some backward
+    passes here; MaxText replaced its solve by a matmul-only inverse for accelerators too.
+    """
+    c = a.shape[-1]
+    size = 1 << max(0, (c - 1).bit_length())
+    if size != c:
+        pad = [(0, 0)] * (a.ndim - 2) + [(0, size - c), (0, size - c)]
+        a = jnp.pad(a, pad)
+    lead = a.shape[:-2]
+    x = jnp.ones((*lead, size, 1, 1), a.dtype)  # the inverses of the 1 x 1 diagonal blocks
+    b = 1
+    while b < size:
+        pairs = size // (2 * b)
+        blocks = a.reshape(*lead, size // b, b, size // b, b)
+        # L21 of pair p: block row 2p + 1, block column 2p.
+        below = jnp.einsum(
+            "...pbqc,pq->...pbc",
+            blocks[..., 1::2, :, 0::2, :],
+            jnp.eye(pairs, dtype=a.dtype),
+            precision=_HIGHEST,
+        )
+        x1, x2 = x[..., 0::2, :, :], x[..., 1::2, :, :]
+        off = -_mm("...pij,...pjk->...pik", x2, _mm("...pij,...pjk->...pik", below, x1))
+        top = jnp.concatenate([x1, jnp.zeros_like(x1)], axis=-1)
+        bottom = jnp.concatenate([off, x2], axis=-1)
+        x = jnp.concatenate([top, bottom], axis=-2)  # [..., pairs, 2b, 2b]
+        b *= 2
+    return x[..., 0, :c, :c]
 
 
 def _chunk(x, s):
@@ -85,7 +123,7 @@ def _chunk(x, s):
 
     a = jnp.where(strict, beta[..., :, None] * decay * _mm("...tk,...ik->...ti", k, k), 0.0)
     rhs = jnp.concatenate([beta[..., None] * v, (beta * gamma)[..., None] * k], axis=-1)
-    w = solve_triangular(a, rhs, lower=True, unit_diagonal=True)  # (I + A)^{-1} rhs
+    w = _mm("...ti,...ic->...tc", _unit_lower_inverse(a), rhs)  # (I + A)^{-1} rhs
     w_v, w_k = w[..., : v.shape[-1]], w[..., v.shape[-1] :]
     u = w_v - _mm("...ck,...kv->...cv", w_k, s)
 
