@@ -312,3 +312,21 @@ def test_step_bad_input_errors(change, error, match):
     args["state"] = np.zeros((1, 2, 3, 4), np.float32)
     with pytest.raises(error, match=match):
         gated_delta_rule_step(**{**args, **change})
+
+
+def test_benchmark_rows(monkeypatch):
+    """The benchmark's rows at a tiny shape: figures present, gradients agree, memory below."""
+    from hadamard_jax.bench import delta_rule as bench
+
+    monkeypatch.setattr(bench, "SHAPE", (1, 2, 8, 8))
+    monkeypatch.setattr(bench, "CHUNK", 8)
+    bench.compiled_temp_bytes.cache_clear()
+    table = bench.rows(t=64, growth=(64,), rounds=1)
+    bench.compiled_temp_bytes.cache_clear()
+    memory, timed = table
+    assert memory["kind"] == "memory" and timed["kind"] == "time"
+    assert memory["hadamard_jax_mib"] < memory["plain_chunked_mib"] < memory["token_scan_mib"]
+    assert timed["grad_rel_err"] < 1e-5
+    assert all(timed[f"{impl}_ms"] > 0 for impl in bench.IMPLS)
+    text = "\n".join(bench.markdown(table))
+    assert "| 64 |" in text and "grad rel. err." in text
