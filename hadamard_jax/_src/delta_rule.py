@@ -210,10 +210,8 @@ def _impl(cfg: _Config, q, k, v, log_alpha, beta, state):
     c = cfg.chunk
     n = -(-t // c)
     # Padding steps have log_alpha = 0, beta = 0, k = v = 0: they leave the state unchanged.
-    xs = [
-        _to_chunks(x, n, c, compute)
-        for x in (q * jnp.asarray(cfg.scale, q.dtype), k, v, log_alpha, beta)
-    ]
+    xs = [_to_chunks(x, n, c, compute) for x in (q, k, v, log_alpha, beta)]
+    xs[0] = xs[0] * jnp.asarray(cfg.scale, compute)  # scaled in the compute dtype
     o, s_last = _chunked(*xs, s0)
     o = jnp.moveaxis(o, (0, 3), (1, 2)).reshape(b, n * c, h, vd)[:, :t]
     return o.astype(cfg.dtype), s_last.astype(cfg.dtype)
