@@ -330,3 +330,25 @@ def test_benchmark_rows(monkeypatch):
     assert all(timed[f"{impl}_ms"] > 0 for impl in bench.IMPLS)
     text = "\n".join(bench.markdown(table))
     assert "| 64 |" in text and "grad rel. err." in text
+
+
+def test_jax_array_objects_and_vmap():
+    """``nnx.Param`` inputs are unwrapped; ``vmap`` over an extra axis equals the batched call."""
+    from flax import nnx
+
+    args = [jnp.asarray(x, jnp.float32) for x in _inputs(11, 2, 6, 1, 3, 2)]
+    o, s = gated_delta_rule(*args[:5], initial_state=args[5], chunk_size=4)
+    params = [nnx.Param(x) for x in args]
+    o_p, s_p = gated_delta_rule(*params[:5], initial_state=params[5], chunk_size=4)
+    np.testing.assert_array_equal(o_p, o)
+    np.testing.assert_array_equal(s_p, s)
+
+    def one(q, k, v, la, beta, s0):  # one batch element, restored as a batch of 1
+        o, s = gated_delta_rule(
+            *(x[None] for x in (q, k, v, la, beta)), initial_state=s0[None], chunk_size=4
+        )
+        return o[0], s[0]
+
+    o_v, s_v = jax.vmap(one)(*args)
+    _close(o_v, o, 1e-6)
+    _close(s_v, s, 1e-6)
