@@ -73,6 +73,9 @@ from hadamard_jax._src.adapters import dora_norm as dora_norm
 from hadamard_jax._src.adapters import hira_matmul as hira_matmul
 from hadamard_jax._src.adapters import loha_delta as loha_delta
 from hadamard_jax._src.adapters import loha_matmul as loha_matmul
+# Chunked matrix-state recurrences.
+from hadamard_jax._src.delta_rule import gated_delta_rule as gated_delta_rule
+from hadamard_jax._src.delta_rule import gated_delta_rule_step as gated_delta_rule_step
 # isort: on
 
 __all__ = [
@@ -124,4 +127,6 @@ __all__ = [
     "hira_matmul",
     "loha_delta",
     "loha_matmul",
+    "gated_delta_rule",
+    "gated_delta_rule_step",
 ]
