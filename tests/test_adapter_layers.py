@@ -15,7 +15,7 @@ from flax import nnx
 from hadamard_jax import linen as hl
 from hadamard_jax import nnx as hn
 from hadamard_jax._layers import adapters as A
-from tests.utils import normal
+from tests.utils import check_grads, normal, saved_residuals
 
 N_IN, N_OUT = 6, 5
 X = np.random.default_rng(0).standard_normal((3, N_IN)).astype(np.float32)
@@ -198,3 +198,130 @@ def test_num_adapter_params():
     assert A.count({"a": np.ones((2, 3))}) == 6
     assert _nnx("LoHaLinear", rank=2).num_adapter_params() == 2 * 2 * (N_IN + N_OUT)
     assert _nnx("DoRALinear", rank=2).num_adapter_params() == 2 * (N_IN + N_OUT) + N_OUT
+
+
+# --- (IA)^3 in GatedMLP ---------------------------------------------------------------------------
+
+D, H = 4, 6
+XM = np.random.default_rng(1).standard_normal((2, 3, D)).astype(np.float32)
+
+
+def _mlp_params(seed=0):
+    names = ("gate_kernel", "up_kernel", "down_kernel", "gate_bias", "up_bias", "down_bias")
+    shapes = ((D, H), (D, H), (H, D), (H,), (H,), (D,))
+    params = {k: normal(seed + i, s, scale=0.5) for i, (k, s) in enumerate(zip(names, shapes))}
+    params["ia3_l"] = normal(seed + 9, (H,), loc=1.0, scale=0.5)
+    return params
+
+
+def _plain_mlp(x, p, keep=None, rate=0.0):
+    """The block as plain jax.numpy: ``((silu(x Wg + bg) * (x Wu + bu)) * keep / (1 - rate) * l)
+    Wd + bd``."""
+
+    def row(v):
+        return jnp.reshape(v, (1,) * (x.ndim - 1) + (-1,))
+
+    g = x @ p["gate_kernel"] + row(p["gate_bias"])
+    h = jax.nn.silu(g) * (x @ p["up_kernel"] + row(p["up_bias"]))
+    if keep is not None:
+        h = h * keep / (1.0 - rate)
+    return (h * row(p["ia3_l"])) @ p["down_kernel"] + row(p["down_bias"])
+
+
+def test_gated_mlp_ia3_is_identity_at_init():
+    plain = hn.GatedMLP(D, H, rngs=nnx.Rngs(0))
+    ia3 = hn.GatedMLP(D, H, ia3=True, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(ia3.ia3_l[...], np.ones(H, np.float32))
+    assert isinstance(ia3.ia3_l, hn.AdapterParam) and plain.ia3_l is None
+    np.testing.assert_array_equal(ia3(XM), plain(XM))
+    module = hl.GatedMLP(H, ia3=True)
+    v = module.init(jax.random.key(0), XM)
+    np.testing.assert_array_equal(v["adapters"]["ia3_l"], np.ones(H, np.float32))
+    np.testing.assert_array_equal(module.apply(v, XM), hl.GatedMLP(H).apply(v, XM))
+
+
+def test_gated_mlp_ia3_nnx_equals_linen_and_plain():
+    mlp = hn.GatedMLP(D, H, ia3=True, rngs=nnx.Rngs(0))
+    p = _mlp_params()
+    for k, value in p.items():
+        getattr(mlp, k)[...] = value
+    variables = {"params": {k: v for k, v in p.items() if k != "ia3_l"}}
+    variables["adapters"] = {"ia3_l": p["ia3_l"]}
+    out = hl.GatedMLP(H, ia3=True).apply(variables, XM)
+    np.testing.assert_allclose(out, mlp(XM), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out, _plain_mlp(XM, p), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_gated_mlp_ia3_grads_equal_the_plain_composition(dropout):
+    """Both paths: ``l`` as the fused op's hidden mask, and ``l`` folded into the down kernel
+    (with dropout's keep-mask in the mask slot)."""
+    from hadamard_jax._layers import functional as F
+
+    p, key, rate = _mlp_params(), jax.random.key(3), 0.25
+    kw = dict(activation="swiglu", approximate=False, dtype=None, precision=None)
+    drop = dict(dropout_rate=rate, dropout_key=key) if dropout else {}
+    keep = jax.random.bernoulli(key, 1.0 - rate, XM.shape[:-1] + (H,)) if dropout else None
+
+    def ours(x, p):
+        return jnp.sum(jnp.sin(F.gated_mlp(x, p, **kw, **drop)))
+
+    def plain(x, p):
+        return jnp.sum(jnp.sin(_plain_mlp(x, p, keep, rate)))
+
+    np.testing.assert_allclose(ours(XM, p), plain(XM, p), rtol=1e-5)
+    got, want = jax.grad(ours, (0, 1))(XM, p), jax.grad(plain, (0, 1))(XM, p)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+    check_grads(
+        lambda l: F.gated_mlp(XM, {**p, "ia3_l": l}, **kw, **drop),
+        (p["ia3_l"],),
+        order=2,
+        modes=("fwd", "rev"),
+        atol=1e-2,
+        rtol=1e-2,
+    )
+
+
+def test_gated_mlp_ia3_keeps_the_rule_residuals(capsys):
+    """``l`` adds only itself (the fused op's ``[1, 1, H]`` mask) or, with dropout, weight-sized
+    arrays (``l`` and the scaled down kernel): never a ``[..., H]`` activation."""
+    from hadamard_jax._layers import functional as F
+
+    p, kw = _mlp_params(), dict(activation="swiglu", approximate=False, dtype=None, precision=None)
+    without = {k: v for k, v in p.items() if k != "ia3_l"}
+    drop = dict(dropout_rate=0.25, dropout_key=jax.random.key(0))
+
+    def new_lines(**more):
+        def run(p):
+            return saved_residuals(capsys, lambda x, p: F.gated_mlp(x, p, **kw, **more), XM, p)
+
+        base = run(without)
+        return [line.split(" ")[0] for line in run(p) if line not in base]
+
+    assert new_lines() == [f"f32[1,1,{H}]"]
+    assert sorted(new_lines(**drop)) == [f"f32[{H},1]", f"f32[{H},{D}]"]
+
+
+def test_gated_mlp_ia3_optimizer_trains_only_the_vector():
+    mlp = hn.GatedMLP(D, H, ia3=True, rngs=nnx.Rngs(0))
+    before = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(mlp, nnx.Param))}
+    opt = nnx.Optimizer(mlp, optax.sgd(0.5), wrt=hn.AdapterParam)
+    y = normal(5, XM.shape)
+
+    def loss(model):
+        return jnp.mean((model(XM) - y) ** 2)
+
+    grads = nnx.grad(loss, argnums=nnx.DiffState(0, hn.AdapterParam))(mlp)
+    assert [k for k, _ in nnx.to_flat_state(grads)] == [("ia3_l",)]
+    opt.update(mlp, grads)
+    after = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(mlp, nnx.Param))}
+    moved = {k for k in before if not np.array_equal(before[k], after[k])}
+    assert moved == {("ia3_l",)}
+
+
+def test_gated_mlp_ia3_bad_argument():
+    with pytest.raises(TypeError, match="ia3"):
+        hn.GatedMLP(D, H, ia3=1, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="ia3"):
+        hl.GatedMLP(H, ia3="yes")
