@@ -325,3 +325,80 @@ def test_gated_mlp_ia3_bad_argument():
         hn.GatedMLP(D, H, ia3=1, rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="ia3"):
         hl.GatedMLP(H, ia3="yes")
+
+
+# --- Linen adapters wrapping a base layer (base_module=) --------------------------------------
+
+
+@pytest.mark.parametrize("name", list(RANDOM))
+def test_linen_wraps_a_pruned_masked_linear_and_trains_only_the_adapter(name):
+    """A sparse base (a pruned Linen ``MaskedLinear``), a dense adapter: training the
+    ``"adapters"`` collection keeps the base's zeros; NNX with the same weights agrees."""
+    module = getattr(hl, name)(base_module=hl.MaskedLinear(N_OUT), **RANDOM[name])
+    v = module.init(jax.random.key(0), X)
+    assert module.features == N_OUT and set(v["params"]) == {"base_module"}
+    v = {**v, **hl.prune({"params": v["params"], "masks": v["masks"]}, 0.5)}
+    kernel, mask = v["params"]["base_module"]["kernel"], v["masks"]["base_module"]["mask"]
+    assert int((kernel == 0).sum()) == N_IN * N_OUT // 2 and not bool(mask.all())
+    # the NNX layer over an NNX MaskedLinear with the same weights and mask
+    base = hn.MaskedLinear(N_IN, N_OUT, rngs=nnx.Rngs(0))
+    base.kernel[...], base.bias[...] = kernel, v["params"]["base_module"]["bias"]
+    base.mask[...] = mask
+    layer = getattr(hn, name)(base_module=base, rngs=nnx.Rngs(1), **RANDOM[name])
+    for k, value in v["adapters"].items():
+        getattr(layer, k)[...] = value
+    np.testing.assert_allclose(module.apply(v, X), layer(X), rtol=1e-5, atol=1e-5)
+
+    y = normal(5, (3, N_OUT))
+
+    def loss(adapters):
+        return jnp.mean((module.apply({**v, "adapters": adapters}, X) - y) ** 2)
+
+    adapters = v["adapters"]
+    for _ in range(3):
+        adapters = jax.tree.map(lambda p, g: p - 0.2 * g, adapters, jax.grad(loss)(adapters))
+    assert loss(adapters) < loss(v["adapters"])
+    assert all(not np.array_equal(adapters[k], v["adapters"][k]) for k in adapters)
+    trained = {**v, "adapters": adapters}
+    merged = hl.merge_adapter(module, trained)
+    np.testing.assert_allclose(
+        nn.Dense(N_OUT).apply(merged, X), module.apply(trained, X), rtol=1e-5, atol=1e-5
+    )
+    if name in ("LoHaLinear", "DoRALinear"):  # the update is dense where the base is zero
+        assert bool(jnp.all(merged["params"]["kernel"][~mask] != 0))
+
+
+def test_linen_wraps_dense_and_ste_bases():
+    x = jnp.asarray(X)
+    dense = hl.HiRALinear(base_module=nn.Dense(N_OUT), rank=2, init_hira_weights=False)
+    v = dense.init(jax.random.key(0), x)
+    w, b = v["params"]["base_module"]["kernel"], v["params"]["base_module"]["bias"]
+    p = v["adapters"]
+    np.testing.assert_allclose(
+        dense.apply(v, x), x @ w + b[None, :] + x @ (w * (p["a"] @ p["b"])), rtol=1e-5, atol=1e-5
+    )
+    ste = hl.LoHaLinear(base_module=hl.MaskedLinear(N_OUT, mask_type="ste", sparsity=0.5),
+                        rank=2, init_weights=False)  # fmt: skip
+    v = ste.init(jax.random.key(0), x)
+    merged = hl.merge_adapter(ste, v)
+    np.testing.assert_allclose(
+        nn.Dense(N_OUT).apply(merged, x), ste.apply(v, x), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: hl.LoHaLinear(rank=2), ValueError, "out_features"),
+        (lambda: hl.IA3Linear(3, base_module=nn.Dense(4)), ValueError, "out_features=3"),
+        (
+            lambda: hl.DoRALinear(base_module=hl.MaskedLinear(3, mask_type="hard_concrete")),
+            TypeError,
+            "hard_concrete",
+        ),
+        (lambda: hl.HiRALinear(base_module=nn.Dropout(0.1)), TypeError, "base_module"),
+    ],
+)
+def test_linen_base_module_bad_arguments(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
