@@ -402,3 +402,85 @@ def test_linen_wraps_dense_and_ste_bases():
 def test_linen_base_module_bad_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+# --- adapters with hadamard_jax.sparse.sparsify -------------------------------------------------
+
+
+def _adapter_paths(model) -> set[str]:
+    """The ``sparsify`` filter paths (``"a/b/kernel"``) of a model's adapter parameters."""
+    flat = nnx.to_flat_state(nnx.state(model, hn.AdapterParam))
+    return {"/".join(map(str, path)) for path, _ in flat}
+
+
+def _flat_masks(masks) -> dict:
+    """``sparse.masks_of``'s masks by ``sparsify`` path (``None``: not pruned)."""
+    return {"/".join(map(str, p)): m.get_value() for p, m in nnx.to_flat_state(masks)}
+
+
+def _train(model, tx, wrt, steps=3):
+    opt = nnx.Optimizer(model, tx, wrt=wrt)
+    y = normal(5, (3, N_OUT))
+    for _ in range(steps):
+        grads = nnx.grad(lambda m: jnp.mean((m(X) - y) ** 2), argnums=nnx.DiffState(0, wrt))(model)
+        opt.update(model, grads)
+    return opt
+
+
+def _assert_dense_adapter(layer, base_zeros):
+    for path, value in nnx.to_flat_state(nnx.state(layer, hn.AdapterParam)):
+        assert bool(jnp.all(value[...] != 0)), path  # every adapter entry trained, none pruned
+    merged = layer.merge()
+    assert bool(jnp.all(merged.kernel[...][base_zeros] != 0))  # the update is dense
+    np.testing.assert_allclose(merged(X), layer(X), rtol=1e-5, atol=1e-5)
+
+
+ADAPTER_KW = {"LoHaLinear": dict(rank=2), "DoRALinear": dict(rank=2)}
+
+
+@pytest.mark.parametrize("name", list(ADAPTER_KW))
+def test_sparsify_pruned_base_then_dense_adapter(name):
+    """The base pruned by ``sparsify`` (pretraining), then frozen under a dense adapter trained
+    with a plain optimizer over ``AdapterParam``: the base's zeros stay, the adapter is dense."""
+    from hadamard_jax import sparse
+
+    base = nnx.Linear(N_IN, N_OUT, rngs=nnx.Rngs(0))
+    _train(base, sparse.sparsify(optax.sgd(0.1), schedule=sparse.one_shot(0.5)), nnx.Param, 2)
+    kernel = np.asarray(base.kernel[...])
+    zeros = kernel == 0
+    assert int(zeros.sum()) == round(0.5 * N_IN * N_OUT)
+    layer = getattr(hn, name)(base_module=base, rngs=nnx.Rngs(1), **ADAPTER_KW[name])
+    _train(layer, optax.adam(1e-2), hn.AdapterParam)
+    np.testing.assert_array_equal(layer.base_module.kernel[...], kernel)
+    _assert_dense_adapter(layer, zeros)
+
+
+@pytest.mark.parametrize("name", list(ADAPTER_KW))
+def test_sparsify_base_kernel_only_trains_sparse_base_and_dense_adapter(name):
+    """One optimizer over all ``nnx.Param`` (adapters included: ``AdapterParam`` is a
+    ``Param``): ``sparsify``'s default filter would prune the rank-2 adapter matrices too, so
+    the filter leaves the adapter paths out; the base kernel trains sparse, the adapter dense."""
+    from hadamard_jax import sparse
+
+    layer = getattr(hn, name)(N_IN, N_OUT, rngs=nnx.Rngs(0), **ADAPTER_KW[name])
+    adapters = _adapter_paths(layer)
+    params = nnx.state(layer, nnx.Param)
+    masks = sparse.masks_of(sparse.sparsify(optax.sgd(0.1), schedule=0.5).init(params), params)
+    pruned = {p for p, m in _flat_masks(masks).items() if m is not None}
+    assert adapters & pruned  # the default filter prunes adapter matrices
+
+    def base_only(path, shape):
+        return sparse.default_filter(path, shape) and path not in adapters
+
+    tx = sparse.sparsify(optax.adam(1e-2), schedule=sparse.one_shot(0.5), filter=base_only)
+    before = np.asarray(layer.base_module.kernel[...])
+    opt = _train(layer, tx, nnx.Param)
+    kernel = np.asarray(layer.base_module.kernel[...])
+    zeros = kernel == 0
+    assert int(zeros.sum()) == round(0.5 * N_IN * N_OUT)
+    assert not np.array_equal(kernel[~zeros], before[~zeros])  # the base trained, sparse
+    masks = sparse.masks_of(opt.opt_state, nnx.state(layer, nnx.Param))
+    flat = _flat_masks(masks)
+    assert {p for p, m in flat.items() if m is not None} == {"base_module/kernel"}
+    np.testing.assert_array_equal(flat["base_module/kernel"], ~zeros)
+    _assert_dense_adapter(layer, zeros)
