@@ -15,7 +15,7 @@ from flax import nnx
 from hadamard_jax import linen as hl
 from hadamard_jax import nnx as hn
 from hadamard_jax._layers import adapters as A
-from tests.utils import normal
+from tests.utils import check_grads, normal, saved_residuals
 
 N_IN, N_OUT = 6, 5
 X = np.random.default_rng(0).standard_normal((3, N_IN)).astype(np.float32)
@@ -198,3 +198,289 @@ def test_num_adapter_params():
     assert A.count({"a": np.ones((2, 3))}) == 6
     assert _nnx("LoHaLinear", rank=2).num_adapter_params() == 2 * 2 * (N_IN + N_OUT)
     assert _nnx("DoRALinear", rank=2).num_adapter_params() == 2 * (N_IN + N_OUT) + N_OUT
+
+
+# --- (IA)^3 in GatedMLP ---------------------------------------------------------------------------
+
+D, H = 4, 6
+XM = np.random.default_rng(1).standard_normal((2, 3, D)).astype(np.float32)
+
+
+def _mlp_params(seed=0):
+    names = ("gate_kernel", "up_kernel", "down_kernel", "gate_bias", "up_bias", "down_bias")
+    shapes = ((D, H), (D, H), (H, D), (H,), (H,), (D,))
+    params = {k: normal(seed + i, s, scale=0.5) for i, (k, s) in enumerate(zip(names, shapes))}
+    params["ia3_l"] = normal(seed + 9, (H,), loc=1.0, scale=0.5)
+    return params
+
+
+def _plain_mlp(x, p, keep=None, rate=0.0):
+    """The block as plain jax.numpy: ``((silu(x Wg + bg) * (x Wu + bu)) * keep / (1 - rate) * l)
+    Wd + bd``."""
+
+    def row(v):
+        return jnp.reshape(v, (1,) * (x.ndim - 1) + (-1,))
+
+    g = x @ p["gate_kernel"] + row(p["gate_bias"])
+    h = jax.nn.silu(g) * (x @ p["up_kernel"] + row(p["up_bias"]))
+    if keep is not None:
+        h = h * keep / (1.0 - rate)
+    return (h * row(p["ia3_l"])) @ p["down_kernel"] + row(p["down_bias"])
+
+
+def test_gated_mlp_ia3_is_identity_at_init():
+    plain = hn.GatedMLP(D, H, rngs=nnx.Rngs(0))
+    ia3 = hn.GatedMLP(D, H, ia3=True, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(ia3.ia3_l[...], np.ones(H, np.float32))
+    assert isinstance(ia3.ia3_l, hn.AdapterParam) and plain.ia3_l is None
+    np.testing.assert_array_equal(ia3(XM), plain(XM))
+    module = hl.GatedMLP(H, ia3=True)
+    v = module.init(jax.random.key(0), XM)
+    np.testing.assert_array_equal(v["adapters"]["ia3_l"], np.ones(H, np.float32))
+    np.testing.assert_array_equal(module.apply(v, XM), hl.GatedMLP(H).apply(v, XM))
+
+
+def test_gated_mlp_ia3_nnx_equals_linen_and_plain():
+    mlp = hn.GatedMLP(D, H, ia3=True, rngs=nnx.Rngs(0))
+    p = _mlp_params()
+    for k, value in p.items():
+        getattr(mlp, k)[...] = value
+    variables = {"params": {k: v for k, v in p.items() if k != "ia3_l"}}
+    variables["adapters"] = {"ia3_l": p["ia3_l"]}
+    out = hl.GatedMLP(H, ia3=True).apply(variables, XM)
+    np.testing.assert_allclose(out, mlp(XM), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out, _plain_mlp(XM, p), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_gated_mlp_ia3_grads_equal_the_plain_composition(dropout):
+    """Both paths: ``l`` as the fused op's hidden mask, and ``l`` folded into the down kernel
+    (with dropout's keep-mask in the mask slot)."""
+    from hadamard_jax._layers import functional as F
+
+    p, key, rate = _mlp_params(), jax.random.key(3), 0.25
+    kw = dict(activation="swiglu", approximate=False, dtype=None, precision=None)
+    drop = dict(dropout_rate=rate, dropout_key=key) if dropout else {}
+    keep = jax.random.bernoulli(key, 1.0 - rate, XM.shape[:-1] + (H,)) if dropout else None
+
+    def ours(x, p):
+        return jnp.sum(jnp.sin(F.gated_mlp(x, p, **kw, **drop)))
+
+    def plain(x, p):
+        return jnp.sum(jnp.sin(_plain_mlp(x, p, keep, rate)))
+
+    np.testing.assert_allclose(ours(XM, p), plain(XM, p), rtol=1e-5)
+    got, want = jax.grad(ours, (0, 1))(XM, p), jax.grad(plain, (0, 1))(XM, p)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+    check_grads(
+        lambda l: F.gated_mlp(XM, {**p, "ia3_l": l}, **kw, **drop),
+        (p["ia3_l"],),
+        order=2,
+        modes=("fwd", "rev"),
+        atol=1e-2,
+        rtol=1e-2,
+    )
+
+
+def test_gated_mlp_ia3_keeps_the_rule_residuals(capsys):
+    """``l`` adds only itself (the fused op's ``[1, 1, H]`` mask) or, with dropout, weight-sized
+    arrays (``l`` and the scaled down kernel): never a ``[..., H]`` activation."""
+    from hadamard_jax._layers import functional as F
+
+    p, kw = _mlp_params(), dict(activation="swiglu", approximate=False, dtype=None, precision=None)
+    without = {k: v for k, v in p.items() if k != "ia3_l"}
+    drop = dict(dropout_rate=0.25, dropout_key=jax.random.key(0))
+
+    def new_lines(**more):
+        def run(p):
+            return saved_residuals(capsys, lambda x, p: F.gated_mlp(x, p, **kw, **more), XM, p)
+
+        base = run(without)
+        return [line.split(" ")[0] for line in run(p) if line not in base]
+
+    assert new_lines() == [f"f32[1,1,{H}]"]
+    assert sorted(new_lines(**drop)) == [f"f32[{H},1]", f"f32[{H},{D}]"]
+
+
+def test_gated_mlp_ia3_optimizer_trains_only_the_vector():
+    mlp = hn.GatedMLP(D, H, ia3=True, rngs=nnx.Rngs(0))
+    before = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(mlp, nnx.Param))}
+    opt = nnx.Optimizer(mlp, optax.sgd(0.5), wrt=hn.AdapterParam)
+    y = normal(5, XM.shape)
+
+    def loss(model):
+        return jnp.mean((model(XM) - y) ** 2)
+
+    grads = nnx.grad(loss, argnums=nnx.DiffState(0, hn.AdapterParam))(mlp)
+    assert [k for k, _ in nnx.to_flat_state(grads)] == [("ia3_l",)]
+    opt.update(mlp, grads)
+    after = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(mlp, nnx.Param))}
+    moved = {k for k in before if not np.array_equal(before[k], after[k])}
+    assert moved == {("ia3_l",)}
+
+
+def test_gated_mlp_ia3_bad_argument():
+    with pytest.raises(TypeError, match="ia3"):
+        hn.GatedMLP(D, H, ia3=1, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="ia3"):
+        hl.GatedMLP(H, ia3="yes")
+
+
+# --- Linen adapters wrapping a base layer (base_module=) --------------------------------------
+
+
+@pytest.mark.parametrize("name", list(RANDOM))
+def test_linen_wraps_a_pruned_masked_linear_and_trains_only_the_adapter(name):
+    """A sparse base (a pruned Linen ``MaskedLinear``), a dense adapter: training the
+    ``"adapters"`` collection keeps the base's zeros; NNX with the same weights agrees."""
+    module = getattr(hl, name)(base_module=hl.MaskedLinear(N_OUT), **RANDOM[name])
+    v = module.init(jax.random.key(0), X)
+    assert module.features == N_OUT and set(v["params"]) == {"base_module"}
+    v = {**v, **hl.prune({"params": v["params"], "masks": v["masks"]}, 0.5)}
+    kernel, mask = v["params"]["base_module"]["kernel"], v["masks"]["base_module"]["mask"]
+    assert int((kernel == 0).sum()) == N_IN * N_OUT // 2 and not bool(mask.all())
+    # the NNX layer over an NNX MaskedLinear with the same weights and mask
+    base = hn.MaskedLinear(N_IN, N_OUT, rngs=nnx.Rngs(0))
+    base.kernel[...], base.bias[...] = kernel, v["params"]["base_module"]["bias"]
+    base.mask[...] = mask
+    layer = getattr(hn, name)(base_module=base, rngs=nnx.Rngs(1), **RANDOM[name])
+    for k, value in v["adapters"].items():
+        getattr(layer, k)[...] = value
+    np.testing.assert_allclose(module.apply(v, X), layer(X), rtol=1e-5, atol=1e-5)
+
+    y = normal(5, (3, N_OUT))
+
+    def loss(adapters):
+        return jnp.mean((module.apply({**v, "adapters": adapters}, X) - y) ** 2)
+
+    adapters = v["adapters"]
+    for _ in range(3):
+        adapters = jax.tree.map(lambda p, g: p - 0.2 * g, adapters, jax.grad(loss)(adapters))
+    assert loss(adapters) < loss(v["adapters"])
+    assert all(not np.array_equal(adapters[k], v["adapters"][k]) for k in adapters)
+    trained = {**v, "adapters": adapters}
+    merged = hl.merge_adapter(module, trained)
+    np.testing.assert_allclose(
+        nn.Dense(N_OUT).apply(merged, X), module.apply(trained, X), rtol=1e-5, atol=1e-5
+    )
+    if name in ("LoHaLinear", "DoRALinear"):  # the update is dense where the base is zero
+        assert bool(jnp.all(merged["params"]["kernel"][~mask] != 0))
+
+
+def test_linen_wraps_dense_and_ste_bases():
+    x = jnp.asarray(X)
+    dense = hl.HiRALinear(base_module=nn.Dense(N_OUT), rank=2, init_hira_weights=False)
+    v = dense.init(jax.random.key(0), x)
+    w, b = v["params"]["base_module"]["kernel"], v["params"]["base_module"]["bias"]
+    p = v["adapters"]
+    np.testing.assert_allclose(
+        dense.apply(v, x), x @ w + b[None, :] + x @ (w * (p["a"] @ p["b"])), rtol=1e-5, atol=1e-5
+    )
+    ste = hl.LoHaLinear(base_module=hl.MaskedLinear(N_OUT, mask_type="ste", sparsity=0.5),
+                        rank=2, init_weights=False)  # fmt: skip
+    v = ste.init(jax.random.key(0), x)
+    merged = hl.merge_adapter(ste, v)
+    np.testing.assert_allclose(
+        nn.Dense(N_OUT).apply(merged, x), ste.apply(v, x), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: hl.LoHaLinear(rank=2), ValueError, "out_features"),
+        (lambda: hl.IA3Linear(3, base_module=nn.Dense(4)), ValueError, "out_features=3"),
+        (
+            lambda: hl.DoRALinear(base_module=hl.MaskedLinear(3, mask_type="hard_concrete")),
+            TypeError,
+            "hard_concrete",
+        ),
+        (lambda: hl.HiRALinear(base_module=nn.Dropout(0.1)), TypeError, "base_module"),
+    ],
+)
+def test_linen_base_module_bad_arguments(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+# --- adapters with hadamard_jax.sparse.sparsify -------------------------------------------------
+
+
+def _adapter_paths(model) -> set[str]:
+    """The ``sparsify`` filter paths (``"a/b/kernel"``) of a model's adapter parameters."""
+    flat = nnx.to_flat_state(nnx.state(model, hn.AdapterParam))
+    return {"/".join(map(str, path)) for path, _ in flat}
+
+
+def _flat_masks(masks) -> dict:
+    """``sparse.masks_of``'s masks by ``sparsify`` path (``None``: not pruned)."""
+    return {"/".join(map(str, p)): m.get_value() for p, m in nnx.to_flat_state(masks)}
+
+
+def _train(model, tx, wrt, steps=3):
+    opt = nnx.Optimizer(model, tx, wrt=wrt)
+    y = normal(5, (3, N_OUT))
+    for _ in range(steps):
+        grads = nnx.grad(lambda m: jnp.mean((m(X) - y) ** 2), argnums=nnx.DiffState(0, wrt))(model)
+        opt.update(model, grads)
+    return opt
+
+
+def _assert_dense_adapter(layer, base_zeros):
+    for path, value in nnx.to_flat_state(nnx.state(layer, hn.AdapterParam)):
+        assert bool(jnp.all(value[...] != 0)), path  # every adapter entry trained, none pruned
+    merged = layer.merge()
+    assert bool(jnp.all(merged.kernel[...][base_zeros] != 0))  # the update is dense
+    np.testing.assert_allclose(merged(X), layer(X), rtol=1e-5, atol=1e-5)
+
+
+ADAPTER_KW = {"LoHaLinear": dict(rank=2), "DoRALinear": dict(rank=2)}
+
+
+@pytest.mark.parametrize("name", list(ADAPTER_KW))
+def test_sparsify_pruned_base_then_dense_adapter(name):
+    """The base pruned by ``sparsify`` (pretraining), then frozen under a dense adapter trained
+    with a plain optimizer over ``AdapterParam``: the base's zeros stay, the adapter is dense."""
+    from hadamard_jax import sparse
+
+    base = nnx.Linear(N_IN, N_OUT, rngs=nnx.Rngs(0))
+    _train(base, sparse.sparsify(optax.sgd(0.1), schedule=sparse.one_shot(0.5)), nnx.Param, 2)
+    kernel = np.asarray(base.kernel[...])
+    zeros = kernel == 0
+    assert int(zeros.sum()) == round(0.5 * N_IN * N_OUT)
+    layer = getattr(hn, name)(base_module=base, rngs=nnx.Rngs(1), **ADAPTER_KW[name])
+    _train(layer, optax.adam(1e-2), hn.AdapterParam)
+    np.testing.assert_array_equal(layer.base_module.kernel[...], kernel)
+    _assert_dense_adapter(layer, zeros)
+
+
+@pytest.mark.parametrize("name", list(ADAPTER_KW))
+def test_sparsify_base_kernel_only_trains_sparse_base_and_dense_adapter(name):
+    """One optimizer over all ``nnx.Param`` (adapters included: ``AdapterParam`` is a
+    ``Param``): ``sparsify``'s default filter would prune the rank-2 adapter matrices too, so
+    the filter leaves the adapter paths out; the base kernel trains sparse, the adapter dense."""
+    from hadamard_jax import sparse
+
+    layer = getattr(hn, name)(N_IN, N_OUT, rngs=nnx.Rngs(0), **ADAPTER_KW[name])
+    adapters = _adapter_paths(layer)
+    params = nnx.state(layer, nnx.Param)
+    masks = sparse.masks_of(sparse.sparsify(optax.sgd(0.1), schedule=0.5).init(params), params)
+    pruned = {p for p, m in _flat_masks(masks).items() if m is not None}
+    assert adapters & pruned  # the default filter prunes adapter matrices
+
+    def base_only(path, shape):
+        return sparse.default_filter(path, shape) and path not in adapters
+
+    tx = sparse.sparsify(optax.adam(1e-2), schedule=sparse.one_shot(0.5), filter=base_only)
+    before = np.asarray(layer.base_module.kernel[...])
+    opt = _train(layer, tx, nnx.Param)
+    kernel = np.asarray(layer.base_module.kernel[...])
+    zeros = kernel == 0
+    assert int(zeros.sum()) == round(0.5 * N_IN * N_OUT)
+    assert not np.array_equal(kernel[~zeros], before[~zeros])  # the base trained, sparse
+    masks = sparse.masks_of(opt.opt_state, nnx.state(layer, nnx.Param))
+    flat = _flat_masks(masks)
+    assert {p for p, m in flat.items() if m is not None} == {"base_module/kernel"}
+    np.testing.assert_array_equal(flat["base_module/kernel"], ~zeros)
+    _assert_dense_adapter(layer, zeros)

@@ -30,6 +30,6 @@ def test_guide_code_blocks_run():
 
     guide = pathlib.Path(__file__).resolve().parents[1] / "docs" / "guides" / "adapters.md"
     blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 5
     for i, block in enumerate(blocks):
         exec(compile(block, f"adapters.md example {i}", "exec"), {})

@@ -92,12 +92,20 @@ def gated_mlp(
     kernels (masked weights exactly zero, zero gradient). With ``dropout_key`` (not
     deterministic and ``dropout_rate > 0``) the hidden layer ``act(g) * u`` gets inverted
     dropout: a boolean keep-mask passed into the fused op, scaled by ``1 / (1 - rate)``.
+
+    ``params["ia3_l"]`` (``GatedMLP(ia3=True)``, shape ``[hidden]``) is (IA)^3's learned scale
+    of the hidden layer, ``h = act(g) * u * l``. Without dropout it is the fused op's floating
+    ``hidden_mask`` (shape ``[1, ..., 1, hidden]``), so the rule's residuals stay ``x``, ``g``,
+    ``u`` and the weights (``l`` among them); with dropout the boolean keep-mask takes that
+    slot and ``l`` scales the rows of the down kernel instead (``(h * l) W_d = h (l[:, None] *
+    W_d)``, through :func:`hadamard_jax.hadamard`), a weight-sized ``[hidden, out]`` input in
+    place of an activation-sized floating mask.
     """
     kernels = {k: params[k] for k in GATED_MLP_KERNELS}
     if masks is not None:
         for k in GATED_MLP_KERNELS:
             kernels[k] = masked_kernel(kernels[k], masks[k.replace("kernel", "mask")])
-    x, kg, ku, kd, bg, bu, bd = promote(
+    x, kg, ku, kd, bg, bu, bd, ia3 = promote(
         (
             x,
             kernels["gate_kernel"],
@@ -106,14 +114,20 @@ def gated_mlp(
             params.get("gate_bias"),
             params.get("up_bias"),
             params.get("down_bias"),
+            params.get("ia3_l"),
         ),
         dtype,
     )
-    keep_mask, scale = None, 1.0
+    hidden_mask, scale = None, 1.0
     if dropout_key is not None and dropout_rate > 0:
         shape = tuple(x.shape[:-1]) + (kg.shape[-1],)
-        keep_mask = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, shape)
+        hidden_mask = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, shape)
         scale = 1.0 / (1.0 - dropout_rate)
+    if ia3 is not None:
+        if hidden_mask is None:  # the fused op's differentiable floating mask
+            hidden_mask = jnp.reshape(ia3, (1,) * (x.ndim - 1) + (-1,))
+        else:  # the keep-mask holds the slot: scale the down kernel's rows
+            kd = hj.hadamard(kd, jnp.reshape(ia3, (-1, 1)), broadcast=True)
     return hj.gated_mlp(
         x,
         kg,
@@ -124,7 +138,7 @@ def gated_mlp(
         b_gate=bg,
         b_up=bu,
         b_down=bd,
-        hidden_mask=keep_mask,
+        hidden_mask=hidden_mask,
         hidden_scale=scale,
         precision=precision,
     )

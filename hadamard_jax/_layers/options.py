@@ -211,6 +211,7 @@ def check_gated_mlp(
     down_kernel_init: Any,
     rng_collection: Any,
     in_features: Any = None,
+    ia3: Any = False,
 ) -> None:
     """``GatedMLP``'s arguments (``in_features``: NNX only)."""
     op = "GatedMLP"
@@ -222,6 +223,7 @@ def check_gated_mlp(
     rate(dropout_rate, "dropout_rate", op)
     optional_flag(deterministic, op)
     flag(masked, "masked", op)
+    flag(ia3, "ia3", op)
     _linear(
         op,
         use_bias=use_bias,

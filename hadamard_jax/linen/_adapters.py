@@ -1,10 +1,14 @@
 """Hadamard adapters as Linen modules, with the names and arguments of the NNX ones.
 
 Each module owns its frozen base ``kernel`` and ``bias`` in ``"params"`` (as ``nn.Dense``, the
-input size inferred) and its adapter parameters in the ``"adapters"`` collection
-(:data:`ADAPTERS`): differentiate ``variables["adapters"]`` only to train the adapters.
-:func:`merge_adapter` returns the variables of a plain ``nn.Dense`` with equal outputs. The math
-lives in :mod:`hadamard_jax._layers.adapters`, shared with :mod:`hadamard_jax.nnx`.
+input size inferred), or wraps an existing base layer given as ``base_module=`` (an
+``nn.Dense`` or a :class:`~hadamard_jax.linen.MaskedLinear`, as NNX's ``base_module=``; its
+variables then live under ``"base_module"`` in each collection, a ``MaskedLinear``'s mask
+applied to the kernel the adapter sees), and keeps its adapter parameters in the
+``"adapters"`` collection (:data:`ADAPTERS`): differentiate ``variables["adapters"]`` only to
+train the adapters. :func:`merge_adapter` returns the variables of a plain ``nn.Dense`` with
+equal outputs. The math lives in :mod:`hadamard_jax._layers.adapters`, shared with
+:mod:`hadamard_jax.nnx`.
 """
 
 from __future__ import annotations
@@ -14,34 +18,100 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax.core import meta
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import adapters as A
+from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import options
 from hadamard_jax._layers.adapters import ADAPTERS
+from hadamard_jax._layers.options import MASKS
 from hadamard_jax._src.hadamard import hadamard
+from hadamard_jax.linen._modules import MaskedLinear
+
+
+def _base_out_features(op: str, base: nn.Module | None, out_features: Any) -> int:
+    """The output size: ``out_features`` and/or the wrapped base's (which must agree)."""
+    if base is None:
+        if out_features is None:
+            raise ValueError(f"{op}: give out_features, or a base_module to wrap.")
+        A.check_common(op, None, out_features, None, None)
+        return out_features
+    if isinstance(base, MaskedLinear) and base.mask_type in ("fixed", "ste"):
+        have = base.out_features
+    elif isinstance(base, nn.Dense):
+        have = base.features
+    else:
+        kind = getattr(base, "mask_type", None)
+        raise TypeError(
+            f"{op}: base_module must be an nn.Dense or a MaskedLinear with mask_type 'fixed' or "
+            f"'ste', got {type(base).__name__}" + (f" with mask_type={kind!r}." if kind else ".")
+        )
+    if out_features is not None and out_features != have:
+        raise ValueError(
+            f"{op}: out_features={out_features} differs from the base_module's {have}."
+        )
+    return have
+
+
+def _base_kernel_bias(base: nn.Module, variables: Any) -> tuple[jax.Array, jax.Array | None]:
+    """A wrapped base layer's kernel (its mask applied, as its own forward applies it) and
+    bias, from its variables (``{"params": ..., "masks": ...}``)."""
+    params = meta.unbox(variables["params"])
+    kernel, bias = params["kernel"], params.get("bias")
+    if getattr(base, "mask_type", None) == "fixed":
+        mask = meta.unbox(variables[MASKS])["mask"]
+        kernel = F.masked_kernel(kernel, mask)
+    elif getattr(base, "mask_type", None) == "ste":
+        mask = F.ste_scores_mask(
+            params["scores"],
+            sparsity=getattr(base, "sparsity", None),
+            threshold=getattr(base, "threshold", None),
+        )
+        kernel = F.masked_kernel(kernel, mask)
+    return kernel, bias
 
 
 class _Dense(nn.Module):
     """The shared fields and the base ``kernel``/``bias`` of the adapter layers."""
 
-    out_features: int
+    out_features: int | None = None
     use_bias: bool = True
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     precision: PrecisionLike = None
     kernel_init: Initializer = options.default_kernel_init
     bias_init: Initializer = options.default_bias_init
+    base_module: nn.Module | None = None
 
-    def _base(self, x) -> tuple[jax.Array, jax.Array | None]:
-        n_in = jnp.shape(x)[-1]
-        kernel = self.param("kernel", self.kernel_init, (n_in, self.out_features), self.param_dtype)
+    @property
+    def features(self) -> int:
+        """The output size (``out_features``, or the wrapped base's)."""
+        return _base_out_features(type(self).__name__, self.base_module, self.out_features)
+
+    def _base_params(self, x) -> tuple[jax.Array, jax.Array | None]:
+        """``(kernel, bias)`` of the base layer: the module's own params, or the wrapped
+        ``base_module``'s (called at init to create its variables, and its mask applied)."""
+        if self.base_module is not None:
+            if self.is_initializing():
+                self.base_module(x)
+            return _base_kernel_bias(self.base_module, self.base_module.variables)
+        n_in, n_out = jnp.shape(x)[-1], self.features
+        kernel = self.param("kernel", self.kernel_init, (n_in, n_out), self.param_dtype)
         bias = (
-            self.param("bias", self.bias_init, (self.out_features,), self.param_dtype)
+            self.param("bias", self.bias_init, (n_out,), self.param_dtype)
             if self.use_bias
             else None
         )
         return kernel, bias
+
+    def _base(self, x) -> tuple[jax.Array, jax.Array]:
+        """``(kernel, base(x))``: the wrapped ``base_module``'s own forward, or ``x W + b``."""
+        if self.base_module is not None:
+            y = self.base_module(x)
+            return _base_kernel_bias(self.base_module, self.base_module.variables)[0], y
+        kernel, bias = self._base_params(x)
+        return kernel, self._linear(x, kernel, bias)
 
     def _adapters(self, make) -> dict:
         """The adapter variables, created by ``make() -> dict`` at init."""
@@ -63,6 +133,8 @@ class LoHaLinear(_Dense):
     Attributes:
       out_features, rank, alpha, rank2, init_weights, abba_scaling, use_bias, dtype,
         param_dtype, precision, kernel_init, bias_init: as the NNX layer.
+      base_module: an ``nn.Dense`` or a ``MaskedLinear`` to wrap (``out_features`` then
+        optional; ``use_bias``, ``kernel_init``, ``bias_init`` are the base's own).
 
     Example::
 
@@ -81,7 +153,8 @@ class LoHaLinear(_Dense):
     _names = ("a1", "b1", "a2", "b2")
 
     def __post_init__(self) -> None:
-        A.check_common("LoHaLinear", None, self.out_features, self.rank, self.alpha)
+        _base_out_features("LoHaLinear", self.base_module, self.out_features)
+        A.check_common("LoHaLinear", None, 1, self.rank, self.alpha)
         A.check_common("LoHaLinear", None, 1, self.rank2, None)
         A.check_init("LoHaLinear", "init_weights", self.init_weights, A.LOHA_INITS)
         super().__post_init__()
@@ -94,7 +167,7 @@ class LoHaLinear(_Dense):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel, bias = self._base(x)
+        kernel, y = self._base(x)
         r2 = self.rank if self.rank2 is None else self.rank2
         p = self._adapters(
             lambda: A.loha_params(
@@ -107,7 +180,7 @@ class LoHaLinear(_Dense):
             )  # fmt: skip
         )
         update = A.loha_update(x, p, self.scale, dtype=self.dtype, precision=self.precision)
-        return self._linear(x, kernel, bias) + update
+        return y + update
 
 
 class HiRALinear(_Dense):
@@ -116,6 +189,7 @@ class HiRALinear(_Dense):
     Attributes:
       out_features, rank, alpha, init_hira_weights, use_bias, dtype, param_dtype, precision,
         kernel_init, bias_init: as the NNX layer.
+      base_module: a base layer to wrap, as :class:`LoHaLinear`.
 
     Example::
 
@@ -133,7 +207,8 @@ class HiRALinear(_Dense):
     _names = ("a", "b")
 
     def __post_init__(self) -> None:
-        A.check_common("HiRALinear", None, self.out_features, self.rank, self.alpha)
+        _base_out_features("HiRALinear", self.base_module, self.out_features)
+        A.check_common("HiRALinear", None, 1, self.rank, self.alpha)
         A.check_init(
             "HiRALinear", "init_hira_weights", self.init_hira_weights, (True, False, "gaussian")
         )
@@ -141,12 +216,12 @@ class HiRALinear(_Dense):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel, bias = self._base(x)
+        kernel, y = self._base(x)
         p = self._adapters(
             lambda: A.low_rank_params(
                 self.make_rng("params"),
                 kernel.shape[0],
-                self.out_features,
+                kernel.shape[1],
                 self.rank,
                 self.init_hira_weights,
                 self.param_dtype,
@@ -154,7 +229,7 @@ class HiRALinear(_Dense):
         )
         scale = A.lora_scale(self.alpha, self.rank)
         update = A.hira_update(x, kernel, p, scale, dtype=self.dtype, precision=self.precision)
-        return self._linear(x, kernel, bias) + update
+        return y + update
 
 
 class DoRALinear(_Dense):
@@ -163,6 +238,7 @@ class DoRALinear(_Dense):
     Attributes:
       out_features, rank, alpha, use_rslora, init_lora_weights, detach_norm, use_bias, dtype,
         param_dtype, precision, kernel_init, bias_init: as the NNX layer.
+      base_module: a base layer to wrap, as :class:`LoHaLinear`.
 
     Example::
 
@@ -181,7 +257,8 @@ class DoRALinear(_Dense):
     _names = ("lora_a", "lora_b", "magnitude")
 
     def __post_init__(self) -> None:
-        A.check_common("DoRALinear", None, self.out_features, self.rank, self.alpha)
+        _base_out_features("DoRALinear", self.base_module, self.out_features)
+        A.check_common("DoRALinear", None, 1, self.rank, self.alpha)
         A.check_init(
             "DoRALinear", "init_lora_weights", self.init_lora_weights, (True, False, "gaussian")
         )
@@ -189,12 +266,12 @@ class DoRALinear(_Dense):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel, bias = self._base(x)
+        kernel, bias = self._base_params(x)
         scale = A.lora_scale(self.alpha, self.rank, bool(self.use_rslora))
 
         def make():
             p = A.low_rank_params(
-                self.make_rng("params"), kernel.shape[0], self.out_features, self.rank,
+                self.make_rng("params"), kernel.shape[0], kernel.shape[1], self.rank,
                 self.init_lora_weights, self.param_dtype,
             )  # fmt: skip
             m = A.dora_magnitude(kernel, p, scale).astype(self.param_dtype)
@@ -245,6 +322,7 @@ class IA3Linear(_Dense):
     Attributes:
       out_features, feedforward, use_bias, dtype, param_dtype, precision, kernel_init,
         bias_init: as the NNX layer.
+      base_module: a base layer to wrap, as :class:`LoHaLinear`.
 
     Example::
 
@@ -258,14 +336,17 @@ class IA3Linear(_Dense):
     feedforward: bool = False
     _names = ("ia3_l",)
 
+    def __post_init__(self) -> None:
+        _base_out_features("IA3Linear", self.base_module, self.out_features)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel, bias = self._base(x)
-        size = kernel.shape[0] if self.feedforward else self.out_features
+        size = jnp.shape(x)[-1] if self.feedforward else self.features
         l = self._adapters(lambda: {"ia3_l": jnp.ones((size,), self.param_dtype)})["ia3_l"]
         if self.feedforward:
-            return self._linear(hadamard(x, l, broadcast=True), kernel, bias)
-        return hadamard(self._linear(x, kernel, bias), l, broadcast=True)
+            return self._base(hadamard(x, l, broadcast=True))[1]
+        return hadamard(self._base(x)[1], l, broadcast=True)
 
 
 def merge_adapter(module: nn.Module, variables: Any) -> dict:
@@ -277,8 +358,9 @@ def merge_adapter(module: nn.Module, variables: Any) -> dict:
       variables: its variables (``{"params": {kernel, bias}, "adapters": {...}}``).
 
     Returns:
-      ``{"params": {"kernel": ..., "bias": ...}}`` for ``nn.Dense(module.out_features,
-      use_bias=module.use_bias)``.
+      ``{"params": {"kernel": ..., "bias": ...}}`` for ``nn.Dense(module.features,
+      use_bias=...)`` (the base's bias, if any; a wrapped ``MaskedLinear``'s mask is applied
+      to the kernel first).
 
     Example::
 
@@ -295,8 +377,13 @@ def merge_adapter(module: nn.Module, variables: Any) -> dict:
         raise TypeError(
             f"merge_adapter: module must be an adapter layer, got {type(module).__name__}."
         )
-    params, adapters = variables["params"], variables[ADAPTERS]
-    kernel, bias = params["kernel"], params.get("bias")
+    adapters = variables[ADAPTERS]
+    if module.base_module is not None:
+        base = {k: v["base_module"] for k, v in variables.items() if "base_module" in v}
+        kernel, bias = _base_kernel_bias(module.base_module, base)
+    else:
+        params = meta.unbox(variables["params"])
+        kernel, bias = params["kernel"], params.get("bias")
     if isinstance(module, LoHaLinear):
         kernel = A.loha_merged(kernel, adapters, module.scale)
     elif isinstance(module, HiRALinear):

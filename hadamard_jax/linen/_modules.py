@@ -23,6 +23,7 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 import hadamard_jax as hj
 from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import options
+from hadamard_jax._layers.adapters import ADAPTERS
 from hadamard_jax._layers.options import MASKS
 
 
@@ -128,6 +129,9 @@ class GatedMLP(nn.Module):
       masked: give each kernel a fixed boolean mask (``masks/gate_mask``, ``up_mask``,
         ``down_mask``, all ones at first, with the kernel's partitioning) that :func:`prune`
         sets; masked weights are exactly zero and get zero gradient.
+      ia3: add (IA)^3's learned scale of the hidden layer, ``ia3_l`` ``[hidden]`` (ones at
+        init) in the ``"adapters"`` collection as the adapter layers keep theirs
+        (:class:`hadamard_jax.nnx.GatedMLP`).
       dtype, param_dtype, precision, kernel_init, bias_init: as ``nn.Dense``.
       down_kernel_init: initializer of ``down_kernel`` (default ``kernel_init``), e.g. with
         the transposed partitioning for tensor parallelism.
@@ -151,6 +155,7 @@ class GatedMLP(nn.Module):
     dropout_rate: float = 0.0
     deterministic: bool | None = None
     masked: bool = False
+    ia3: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     precision: PrecisionLike = None
@@ -169,6 +174,7 @@ class GatedMLP(nn.Module):
             dropout_rate=self.dropout_rate,
             deterministic=self.deterministic,
             masked=self.masked,
+            ia3=self.ia3,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=self.kernel_init,
@@ -193,6 +199,8 @@ class GatedMLP(nn.Module):
             params["gate_bias"] = self.param("gate_bias", self.bias_init, (h,), pd)
             params["up_bias"] = self.param("up_bias", self.bias_init, (h,), pd)
             params["down_bias"] = self.param("down_bias", self.bias_init, (o,), pd)
+        if self.ia3:
+            params["ia3_l"] = self.variable(ADAPTERS, "ia3_l", jnp.ones, (h,), pd).value
         masks = None
         if self.masked:
             masks = {

@@ -12,6 +12,7 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import options
 from hadamard_jax.nnx import _common as C
+from hadamard_jax.nnx._adapters import AdapterParam
 from hadamard_jax.nnx._common import MaskVar
 
 
@@ -39,6 +40,11 @@ class GatedMLP(nnx.Module):
       masked: give each kernel a fixed boolean mask (``gate_mask``, ``up_mask``,
         ``down_mask``, :class:`MaskVar`, all ones at first) that :func:`prune` sets; masked
         weights are exactly zero (select semantics) and get zero gradient.
+      ia3: add (IA)^3's learned scale of the hidden layer (Liu et al. 2022; peft's
+        ``tuners/ia3`` with ``is_feedforward=True`` on the down projection): ``ia3_l``
+        ``[hidden]``, an :class:`~hadamard_jax.nnx.AdapterParam` initialised to ones (the block
+        is unchanged at init), so ``nnx.Optimizer(mlp, tx, wrt=AdapterParam)`` trains it
+        alone; ``h = act(g) * u * l``, fused into the op (its rule keeps no more residuals).
       dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
       down_kernel_init: initializer of ``down_kernel`` (default ``kernel_init``), e.g. with the
         transposed partitioning of the gate/up kernels (``("model", None)`` vs
@@ -71,6 +77,7 @@ class GatedMLP(nnx.Module):
         dropout_rate: float = 0.0,
         deterministic: bool | None = False,
         masked: bool = False,
+        ia3: bool = False,
         dtype: Dtype | None = None,
         param_dtype: Dtype = jnp.float32,
         precision: PrecisionLike = None,
@@ -90,6 +97,7 @@ class GatedMLP(nnx.Module):
             dropout_rate=dropout_rate,
             deterministic=deterministic,
             masked=masked,
+            ia3=ia3,
             dtype=dtype,
             param_dtype=param_dtype,
             kernel_init=kernel_init,
@@ -117,6 +125,8 @@ class GatedMLP(nnx.Module):
         else:
             self.gate_bias = self.up_bias = self.down_bias = nnx.data(None)
         self.rngs = C.rng_stream(rngs, rng_collection) if dropout_rate > 0 else nnx.data(None)
+        self.ia3 = ia3
+        self.ia3_l = AdapterParam(jnp.ones((h,), param_dtype)) if ia3 else nnx.data(None)
         self.masked = masked
         if masked:
             for name in ("gate", "up", "down"):
@@ -133,7 +143,7 @@ class GatedMLP(nnx.Module):
         """``[..., in_features] -> [..., out_features]``."""
         F.check_features("GatedMLP", x, self.in_features)
         names = ("gate_kernel", "up_kernel", "down_kernel", "gate_bias", "up_bias", "down_bias")
-        params = {k: C.value(getattr(self, k)) for k in names}
+        params = {k: C.value(getattr(self, k)) for k in (*names, "ia3_l")}
         masks = None
         if self.masked:
             masks = {k: getattr(self, k)[...] for k in ("gate_mask", "up_mask", "down_mask")}
