@@ -66,6 +66,14 @@ from hadamard_jax._src.learned_masks import ste_mask as ste_mask
 # Mask storage.
 from hadamard_jax._src.mask_packing import pack_mask as pack_mask
 from hadamard_jax._src.mask_packing import unpack_mask as unpack_mask
+
+# Gated linear attention (chunked matrix-state recurrences).
+from hadamard_jax._src.gated_linear_attention import (
+    gated_linear_attention as gated_linear_attention,
+)
+from hadamard_jax._src.gated_linear_attention import (
+    gated_linear_attention_step as gated_linear_attention_step,
+)
 # isort: on
 
 __all__ = [
@@ -112,4 +120,6 @@ __all__ = [
     "gated_rms_norm",
     "linear_scan",
     "log_linear_scan",
+    "gated_linear_attention",
+    "gated_linear_attention_step",
 ]
