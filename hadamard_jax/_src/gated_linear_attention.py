@@ -8,9 +8,11 @@ with ``S_t`` of shape ``[K, V]`` per batch and head: GLA (Yang et al. 2024, a ga
 dimension) or, with one gate per head, Mamba2's SSD and RetNet/lightning attention.
 
 **The chunkwise-parallel form.** The time axis is cut into chunks of ``C = chunk_size`` tokens
-(the end padded with zero ``k, v`` and gate 0, which leave the state unchanged). With every sum of
-log-gates taken over a range of positions by a cumulative sum, *never* by subtracting two of them
-(no ``exp`` of a positive sum for gates ``<= 0``, no ``-inf - (-inf)``), per chunk:
+(the end padded with zero ``k, v`` and gate 0, which leave the state unchanged). Sums of
+log-gates are cumulative sums over ranges of positions; the only differences taken are of
+in-chunk sums of finite, non-reset gates, where the result is ``<= 0`` for gates ``<= 0`` (no
+``exp`` of a positive sum, no ``-inf - (-inf)``), and a reset in a range is a mask. Then,
+per chunk:
 
 * ``Qa_i = q_i * exp(sum_{s <= m <= i} log g_m)`` (the decay from the chunk's start ``s``),
 * ``Ke_j = k_j * exp(sum_{j < m <= e} log g_m)`` (the decay to its end ``e``),
@@ -74,7 +76,7 @@ def _padded_length(cfg: _Config) -> int:
 
 
 def _to_blocks(cfg: _Config, x: jax.Array) -> jax.Array:
-    """``[B, T, H, ...]`` -> ``[N, B, H, c, ...]`` (sub-chunk major), padded with zeros."""
+    """``[B, T, H, ...]`` -> ``[N, B, H, C, ...]`` (chunk major), padded with zeros."""
     pad = _padded_length(cfg) - cfg.length
     if pad:
         x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
@@ -193,7 +195,7 @@ def _pairwise_map(floor: float, q, k, g):
     return lax.map(body, tuple(flat), batch_size=batch).reshape(*lead, c, c)
 
 
-def _sub_chunk_terms(floor: float, scalar: bool, q, k, v, g):
+def _chunk_terms(floor: float, scalar: bool, q, k, v, g):
     """``(Qa, U, gamma, Od)`` of every chunk (``[N, B, H, C, .]`` inputs).
 
     ``Qa: [..., c, K]``, ``U: [..., K, V]``, ``gamma: [..., G, 1]``, ``Od: [..., c, V]``.
@@ -227,14 +229,55 @@ def _states(u, gamma, h0):
 # --- the op and its rule ------------------------------------------------------------------------
 
 
-def _forward(cfg: _Config, q, k, v, g, h0):
-    """``(o, final_state, boundary states)`` of compute-dtype inputs in the public layout."""
+def _forward_batched(cfg: _Config, q, k, v, g, h0):
+    """``(o, final_state, chunk states)``, every chunk's quantities at once.
+
+    The chunked algorithm in plain JAX (no rule; the benchmark's "chunked, plain autodiff"
+    baseline): all chunks' ``Qa, U, gamma, Od`` as batched matmuls, then a ``lax.scan`` of
+    element-wise state updates. Holds every chunk's quantities.
+    """
     floor = _reset_floor(q.dtype)
     qb, kb, vb = (_to_blocks(cfg, x) for x in (q, k, v))
     gb = _gate_blocks(cfg, g)
-    qa, u, gamma, od = _sub_chunk_terms(floor, cfg.scalar, qb, kb, vb, gb)
+    qa, u, gamma, od = _chunk_terms(floor, cfg.scalar, qb, kb, vb, gb)
     hs, last = _states(u, gamma, h0)
     o = cfg.scale * (jnp.einsum("...ck,...kv->...cv", qa, hs) + od)
+    return _from_blocks(cfg, o), last, hs
+
+
+def _padded(cfg: _Config, x: jax.Array) -> jax.Array:
+    """``[B, T, H, ...]`` padded with zeros to whole chunks along time."""
+    pad = _padded_length(cfg) - cfg.length
+    return jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)) if pad else x
+
+
+def _chunk_of(cfg: _Config, x: jax.Array, n) -> jax.Array:
+    """Chunk ``n`` of a padded ``[B, Tp, H, ...]`` array as ``[B, H, C, ...]``."""
+    x = lax.dynamic_slice_in_dim(x, n * cfg.chunk, cfg.chunk, axis=1)
+    return jnp.swapaxes(x, 1, 2)
+
+
+def _gates(cfg: _Config, g: jax.Array) -> jax.Array:
+    """``log_g`` as ``[B, T, H, G]``."""
+    return g[..., None] if cfg.scalar else g
+
+
+def _forward(cfg: _Config, q, k, v, g, h0):
+    """``(o, final_state, chunk states [N, B, H, K, V])`` of compute-dtype inputs.
+
+    A ``lax.scan`` over the chunks: each step slices its chunk out of the inputs, computes its
+    quantities (:func:`_chunk_terms`), its output ``scale (Qa S + Od)`` and the next state.
+    """
+    floor = _reset_floor(q.dtype)
+    xs = [_padded(cfg, x) for x in (q, k, v, _gates(cfg, g))]
+
+    def step(state, n):
+        qa, u, gamma, od = _chunk_terms(floor, cfg.scalar, *(_chunk_of(cfg, x, n) for x in xs))
+        o = cfg.scale * (jnp.einsum("...ck,...kv->...cv", qa, state) + od)
+        return gamma * state + u, (o, state)
+
+    n = _padded_length(cfg) // cfg.chunk
+    last, (o, hs) = lax.scan(step, h0, jnp.arange(n))
     return _from_blocks(cfg, o), last, hs
 
 
@@ -245,29 +288,39 @@ def _gla(cfg: _Config, q, k, v, g, h0):
 
 
 def _tangent(cfg: _Config, primals, tangents):
-    """``(do, dS_final)``: linear in ``tangents`` (``None`` for a zero tangent)."""
+    """``(do, dS_final)``: linear in ``tangents`` (``None`` for a zero tangent).
+
+    A ``lax.scan`` over the chunks carrying ``dS``; its body, under ``jax.checkpoint``, takes
+    the tangents of one chunk's quantities (``jax.jvp`` of :func:`_chunk_terms`), emits
+    ``do = scale (dQa S + Qa dS + dOd)`` and steps ``dS' = gamma dS + (dgamma S + dU)``. JAX's
+    transpose of it (reverse mode) is a reverse scan that recomputes one chunk at a time.
+    """
     q, k, v, g, h0, hs = primals
     floor = _reset_floor(q.dtype)
-    blocks = [_to_blocks(cfg, x) for x in (q, k, v)] + [_gate_blocks(cfg, g)]
-    dblocks = [
-        jnp.zeros_like(x) if t is None else (_gate_blocks(cfg, t) if i == 3 else _to_blocks(cfg, t))
-        for i, (x, t) in enumerate(zip(blocks, tangents[:4]))
-    ]
-    terms, dterms = jax.jvp(
-        functools.partial(_sub_chunk_terms, floor, cfg.scalar), tuple(blocks), tuple(dblocks)
+    xs = [_padded(cfg, x) for x in (q, k, v, _gates(cfg, g))]
+    live = [i for i in range(4) if tangents[i] is not None]
+    dblocks = tuple(
+        _gate_blocks(cfg, tangents[i]) if i == 3 else _to_blocks(cfg, tangents[i]) for i in live
     )
-    qa, u, gamma, _ = terms
-    dqa, du, dgamma, dod = dterms
     dh0 = jnp.zeros_like(h0) if tangents[4] is None else tangents[4]
 
-    def step(dh, x):
-        gam, dgam, h, dun = x
-        return gam * dh + (dgam * h + dun), dh
+    def body(ds, x):
+        n, dxb, s = x
+        xb = tuple(_chunk_of(cfg, a, n) for a in xs)
+        full = [jnp.zeros_like(a) for a in xb]
+        for i, t in zip(live, dxb):
+            full[i] = t
+        (qa, _, gamma, _), (dqa, du, dgamma, dod) = jax.jvp(
+            functools.partial(_chunk_terms, floor, cfg.scalar), xb, tuple(full)
+        )
+        do = cfg.scale * (
+            jnp.einsum("...ck,...kv->...cv", dqa, s)
+            + jnp.einsum("...ck,...kv->...cv", qa, ds)
+            + dod
+        )
+        return gamma * ds + (dgamma * s + du), do
 
-    dlast, dhs = lax.scan(step, dh0, (gamma, dgamma, hs, du))
-    do = cfg.scale * (
-        jnp.einsum("...ck,...kv->...cv", dqa, hs) + jnp.einsum("...ck,...kv->...cv", qa, dhs) + dod
-    )
+    dlast, do = lax.scan(jax.checkpoint(body), dh0, (jnp.arange(hs.shape[0]), dblocks, hs))
     return _from_blocks(cfg, do), dlast
 
 
