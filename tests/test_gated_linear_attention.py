@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
 from jax import lax
@@ -105,8 +106,9 @@ def _against_float64(args, chunk, tol=1e-5):
 # --- values and gradients -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scalar", [False, True])
-@pytest.mark.parametrize("t, chunk", [(37, 8), (1, 64), (16, 16)])
+@pytest.mark.parametrize(
+    "scalar, t, chunk", [(False, 37, 8), (True, 37, 8), (True, 1, 64), (False, 16, 16)]
+)
 def test_values_and_gradients_against_float64_scan(scalar, t, chunk):
     _against_float64(_inputs(2, t, 2, 8, 4, scalar=scalar), chunk)
 
@@ -176,12 +178,24 @@ def test_empty_time_axis():
 
 
 def test_check_grads_order_2(x64):
-    # One gate per head at order 2; a gate per key dimension (a lax.cond of two diagonals, each
-    # compiled) at order 1 here, its second derivatives against the scan's in the next test.
-    args = _inputs(1, 5, 1, 2, 2, scalar=True, lo=-0.8, seed=19, dtype=np.float64)
+    # One gate per head at order 2 (two chunks, one padded); a gate per key dimension (a
+    # lax.cond of two diagonals) at order 1 here, jitted, its second derivatives against the
+    # scan's in the next test.
+    args = _inputs(1, 3, 1, 2, 2, scalar=True, lo=-0.8, seed=19, dtype=np.float64)
     check_grads(_loss(_ours(2)), args, order=2, modes=["fwd", "rev"])
     args = _inputs(1, 3, 1, 2, 2, lo=-0.8, seed=19, dtype=np.float64)
-    check_grads(_loss(_ours(2)), args, order=1, modes=["fwd", "rev"])
+    jax.test_util.check_grads(_loss(_ours(2)), args, order=1, modes=["fwd", "rev"])
+
+
+def test_vmap_takes_each_rows_path():
+    # Under vmap the lax.cond between the two diagonals is a select: both rows stay exact.
+    q, k, v, g, _ = _inputs(1, 9, 1, 4, 2)
+    qs, ks, vs, gs = (jnp.stack([x, x * 0.5]) for x in (q, k, v, g))
+    gs = gs.at[1, 0, 3].set(-jnp.inf)
+    o = jax.vmap(lambda *a: hj.gated_linear_attention(*a, chunk_size=4)[0])(qs, ks, vs, gs)
+    for i in range(2):
+        o_i = hj.gated_linear_attention(qs[i], ks[i], vs[i], gs[i], chunk_size=4)[0]
+        np.testing.assert_allclose(o[i], o_i, rtol=1e-6, atol=1e-6)
 
 
 def test_jvp_hessian_and_forward_over_reverse_match_the_scan():

@@ -22,19 +22,22 @@ per chunk:
   dimension as one matmul of ``q e^{cs - mid}`` and ``k e^{mid - cs}`` (``cs`` the in-chunk
   cumulative sum, ``mid`` the middle of its range) when no chunk holds a reset and its
   log-decays span at most ``-log(tiny) / 2`` (43 in float32), else from the exact
-  ``[C, C, K]`` pairwise decays, a few blocks at a time (one ``lax.cond`` for the whole call).
+  ``[C, C, K]`` pairwise decays, a few blocks at a time (a ``lax.cond`` per chunk).
 
-Then a ``lax.scan`` over the chunks carries the state (an element-wise update of
-``[B, H, K, V]``) and ``o = scale * (Qa S + Od)``. Gates ``log g <= log(tiny)`` (``-inf``
-included) are exact resets: ``exp`` of them is 0 in the compute dtype anyway.
+One ``lax.scan`` over the chunks runs it: each step slices its chunk out of the inputs, computes
+the quantities above, emits ``o = scale * (Qa S + Od)`` and steps the state (an element-wise
+update of ``[B, H, K, V]``), so one chunk's quantities are live at a time. Gates
+``log g <= log(tiny)`` (``-inf`` included) are exact resets: ``exp`` of them is 0 in the compute
+dtype anyway.
 
 **The rule** (:mod:`hadamard_jax._src.rules`): a ``jax.custom_jvp`` whose tangent is computed
-chunkwise and is linear in the tangents: the chunk quantities' tangents (``jax.jvp`` of the
-per-chunk function), the state tangent by the linear scan ``dS' = gamma dS + (dgamma S + dU)``,
-and ``do = scale (dQa S + Qa dS + dOd)``. It is evaluated under ``jax.checkpoint`` with the
-states at the chunk boundaries ``[T/C, B, H, K, V]`` as the only residual besides the inputs:
-reverse mode (JAX's transpose of the tangent) recomputes the chunk quantities and never keeps
-per-token states or attention matrices between the forward and the backward pass.
+chunkwise and is linear in the tangents: a scan over the chunks carrying ``dS``, whose body
+(under ``jax.checkpoint``) takes the chunk quantities' tangents (``jax.jvp`` of the per-chunk
+function), emits ``do = scale (dQa S + Qa dS + dOd)`` and steps
+``dS' = gamma dS + (dgamma S + dU)``. The whole tangent is evaluated under ``jax.checkpoint`` with
+the states at the chunk starts ``[T/C, B, H, K, V]`` as the only residual besides the inputs:
+reverse mode (JAX's transpose of the tangent, a reverse scan) recomputes one chunk's quantities
+at a time and never keeps per-token states or attention matrices.
 """
 
 from __future__ import annotations
@@ -167,7 +170,8 @@ def _diagonal(q, k, g, floor: float, scalar: bool):
     ``q, k: [..., c, K]``, ``g: [..., c, G]``; returns ``[..., c, c]``. One gate per head: the
     pairwise decays (``[c, c]``, cheap). A gate per key dimension: the factorised matmul when
     every chunk is free of resets and its log-decays span less than :func:`_span_limit`
-    (one ``lax.cond`` for the whole call), else the exact pairwise form.
+    (a ``lax.cond`` per call of this function: per chunk in the scans), else the exact
+    pairwise form.
     """
     if scalar:
         return _diagonal_pairwise(q, k, g, floor, scalar)
@@ -442,7 +446,7 @@ def gated_linear_attention(
     The derivative rule is a ``jax.custom_jvp`` whose tangent is computed chunkwise and is
     linear in the tangents, evaluated under ``jax.checkpoint``: ``jvp``, ``jacfwd``,
     ``hessian`` and forward-over-reverse work, and reverse mode keeps only the inputs and the
-    states at the chunk boundaries (``[B, H, T / chunk_size, K, V]``), never per-token states or
+    states at the chunk starts (``[T / chunk_size, B, H, K, V]``), never per-token states or
     the chunks' attention matrices.
 
     Args:
