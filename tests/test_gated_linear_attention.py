@@ -133,6 +133,12 @@ def test_large_log_decay_span_takes_the_exact_path():
     _against_float64((q, k, v, g - 4.0, h0), 8)
 
 
+def test_positive_gates_grow_the_state_as_written():
+    q, k, v, _, h0 = _inputs(1, 12, 1, 4, 2, seed=33)
+    g = uniform(34, (1, 12, 1, 4), -0.3, 0.2)
+    _against_float64((q, k, v, g, h0), 8)
+
+
 def test_factorised_and_pairwise_diagonals_agree():
     q, k, v, g, _ = _inputs(3, 16, 2, 8, 1, seed=11)
     blocks = [x.reshape(3, 2, 8, 2, x.shape[-1]) for x in (q, k, g)]
