@@ -73,9 +73,16 @@ from hadamard_jax._src.adapters import dora_norm as dora_norm
 from hadamard_jax._src.adapters import hira_matmul as hira_matmul
 from hadamard_jax._src.adapters import loha_delta as loha_delta
 from hadamard_jax._src.adapters import loha_matmul as loha_matmul
-# Chunked matrix-state recurrences.
+
+# Chunked matrix-state recurrences: gated delta rule and gated linear attention.
 from hadamard_jax._src.delta_rule import gated_delta_rule as gated_delta_rule
 from hadamard_jax._src.delta_rule import gated_delta_rule_step as gated_delta_rule_step
+from hadamard_jax._src.gated_linear_attention import (
+    gated_linear_attention as gated_linear_attention,
+)
+from hadamard_jax._src.gated_linear_attention import (
+    gated_linear_attention_step as gated_linear_attention_step,
+)
 # isort: on
 
 __all__ = [
@@ -129,4 +136,6 @@ __all__ = [
     "loha_matmul",
     "gated_delta_rule",
     "gated_delta_rule_step",
+    "gated_linear_attention",
+    "gated_linear_attention_step",
 ]
