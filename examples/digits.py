@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     line with each figure's mean, standard deviation and range in percent.
     """
     args = parse_args(argv)
+    print(versions())
     runs = []
     for seed in range(args.seed, args.seed + args.seeds):
         if args.seeds > 1:
@@ -259,6 +260,18 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, float]:
         "pruned_weights_zero": float(zeros),
         "seconds": seconds,
     }
+
+
+def versions() -> str:
+    """The versions a figure depends on, as one line."""
+    import flax
+    import sklearn
+
+    return (
+        f"jax {jax.__version__}, jaxlib {jax.lib.__version__}, flax {flax.__version__}, "
+        f"optax {optax.__version__}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
+        f"backend {jax.default_backend()}"
+    )
 
 
 if __name__ == "__main__":

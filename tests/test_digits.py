@@ -34,6 +34,7 @@ def test_short_run_learns_and_prunes(digits, capsys):
     )
     out = capsys.readouterr().out
     assert "dense test accuracy" in out and "pruned test accuracy" in out and "[####" in out
+    assert out.startswith("jax ") and ", flax " in out.splitlines()[0]  # the versions
     assert "\r" not in out  # captured output is not a terminal: no redrawn lines
     assert result["dense_accuracy"] > 0.85  # chance is 0.1
     assert result["pruned_accuracy"] > 0.7
