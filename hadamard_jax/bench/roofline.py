@@ -221,7 +221,7 @@ def _decorate(ax, figures: Figures) -> None:
     ax.set_title(
         f"hadamard_jax roofline: {machine.get('device', '')} ({machine.get('cpu_count', '?')} "
         "cores)\nelement-wise: filled = donated, large = n >= 4096; "
-        "gating ops (fwd+bwd, one colour and marker each): filled = ours, hollow = plain jax.nn",
+        "gating ops fwd+bwd: filled = ours, hollow = plain jax.nn",
         fontsize=10,
     )
     ax.grid(True, which="both", alpha=0.3)
