@@ -163,18 +163,18 @@ def parse_args(argv: Sequence[str] | None):
 
 
 def spread(values: Sequence[float], scale: float = 100.0) -> str:
-    """``mean +- std (min-max)`` of ``values`` times ``scale``; the value alone for one.
+    """``mean +- std (min .. max)`` of ``values`` times ``scale``; the value alone for one.
 
     Examples:
       >>> spread([0.975, 0.98, 0.985])
-      '98.00 +- 0.41 (97.50-98.50)'
+      '98.00 +- 0.41 (97.50 .. 98.50)'
       >>> spread([0.975])
       '97.50'
     """
     v = scale * np.asarray(values, dtype=np.float64)
     if len(v) == 1:
         return f"{v[0]:.2f}"
-    return f"{v.mean():.2f} +- {v.std():.2f} ({v.min():.2f}-{v.max():.2f})"
+    return f"{v.mean():.2f} +- {v.std():.2f} ({v.min():.2f} .. {v.max():.2f})"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     keys = ("dense_accuracy", "pruned_accuracy", "pruned_accuracy_before_finetune")
     print(
         f"over {args.seeds} seeds ({args.seed}..{args.seed + args.seeds - 1}), percent, "
-        "mean +- std (min-max):"
+        "mean +- std (min .. max):"
     )
     print(f"  dense test accuracy:  {spread([r['dense_accuracy'] for r in runs])}")
     print(f"  pruned test accuracy: {spread([r['pruned_accuracy'] for r in runs])}")

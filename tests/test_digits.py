@@ -47,7 +47,7 @@ def test_short_run_learns_and_prunes(digits, capsys):
 
 def test_seeds_report_mean_and_spread(digits, capsys):
     values = [0.975, 0.98, 0.985]
-    assert digits.spread(values) == "98.00 +- 0.41 (97.50-98.50)"
+    assert digits.spread(values) == "98.00 +- 0.41 (97.50 .. 98.50)"
     args = ["--epochs", "1", "--finetune-epochs", "1", "--width", "64", "--hidden", "64"]
     result = digits.main([*args, "--seeds", "2", "--seed", "1"])
     out = capsys.readouterr().out
