@@ -10,7 +10,10 @@ Every kernel carries a fixed mask, so :func:`hadamard_jax.nnx.prune` (global mag
 default) prunes all of them; the pruned weights are exactly zero and stay zero while the
 remaining ones are fine-tuned with optax.
 
-Run ``python examples/digits.py`` (``--help`` for the flags).
+Run ``python examples/digits.py`` (``--help`` for the flags); ``--seeds 5`` repeats the run for
+seeds 0..4 (initialisation, batches, split and pruning) and prints each accuracy's mean and spread.
+One seed's run is deterministic on one machine and one set of versions; across versions the
+accuracies move by about a point (docs/figures.md has the figures and the versions).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -131,29 +135,85 @@ def pruned_weights_are_zero(model: Classifier) -> bool:
 
 
 def parse_args(argv: Sequence[str] | None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60, help="dense training epochs")
-    parser.add_argument("--finetune-epochs", type=int, default=40)
-    parser.add_argument("--sparsity", type=float, default=0.9)
-    parser.add_argument(
-        "--method", default="global_magnitude", choices=["magnitude", "global_magnitude", "random"]
+    parser = argparse.ArgumentParser(
+        prog="python examples/digits.py",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--dropout", type=float, default=0.3)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--finetune-lr", type=float, default=3e-3)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=60, help="dense training epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=40, help="epochs after pruning")
+    parser.add_argument("--sparsity", type=float, default=0.9, help="fraction of weights pruned")
+    parser.add_argument(
+        "--method",
+        default="global_magnitude",
+        choices=["magnitude", "global_magnitude", "random"],
+        help="pruning criterion",
+    )
+    parser.add_argument("--width", type=int, default=128, help="model width")
+    parser.add_argument("--hidden", type=int, default=256, help="GatedMLP hidden width")
+    parser.add_argument("--dropout", type=float, default=0.3, help="GatedMLP dropout rate")
+    parser.add_argument("--lr", type=float, default=3e-3, help="dense peak learning rate")
+    parser.add_argument("--finetune-lr", type=float, default=3e-3, help="fine-tuning peak rate")
+    parser.add_argument("--batch", type=int, default=64, help="minibatch size")
+    parser.add_argument("--seed", type=int, default=0, help="the first seed")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="runs, seeds --seed .. --seed + SEEDS - 1"
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Runs the example; returns the accuracies, the sparsity reached and the seconds taken."""
+def spread(values: Sequence[float], scale: float = 100.0) -> str:
+    """``mean +- std (min .. max)`` of ``values`` times ``scale``; the value alone for one.
+
+    Examples:
+      >>> spread([0.975, 0.98, 0.985])
+      '98.00 +- 0.41 (97.50 .. 98.50)'
+      >>> spread([0.975])
+      '97.50'
+    """
+    v = scale * np.asarray(values, dtype=np.float64)
+    if len(v) == 1:
+        return f"{v[0]:.2f}"
+    return f"{v.mean():.2f} +- {v.std():.2f} ({v.min():.2f} .. {v.max():.2f})"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the example for each seed; returns the mean accuracies, sparsity and seconds.
+
+    With ``--seeds N`` the means over the N runs (``"runs"``: each run's figures), and a closing
+    line with each figure's mean, standard deviation and range in percent.
+    """
     args = parse_args(argv)
+    print(versions())
+    runs = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        if args.seeds > 1:
+            print(f"seed {seed}:")
+        runs.append(run(args, seed))
+    if args.seeds == 1:
+        return runs[0]
+    keys = ("dense_accuracy", "pruned_accuracy", "pruned_accuracy_before_finetune")
+    print(
+        f"over {args.seeds} seeds ({args.seed}..{args.seed + args.seeds - 1}), percent, "
+        "mean +- std (min .. max):"
+    )
+    print(f"  dense test accuracy:  {spread([r['dense_accuracy'] for r in runs])}")
+    print(f"  pruned test accuracy: {spread([r['pruned_accuracy'] for r in runs])}")
+    change = [r["pruned_accuracy"] - r["dense_accuracy"] for r in runs]
+    print(f"  pruned - dense, points: {spread(change)}")
+    result: dict[str, Any] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
+    result["sparsity"] = float(np.mean([r["sparsity"] for r in runs]))
+    result["pruned_weights_zero"] = float(min(r["pruned_weights_zero"] for r in runs))
+    result["seconds"] = float(sum(r["seconds"] for r in runs))
+    result["runs"] = runs
+    return result
+
+
+def run(args: argparse.Namespace, seed: int) -> dict[str, float]:
+    """One run with ``seed``: train, prune, fine-tune; returns its accuracies, sparsity, seconds."""
     start = time.perf_counter()
-    x_train, y_train, x_test, y_test = load_data(args.seed)
-    model = Classifier(args.width, args.hidden, args.dropout, rngs=nnx.Rngs(args.seed))
+    x_train, y_train, x_test, y_test = load_data(seed)
+    model = Classifier(args.width, args.hidden, args.dropout, rngs=nnx.Rngs(seed))
     train(
         model,
         x_train,
@@ -161,13 +221,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         epochs=args.epochs,
         lr=args.lr,
         batch=args.batch,
-        seed=args.seed,
+        seed=seed,
         label="dense",
     )
     dense_acc = accuracy(model, x_test, y_test)
     print(f"dense test accuracy: {dense_acc:.4f}")
 
-    prune(model, args.sparsity, method=args.method, key=jax.random.key(args.seed))
+    prune(model, args.sparsity, method=args.method, key=jax.random.key(seed))
     reached = mask_sparsity(model)
     pruned_acc_before = accuracy(model, x_test, y_test)
     print(
@@ -181,15 +241,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         epochs=args.finetune_epochs,
         lr=args.finetune_lr,
         batch=args.batch,
-        seed=args.seed + 1,
+        seed=seed + 1,
         label="finetune",
     )
     pruned_acc = accuracy(model, x_test, y_test)
     zeros = pruned_weights_are_zero(model)
     seconds = time.perf_counter() - start
     print(
-        f"pruned test accuracy: {pruned_acc:.4f} (dense {dense_acc:.4f}, "
-        f"{100 * (dense_acc - pruned_acc):+.2f} points lost); sparsity {reached:.4f}; "
+        f"pruned test accuracy: {pruned_acc:.4f} (dense {dense_acc:.4f}: "
+        f"{100 * (pruned_acc - dense_acc):+.2f} points); sparsity {reached:.4f}; "
         f"pruned weights exactly zero: {zeros}; {seconds:.1f} s"
     )
     return {
@@ -200,6 +260,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "pruned_weights_zero": float(zeros),
         "seconds": seconds,
     }
+
+
+def versions() -> str:
+    """The versions a figure depends on, as one line."""
+    import flax
+    import sklearn
+
+    return (
+        f"jax {jax.__version__}, jaxlib {jax.lib.__version__}, flax {flax.__version__}, "
+        f"optax {optax.__version__}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
+        f"backend {jax.default_backend()}"
+    )
 
 
 if __name__ == "__main__":

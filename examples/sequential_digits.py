@@ -189,12 +189,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         f"test accuracy: {test_acc:.4f} (train {train_acc:.4f}); {seconds:.1f} s on "
         f"{os.cpu_count()} CPU cores (load average {load:.1f})"
     )
+    print(f"seed {args.seed}, {versions()}")
     return {
         "test_accuracy": test_acc,
         "train_accuracy": train_acc,
         "loss": loss,
         "seconds": seconds,
     }
+
+
+def versions() -> str:
+    """The versions a figure depends on, as one line."""
+    import flax
+    import sklearn
+
+    return (
+        f"jax {jax.__version__}, jaxlib {jax.lib.__version__}, flax {flax.__version__}, "
+        f"optax {optax.__version__}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
+        f"backend {jax.default_backend()}"
+    )
 
 
 if __name__ == "__main__":

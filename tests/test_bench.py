@@ -87,9 +87,13 @@ def test_report_figures_are_consistent(tiny_report):
         assert row["gflops"] == pytest.approx(work.flops / row["seconds"] / 1e9)
     add = next(r for r in ops if r["op"] == "add" and r["n"] == 64 and r["donated"])
     had = next(r for r in ops if r["op"] == "hadamard" and r["n"] == 64 and r["donated"])
-    target = figures["targets"]["hadamard_donated_stream_fraction"]
+    mul = next(r for r in ops if r["op"] == "multiply" and r["n"] == 64 and r["donated"])
+    reference = figures["targets"]["hadamard_donated_stream_fraction"]
     assert figures["stream"]["gbps"] == add["gbps"]
-    assert target["value"] == pytest.approx(had["gbps"] / add["gbps"])
+    assert reference["value"] == pytest.approx(had["gbps"] / add["gbps"])
+    assert "met" not in reference and reference["reference"] == 0.9  # a reference, not a target
+    target = figures["targets"]["hadamard_donated_vs_multiply"]
+    assert target["value"] == pytest.approx(had["gbps"] / mul["gbps"])
     assert target["met"] == (target["value"] >= 0.9)
     assert figures["matmul_peak_gflops"] == max(r["gflops"] for r in ops if r["op"] == "matmul")
 
@@ -130,35 +134,45 @@ def test_table_says_met_or_missed_per_target_and_explains_best_median(tiny_repor
     figures = copy.deepcopy(figures)
     # Was: only the target was printed, so a missed one (1.106 at 4096) looked like a pass.
     missed = figures["hadamard_vs_multiply"][-1]
-    missed.update(ratio=1.106, ratio_median=1.05, met=False)
+    missed.update(ratio=1.206, ratio_median=1.15, met=False)
     figures["hadamard_vs_multiply"][0].update(ratio=0.99, ratio_median=1.0, met=True)
-    figures["gating"][0].update(ratio=1.2, ratio_median=1.2, met=False)
+    figures["gating"][0].update(ratio=1.4, ratio_median=1.4, met=False)
     lines = report.format_table(figures).splitlines()
-    row = next(line for line in lines if "| 1.106; 1.050 |" in line)
-    assert "| <= 1.02 MISSED |" in row
-    assert "| <= 1.02 met |" in next(line for line in lines if "| 0.990; 1.000 |" in line)
+    row = next(line for line in lines if "| 1.206; 1.150 |" in line)
+    assert "| median <= 1.1 MISSED (1.02) |" in row
+    assert "| median <= 1.1 met (1.02) |" in next(
+        line for line in lines if "| 0.990; 1.000 |" in line
+    )
     gate = next(line for line in lines if line.startswith(f"| {figures['gating'][0]['op']} |"))
-    assert f"| median <= {report.gating_target(16)} MISSED |" in gate
-    # One target per row; a gating row has two (time, transcendentals).
-    prefixes = [(f"| forward, float32 | {r['n']} |", 1) for r in figures["hadamard_vs_multiply"]]
-    prefixes += [(f"| {r['op']} | {r['n']} | {r['dtype']} |", 2) for r in figures["gating"]]
+    assert f"| median <= {report.gating_target(16)} MISSED (1.15) |" in gate
+    # Two targets per ratio row (time, cost bytes); a gating row has three (time, saved bytes,
+    # transcendentals). References are in brackets, never "met" or "MISSED".
+    prefixes = [(f"| forward, float32 | {r['n']} |", 2) for r in figures["hadamard_vs_multiply"]]
+    prefixes += [(f"| {r['op']} | {r['n']} | {r['dtype']} |", 3) for r in figures["gating"]]
     for prefix, targets in prefixes:
         (line,) = [line for line in lines if line.startswith(prefix)]
-        assert line.count(" met |") + line.count(" MISSED |") == targets, line
+        assert line.count(" met") + line.count(" MISSED") == targets, line
     note = next(line for line in lines if line.startswith("ratio (best; median)"))
     assert "best(ours) / best(plain)" in note and "median of the per-round ratios" in note
 
 
 def test_gating_targets_are_the_median_per_size_and_transcendentals(tiny_report):
     figures, _, _ = tiny_report
-    assert report.gating_target(1024) == report.GATING_SMALL_TARGET > 1.0
-    assert report.gating_target(2048) == report.gating_target(4096) == 1.0
+    assert report.gating_aim(1024) == report.GATING_SMALL_TARGET > 1.0
+    assert report.gating_aim(2048) == report.gating_aim(4096) == 1.0
+    assert report.gating_target(1024) == report.gating_target(4096) == report.GATING_TIME_LIMIT
+    backend = jax.default_backend()
     for r in figures["gating"]:
-        assert r["target"] == report.gating_target(r["n"])
+        assert r["target"] == report.gating_target(r["n"]) and r["aim"] == report.gating_aim(r["n"])
         assert r["met"] == (r["ratio_median"] <= r["target"]), r
         ours, plain = (r["cost_per_element"][i]["transcendentals"] for i in gating.IMPLS)
-        assert r["transcendentals_target"] == report.transcendentals_target(r["op"], plain)
-        assert r["transcendentals_met"] == (ours <= r["transcendentals_target"]), r
+        target = report.transcendentals_target(r["op"], plain, backend)
+        assert r["transcendentals_target"] == target
+        assert r["transcendentals_met"] == (ours <= target), r
+        # On this backend the rules meet their transcendental and residual targets: a miss is a
+        # regression, not a known limit (the ideal 2 is a reference on XLA:CPU).
+        assert r["transcendentals_met"] and r["saved_bytes_met"], r
+        assert r["transcendentals_ideal"] == report.transcendentals_ideal(r["op"], plain)
     assert figures["targets"]["gating_max_ratio"] == max(
         r["ratio_median"] for r in figures["gating"]
     )
@@ -193,7 +207,75 @@ def test_roofline_draws_gating_ops_and_a_cache_roof(tiny_report):
     plt.close(fig)
     for name in gating.NAMES:  # was: not drawn at all
         assert f"{name} fwd+bwd" in legend, legend
+    # Was: three pairs of gating ops drawn in the same colour and marker.
+    style = roofline.gating_style(list(gating.NAMES))
+    colours, markers = zip(*style.values())
+    assert len(set(colours)) == len(set(markers)) == len(gating.NAMES), style
     assert any(label.startswith("cache-resident (n=32)") for label in legend), legend
+
+
+def test_check_lists_deterministic_misses_apart_from_timing(tiny_report):
+    figures, _, _ = tiny_report
+    figures = copy.deepcopy(figures)
+    for r in figures["gating"]:  # timing misses alone do not gate
+        r.update(met=False, ratio_median=2.0)
+    figures["sparse_step"].update(met=False)
+    misses = report.check(figures)
+    assert len(misses["timing"]) >= len(figures["gating"]) + 1
+    assert not [m for m in misses["deterministic"] if "transcendentals" in m or "keeps" in m]
+    gate = figures["gating"][0]
+    gate.update(transcendentals_met=False, saved_bytes_met=False)
+    figures["hadamard_vs_multiply"][0]["cost_bytes_equal"] = False
+    figures["training_memory"]["ratio"]["swiglu"] = 0.9
+    det = report.check(figures)["deterministic"]
+    assert sum(gate["op"] in m and ("transcendentals" in m or "keeps" in m) for m in det) == 2
+    assert any("cost_analysis bytes" in m for m in det)
+    assert any("FFN stack training step, swiglu: temp ours / plain 0.900 > 0.6" in m for m in det)
+    text = report.format_check(report.check(figures))
+    assert text.startswith("Targets missed: ") and "MISSED (deterministic): " in text
+
+
+def test_cli_check_exits_1_on_a_deterministic_miss_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(report.Config, "quick", classmethod(lambda cls: TINY))
+    clean = {"deterministic": [], "timing": ["a slow row"]}
+    monkeypatch.setattr(report, "check", lambda figures: clean)
+    assert cli.main(["--quick", "--check", "--out", str(tmp_path)]) == 0
+    missed = {"deterministic": ["a row"], "timing": []}
+    monkeypatch.setattr(report, "check", lambda figures: missed)
+    assert cli.main(["--quick", "--check", "--out", str(tmp_path)]) == 1
+    assert cli.main(["--quick", "--out", str(tmp_path)]) == 0  # without --check: informational
+    assert "--check: a deterministic target was missed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "module, prog",
+    [
+        ("hadamard_jax", "python -m hadamard_jax"),
+        ("hadamard_jax.bench", "python -m hadamard_jax.bench"),
+        ("hadamard_jax.bench.ffn_stack", "python -m hadamard_jax.bench.ffn_stack"),
+        ("hadamard_jax.bench.flax_stack", "python -m hadamard_jax.bench.flax_stack"),
+        ("hadamard_jax.bench.sparse_step", "python -m hadamard_jax.bench.sparse_step"),
+        ("hadamard_jax.bench.gating", "python -m hadamard_jax.bench.gating"),
+        ("hadamard_jax.bench.recurrence", "python -m hadamard_jax.bench.recurrence"),
+    ],
+)
+def test_every_entry_point_help_names_its_command_and_defaults(module, prog):
+    # Was: `python -m hadamard_jax --help` said `usage: python -m hadamard_jax.bench`, the
+    # workloads `usage: ffn_stack.py` with neither help nor defaults for their flags.
+    env = dict(os.environ, COLUMNS="200")
+    out = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+    ).stdout
+    assert out.startswith(f"usage: {prog} [-h]"), out
+    flags = [line for line in out.splitlines() if line.startswith("  --")]
+    assert flags, out
+    for line in flags:  # each flag documented, with its default
+        assert "(default: " in line and len(line.split()) > 3, line
 
 
 def test_cli_quick_runs_the_report(tmp_path, monkeypatch, capsys):
@@ -201,6 +283,7 @@ def test_cli_quick_runs_the_report(tmp_path, monkeypatch, capsys):
     assert cli.main(["--quick", "--out", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert "hadamard / jnp.multiply" in out
+    assert "Targets missed: " in out
     assert "\r" not in out + err and "\x1b" not in out + err  # not a terminal: plain lines
     assert (tmp_path / "report.json").exists() and (tmp_path / "roofline.png").exists()
 

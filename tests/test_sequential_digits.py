@@ -25,6 +25,7 @@ def test_short_run_learns(example, capsys):
     assert "\r" not in out and "\x1b" not in out  # no bar drawn off a terminal
     assert re.search(r"^\[ 1/3\] epoch 1: loss \d+\.\d{4} \(\d+\.\d s\)$", out, re.M), out
     assert re.search(r"^test accuracy: \d\.\d{4} \(train \d\.\d{4}\); \d+\.\d s on ", out, re.M)
+    assert re.search(r"^seed 1, jax \S+, jaxlib \S+, flax \S+, optax ", out, re.M)
     assert "64 pixels; rglru, depth 1, width 16" in out
     assert result["test_accuracy"] > 0.3  # chance is 0.1
 

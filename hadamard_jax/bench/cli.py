@@ -1,24 +1,24 @@
-"""``python -m hadamard_jax.bench [--quick] [--out DIR]`` (also ``python -m hadamard_jax``)."""
+"""The report's command line: ``python -m hadamard_jax.bench`` (also ``python -m hadamard_jax``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the workloads import JAX; --help must not
-    from hadamard_jax.bench.ffn_stack import Size
+from hadamard_jax.bench.args import parser as _new_parser
+
+PROG = "python -m hadamard_jax.bench"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m hadamard_jax.bench",
-        description=(
-            "Measure this machine: streaming bandwidth, each op's achieved GB/s, matmul GFLOP/s, "
-            "hadamard vs jnp.multiply and gating ops vs jax.nn (timed alternately), training "
-            "memory. Prints a table; writes report.json and roofline.png."
-        ),
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = _new_parser(
+        prog,
+        "Measure this machine: streaming bandwidth, each op's achieved GB/s, matmul GFLOP/s, "
+        "hadamard vs jnp.multiply and gating ops vs jax.nn (timed alternately), training "
+        "memory. Prints a table and the missed targets; writes report.json and roofline.png. "
+        "A target is what a change can regress on this backend (MISSED: something regressed "
+        "or is wrong); references (aims, ideals) are shown in brackets.",
     )
     parser.add_argument(
         "--quick",
@@ -26,49 +26,31 @@ def _parser() -> argparse.ArgumentParser:
         help="float32 only, fewer sizes and rounds (about 30 s on 2 CPU cores)",
     )
     parser.add_argument(
-        "--out", default="bench_out", metavar="DIR", help="output directory (default: bench_out)"
+        "--check",
+        action="store_true",
+        help="exit 1 when a deterministic target (memory, bytes, residuals, transcendentals) "
+        "is missed; timing targets stay informational",
+    )
+    parser.add_argument(
+        "--out", default="bench_out", metavar="DIR", help="output directory, created if missing"
     )
     return parser
 
 
-def workload_args(
-    description: str, size: Size, argv: Sequence[str] | None = None
-) -> tuple[Size, argparse.Namespace]:
-    """Parses a workload's command line (``python -m hadamard_jax.bench.ffn_stack`` and
-    ``...flax_stack``): one integer option per entry of ``size``, ``--repeats``, ``--no-time``.
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    """Runs the report from command-line arguments; returns the exit status.
 
     Args:
-      description: the ``--help`` description.
-      size: the default ``batch, d, h, layers`` (``hadamard_jax.bench.ffn_stack.SIZE``).
       argv: the arguments (default: ``sys.argv[1:]``).
+      prog: the command name ``--help`` shows (``python -m hadamard_jax`` runs this too).
 
     Returns:
-      ``(size, args)``: ``size`` as given on the command line, and all the parsed arguments.
-
-    Examples:
-      >>> default = {"batch": 2048, "d": 512, "h": 2048, "layers": 8}
-      >>> size, args = workload_args("a workload", default, ["--layers", "2"])
-      >>> size, args.repeats, args.no_time
-      ({'batch': 2048, 'd': 512, 'h': 2048, 'layers': 2}, 5, False)
+      0; with ``--check``, 1 when a deterministic target was missed
+      (:func:`hadamard_jax.bench.report.check`).
     """
-    parser = argparse.ArgumentParser(description=description)
-    for name in _SIZE_KEYS:
-        parser.add_argument(f"--{name}", type=int, default=size[name])
-    parser.add_argument("--repeats", type=int, default=5, help="alternation rounds of the timing")
-    parser.add_argument("--no-time", action="store_true", help="memory figures only")
-    args = parser.parse_args(argv)
-    chosen: Size = {"batch": args.batch, "d": args.d, "h": args.h, "layers": args.layers}
-    return chosen, args
+    args = _parser(prog).parse_args(argv)
+    from hadamard_jax.bench.report import Config, check, run_report
 
-
-_SIZE_KEYS = ("batch", "d", "h", "layers")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the report from command-line arguments; returns the exit status (0)."""
-    from hadamard_jax.bench.report import Config, run_report
-
-    args = _parser().parse_args(argv)
     config = Config.quick() if args.quick else Config()
 
     def progress(line: str) -> None:
@@ -79,5 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    run_report(config, out_dir=args.out, progress=progress)
+    figures = run_report(config, out_dir=args.out, progress=progress)
+    if args.check and check(figures)["deterministic"]:
+        print("--check: a deterministic target was missed (listed above)", file=sys.stderr)
+        return 1
     return 0

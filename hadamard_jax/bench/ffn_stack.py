@@ -25,26 +25,20 @@ from __future__ import annotations
 import functools
 import statistics
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from hadamard_jax._src.glu import geglu, swiglu
-from hadamard_jax.bench import cli, kernels, timing
+from hadamard_jax.bench import args as _args
+from hadamard_jax.bench import kernels, timing
 
 GATES = ("swiglu", "geglu")
 IMPLS = ("plain", "hadamard_jax", "remat")
 
 
-class Size(TypedDict):
-    """The size of a workload: ``batch`` rows of width ``d``, hidden ``h``, ``layers`` layers."""
-
-    batch: int
-    d: int
-    h: int
-    layers: int
-
+Size = _args.Size
 
 # The size of the report's and the asv suite's memory figures (the defaults below).
 SIZE = Size(batch=2048, d=512, h=2048, layers=8)
@@ -200,7 +194,7 @@ def time_ratio(
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
-    size, args = cli.workload_args(_DESCRIPTION, SIZE, argv)
+    size, args = _args.workload_args(_PROG, _DESCRIPTION, SIZE, argv)
     for gate in GATES:
         mem = {impl: compiled_temp_bytes(gate, impl, **size) for impl in IMPLS}
         line = ", ".join(f"{impl} {mem[impl] / 2**20:.0f} MiB" for impl in IMPLS)
@@ -219,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report,
         )
 
 
+_PROG = "python -m hadamard_jax.bench.ffn_stack"
 _DESCRIPTION = "A stack of gated feed-forward layers: training memory and time, plain vs ours."
 
 

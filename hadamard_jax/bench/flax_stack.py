@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hadamard_jax.bench import cli, ffn_stack, kernels, timing
+from hadamard_jax.bench import args as _args
+from hadamard_jax.bench import ffn_stack, kernels, timing
 from hadamard_jax.nnx import GatedMLP
 
 IMPLS = ("gated_mlp", "plain", "remat")
@@ -182,7 +183,7 @@ def report(**kwargs: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
-    size, args = cli.workload_args(_DESCRIPTION, ffn_stack.SIZE, argv)
+    size, args = _args.workload_args(_PROG, _DESCRIPTION, ffn_stack.SIZE, argv)
     figures = report(**size)
     for impl in IMPLS:
         print(f"{impl:>10}: temp {figures[impl] / 2**20:8.1f} MiB")
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report,
         )
 
 
+_PROG = "python -m hadamard_jax.bench.flax_stack"
 _DESCRIPTION = "A Flax NNX stack of gated MLP layers: training memory and time, fused vs plain."
 
 

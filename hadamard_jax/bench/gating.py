@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report,
     import argparse
 
     parser = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         prog="python -m hadamard_jax.bench.gating",
         description="Gating ops, fwd+bwd: time over the plain jax.nn composition (alternated) "
         "and transcendentals per element.",

@@ -208,6 +208,7 @@ def time_table(sizes: Sequence[tuple[int, int]] = SIZES, *, rounds: int = 7) -> 
 def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
     """Prints the memory, growth and time tables (``--no-time``: memory only)."""
     parser = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         prog="python -m hadamard_jax.bench.recurrence",
         description="h_t = a_t h_{t-1} + b_t, fp32, jit(value_and_grad(sum(h * w))): "
         "lax.scan vs associative_scan vs hadamard_jax.linear_scan.",

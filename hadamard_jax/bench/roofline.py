@@ -35,7 +35,36 @@ _STYLE = {
     "multiply": ("tab:blue", "^"),
     "matmul": ("tab:green", "D"),
 }
-_GATING_MARKER = "v"
+#: One colour and one marker per gating op (eleven of each; none of ``_STYLE``'s).
+_GATING_COLORS = (
+    "navy",
+    "darkorange",
+    "teal",
+    "magenta",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+    "black",
+    "gold",
+)
+_GATING_MARKERS = ("v", "<", ">", "p", "h", "P", "X", "*", "d", "8", "H")
+
+
+def gating_style(names: list[str]) -> dict[str, tuple[str, str]]:
+    """``{op: (colour, marker)}``: a distinct colour and a distinct marker for each gating op.
+
+    Examples:
+      >>> style = gating_style(["glu", "swiglu"])
+      >>> style["glu"] != style["swiglu"]
+      True
+    """
+    n = len(_GATING_MARKERS)
+    return {
+        name: (_GATING_COLORS[i % n], _GATING_MARKERS[(i + i // n) % n])
+        for i, name in enumerate(names)
+    }
 
 
 def available() -> bool:
@@ -141,20 +170,17 @@ def _draw_ops(ax, ops: list[dict[str, Any]]) -> None:
 
 
 def _draw_gating(ax, points: list[dict[str, Any]]) -> None:
-    """The gating ops, fwd+bwd: one colour per op, filled = ours, hollow = plain ``jax.nn``."""
-    import matplotlib
-
-    names = list(dict.fromkeys(p["op"] for p in points))
-    colors = matplotlib.colormaps["Dark2"]
+    """The gating ops, fwd+bwd: one colour and marker per op, filled = ours, hollow = plain."""
+    style = gating_style(list(dict.fromkeys(p["op"] for p in points)))
     for point in points:
-        color = colors(names.index(point["op"]) % colors.N)
+        color, marker = style[point["op"]]
         ours = point["impl"] == "hadamard_jax"
         first = ours and point is next(p for p in points if p["op"] == point["op"])
         ax.scatter(
             point["intensity"],
             point["gflops"],
             s=28,
-            marker=_GATING_MARKER,
+            marker=marker,
             edgecolors=color,
             facecolors=color if ours else "none",
             label=f"{point['op']} fwd+bwd" if first else None,
@@ -195,7 +221,7 @@ def _decorate(ax, figures: Figures) -> None:
     ax.set_title(
         f"hadamard_jax roofline: {machine.get('device', '')} ({machine.get('cpu_count', '?')} "
         "cores)\nelement-wise: filled = donated, large = n >= 4096; "
-        "gating ops (fwd+bwd, \u25bc): filled = ours, hollow = plain jax.nn",
+        "gating ops fwd+bwd: filled = ours, hollow = plain jax.nn",
         fontsize=10,
     )
     ax.grid(True, which="both", alpha=0.3)

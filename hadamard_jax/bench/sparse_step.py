@@ -19,7 +19,6 @@ the ratio ``sparse / dense`` is the median of the per-round ratios (target <= 1.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ import jax
 import optax
 
 from hadamard_jax import sparse
+from hadamard_jax.bench import args as _args
 from hadamard_jax.bench import ffn_stack, timing
 
 IMPLS = ("dense", "sparse", "sparse_update")
@@ -93,9 +93,13 @@ def measure(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:  # pragma: no cover - by hand
-    parser = argparse.ArgumentParser(description="A sparse optimizer step vs the dense one.")
+    parser = _args.parser(
+        "python -m hadamard_jax.bench.sparse_step",
+        f"An adamw step on {SPARSITY:.0%}-sparse weights (hadamard_jax.sparse) against the dense "
+        "step, timed alternately; prints the ratio (target <= 1.15).",
+    )
     for name, value in SIZE.items():
-        parser.add_argument(f"--{name}", type=int, default=value)
+        parser.add_argument(f"--{name}", type=int, default=value, help=_args.SIZE_HELP[name])
     parser.add_argument("--repeats", type=int, default=5, help="alternation rounds")
     args = parser.parse_args(argv)
     size = {name: getattr(args, name) for name in SIZE}
