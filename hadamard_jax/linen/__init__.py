@@ -6,6 +6,7 @@ collection; :func:`prune` returns new variables.
 from hadamard_jax._layers.options import MASKS as MASKS
 from hadamard_jax.linen._gated import GatedMultiHeadAttention as GatedMultiHeadAttention
 from hadamard_jax.linen._gated import GatedRMSNorm as GatedRMSNorm
+from hadamard_jax.linen._linear_attention import GatedDeltaNet as GatedDeltaNet
 from hadamard_jax.linen._modules import GLU as GLU
 from hadamard_jax.linen._modules import GatedMLP as GatedMLP
 from hadamard_jax.linen._modules import GatedResidual as GatedResidual
@@ -21,6 +22,7 @@ from hadamard_jax.linen._recurrent import MinGRU as MinGRU
 
 __all__ = [
     "GLU",
+    "GatedDeltaNet",
     "GatedMLP",
     "GatedMultiHeadAttention",
     "GatedRMSNorm",
