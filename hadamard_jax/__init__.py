@@ -70,6 +70,13 @@ from hadamard_jax._src.mask_packing import unpack_mask as unpack_mask
 # Chunked matrix-state recurrences.
 from hadamard_jax._src.delta_rule import gated_delta_rule as gated_delta_rule
 from hadamard_jax._src.delta_rule import gated_delta_rule_step as gated_delta_rule_step
+# Gated linear attention (chunked matrix-state recurrences).
+from hadamard_jax._src.gated_linear_attention import (
+    gated_linear_attention as gated_linear_attention,
+)
+from hadamard_jax._src.gated_linear_attention import (
+    gated_linear_attention_step as gated_linear_attention_step,
+)
 # isort: on
 
 __all__ = [
@@ -118,4 +125,6 @@ __all__ = [
     "log_linear_scan",
     "gated_delta_rule",
     "gated_delta_rule_step",
+    "gated_linear_attention",
+    "gated_linear_attention_step",
 ]
