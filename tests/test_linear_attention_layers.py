@@ -1,6 +1,7 @@
-"""GatedDeltaNet (NNX and Linen): a float64 NumPy port of flash-linear-attention's layer (torch
-weight layout, token-by-token delta rule) against ours with the converted weights, NNX ==
-Linen, the decode step and a prefill + continue against the parallel form, gradients, errors."""
+"""GatedDeltaNet and GatedLinearAttention (NNX and Linen): float64 NumPy ports of
+flash-linear-attention's layers (torch weight layout, token-by-token recurrences) against ours
+with the converted weights, NNX == Linen, the decode step and a prefill + continue against the
+parallel form, gradients, errors."""
 
 from __future__ import annotations
 
@@ -20,6 +21,21 @@ B, T, D = 2, 9, 12
 H, K, HV, EXPAND, W = 2, 4, 4, 1.5, 3
 V = int(K * EXPAND)
 CFG = dict(num_heads=H, head_dim=K, expand_v=EXPAND, num_v_heads=HV, conv_size=W, chunk_size=4)
+# GLA: key_dim = 12 * 2/3 = 8 (K_G = 4 per head), value_dim = 12 (V_G = 6), rank-3 gate.
+KG, VG, R = 4, 6, 3
+GLA_CFG = dict(
+    num_heads=H,
+    expand_k=2 / 3,
+    expand_v=1.0,
+    use_short_conv=True,
+    conv_size=W,
+    gate_low_rank_dim=R,
+    chunk_size=4,
+)
+LAYERS = {
+    "gdn": (hn.GatedDeltaNet, hl.GatedDeltaNet, CFG),
+    "gla": (hn.GatedLinearAttention, hl.GatedLinearAttention, GLA_CFG),
+}
 TOL = dict(rtol=2e-5, atol=2e-5)
 
 
@@ -27,8 +43,9 @@ def _x(shape=(B, T, D), seed=0):
     return normal(seed, shape)
 
 
-def _nnx(**kw):
-    return hn.GatedDeltaNet(D, **{**CFG, **kw}, rngs=nnx.Rngs(0))
+def _nnx(kind="gdn", **kw):
+    cls, _, cfg = LAYERS[kind]
+    return cls(D, **{**cfg, **kw}, rngs=nnx.Rngs(0))
 
 
 def _set(layer, params):
@@ -118,11 +135,85 @@ def test_gated_delta_net_matches_fla_port(conv, neg):
     np.testing.assert_allclose(cache["state"], want_state, rtol=1e-4, atol=1e-4)
 
 
-def test_gated_delta_net_nnx_equals_linen():
+def gla_state_dict(seed=0, conv=True):
+    rng = np.random.default_rng(seed)
+    kd, vd = H * KG, H * VG
+    shapes = {
+        "q_proj.weight": (kd, D),
+        "k_proj.weight": (kd, D),
+        "v_proj.weight": (vd, D),
+        "g_proj.weight": (vd, D),
+        "gk_proj.0.weight": (R, D),
+        "gk_proj.1.weight": (kd, R),
+        "gk_proj.1.bias": (kd,),
+        "g_norm_swish_gate.weight": (VG,),
+        "o_proj.weight": (D, vd),
+    }
+    if conv:
+        shapes |= {
+            "q_conv1d.weight": (kd, 1, W),
+            "k_conv1d.weight": (kd, 1, W),
+            "v_conv1d.weight": (vd, 1, W),
+        }
+    return {k: (0.7 * rng.standard_normal(s)).astype(np.float32) for k, s in shapes.items()}
+
+
+def gla_reference(sd, x, *, conv=True, clamp_min=None, eps=1e-5):
+    """fla ``GatedLinearAttention.forward`` (fused gated norm) with ``naive_recurrent_gla``,
+    one token at a time, float64."""
+    sd = {k: np.asarray(v, np.float64) for k, v in sd.items()}
+    x = np.asarray(x, np.float64)
+
+    def silu(u):
+        return u / (1 + np.exp(-u))
+
+    def lin(name, u):
+        return u @ sd[f"{name}.weight"].T
+
+    def short_conv(name, u):
+        w = sd[f"{name}.weight"][:, 0, :]
+        up = np.concatenate([np.zeros((u.shape[0], W - 1, u.shape[2])), u], axis=1)
+        return silu(sum(w[:, i] * up[:, i : i + u.shape[1]] for i in range(W)))
+
+    q, k, v = lin("q_proj", x), lin("k_proj", x), lin("v_proj", x)
+    if conv:
+        q, k, v = short_conv("q_conv1d", q), short_conv("k_conv1d", k), short_conv("v_conv1d", v)
+    gk = lin("gk_proj.1", lin("gk_proj.0", x)) + sd["gk_proj.1.bias"]
+    b, t = x.shape[:2]
+    q, k = q.reshape(b, t, H, KG) * KG**-0.5, k.reshape(b, t, H, KG)
+    v, gk = v.reshape(b, t, H, VG), gk.reshape(b, t, H, KG)
+    gk = -np.log1p(np.exp(-gk)) / 16
+    if clamp_min is not None:
+        gk = np.maximum(gk, clamp_min)
+    s = np.zeros((b, H, KG, VG))
+    o = np.zeros((b, t, H, VG))
+    for i in range(t):
+        s = s * np.exp(gk[:, i])[..., None] + k[:, i, ..., None] * v[:, i, :, None, :]
+        o[:, i] = (s * q[:, i, ..., None]).sum(-2)
+    gate = lin("g_proj", x).reshape(b, t, H, VG)
+    w = sd["g_norm_swish_gate.weight"]
+    o = o / np.sqrt((o * o).mean(-1, keepdims=True) + eps) * w * silu(gate)
+    return lin("o_proj", o.reshape(b, t, H * VG)), s
+
+
+@pytest.mark.parametrize("conv,clamp_min", [(True, None), (False, -0.02)])
+def test_gated_linear_attention_matches_fla_port(conv, clamp_min):
+    sd = gla_state_dict(conv=conv)
     x = _x()
-    linen = hl.GatedDeltaNet(D, **CFG)
+    want, want_state = gla_reference(sd, x, conv=conv, clamp_min=clamp_min)
+    layer = _nnx("gla", use_short_conv=conv, clamp_min=clamp_min)
+    y, cache = _set(layer, L.gla_params_from_fla(sd))(x)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cache["state"], want_state, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_nnx_equals_linen(kind):
+    x = _x()
+    _, linen_cls, cfg = LAYERS[kind]
+    linen = linen_cls(D, **cfg)
     variables = linen.init(jax.random.key(1), x)
-    layer = _set(_nnx(), variables["params"])
+    layer = _set(_nnx(kind), variables["params"])
     assert set(variables["params"]) == set(layer._names)
     y_l, c_l = linen.apply(variables, x)
     y_n, c_n = layer(x)
@@ -135,8 +226,9 @@ def test_gated_delta_net_nnx_equals_linen():
     assert jax.tree.map(jnp.shape, v_step) == jax.tree.map(jnp.shape, variables)
 
 
-def test_gated_delta_net_decode_equals_parallel():
-    layer = _nnx()
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_decode_equals_parallel(kind):
+    layer = _nnx(kind)
     x = _x(seed=3)
     y, cache = layer(x)
 
@@ -205,8 +297,29 @@ def test_gated_delta_net_bad_options(kw, exc, name):
         hl.GatedDeltaNet(D, **{**CFG, **kw})
 
 
-def test_gated_delta_net_bad_calls():
-    layer = _nnx()
+@pytest.mark.parametrize(
+    "kw,exc,name",
+    [
+        (dict(expand_k=0.1), ValueError, "expand_k"),
+        (dict(expand_v=0.25), ValueError, "expand_v"),
+        (dict(gate_logit_normalizer=0), ValueError, "gate_logit_normalizer"),
+        (dict(gate_low_rank_dim=0), ValueError, "gate_low_rank_dim"),
+        (dict(clamp_min=0.5), ValueError, "clamp_min"),
+        (dict(clamp_min="low"), TypeError, "clamp_min"),
+        (dict(bias_init=None), TypeError, "bias_init"),
+        (dict(use_short_conv=1), TypeError, "use_short_conv"),
+    ],
+)
+def test_gated_linear_attention_bad_options(kw, exc, name):
+    with pytest.raises(exc, match=name):
+        _nnx("gla", **kw)
+    with pytest.raises(exc, match=name):
+        hl.GatedLinearAttention(D, **{**GLA_CFG, **kw})
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_bad_calls(kind):
+    layer = _nnx(kind)
     with pytest.raises(ValueError, match="x.shape"):
         layer(jnp.ones((B, D)))
     with pytest.raises(ValueError, match="in_features"):
@@ -220,3 +333,17 @@ def test_gated_delta_net_bad_calls():
         layer.step({**cache, "state": cache["state"][:1]}, jnp.ones((B, D)))
     with pytest.raises(TypeError, match="cache"):
         layer(_x(), cache["state"])
+
+
+def test_gated_linear_attention_grads():
+    cfg = dict(num_heads=1, expand_k=2 / 3, expand_v=1.0, gate_low_rank_dim=2, chunk_size=2)
+    layer = hn.GatedLinearAttention(3, **cfg, use_short_conv=True, conv_size=2, rngs=nnx.Rngs(2))
+    params = {k: getattr(layer, k)[...] for k in layer._names}
+
+    def f(x, bias, conv):
+        p = {**params, "gk_proj_1_bias": bias, "k_conv1d": conv}
+        y, c = L.gated_linear_attention(x, p, None, chunk_size=2, **layer._common())
+        return y, c["state"]
+
+    args = (_x((1, 3, 3), seed=6), params["gk_proj_1_bias"] - 1.0, params["k_conv1d"])
+    check_grads(f, args, 1, modes=["fwd", "rev"], atol=2e-2, rtol=2e-2)

@@ -258,6 +258,37 @@ def _heads(x: jax.Array, size: int) -> jax.Array:
     return x.reshape(*x.shape[:-1], x.shape[-1] // size, size)
 
 
+def _promoted(x: Any, params: Params, dtype: Dtype | None) -> tuple[jax.Array, dict[str, Any]]:
+    names = tuple(params)
+    x, *vals = F.promote((x, *(params[n] for n in names)), dtype)
+    return x, dict(zip(names, vals, strict=True))
+
+
+def _qkv(
+    x: jax.Array,
+    p: Mapping[str, Any],
+    cache: Mapping[str, Any] | None,
+    *,
+    use_short_conv: bool,
+    silu_without_conv: bool,
+    precision: PrecisionLike,
+) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
+    """The projections ``q, k, v`` (flat), through the short convolutions (or SiLU, or as
+    they are), and the new convolution tails."""
+    q = F.dense(x, p["q_proj"], None, precision)
+    k = F.dense(x, p["k_proj"], None, precision)
+    v = F.dense(x, p["v_proj"], None, precision)
+    tails: dict[str, jax.Array] = {}
+    if use_short_conv:
+        c = cache or {}
+        q, tails["q_conv"] = short_conv(q, p["q_conv1d"], c.get("q_conv"))
+        k, tails["k_conv"] = short_conv(k, p["k_conv1d"], c.get("k_conv"))
+        v, tails["v_conv"] = short_conv(v, p["v_conv1d"], c.get("v_conv"))
+    elif silu_without_conv:
+        q, k, v = jax.nn.silu(q), jax.nn.silu(k), jax.nn.silu(v)
+    return q, k, v, tails
+
+
 def _gdn_inputs(
     x: Any,
     params: Params,
@@ -270,20 +301,10 @@ def _gdn_inputs(
     precision: PrecisionLike,
 ) -> tuple[tuple[jax.Array, ...], jax.Array, dict[str, jax.Array]]:
     """``((q, k, v, log_alpha, beta), gate, conv tails)`` of a sequence ``x`` ``[B, T, d]``."""
-    names = tuple(params)
-    x, *vals = F.promote((x, *(params[n] for n in names)), dtype)
-    p = dict(zip(names, vals, strict=True))
-    q = F.dense(x, p["q_proj"], None, precision)
-    k = F.dense(x, p["k_proj"], None, precision)
-    v = F.dense(x, p["v_proj"], None, precision)
-    tails: dict[str, jax.Array] = {}
-    if use_short_conv:
-        c = cache or {}
-        q, tails["q_conv"] = short_conv(q, p["q_conv1d"], c.get("q_conv"))
-        k, tails["k_conv"] = short_conv(k, p["k_conv1d"], c.get("k_conv"))
-        v, tails["v_conv"] = short_conv(v, p["v_conv1d"], c.get("v_conv"))
-    else:
-        q, k, v = jax.nn.silu(q), jax.nn.silu(k), jax.nn.silu(v)
+    x, p = _promoted(x, params, dtype)
+    q, k, v, tails = _qkv(
+        x, p, cache, use_short_conv=use_short_conv, silu_without_conv=True, precision=precision
+    )
     kdim, vdim = sizes["head_k_dim"], sizes["head_v_dim"]
     q, k, v = _heads(q, kdim), _heads(k, kdim), _heads(v, vdim)
     q, k = l2_normalize(q), l2_normalize(k)
@@ -303,11 +324,17 @@ def _gdn_inputs(
 
 
 def _gdn_output(
-    o: jax.Array, gate: jax.Array, params: Params, *, norm_eps: float, precision: PrecisionLike
+    o: jax.Array,
+    gate: jax.Array,
+    params: Params,
+    *,
+    norm_eps: float,
+    precision: PrecisionLike,
+    norm: str = "o_norm",
 ) -> jax.Array:
     """``o_proj(gated_rms_norm(o, gate))``: the norm per value head, SiLU gate after it."""
     o = o.astype(gate.dtype)
-    scale = params["o_norm"]
+    scale = params[norm]
     o, gate, scale = F.promote((o, gate, scale), None)
     y = hj.gated_rms_norm(o, gate, scale, eps=norm_eps, activation="swiglu", norm_before_gate=True)
     y = y.reshape(*y.shape[:-2], -1)
@@ -382,4 +409,224 @@ def gated_delta_net_step(
         s = cache["state"]
     o, state = hj.gated_delta_rule_step(q[:, 0], k[:, 0], v[:, 0], log_alpha[:, 0], beta[:, 0], s)
     y = _gdn_output(o[:, None], gate, params, norm_eps=norm_eps, precision=precision)
+    return {"state": state, **tails}, y[:, 0]
+
+
+# --- Gated Linear Attention --------------------------------------------------------------------
+
+GLA = "GatedLinearAttention"
+
+
+def check_gated_linear_attention(
+    *,
+    hidden_size: Any,
+    num_heads: Any,
+    expand_k: Any,
+    expand_v: Any,
+    use_short_conv: Any,
+    conv_size: Any,
+    gate_logit_normalizer: Any,
+    gate_low_rank_dim: Any,
+    clamp_min: Any,
+    norm_eps: Any,
+    chunk_size: Any,
+    dtype: Any,
+    param_dtype: Any,
+    kernel_init: Any,
+    bias_init: Any,
+) -> dict[str, Any]:
+    """``GatedLinearAttention``'s arguments, checked once; returns the derived sizes.
+
+    ``hidden_size * expand_k`` and ``hidden_size * expand_v`` whole multiples of
+    ``num_heads``; ``gate_logit_normalizer > 0``; ``clamp_min`` ``None`` or a number ``<= 0``.
+    """
+    op = GLA
+    d = options.size(hidden_size, "hidden_size", op)
+    h = options.size(num_heads, "num_heads", op)
+    dims = []
+    for name, value in (("expand_k", expand_k), ("expand_v", expand_v)):
+        e = checks.static_real(value, name, op, lambda v: v > 0, "a number > 0")
+        n = round(d * e)
+        if n < h or n % h or not math.isclose(d * e, n, rel_tol=1e-5):
+            raise ValueError(
+                f"{op}: hidden_size * {name} must be a whole multiple of num_heads={h}, got "
+                f"hidden_size={d}, {name}={e} ({d * e})."
+            )
+        dims.append(n)
+    options.flag(use_short_conv, "use_short_conv", op)
+    options.size(conv_size, "conv_size", op)
+    checks.static_real(
+        gate_logit_normalizer, "gate_logit_normalizer", op, lambda v: v > 0, "a number > 0"
+    )
+    options.size(gate_low_rank_dim, "gate_low_rank_dim", op)
+    if clamp_min is not None:
+        checks.static_real(clamp_min, "clamp_min", op, lambda v: v <= 0, "None or a number <= 0")
+    checks.static_real(norm_eps, "norm_eps", op, lambda e: e > 0, "a number > 0")
+    options.size(chunk_size, "chunk_size", op)
+    options.dtypes(dtype, param_dtype, op)
+    options.function(kernel_init, "kernel_init", op)
+    options.function(bias_init, "bias_init", op)
+    kd, vd = dims
+    return {
+        "num_v_heads": h,
+        "head_k_dim": kd // h,
+        "head_v_dim": vd // h,
+        "key_dim": kd,
+        "value_dim": vd,
+    }
+
+
+def gla_param_table(
+    hidden_size: int,
+    sizes: Mapping[str, int],
+    *,
+    gate_low_rank_dim: int,
+    conv_size: int,
+    use_short_conv: bool,
+    kernel_init: Callable[..., jax.Array],
+    bias_init: Callable[..., jax.Array],
+) -> dict[str, tuple[tuple[int, ...], Callable[..., jax.Array]]]:
+    """``{name: (shape, init)}`` of ``GatedLinearAttention``'s parameters (fla's names, with
+    ``gk_proj.0.weight`` -> ``gk_proj_0``, ``gk_proj.1.weight`` -> ``gk_proj_1``,
+    ``gk_proj.1.bias`` -> ``gk_proj_1_bias``)."""
+    d, kd, vd, r = hidden_size, sizes["key_dim"], sizes["value_dim"], gate_low_rank_dim
+    table: dict[str, tuple[tuple[int, ...], Callable[..., jax.Array]]] = {
+        "q_proj": ((d, kd), kernel_init),
+        "k_proj": ((d, kd), kernel_init),
+        "v_proj": ((d, vd), kernel_init),
+        "g_proj": ((d, vd), kernel_init),
+    }
+    if use_short_conv:
+        table["q_conv1d"] = ((conv_size, kd), conv_init)
+        table["k_conv1d"] = ((conv_size, kd), conv_init)
+        table["v_conv1d"] = ((conv_size, vd), conv_init)
+    table["gk_proj_0"] = ((d, r), kernel_init)
+    table["gk_proj_1"] = ((r, kd), kernel_init)
+    table["gk_proj_1_bias"] = ((kd,), bias_init)
+    table["g_norm_swish_gate"] = ((sizes["head_v_dim"],), ones_init)
+    table["o_proj"] = ((vd, d), kernel_init)
+    return table
+
+
+def gla_params_from_fla(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, jax.Array]:
+    """flash-linear-attention ``GatedLinearAttention`` weights -> this library's parameters.
+
+    Linear weights transposed (``q_proj.weight.T`` ...; ``gk_proj.0.weight.T`` ->
+    ``gk_proj_0``, ``gk_proj.1.weight.T`` -> ``gk_proj_1``, ``gk_proj.1.bias`` ->
+    ``gk_proj_1_bias``), convolutions ``weight[:, 0, :].T``, ``g_norm_swish_gate.weight`` ->
+    ``g_norm_swish_gate``. For fla's defaults ``use_output_gate=True, gate_fn="swish",
+    fuse_norm=True, elementwise_affine=True, num_kv_heads=None, feature_map=None``.
+    """
+    out: dict[str, jax.Array] = {}
+    for name in ("q_proj", "k_proj", "v_proj", "g_proj", "o_proj"):
+        out[name] = jnp.asarray(state_dict[f"{prefix}{name}.weight"]).T
+    for name in ("q_conv1d", "k_conv1d", "v_conv1d"):
+        key = f"{prefix}{name}.weight"
+        if key in state_dict:
+            out[name] = jnp.asarray(state_dict[key])[:, 0, :].T
+    out["gk_proj_0"] = jnp.asarray(state_dict[f"{prefix}gk_proj.0.weight"]).T
+    out["gk_proj_1"] = jnp.asarray(state_dict[f"{prefix}gk_proj.1.weight"]).T
+    out["gk_proj_1_bias"] = jnp.asarray(state_dict[f"{prefix}gk_proj.1.bias"])
+    out["g_norm_swish_gate"] = jnp.asarray(state_dict[f"{prefix}g_norm_swish_gate.weight"])
+    return out
+
+
+def _gla_inputs(
+    x: Any,
+    params: Params,
+    cache: Mapping[str, Any] | None,
+    *,
+    sizes: Mapping[str, int],
+    use_short_conv: bool,
+    gate_logit_normalizer: float,
+    clamp_min: float | None,
+    dtype: Dtype | None,
+    precision: PrecisionLike,
+) -> tuple[tuple[jax.Array, ...], jax.Array, dict[str, jax.Array]]:
+    """``((q, k, v, log_g), gate, conv tails)`` of a sequence ``x`` ``[B, T, d]``."""
+    x, p = _promoted(x, params, dtype)
+    q, k, v, tails = _qkv(
+        x, p, cache, use_short_conv=use_short_conv, silu_without_conv=False, precision=precision
+    )
+    kdim, vdim = sizes["head_k_dim"], sizes["head_v_dim"]
+    gk = F.dense(F.dense(x, p["gk_proj_0"], None, precision), p["gk_proj_1"], None, precision)
+    gk = gk + p["gk_proj_1_bias"][None, None]
+    f32 = jnp.promote_types(x.dtype, jnp.float32)
+    log_g = jax.nn.log_sigmoid(gk.astype(f32)) / gate_logit_normalizer
+    if clamp_min is not None:
+        log_g = jnp.maximum(log_g, clamp_min)
+    gate = _heads(F.dense(x, p["g_proj"], None, precision), vdim)
+    return (_heads(q, kdim), _heads(k, kdim), _heads(v, vdim), _heads(log_g, kdim)), gate, tails
+
+
+def gated_linear_attention(
+    x: Any,
+    params: Params,
+    cache: Mapping[str, Any] | None = None,
+    *,
+    sizes: Mapping[str, int],
+    use_short_conv: bool,
+    gate_logit_normalizer: float,
+    clamp_min: float | None,
+    norm_eps: float,
+    chunk_size: int,
+    dtype: Dtype | None,
+    precision: PrecisionLike,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The GLA block over ``x`` ``[B, T, d]``: ``(y [B, T, d], cache)`` (as
+    :func:`gated_delta_net`), by :func:`hadamard_jax.gated_linear_attention`."""
+    (q, k, v, log_g), gate, tails = _gla_inputs(
+        x,
+        params,
+        cache,
+        sizes=sizes,
+        use_short_conv=use_short_conv,
+        gate_logit_normalizer=gate_logit_normalizer,
+        clamp_min=clamp_min,
+        dtype=dtype,
+        precision=precision,
+    )
+    s0 = None if cache is None else cache["state"]
+    o, state = hj.gated_linear_attention(q, k, v, log_g, initial_state=s0, chunk_size=chunk_size)
+    y = _gdn_output(
+        o, gate, params, norm_eps=norm_eps, precision=precision, norm="g_norm_swish_gate"
+    )
+    return y, {"state": state, **tails}
+
+
+def gated_linear_attention_step(
+    cache: Mapping[str, Any] | None,
+    x_t: Any,
+    params: Params,
+    *,
+    sizes: Mapping[str, int],
+    use_short_conv: bool,
+    gate_logit_normalizer: float,
+    clamp_min: float | None,
+    norm_eps: float,
+    dtype: Dtype | None,
+    precision: PrecisionLike,
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    """One GLA decode step, ``x_t`` ``[B, d]``: ``(new cache, y_t [B, d])``, by
+    :func:`hadamard_jax.gated_linear_attention_step`."""
+    (q, k, v, log_g), gate, tails = _gla_inputs(
+        jnp.asarray(x_t)[:, None],
+        params,
+        cache,
+        sizes=sizes,
+        use_short_conv=use_short_conv,
+        gate_logit_normalizer=gate_logit_normalizer,
+        clamp_min=clamp_min,
+        dtype=dtype,
+        precision=precision,
+    )
+    if cache is None:
+        shape = (q.shape[0], q.shape[2], sizes["head_k_dim"], sizes["head_v_dim"])
+        s = jnp.zeros(shape, jnp.float32)
+    else:
+        s = cache["state"]
+    o, state = hj.gated_linear_attention_step(q[:, 0], k[:, 0], v[:, 0], log_g[:, 0], s)
+    y = _gdn_output(
+        o[:, None], gate, params, norm_eps=norm_eps, precision=precision, norm="g_norm_swish_gate"
+    )
     return {"state": state, **tails}, y[:, 0]

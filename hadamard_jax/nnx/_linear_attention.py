@@ -187,3 +187,163 @@ class GatedDeltaNet(nnx.Module):
             dtype=self.dtype,
             precision=self.precision,
         )
+
+
+class GatedLinearAttention(nnx.Module):
+    r"""The Gated Linear Attention block (Yang et al. 2024), as flash-linear-attention's layer.
+
+    For inputs ``x`` ``[B, T, hidden_size]``, ``H = num_heads`` heads of key size
+    ``K = hidden_size * expand_k / H`` and value size ``V = hidden_size * expand_v / H``:
+
+    .. math::
+      q, k, v = x W_q, x W_k, x W_v \ \text{(or}\ \mathrm{silu}(\mathrm{conv}(\cdot))\text{)},
+      \quad \log g_t = \log\sigma(x_t W_{g1} W_{g2} + b_g) / 16, \\
+      S_t = \operatorname{diag}(e^{\log g_t}) S_{t-1} + k_t v_t^\top, \quad
+      o_t = K^{-1/2} S_t^\top q_t, \\
+      y_t = \mathrm{rms}(o_t) \odot w \odot \mathrm{silu}(x_t W_g) \ \text{(per head)},
+      \ \text{then}\ W_o,
+
+    the gate a low-rank projection (rank ``gate_low_rank_dim``) with a per-key-dimension gate,
+    ``16`` being ``gate_logit_normalizer``; the recurrence is
+    :func:`hadamard_jax.gated_linear_attention`, the output norm
+    :func:`hadamard_jax.gated_rms_norm`. fla's defaults: no short convolution, output gate
+    with a fused gated RMS norm; ``num_kv_heads`` and ``feature_map`` are not supported.
+
+    Parameter names follow fla's ``fla.layers.GatedLinearAttention``, the ``nn.Sequential``
+    gate projection flattened: ``gk_proj.0.weight`` -> ``gk_proj_0``, ``gk_proj.1.weight`` ->
+    ``gk_proj_1``, ``gk_proj.1.bias`` -> ``gk_proj_1_bias``; kernels ``[in, out]`` (fla's
+    ``weight.T``), convolutions ``[conv_size, D]``
+    (:func:`hadamard_jax._layers.linear_attention.gla_params_from_fla` converts a state dict).
+
+    Args:
+      hidden_size: the model width ``d``.
+      num_heads: heads ``H`` (4).
+      expand_k, expand_v: ``key_dim = d * expand_k`` (0.5), ``value_dim = d * expand_v`` (1).
+      use_short_conv: short causal convolutions with SiLU on ``q, k, v`` (off).
+      conv_size: their taps (4).
+      gate_logit_normalizer: the divisor of ``log sigmoid`` (16).
+      gate_low_rank_dim: the rank of the gate projection (16).
+      clamp_min: a floor for ``log g`` (``None``: none).
+      norm_eps: the output norm's ``eps`` (1e-5).
+      chunk_size: the chunk of :func:`hadamard_jax.gated_linear_attention` (64).
+      dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
+      rngs: ``nnx.Rngs``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import GatedLinearAttention
+      >>> layer = GatedLinearAttention(16, num_heads=2, rngs=nnx.Rngs(0))
+      >>> y, cache = layer(jnp.ones((2, 5, 16)))
+      >>> y.shape, cache["state"].shape  # K = 16 * 0.5 / 2, V = 16 / 2
+      ((2, 5, 16), (2, 2, 4, 8))
+      >>> cache, y_t = layer.step(cache, jnp.ones((2, 16)))
+      >>> y_t.shape
+      (2, 16)
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        *,
+        num_heads: int = 4,
+        expand_k: float = 0.5,
+        expand_v: float = 1.0,
+        use_short_conv: bool = False,
+        conv_size: int = 4,
+        gate_logit_normalizer: float = 16.0,
+        gate_low_rank_dim: int = 16,
+        clamp_min: float | None = None,
+        norm_eps: float = 1e-5,
+        chunk_size: int = 64,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
+        rngs: nnx.Rngs,
+    ):
+        self.sizes = L.check_gated_linear_attention(
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            expand_k=expand_k,
+            expand_v=expand_v,
+            use_short_conv=use_short_conv,
+            conv_size=conv_size,
+            gate_logit_normalizer=gate_logit_normalizer,
+            gate_low_rank_dim=gate_low_rank_dim,
+            clamp_min=clamp_min,
+            norm_eps=norm_eps,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+        )
+        self.hidden_size, self.num_heads = hidden_size, num_heads
+        self.expand_k, self.expand_v = expand_k, expand_v
+        self.use_short_conv, self.conv_size = use_short_conv, conv_size
+        self.gate_logit_normalizer = float(gate_logit_normalizer)
+        self.gate_low_rank_dim = gate_low_rank_dim
+        self.clamp_min = None if clamp_min is None else float(clamp_min)
+        self.norm_eps, self.chunk_size = float(norm_eps), chunk_size
+        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
+        table = L.gla_param_table(
+            hidden_size,
+            self.sizes,
+            gate_low_rank_dim=gate_low_rank_dim,
+            conv_size=conv_size,
+            use_short_conv=use_short_conv,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+        )
+        self._names = tuple(table)
+        for name, (shape, init) in table.items():
+            setattr(self, name, C.param(init, rngs.params(), shape, param_dtype))
+
+    def _params(self) -> dict[str, Any]:
+        return {k: C.value(getattr(self, k)) for k in self._names}
+
+    def _cache_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        return L.cache_shapes(
+            batch,
+            self.sizes,
+            num_heads=self.num_heads,
+            conv_size=self.conv_size,
+            use_short_conv=self.use_short_conv,
+        )
+
+    def _common(self) -> dict[str, Any]:
+        return dict(
+            sizes=self.sizes,
+            use_short_conv=self.use_short_conv,
+            gate_logit_normalizer=self.gate_logit_normalizer,
+            clamp_min=self.clamp_min,
+            norm_eps=self.norm_eps,
+            dtype=self.dtype,
+            precision=self.precision,
+        )
+
+    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
+        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
+        return {k: jnp.zeros(s, dtype) for k, s in self._cache_shapes(batch_size).items()}
+
+    def __call__(
+        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
+        L.check_call(L.GLA, x, self.hidden_size, 3)
+        L.check_cache(L.GLA, cache, self._cache_shapes(jnp.shape(x)[0]))
+        return L.gated_linear_attention(
+            x, self._params(), cache, chunk_size=self.chunk_size, **self._common()
+        )
+
+    def step(
+        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
+        ``(new cache, y_t [B, d])``."""
+        L.check_call(L.GLA, x_t, self.hidden_size, 2)
+        L.check_cache(L.GLA, cache, self._cache_shapes(jnp.shape(x_t)[0]))
+        return L.gated_linear_attention_step(cache, x_t, self._params(), **self._common())
