@@ -70,6 +70,7 @@ from hadamard_jax._src.mask_packing import unpack_mask as unpack_mask
 # Chunked matrix-state recurrences.
 from hadamard_jax._src.delta_rule import gated_delta_rule as gated_delta_rule
 from hadamard_jax._src.delta_rule import gated_delta_rule_step as gated_delta_rule_step
+
 # Gated linear attention (chunked matrix-state recurrences).
 from hadamard_jax._src.gated_linear_attention import (
     gated_linear_attention as gated_linear_attention,
