@@ -26,7 +26,8 @@ its own segment (a masked cumulative sum, never a difference ``g_t - g_i`` and n
 a positive number): every exponent is ``<= 0``, and ``log_alpha = -inf`` (a full reset) gives
 exact zeros, not ``-inf - -inf``. Across chunks a ``lax.scan`` carries ``S``. Everything is
 accumulated in float32 (float64 for float64 inputs) with ``Precision.HIGHEST`` matmuls: the
-triangular solve is ill-conditioned in 16 bits (MaxText #4510).
+triangular system is ill-conditioned in 16 bits (MaxText #4510). ``(I + A)^{-1}`` is formed by
+recursive block inversion in matmuls (:func:`_unit_lower_inverse`), not by a LAPACK solve.
 
 **Derivative rule** (the library's design, :mod:`hadamard_jax._src.rules`): a
 ``jax.custom_jvp`` whose tangent is a second ``lax.scan`` over the chunks carrying ``(S, dS)``,
@@ -47,7 +48,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.scipy.linalg import solve_triangular
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import activations, checks, rules
@@ -60,6 +60,46 @@ def _mm(spec: str, x, y):
 
 
 # --- one chunk ----------------------------------------------------------------------------------
+
+
+def _unit_lower_inverse(a):
+    """``(I + a)^{-1}`` for ``a`` strictly lower triangular, ``[..., C, C]``, by matmuls only.
+
+    Recursive block inversion, bottom-up: with the inverses ``X1, X2`` of two neighbouring
+    diagonal blocks and ``L21`` the block below the first, the inverse of the pair is
+    ``[[X1, 0], [-X2 L21 X1, X2]]``. ``log2(C)`` levels of batched ``b x b`` matmuls,
+    ``C^3 / 3`` multiply-adds in all, as a triangular solve (``C`` is padded to a power of 2
+    with an identity block). No LAPACK call: on CPU ``jax.scipy.linalg.solve_triangular``
+    calls OpenBLAS ``trsm``, which took 4.5 s for a ``T = 2048`` forward pass with its default
+    thread pool (0.05 s with ``OPENBLAS_NUM_THREADS=1``) and hung (every thread waiting on a
+    futex) in backward passes on a 2-core machine; MaxText replaced its solve by a matmul-only
+    (Newton-Schulz) inverse too (PR #4577).
+    """
+    c = a.shape[-1]
+    size = 1 << max(0, (c - 1).bit_length())
+    if size != c:
+        pad = [(0, 0)] * (a.ndim - 2) + [(0, size - c), (0, size - c)]
+        a = jnp.pad(a, pad)
+    lead = a.shape[:-2]
+    x = jnp.ones((*lead, size, 1, 1), a.dtype)  # the inverses of the 1 x 1 diagonal blocks
+    b = 1
+    while b < size:
+        pairs = size // (2 * b)
+        blocks = a.reshape(*lead, size // b, b, size // b, b)
+        # L21 of pair p: block row 2p + 1, block column 2p.
+        below = jnp.einsum(
+            "...pbqc,pq->...pbc",
+            blocks[..., 1::2, :, 0::2, :],
+            jnp.eye(pairs, dtype=a.dtype),
+            precision=_HIGHEST,
+        )
+        x1, x2 = x[..., 0::2, :, :], x[..., 1::2, :, :]
+        off = -_mm("...pij,...pjk->...pik", x2, _mm("...pij,...pjk->...pik", below, x1))
+        top = jnp.concatenate([x1, jnp.zeros_like(x1)], axis=-1)
+        bottom = jnp.concatenate([off, x2], axis=-1)
+        x = jnp.concatenate([top, bottom], axis=-2)  # [..., pairs, 2b, 2b]
+        b *= 2
+    return x[..., 0, :c, :c]
 
 
 def _chunk(x, s):
@@ -85,7 +125,7 @@ def _chunk(x, s):
 
     a = jnp.where(strict, beta[..., :, None] * decay * _mm("...tk,...ik->...ti", k, k), 0.0)
     rhs = jnp.concatenate([beta[..., None] * v, (beta * gamma)[..., None] * k], axis=-1)
-    w = solve_triangular(a, rhs, lower=True, unit_diagonal=True)  # (I + A)^{-1} rhs
+    w = _mm("...ti,...ic->...tc", _unit_lower_inverse(a), rhs)  # (I + A)^{-1} rhs
     w_v, w_k = w[..., : v.shape[-1]], w[..., v.shape[-1] :]
     u = w_v - _mm("...ck,...kv->...cv", w_k, s)
 
@@ -172,10 +212,8 @@ def _impl(cfg: _Config, q, k, v, log_alpha, beta, state):
     c = cfg.chunk
     n = -(-t // c)
     # Padding steps have log_alpha = 0, beta = 0, k = v = 0: they leave the state unchanged.
-    xs = [
-        _to_chunks(x, n, c, compute)
-        for x in (q * jnp.asarray(cfg.scale, q.dtype), k, v, log_alpha, beta)
-    ]
+    xs = [_to_chunks(x, n, c, compute) for x in (q, k, v, log_alpha, beta)]
+    xs[0] = xs[0] * jnp.asarray(cfg.scale, compute)  # scaled in the compute dtype
     o, s_last = _chunked(*xs, s0)
     o = jnp.moveaxis(o, (0, 3), (1, 2)).reshape(b, n * c, h, vd)[:, :t]
     return o.astype(cfg.dtype), s_last.astype(cfg.dtype)
@@ -274,12 +312,12 @@ def gated_delta_rule(
     for ``beta_t |k_t|^2 <= 2``: models L2-normalise ``k`` and take ``beta`` in ``(0, 1)``.
 
     The forward pass is chunkwise-parallel (the WY/UT representation: one unit lower triangular
-    solve per chunk, then a ``lax.scan`` over chunk states), with every decay an ``exp`` of a
-    non-positive segment sum of ``log_alpha``. The derivative rule is a ``jax.custom_jvp``
-    whose tangent is a scan over the chunks carrying ``(S, dS)``, each chunk recomputed under
-    ``jax.checkpoint``: ``jvp``, ``jacfwd``, ``hessian`` and ``grad`` all work, and the
-    backward pass keeps only the inputs and the ``T / chunk_size`` chunk-boundary states
-    ``[B, H, K, V]`` (see :mod:`hadamard_jax._src.delta_rule`).
+    inverse per chunk, in matmuls, then a ``lax.scan`` over chunk states), with every decay an
+    ``exp`` of a non-positive segment sum of ``log_alpha``. The derivative rule is a
+    ``jax.custom_jvp`` whose tangent is a scan over the chunks carrying ``(S, dS)``, each chunk
+    recomputed under ``jax.checkpoint``: ``jvp``, ``jacfwd``, ``hessian`` and ``grad`` all
+    work, and the backward pass keeps only the inputs and the ``T / chunk_size`` chunk-boundary
+    states ``[B, H, K, V]`` (see :mod:`hadamard_jax._src.delta_rule`).
 
     Dtypes: the result is ``jnp.result_type`` of all inputs (real floating only); the
     computation runs in float32 (float64 for float64 inputs) with ``Precision.HIGHEST``
