@@ -13,6 +13,10 @@ from hadamard_jax.linen._adapters import LoHaLinear as LoHaLinear
 from hadamard_jax.linen._adapters import merge_adapter as merge_adapter
 from hadamard_jax.linen._gated import GatedMultiHeadAttention as GatedMultiHeadAttention
 from hadamard_jax.linen._gated import GatedRMSNorm as GatedRMSNorm
+from hadamard_jax.linen._linear_attention import GatedDeltaNet as GatedDeltaNet
+from hadamard_jax.linen._linear_attention import (
+    GatedLinearAttention as GatedLinearAttention,
+)
 from hadamard_jax.linen._modules import GLU as GLU
 from hadamard_jax.linen._modules import GatedMLP as GatedMLP
 from hadamard_jax.linen._modules import GatedResidual as GatedResidual
@@ -28,6 +32,8 @@ from hadamard_jax.linen._recurrent import MinGRU as MinGRU
 
 __all__ = [
     "GLU",
+    "GatedDeltaNet",
+    "GatedLinearAttention",
     "GatedMLP",
     "GatedMultiHeadAttention",
     "GatedRMSNorm",

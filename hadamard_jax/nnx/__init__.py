@@ -20,6 +20,10 @@ from hadamard_jax.nnx._gated_residual import GatedResidual as GatedResidual
 from hadamard_jax.nnx._glu import GLU as GLU
 from hadamard_jax.nnx._hard_concrete import HardConcreteGate as HardConcreteGate
 from hadamard_jax.nnx._highway import Highway as Highway
+from hadamard_jax.nnx._linear_attention import GatedDeltaNet as GatedDeltaNet
+from hadamard_jax.nnx._linear_attention import (
+    GatedLinearAttention as GatedLinearAttention,
+)
 from hadamard_jax.nnx._masked_linear import MaskedLinear as MaskedLinear
 from hadamard_jax.nnx._masks import Mask as Mask
 from hadamard_jax.nnx._prune import l0_penalty as l0_penalty
@@ -31,6 +35,8 @@ from hadamard_jax.nnx._recurrent import MinGRU as MinGRU
 
 __all__ = [
     "GLU",
+    "GatedDeltaNet",
+    "GatedLinearAttention",
     "GatedMLP",
     "GatedMultiHeadAttention",
     "GatedRMSNorm",

@@ -1,0 +1,291 @@
+"""The Linen ``GatedDeltaNet``: :mod:`hadamard_jax.nnx`'s matrix-state mixer as a dataclass.
+
+Same names, arguments and parameter names as the NNX module, the same checks
+(:mod:`hadamard_jax._layers.linear_attention`, in ``__post_init__``) and the same pure
+functions, so equal parameters give equal outputs. ``__call__`` and ``step`` share one compact
+method, so either may create the parameters (``init(..., method="step")`` works).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax.typing import Dtype, Initializer, PrecisionLike
+
+from hadamard_jax._layers import linear_attention as L
+from hadamard_jax._layers import options
+
+
+class GatedDeltaNet(nn.Module):
+    r"""The Gated DeltaNet block (Yang et al. 2025), as in Qwen3-Next and flash-linear-attention.
+
+    The Linen counterpart of :class:`hadamard_jax.nnx.GatedDeltaNet` (see there for the math,
+    the parameters and their mapping to fla's weights): short causal convolutions with SiLU,
+    L2-normalised ``q, k``, ``beta = sigmoid(x W_b)``,
+    ``log_alpha = -exp(A_log) softplus(x W_a + dt_bias)``,
+    :func:`hadamard_jax.gated_delta_rule`, a gated RMS norm per value head, ``o_proj``.
+    ``__call__(x, cache=None) -> (y, cache)``; ``step(cache, x_t) -> (cache, y_t)``.
+
+    Attributes:
+      hidden_size: the model width ``d``.
+      num_heads: key heads ``H``.
+      head_dim: key head size ``K``.
+      expand_v: value head size ``V = head_dim * expand_v``.
+      num_v_heads: value heads (``None``: ``num_heads``).
+      use_short_conv: the short convolutions.
+      conv_size: convolution taps.
+      allow_neg_eigval: ``beta = 2 sigmoid(.)``.
+      norm_eps: the output norm's ``eps``.
+      chunk_size: the chunk of the delta rule.
+      dtype: computation dtype (default: inferred from inputs and params).
+      param_dtype: parameter dtype.
+      precision: ``jax.lax.Precision`` of the matmuls.
+      kernel_init: initializer of the projections' kernels.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp
+      >>> from hadamard_jax.linen import GatedDeltaNet
+      >>> layer = GatedDeltaNet(16, num_heads=2, head_dim=8)
+      >>> x = jnp.ones((2, 5, 16))
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> y, cache = layer.apply(variables, x)
+      >>> cache, y_t = layer.apply(variables, cache, x[:, 0], method="step")
+      >>> y.shape, y_t.shape
+      ((2, 5, 16), (2, 16))
+    """
+
+    hidden_size: int
+    num_heads: int = 6
+    head_dim: int = 256
+    expand_v: float = 2.0
+    num_v_heads: int | None = None
+    use_short_conv: bool = True
+    conv_size: int = 4
+    allow_neg_eigval: bool = False
+    norm_eps: float = 1e-5
+    chunk_size: int = 64
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = options.default_kernel_init
+
+    def __post_init__(self) -> None:
+        self._sizes()
+        super().__post_init__()
+
+    def _sizes(self) -> dict[str, Any]:
+        return L.check_gated_delta_net(
+            hidden_size=self.hidden_size,
+            num_heads=self.num_heads,
+            head_dim=self.head_dim,
+            expand_v=self.expand_v,
+            num_v_heads=self.num_v_heads,
+            use_short_conv=self.use_short_conv,
+            conv_size=self.conv_size,
+            allow_neg_eigval=self.allow_neg_eigval,
+            norm_eps=self.norm_eps,
+            chunk_size=self.chunk_size,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+        )
+
+    def _cache_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        return L.cache_shapes(
+            batch,
+            self._sizes(),
+            num_heads=self.num_heads,
+            conv_size=self.conv_size,
+            use_short_conv=self.use_short_conv,
+        )
+
+    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
+        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
+        return {k: jnp.zeros(s, dtype) for k, s in self._cache_shapes(batch_size).items()}
+
+    @nn.compact
+    def _run(self, x: Any, cache: Any, decode: bool) -> Any:
+        sizes = self._sizes()
+        table = L.gdn_param_table(
+            self.hidden_size,
+            sizes,
+            num_heads=self.num_heads,
+            conv_size=self.conv_size,
+            use_short_conv=self.use_short_conv,
+            kernel_init=self.kernel_init,
+        )
+        params = {
+            name: self.param(name, init, shape, self.param_dtype)
+            for name, (shape, init) in table.items()
+        }
+        common: dict[str, Any] = dict(
+            sizes=sizes,
+            use_short_conv=self.use_short_conv,
+            allow_neg_eigval=self.allow_neg_eigval,
+            norm_eps=float(self.norm_eps),
+            dtype=self.dtype,
+            precision=self.precision,
+        )
+        if decode:
+            return L.gated_delta_net_step(cache, x, params, **common)
+        return L.gated_delta_net(x, params, cache, chunk_size=self.chunk_size, **common)
+
+    def __call__(
+        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
+        L.check_call(L.GDN, x, self.hidden_size, 3)
+        L.check_cache(L.GDN, cache, self._cache_shapes(jnp.shape(x)[0]))
+        return self._run(x, cache, False)
+
+    def step(
+        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
+        ``(new cache, y_t [B, d])``."""
+        L.check_call(L.GDN, x_t, self.hidden_size, 2)
+        L.check_cache(L.GDN, cache, self._cache_shapes(jnp.shape(x_t)[0]))
+        return self._run(x_t, cache, True)
+
+
+class GatedLinearAttention(nn.Module):
+    r"""The Gated Linear Attention block (Yang et al. 2024), as flash-linear-attention's layer.
+
+    The Linen counterpart of :class:`hadamard_jax.nnx.GatedLinearAttention` (see there for the
+    math, the parameters and their mapping to fla's weights): ``q, k, v`` projections (short
+    convolutions optional), a low-rank gate ``log g = logsigmoid(x W_1 W_2 + b) / 16``,
+    :func:`hadamard_jax.gated_linear_attention`, a gated RMS norm per head, ``o_proj``.
+    ``__call__(x, cache=None) -> (y, cache)``; ``step(cache, x_t) -> (cache, y_t)``.
+
+    Attributes:
+      hidden_size: the model width ``d``.
+      num_heads: heads ``H``.
+      expand_k: ``key_dim = d * expand_k``.
+      expand_v: ``value_dim = d * expand_v``.
+      use_short_conv: short convolutions on ``q, k, v``.
+      conv_size: convolution taps.
+      gate_logit_normalizer: the divisor of ``log sigmoid``.
+      gate_low_rank_dim: the rank of the gate projection.
+      clamp_min: a floor for ``log g`` (``None``: none).
+      norm_eps: the output norm's ``eps``.
+      chunk_size: the chunk of the recurrence.
+      dtype: computation dtype (default: inferred from inputs and params).
+      param_dtype: parameter dtype.
+      precision: ``jax.lax.Precision`` of the matmuls.
+      kernel_init, bias_init: initializers of the projections.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp
+      >>> from hadamard_jax.linen import GatedLinearAttention
+      >>> layer = GatedLinearAttention(16, num_heads=2)
+      >>> x = jnp.ones((2, 5, 16))
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> y, cache = layer.apply(variables, x)
+      >>> cache, y_t = layer.apply(variables, cache, x[:, 0], method="step")
+      >>> y.shape, y_t.shape
+      ((2, 5, 16), (2, 16))
+    """
+
+    hidden_size: int
+    num_heads: int = 4
+    expand_k: float = 0.5
+    expand_v: float = 1.0
+    use_short_conv: bool = False
+    conv_size: int = 4
+    gate_logit_normalizer: float = 16.0
+    gate_low_rank_dim: int = 16
+    clamp_min: float | None = None
+    norm_eps: float = 1e-5
+    chunk_size: int = 64
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = options.default_kernel_init
+    bias_init: Initializer = options.default_bias_init
+
+    def __post_init__(self) -> None:
+        self._sizes()
+        super().__post_init__()
+
+    def _sizes(self) -> dict[str, Any]:
+        return L.check_gated_linear_attention(
+            hidden_size=self.hidden_size,
+            num_heads=self.num_heads,
+            expand_k=self.expand_k,
+            expand_v=self.expand_v,
+            use_short_conv=self.use_short_conv,
+            conv_size=self.conv_size,
+            gate_logit_normalizer=self.gate_logit_normalizer,
+            gate_low_rank_dim=self.gate_low_rank_dim,
+            clamp_min=self.clamp_min,
+            norm_eps=self.norm_eps,
+            chunk_size=self.chunk_size,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+        )
+
+    def _cache_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        return L.cache_shapes(
+            batch,
+            self._sizes(),
+            num_heads=self.num_heads,
+            conv_size=self.conv_size,
+            use_short_conv=self.use_short_conv,
+        )
+
+    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
+        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
+        return {k: jnp.zeros(s, dtype) for k, s in self._cache_shapes(batch_size).items()}
+
+    @nn.compact
+    def _run(self, x: Any, cache: Any, decode: bool) -> Any:
+        sizes = self._sizes()
+        table = L.gla_param_table(
+            self.hidden_size,
+            sizes,
+            gate_low_rank_dim=self.gate_low_rank_dim,
+            conv_size=self.conv_size,
+            use_short_conv=self.use_short_conv,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+        )
+        params = {
+            name: self.param(name, init, shape, self.param_dtype)
+            for name, (shape, init) in table.items()
+        }
+        common: dict[str, Any] = dict(
+            sizes=sizes,
+            use_short_conv=self.use_short_conv,
+            gate_logit_normalizer=float(self.gate_logit_normalizer),
+            clamp_min=None if self.clamp_min is None else float(self.clamp_min),
+            norm_eps=float(self.norm_eps),
+            dtype=self.dtype,
+            precision=self.precision,
+        )
+        if decode:
+            return L.gated_linear_attention_step(cache, x, params, **common)
+        return L.gated_linear_attention(x, params, cache, chunk_size=self.chunk_size, **common)
+
+    def __call__(
+        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
+        L.check_call(L.GLA, x, self.hidden_size, 3)
+        L.check_cache(L.GLA, cache, self._cache_shapes(jnp.shape(x)[0]))
+        return self._run(x, cache, False)
+
+    def step(
+        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
+        ``(new cache, y_t [B, d])``."""
+        L.check_call(L.GLA, x_t, self.hidden_size, 2)
+        L.check_cache(L.GLA, cache, self._cache_shapes(jnp.shape(x_t)[0]))
+        return self._run(x_t, cache, True)

@@ -1,0 +1,349 @@
+"""Matrix-state mixers: ``GatedDeltaNet`` (Gated DeltaNet, the linear layers of Qwen3-Next)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.typing import Dtype, Initializer, PrecisionLike
+
+from hadamard_jax._layers import linear_attention as L
+from hadamard_jax._layers import options
+from hadamard_jax.nnx import _common as C
+
+
+class GatedDeltaNet(nnx.Module):
+    r"""The Gated DeltaNet block (Yang et al. 2025), as in Qwen3-Next and flash-linear-attention.
+
+    For inputs ``x`` ``[B, T, hidden_size]``, with ``H`` key heads of size ``K = head_dim`` and
+    ``Hv`` value heads of size ``V = head_dim * expand_v``:
+
+    .. math::
+      q, k, v = \mathrm{silu}(\mathrm{conv}(x W_q)), \ldots \quad
+      \hat q = q / \lVert q \rVert, \ \hat k = k / \lVert k \rVert, \\
+      \beta_t = \sigma(x_t W_b), \quad
+      \log\alpha_t = -e^{A_{\log}} \operatorname{softplus}(x_t W_a + b_{dt}), \\
+      S_t = \alpha_t (I - \beta_t \hat k_t \hat k_t^\top) S_{t-1} + \beta_t \hat k_t v_t^\top,
+      \quad o_t = K^{-1/2} S_t^\top \hat q_t, \\
+      y_t = \mathrm{rms}(o_t) \odot w \odot \mathrm{silu}(x_t W_g) \ \text{(per value head)},
+      \ \text{then}\ W_o,
+
+    ``conv`` a causal depthwise convolution of ``conv_size`` taps per channel (fla's
+    ``ShortConvolution``); the recurrence is :func:`hadamard_jax.gated_delta_rule` (chunkwise,
+    with its own derivative rule), the output norm :func:`hadamard_jax.gated_rms_norm`. With
+    ``num_v_heads > num_heads`` each key head serves ``num_v_heads // num_heads`` consecutive
+    value heads (Qwen3-Next's grouped values).
+
+    Parameter names and shapes follow flash-linear-attention's ``fla.layers.GatedDeltaNet``
+    (chosen over Hugging Face's ``Qwen3NextGatedDeltaNet``, which fuses ``q, k, v, z`` into one
+    interleaved ``in_proj_qkvz`` and ``b, a`` into ``in_proj_ba``; its ``z`` is fla's ``g_proj``,
+    its ``norm``/``out_proj`` fla's ``o_norm``/``o_proj``). Kernels are ``[in, out]``:
+    fla's ``name.weight.T``; the convolutions ``[conv_size, D]``: ``weight[:, 0, :].T``
+    (:func:`hadamard_jax._layers.linear_attention.gdn_params_from_fla` converts a state dict).
+    The decode cache's ``"state"`` is ``[B, Hv, K, V]`` (fla's newest kernels keep
+    ``[B, Hv, V, K]``, ``state_v_first``: transpose the last two axes).
+
+    Args:
+      hidden_size: the model width ``d``.
+      num_heads: key heads ``H`` (fla's default 6).
+      head_dim: key head size ``K`` (fla's default 256).
+      expand_v: value head size ``V = head_dim * expand_v`` (2 in fla; 1 in Qwen3-Next).
+      num_v_heads: value heads ``Hv``, a multiple of ``num_heads`` (``None``: ``num_heads``).
+      use_short_conv: the convolutions (else ``silu`` of the projections, as fla).
+      conv_size: convolution taps ``W`` (4).
+      allow_neg_eigval: ``beta = 2 sigmoid(.)``, eigenvalues of ``I - beta k k^T`` in
+        ``(-1, 1]`` (Grazzi et al. 2024).
+      norm_eps: the output norm's ``eps`` (1e-5).
+      chunk_size: the chunk of :func:`hadamard_jax.gated_delta_rule` (64).
+      dtype, param_dtype, precision, kernel_init: as ``nnx.Linear`` (the projections).
+      rngs: ``nnx.Rngs``.
+
+    Parameters: ``q_proj``, ``k_proj`` ``[d, H K]``; ``v_proj``, ``g_proj`` ``[d, Hv V]``;
+    ``a_proj``, ``b_proj`` ``[d, Hv]``; ``A_log``, ``dt_bias`` ``[Hv]`` (fla's initialisers);
+    ``q_conv1d``, ``k_conv1d`` ``[W, H K]``, ``v_conv1d`` ``[W, Hv V]``; ``o_norm`` ``[V]``;
+    ``o_proj`` ``[Hv V, d]``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import GatedDeltaNet
+      >>> layer = GatedDeltaNet(16, num_heads=2, head_dim=8, rngs=nnx.Rngs(0))
+      >>> y, cache = layer(jnp.ones((2, 5, 16)))  # [batch, time, hidden_size]
+      >>> y.shape, cache["state"].shape
+      ((2, 5, 16), (2, 2, 8, 16))
+      >>> cache, y_t = layer.step(cache, jnp.ones((2, 16)))  # the next token
+      >>> y_t.shape
+      (2, 16)
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        *,
+        num_heads: int = 6,
+        head_dim: int = 256,
+        expand_v: float = 2.0,
+        num_v_heads: int | None = None,
+        use_short_conv: bool = True,
+        conv_size: int = 4,
+        allow_neg_eigval: bool = False,
+        norm_eps: float = 1e-5,
+        chunk_size: int = 64,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        rngs: nnx.Rngs,
+    ):
+        self.sizes = L.check_gated_delta_net(
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            expand_v=expand_v,
+            num_v_heads=num_v_heads,
+            use_short_conv=use_short_conv,
+            conv_size=conv_size,
+            allow_neg_eigval=allow_neg_eigval,
+            norm_eps=norm_eps,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=kernel_init,
+        )
+        self.hidden_size, self.num_heads, self.head_dim = hidden_size, num_heads, head_dim
+        self.expand_v, self.num_v_heads = expand_v, self.sizes["num_v_heads"]
+        self.use_short_conv, self.conv_size = use_short_conv, conv_size
+        self.allow_neg_eigval, self.norm_eps, self.chunk_size = (
+            allow_neg_eigval,
+            float(norm_eps),
+            chunk_size,
+        )
+        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
+        table = L.gdn_param_table(
+            hidden_size,
+            self.sizes,
+            num_heads=num_heads,
+            conv_size=conv_size,
+            use_short_conv=use_short_conv,
+            kernel_init=kernel_init,
+        )
+        self._names = tuple(table)
+        for name, (shape, init) in table.items():
+            setattr(self, name, C.param(init, rngs.params(), shape, param_dtype))
+
+    def _params(self) -> dict[str, Any]:
+        return {k: C.value(getattr(self, k)) for k in self._names}
+
+    def _cache_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        return L.cache_shapes(
+            batch,
+            self.sizes,
+            num_heads=self.num_heads,
+            conv_size=self.conv_size,
+            use_short_conv=self.use_short_conv,
+        )
+
+    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
+        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
+        return {k: jnp.zeros(s, dtype) for k, s in self._cache_shapes(batch_size).items()}
+
+    def __call__(
+        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
+        L.check_call(L.GDN, x, self.hidden_size, 3)
+        L.check_cache(L.GDN, cache, self._cache_shapes(jnp.shape(x)[0]))
+        return L.gated_delta_net(
+            x,
+            self._params(),
+            cache,
+            sizes=self.sizes,
+            use_short_conv=self.use_short_conv,
+            allow_neg_eigval=self.allow_neg_eigval,
+            norm_eps=self.norm_eps,
+            chunk_size=self.chunk_size,
+            dtype=self.dtype,
+            precision=self.precision,
+        )
+
+    def step(
+        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
+        ``(new cache, y_t [B, d])``; stepping through a sequence gives ``__call__``'s outputs."""
+        L.check_call(L.GDN, x_t, self.hidden_size, 2)
+        L.check_cache(L.GDN, cache, self._cache_shapes(jnp.shape(x_t)[0]))
+        return L.gated_delta_net_step(
+            cache,
+            x_t,
+            self._params(),
+            sizes=self.sizes,
+            use_short_conv=self.use_short_conv,
+            allow_neg_eigval=self.allow_neg_eigval,
+            norm_eps=self.norm_eps,
+            dtype=self.dtype,
+            precision=self.precision,
+        )
+
+
+class GatedLinearAttention(nnx.Module):
+    r"""The Gated Linear Attention block (Yang et al. 2024), as flash-linear-attention's layer.
+
+    For inputs ``x`` ``[B, T, hidden_size]``, ``H = num_heads`` heads of key size
+    ``K = hidden_size * expand_k / H`` and value size ``V = hidden_size * expand_v / H``:
+
+    .. math::
+      q, k, v = x W_q, x W_k, x W_v \ \text{(or}\ \mathrm{silu}(\mathrm{conv}(\cdot))\text{)},
+      \quad \log g_t = \log\sigma(x_t W_{g1} W_{g2} + b_g) / 16, \\
+      S_t = \operatorname{diag}(e^{\log g_t}) S_{t-1} + k_t v_t^\top, \quad
+      o_t = K^{-1/2} S_t^\top q_t, \\
+      y_t = \mathrm{rms}(o_t) \odot w \odot \mathrm{silu}(x_t W_g) \ \text{(per head)},
+      \ \text{then}\ W_o,
+
+    the gate a low-rank projection (rank ``gate_low_rank_dim``) with a per-key-dimension gate,
+    ``16`` being ``gate_logit_normalizer``; the recurrence is
+    :func:`hadamard_jax.gated_linear_attention`, the output norm
+    :func:`hadamard_jax.gated_rms_norm`. fla's defaults: no short convolution, output gate
+    with a fused gated RMS norm; ``num_kv_heads`` and ``feature_map`` are not supported.
+
+    Parameter names follow fla's ``fla.layers.GatedLinearAttention``, the ``nn.Sequential``
+    gate projection flattened: ``gk_proj.0.weight`` -> ``gk_proj_0``, ``gk_proj.1.weight`` ->
+    ``gk_proj_1``, ``gk_proj.1.bias`` -> ``gk_proj_1_bias``; kernels ``[in, out]`` (fla's
+    ``weight.T``), convolutions ``[conv_size, D]``
+    (:func:`hadamard_jax._layers.linear_attention.gla_params_from_fla` converts a state dict).
+
+    Args:
+      hidden_size: the model width ``d``.
+      num_heads: heads ``H`` (4).
+      expand_k, expand_v: ``key_dim = d * expand_k`` (0.5), ``value_dim = d * expand_v`` (1).
+      use_short_conv: short causal convolutions with SiLU on ``q, k, v`` (off).
+      conv_size: their taps (4).
+      gate_logit_normalizer: the divisor of ``log sigmoid`` (16).
+      gate_low_rank_dim: the rank of the gate projection (16).
+      clamp_min: a floor for ``log g`` (``None``: none).
+      norm_eps: the output norm's ``eps`` (1e-5).
+      chunk_size: the chunk of :func:`hadamard_jax.gated_linear_attention` (64).
+      dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
+      rngs: ``nnx.Rngs``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import GatedLinearAttention
+      >>> layer = GatedLinearAttention(16, num_heads=2, rngs=nnx.Rngs(0))
+      >>> y, cache = layer(jnp.ones((2, 5, 16)))
+      >>> y.shape, cache["state"].shape  # K = 16 * 0.5 / 2, V = 16 / 2
+      ((2, 5, 16), (2, 2, 4, 8))
+      >>> cache, y_t = layer.step(cache, jnp.ones((2, 16)))
+      >>> y_t.shape
+      (2, 16)
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        *,
+        num_heads: int = 4,
+        expand_k: float = 0.5,
+        expand_v: float = 1.0,
+        use_short_conv: bool = False,
+        conv_size: int = 4,
+        gate_logit_normalizer: float = 16.0,
+        gate_low_rank_dim: int = 16,
+        clamp_min: float | None = None,
+        norm_eps: float = 1e-5,
+        chunk_size: int = 64,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
+        rngs: nnx.Rngs,
+    ):
+        self.sizes = L.check_gated_linear_attention(
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            expand_k=expand_k,
+            expand_v=expand_v,
+            use_short_conv=use_short_conv,
+            conv_size=conv_size,
+            gate_logit_normalizer=gate_logit_normalizer,
+            gate_low_rank_dim=gate_low_rank_dim,
+            clamp_min=clamp_min,
+            norm_eps=norm_eps,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+        )
+        self.hidden_size, self.num_heads = hidden_size, num_heads
+        self.expand_k, self.expand_v = expand_k, expand_v
+        self.use_short_conv, self.conv_size = use_short_conv, conv_size
+        self.gate_logit_normalizer = float(gate_logit_normalizer)
+        self.gate_low_rank_dim = gate_low_rank_dim
+        self.clamp_min = None if clamp_min is None else float(clamp_min)
+        self.norm_eps, self.chunk_size = float(norm_eps), chunk_size
+        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
+        table = L.gla_param_table(
+            hidden_size,
+            self.sizes,
+            gate_low_rank_dim=gate_low_rank_dim,
+            conv_size=conv_size,
+            use_short_conv=use_short_conv,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+        )
+        self._names = tuple(table)
+        for name, (shape, init) in table.items():
+            setattr(self, name, C.param(init, rngs.params(), shape, param_dtype))
+
+    def _params(self) -> dict[str, Any]:
+        return {k: C.value(getattr(self, k)) for k in self._names}
+
+    def _cache_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        return L.cache_shapes(
+            batch,
+            self.sizes,
+            num_heads=self.num_heads,
+            conv_size=self.conv_size,
+            use_short_conv=self.use_short_conv,
+        )
+
+    def _common(self) -> dict[str, Any]:
+        return dict(
+            sizes=self.sizes,
+            use_short_conv=self.use_short_conv,
+            gate_logit_normalizer=self.gate_logit_normalizer,
+            clamp_min=self.clamp_min,
+            norm_eps=self.norm_eps,
+            dtype=self.dtype,
+            precision=self.precision,
+        )
+
+    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
+        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
+        return {k: jnp.zeros(s, dtype) for k, s in self._cache_shapes(batch_size).items()}
+
+    def __call__(
+        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
+        L.check_call(L.GLA, x, self.hidden_size, 3)
+        L.check_cache(L.GLA, cache, self._cache_shapes(jnp.shape(x)[0]))
+        return L.gated_linear_attention(
+            x, self._params(), cache, chunk_size=self.chunk_size, **self._common()
+        )
+
+    def step(
+        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
+        ``(new cache, y_t [B, d])``."""
+        L.check_call(L.GLA, x_t, self.hidden_size, 2)
+        L.check_cache(L.GLA, cache, self._cache_shapes(jnp.shape(x_t)[0]))
+        return L.gated_linear_attention_step(cache, x_t, self._params(), **self._common())
