@@ -153,10 +153,15 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        """Float32 only, fewer sizes and rounds: about 30 s on 2 CPU cores.
+        """Float32 only, fewer sizes and rounds: about a minute on 2 CPU cores.
 
         That is the whole ``python -m hadamard_jax.bench --quick`` (JAX's import and the
-        compilations included), 29 s wall time on the development machine.
+        compilations included): 29 s wall time on the development machine before the adapters
+        and the chunked recurrences were added. At a load of ~5 on 2 cores it took 102 s
+        without them and 93 s with them (the load varied); their steps took 3 s (adapters)
+        and 14 s each (the two recurrences' memory at T=1024, nearly all XLA compiling three
+        training steps; the chunked ones take ~4.6 s each at any T). No recurrence is timed:
+        the token scan takes ~0.3 s a step at T=1024, ~4 s at T=4096.
         """
         return cls(
             sizes=(1024,),
@@ -444,10 +449,16 @@ def _run_sparse(figures: Figures, config: Config, size: dict[str, int]) -> str:
     return f"sparse/dense {r['ratio']:.3f}, update step/dense {r['update_ratio']:.1f}"
 
 
+def _slow_rounds(config: Config) -> int:
+    """Alternation rounds of the steps whose calls take up to seconds: 3 to 5 (their scripts' 5)."""
+    return min(5, max(3, config.rounds // 2))
+
+
 def _run_adapters(figures: Figures, config: Config, size: dict[str, int]) -> str:
     from hadamard_jax.bench import adapters
 
-    table = adapters.rows(adapters.REPORT_OPS, **size, rounds=max(3, config.rounds // 2))
+    n, r, batch = size["n"], size["r"], size["batch"]
+    table = adapters.rows(adapters.REPORT_OPS, n=n, r=r, batch=batch, rounds=_slow_rounds(config))
     for row in table:
         op = row["op"]
         row["temp_target"] = ADAPTER_TEMP_TARGETS.get(op)
@@ -494,7 +505,7 @@ def _run_linear_attention(figures: Figures, config: Config, op: str, spec: dict[
 
     module_name, plain = LINEAR_ATTENTION_OPS[op]
     module = importlib.import_module(f"hadamard_jax.bench.{module_name}")
-    rounds = max(3, config.rounds // 2)
+    rounds = _slow_rounds(config)
     memory_t, time_t = tuple(spec["memory_t"]), spec.get("time_t")
     if module_name == "linear_attention":
         raw = module.rows(growth_t=memory_t, time_t=time_t, rounds=rounds)
@@ -617,7 +628,7 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
     """Measures everything in ``config``; returns the figures (a JSON-serialisable dict).
 
     Args:
-      config: what to measure (:meth:`Config.quick`: about 30 s on 2 cores).
+      config: what to measure (:meth:`Config.quick`: about a minute on 2 cores).
       progress: called with one line per step as it finishes (``None``: silent). While a step
         runs, a bar is drawn on standard error if it is a terminal
         (:class:`~hadamard_jax.bench.progress.StepProgress`); elsewhere, the lines alone.
