@@ -43,14 +43,67 @@ TINY = report.Config(
     ffn={"batch": 8, "d": 8, "h": 16, "layers": 2},
     recurrence=(16, 8),
     sparse={"layers": 1, "d": 8, "h": 16},
+    adapters={"n": 32, "r": 2, "batch": 8},
+    linear_attention={"memory_t": (16,), "time_t": 16},
 )
+
+
+def _recurrence_rows(plain: str, memory_t, time_t, extra):
+    """Rows in the form of ``linear_attention.rows`` / ``delta_rule.rows`` (their keys).
+
+    The real ones compile three training steps per ``T`` (seconds each, at any size:
+    tests/test_delta_rule.py and tests/test_gated_linear_attention.py run them); the report's
+    handling of their rows is what is tested here.
+    """
+    out = []
+    for t in memory_t:
+        mib = {"token_scan": 4.0 * t, plain: 1.0 * t, "hadamard_jax": 0.2 * t}
+        out.append(
+            {
+                "kind": "memory",
+                "T": t,
+                **{f"{k}_mib": v for k, v in mib.items()},
+                "vs_token_scan": 0.05,
+                "vs_plain_chunked": 0.2,
+            }
+        )
+    if time_t is not None:
+        ms = {"token_scan": 40.0, plain: 10.0, "hadamard_jax": 8.0}
+        out.append(
+            {
+                "kind": "time",
+                "T": time_t,
+                **{f"{k}_ms": v for k, v in ms.items()},
+                "vs_token_scan": 0.2,
+                "vs_plain_chunked": 0.8,
+                **extra,
+            }
+        )
+    return out
 
 
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
+    from hadamard_jax.bench import delta_rule, linear_attention
+
     out = tmp_path_factory.mktemp("bench")
     lines: list[str] = []
-    figures = report.run_report(TINY, out_dir=out, progress=lines.append)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            linear_attention,
+            "rows",
+            lambda *, growth_t, time_t, rounds: _recurrence_rows(
+                "chunked_plain", growth_t, time_t, {"grad_err_hadamard_jax": 1e-7}
+            ),
+        )
+        mp.setattr(
+            delta_rule,
+            "rows",
+            lambda *, t, growth, rounds, time: _recurrence_rows(
+                "plain_chunked", growth, t if time else None, {"grad_rel_err": 1e-7}
+            ),
+        )
+        figures = report.run_report(TINY, out_dir=out, progress=lines.append)
     return figures, out, lines
 
 
@@ -60,8 +113,9 @@ def test_report_writes_json_png_and_prints_table(tiny_report):
     assert saved["stream"] == figures["stream"]
     assert (out / "roofline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     steps = [line for line in lines if line.startswith("[")]
-    # element-wise x2, matmul, ratios x2, gating, memory, recurrence, sparse step
-    n_steps = 2 + 1 + 2 + len(gating.NAMES) + 1 + 1 + 1
+    # element-wise x2, matmul, ratios x2, gating, memory, recurrence, sparse step, adapters,
+    # gated linear attention, gated delta rule
+    n_steps = 2 + 1 + 2 + len(gating.NAMES) + 1 + 1 + 1 + 1 + 2
     assert len(steps) == n_steps and steps[-1].startswith(f"[{n_steps}/{n_steps}]")
     text = "\n".join(lines)
     rec, sparse = saved["recurrence"], saved["sparse_step"]
@@ -233,6 +287,79 @@ def test_check_lists_deterministic_misses_apart_from_timing(tiny_report):
     assert any("FFN stack training step, swiglu: temp ours / plain 0.900 > 0.6" in m for m in det)
     text = report.format_check(report.check(figures))
     assert text.startswith("Targets missed: ") and "MISSED (deterministic): " in text
+
+
+def test_report_has_the_adapters_and_the_chunked_recurrences(tiny_report):
+    figures, out, lines = tiny_report
+    saved = json.loads((out / "report.json").read_text())
+    adapters, recurrences = saved["adapters"], saved["linear_attention"]
+    assert adapters["size"] == {"n": 32, "r": 2, "batch": 8}
+    rows = {r["op"]: r for r in adapters["rows"]}
+    assert set(rows) == {"loha", "hira", "dora"}
+    for r in rows.values():
+        assert r["temp_ours"] > 0 and r["temp_peft"] > 0 and r["time_ours_s"] > 0
+        assert r["temp_ratio"] == pytest.approx(r["temp_ours"] / r["temp_peft"])
+        assert r["residuals_ours"] and r["residuals_peft"]
+    assert rows["loha"]["temp_target"] == 0.25 and rows["loha"]["time_target"] == 0.5
+    assert rows["hira"]["temp_target"] is None and rows["hira"]["temp_met"]  # a reference
+    assert rows["loha"]["temp_met"] == (rows["loha"]["temp_ratio"] <= 0.25)
+    ops = [(r["op"], r["kind"], r["T"]) for r in recurrences["rows"]]
+    assert ops == [
+        ("gated_linear_attention", "memory", 16),
+        ("gated_linear_attention", "time", 16),
+        ("gated_delta_rule", "memory", 16),
+        ("gated_delta_rule", "time", 16),
+    ]
+    for r in recurrences["rows"]:  # the same keys for both ops
+        figure = r["mib"] if r["kind"] == "memory" else r["ms"]
+        assert set(figure) == {"token_scan", "plain_chunked", "hadamard_jax"}
+        assert set(r["ratio"]) == set(r["met"]) == {"token_scan", "plain_chunked"}
+        assert r["ratio"] == (
+            {"token_scan": 0.05, "plain_chunked": 0.2}
+            if r["kind"] == "memory"
+            else {"token_scan": 0.2, "plain_chunked": 0.8}
+        )
+        assert r["met"] == {k: v <= r["target"][k] for k, v in r["ratio"].items()}
+        assert r["target"] == report.LINEAR_ATTENTION_TARGETS[r["kind"]]
+        assert figure["plain_chunked"] == r["T"] * (1.0 if r["kind"] == "memory" else 0) or (
+            r["kind"] == "time" and figure["plain_chunked"] == 10.0 and r["grad_rel_err"] == 1e-7
+        )
+    text = "\n".join(lines)
+    assert "Adapter training steps, in = out = 32, r = 2, batch 8" in text
+    assert "| loha |" in text and "(reference)" in text
+    assert "| gated_delta_rule | 16 | memory |" in text
+    assert "| gated_linear_attention | 16 | time |" in text
+
+
+def test_check_flags_adapter_and_recurrence_memory_as_deterministic(tiny_report):
+    figures, _, _ = tiny_report
+    figures = copy.deepcopy(figures)
+    for r in figures["adapters"]["rows"]:
+        r.update(temp_met=True, time_met=True)
+    for r in figures["linear_attention"]["rows"]:
+        r["met"] = {k: True for k in r["met"]}
+    base = report.check(figures)
+    loha = next(r for r in figures["adapters"]["rows"] if r["op"] == "loha")
+    loha.update(time_ratio=0.9, time_met=False)  # slow: timing only
+    slow = next(r for r in figures["linear_attention"]["rows"] if r["kind"] == "time")
+    slow["met"]["plain_chunked"] = False
+    slow["ratio"]["plain_chunked"] = 1.7
+    misses = report.check(figures)
+    assert misses["deterministic"] == base["deterministic"]
+    new = [m for m in misses["timing"] if m not in base["timing"]]
+    assert len(new) == 2 and any("adapter loha" in m and "0.900 > 0.5" in m for m in new)
+    assert any("time ours / plain_chunked 1.700 > 1.0" in m for m in new)
+    loha.update(temp_ratio=0.6, temp_met=False)  # too much memory: deterministic
+    big = next(
+        r
+        for r in figures["linear_attention"]["rows"]
+        if r["kind"] == "memory" and r["op"] == "gated_delta_rule"
+    )
+    big["met"]["token_scan"] = False
+    big["ratio"]["token_scan"] = 0.3
+    det = [m for m in report.check(figures)["deterministic"] if m not in base["deterministic"]]
+    assert len(det) == 2 and any("temp ours / peft 0.600 > 0.25" in m for m in det)
+    assert any("gated_delta_rule T=16: temp ours / token_scan 0.300 > 0.1" in m for m in det)
 
 
 def test_cli_check_exits_1_on_a_deterministic_miss_only(tmp_path, monkeypatch, capsys):

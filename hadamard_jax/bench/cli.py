@@ -23,7 +23,7 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="float32 only, fewer sizes and rounds (about 30 s on 2 CPU cores)",
+        help="float32 only, fewer sizes and rounds (about a minute on 2 CPU cores)",
     )
     parser.add_argument(
         "--check",

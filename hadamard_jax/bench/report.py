@@ -27,7 +27,15 @@ What is measured (see :mod:`hadamard_jax.bench.timing` for the timing rules and
   XLA:CPU, which cannot share one transcendental between two outputs);
 * compiled temp bytes of a scanned gated-FFN training step and of the Flax workload (targets:
   ours <= 0.6x plain; Flax ``GatedMLP`` <= 0.45x plain and <= remat), and of the linear
-  recurrence (ours <= 0.55x ``lax.scan``, <= 0.2x ``associative_scan``).
+  recurrence (ours <= 0.55x ``lax.scan``, <= 0.2x ``associative_scan``);
+* the adapters' training steps (:mod:`hadamard_jax.bench.adapters`) against HF peft's
+  form-the-update way: compiled temp bytes (target: LoHa <= 0.25x peft; DoRA <= 1.0x), flops,
+  step time alternated (target: LoHa <= 0.5x peft) and the residuals kept; HiRA a reference;
+* the chunked matrix-state recurrences, gated linear attention
+  (:mod:`hadamard_jax.bench.linear_attention`) and the gated delta rule
+  (:mod:`hadamard_jax.bench.delta_rule`): compiled temp bytes of a training step per ``T``
+  (targets: <= 0.1x the token-by-token ``lax.scan``, <= 0.5x the chunked algorithm under plain
+  autodiff) and its time at one ``T`` (targets: <= 0.25x the token scan, <= 1.0x plain chunked).
 
 Every target is one a change can regress on this backend: ``MISSED`` in the table means
 something regressed or is wrong. :func:`check` lists the misses: deterministic ones (memory,
@@ -81,6 +89,16 @@ CPU_TRANSCENDENTALS_GEGLU = 4
 FFN_MEMORY_TARGET = 0.6
 FLAX_MEMORY_TARGET = 0.45
 RECURRENCE_MEMORY_TARGETS = {"lax_scan": 0.55, "associative_scan": 0.2}
+#: Adapter targets, ours over peft's form-the-update step (issue 26): compiled temp bytes
+#: (deterministic) and median alternated step time (timing). Ops without an entry: references.
+ADAPTER_TEMP_TARGETS = {"loha": 0.25, "dora": 1.0}
+ADAPTER_TIME_TARGETS = {"loha": 0.5}
+#: Chunked matrix-state recurrences (issue 25), ours over each baseline: memory (compiled temp
+#: bytes, deterministic) and time (median of alternated per-round ratios, timing).
+LINEAR_ATTENTION_TARGETS = {
+    "memory": {"token_scan": 0.1, "plain_chunked": 0.5},
+    "time": {"token_scan": 0.25, "plain_chunked": 1.0},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +120,13 @@ class Config:
       recurrence: ``(T, D)`` of the linear-recurrence training step (memory and time against
         ``lax.scan`` and ``associative_scan``), or ``None`` to skip it.
       sparse: ``layers, d, h`` of the sparse optimizer step (against dense adamw), or ``None``.
+      adapters: ``n, r, batch`` of the adapters' training steps (LoHa, HiRA, DoRA against
+        peft's way; ``n`` in = out features), or ``None`` to skip them.
+      linear_attention: ``{"memory_t": (T, ...), "time_t": T or None}`` of gated linear
+        attention and the gated delta rule (B=2, H=4, K=V=64 fp32): compiled temp memory at each
+        ``memory_t`` and time at ``time_t``; ``None`` to skip both. The targets hold from
+        T=1024 on: at short T the ops' fixed costs dominate (T=256: GLA 0.12x the token scan,
+        T=64: 0.37x; both deterministic misses), so keep every ``memory_t`` >= 1024.
     """
 
     stream_n: int = 4096
@@ -121,13 +146,24 @@ class Config:
     sparse: dict[str, int] | None = dataclasses.field(
         default_factory=lambda: {"layers": 2, "d": 512, "h": 2048}
     )
+    adapters: dict[str, int] | None = dataclasses.field(
+        default_factory=lambda: {"n": 4096, "r": 8, "batch": 2048}
+    )
+    linear_attention: dict[str, Any] | None = dataclasses.field(
+        default_factory=lambda: {"memory_t": (1024, 4096, 16384), "time_t": 4096}
+    )
 
     @classmethod
     def quick(cls) -> Config:
-        """Float32 only, fewer sizes and rounds: about 30 s on 2 CPU cores.
+        """Float32 only, fewer sizes and rounds: about a minute on 2 CPU cores.
 
         That is the whole ``python -m hadamard_jax.bench --quick`` (JAX's import and the
-        compilations included), 29 s wall time on the development machine.
+        compilations included): 29 s wall time on the development machine before the adapters
+        and the chunked recurrences were added. At a load of ~5 on 2 cores it took 102 s
+        without them and 93 s with them (the load varied); their steps took 3 s (adapters)
+        and 14 s each (the two recurrences' memory at T=1024, nearly all XLA compiling three
+        training steps; the chunked ones take ~4.6 s each at any T). No recurrence is timed:
+        the token scan takes ~0.3 s a step at T=1024, ~4 s at T=4096.
         """
         return cls(
             sizes=(1024,),
@@ -140,6 +176,10 @@ class Config:
             min_sample_s=0.02,
             recurrence=(4096, 256),
             sparse={"layers": 2, "d": 256, "h": 1024},
+            adapters={"n": 1024, "r": 8, "batch": 512},
+            # Memory only, at the smallest T where the targets hold (at T=256 GLA's fixed
+            # costs make it 0.12x the token scan); the token scan is too slow to time here.
+            linear_attention={"memory_t": (1024,), "time_t": None},
         )
 
 
@@ -411,6 +451,81 @@ def _run_sparse(figures: Figures, config: Config, size: dict[str, int]) -> str:
     return f"sparse/dense {r['ratio']:.3f}, update step/dense {r['update_ratio']:.1f}"
 
 
+def _slow_rounds(config: Config) -> int:
+    """Alternation rounds of the steps whose calls take up to seconds: 3 to 5 (their scripts' 5)."""
+    return min(5, max(3, config.rounds // 2))
+
+
+def _run_adapters(figures: Figures, config: Config, size: dict[str, int]) -> str:
+    from hadamard_jax.bench import adapters
+
+    n, r, batch = size["n"], size["r"], size["batch"]
+    table = adapters.rows(adapters.REPORT_OPS, n=n, r=r, batch=batch, rounds=_slow_rounds(config))
+    for row in table:
+        op = row["op"]
+        row["temp_target"] = ADAPTER_TEMP_TARGETS.get(op)
+        row["temp_met"] = row["temp_target"] is None or row["temp_ratio"] <= row["temp_target"]
+        row["time_target"] = ADAPTER_TIME_TARGETS.get(op)
+        row["time_met"] = row["time_target"] is None or row["time_ratio"] <= row["time_target"]
+    figures["adapters"] = {"size": dict(size), "rows": table}
+    return ", ".join(
+        f"{r['op']} temp {r['temp_ratio']:.3f}x, time {r['time_ratio']:.2f}x" for r in table
+    )
+
+
+#: The chunked recurrences of the report: name in the figures, module, and its plain impl.
+LINEAR_ATTENTION_OPS = {
+    "gated_linear_attention": ("linear_attention", "chunked_plain"),
+    "gated_delta_rule": ("delta_rule", "plain_chunked"),
+}
+
+
+def _linear_attention_row(op: str, plain: str, row: dict[str, Any]) -> dict[str, Any]:
+    """One of the two modules' rows in the report's form (the same keys for both ops)."""
+    kind = row["kind"]
+    unit = "mib" if kind == "memory" else "ms"
+    impls = {"token_scan": "token_scan", "plain_chunked": plain, "hadamard_jax": "hadamard_jax"}
+    ratio = {"token_scan": row["vs_token_scan"], "plain_chunked": row["vs_plain_chunked"]}
+    target = LINEAR_ATTENTION_TARGETS[kind]
+    out = {
+        "op": op,
+        "kind": kind,
+        "T": row["T"],
+        unit: {name: row[f"{impl}_{unit}"] for name, impl in impls.items()},
+        "ratio": ratio,
+        "target": target,
+        "met": {k: v <= target[k] for k, v in ratio.items()},
+    }
+    if kind == "time":
+        err = row.get("grad_rel_err", row.get("grad_err_hadamard_jax"))
+        out["grad_rel_err"] = err
+    return out
+
+
+def _run_linear_attention(figures: Figures, config: Config, op: str, spec: dict[str, Any]) -> str:
+    import importlib
+
+    module_name, plain = LINEAR_ATTENTION_OPS[op]
+    module = importlib.import_module(f"hadamard_jax.bench.{module_name}")
+    rounds = _slow_rounds(config)
+    memory_t, time_t = tuple(spec["memory_t"]), spec.get("time_t")
+    if module_name == "linear_attention":
+        raw = module.rows(growth_t=memory_t, time_t=time_t, rounds=rounds)
+    else:
+        t = time_t if time_t is not None else memory_t[0]
+        raw = module.rows(t=t, growth=memory_t, rounds=rounds, time=time_t is not None)
+    table = [_linear_attention_row(op, plain, r) for r in raw]
+    section = figures["linear_attention"] or {"targets": LINEAR_ATTENTION_TARGETS, "rows": []}
+    section["rows"].extend(table)
+    figures["linear_attention"] = section
+    last = table[-1]
+    what = "time" if last["kind"] == "time" else "temp"
+    return (
+        f"{what} at T={last['T']}: {last['ratio']['token_scan']:.3f}x token scan, "
+        f"{last['ratio']['plain_chunked']:.3f}x plain chunked"
+    )
+
+
 def _elementwise_groups(config: Config) -> list[tuple[int, str]]:
     """``(n, dtype)`` of every element-wise group; ``stream_n`` float32 always (the roof)."""
     sizes = sorted(set(config.sizes) | {config.stream_n})
@@ -450,6 +565,18 @@ def _steps(config: Config, figures: Figures) -> list[Step]:
         steps.append((f"linear recurrence {t}x{d}", run(_run_recurrence, figures, config, t, d)))
     if config.sparse is not None:
         steps.append(("sparse optimizer step", run(_run_sparse, figures, config, config.sparse)))
+    if config.adapters is not None:
+        size = config.adapters
+        label = f"adapters n={size['n']} r={size['r']} batch={size['batch']}"
+        steps.append((label, run(_run_adapters, figures, config, size)))
+    if config.linear_attention is not None:
+        spec = config.linear_attention
+        ts = ", ".join(str(t) for t in spec["memory_t"])
+        timed = f", time T={spec['time_t']}" if spec.get("time_t") is not None else ""
+        steps += [
+            (f"{op} memory T={ts}{timed}", run(_run_linear_attention, figures, config, op, spec))
+            for op in LINEAR_ATTENTION_OPS
+        ]
     return steps
 
 
@@ -503,7 +630,7 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
     """Measures everything in ``config``; returns the figures (a JSON-serialisable dict).
 
     Args:
-      config: what to measure (:meth:`Config.quick`: about 30 s on 2 cores).
+      config: what to measure (:meth:`Config.quick`: about a minute on 2 cores).
       progress: called with one line per step as it finishes (``None``: silent). While a step
         runs, a bar is drawn on standard error if it is a terminal
         (:class:`~hadamard_jax.bench.progress.StepProgress`); elsewhere, the lines alone.
@@ -511,7 +638,8 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
     Returns:
       ``{"machine", "config", "ops", "stream", "matmul_peak_gflops", "targets",
       "hadamard_vs_multiply", "gating", "training_memory", "flax_memory",
-      "flax_memory_target", "recurrence", "sparse_step", "seconds"}``.
+      "flax_memory_target", "recurrence", "sparse_step", "adapters", "linear_attention",
+      "seconds"}``.
     """
     start = time.perf_counter()
     figures: Figures = {
@@ -525,6 +653,8 @@ def measure(config: Config, *, progress: Progress | None = print) -> Figures:
         "flax_memory_target": None,
         "recurrence": None,
         "sparse_step": None,
+        "adapters": None,
+        "linear_attention": None,
     }
     steps = _steps(config, figures)
     bar = StepProgress(len(steps), emit=progress) if progress is not None else None
@@ -706,6 +836,73 @@ def _memory_table(figures: Figures) -> list[str]:
             f"{sparse['ratio']:.3f} (<= {sparse['target']} {_met(sparse)}); a mask-update step "
             f"{sparse['update_ratio']:.1f} dense steps"
         )
+    for table in (_adapters_table(figures), _linear_attention_table(figures)):
+        if table:
+            lines.append("")
+            lines.extend(table)
+    return lines
+
+
+def _target_cell(value: float, target: float | None, met: bool) -> str:
+    if target is None:
+        return f"{value:.3f} (reference)"
+    return f"{value:.3f} (<= {target} {_met_flag(met)})"
+
+
+def _adapters_table(figures: Figures) -> list[str]:
+    section = figures.get("adapters")
+    if not section:
+        return []
+    size = section["size"]
+    rows = section["rows"]
+    dtype = rows[0]["dtype"] if rows else "float32"
+    lines = [
+        f"Adapter training steps, in = out = {size['n']}, r = {size['r']}, batch "
+        f"{size['batch']}, {dtype}: ours against peft's form-the-update way "
+        "(time: median of alternated per-round ratios)",
+        "| op | temp ours / peft | temp ratio (target) | GFLOP ours / peft | step ours / peft "
+        "| time ratio (target) | residuals kept: ours / peft |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['op']} | {_mib(r['temp_ours'])} / {_mib(r['temp_peft'])} "
+            f"| {_target_cell(r['temp_ratio'], r['temp_target'], r['temp_met'])} "
+            f"| {r['flops_ours'] / 1e9:.2f} / {r['flops_peft'] / 1e9:.2f} "
+            f"| {r['time_ours_s'] * 1e3:.1f} ms / {r['time_peft_s'] * 1e3:.1f} ms "
+            f"| {_target_cell(r['time_ratio'], r['time_target'], r['time_met'])} "
+            f"| {len(r['residuals_ours'])} / {len(r['residuals_peft'])} arrays |"
+        )
+    return lines
+
+
+def _linear_attention_table(figures: Figures) -> list[str]:
+    section = figures.get("linear_attention")
+    if not section or not section["rows"]:
+        return []
+    lines = [
+        "Chunked matrix-state recurrences, B=2 H=4 K=V=64 fp32, jit(value_and_grad): compiled "
+        "temp memory and step time (median of alternated rounds), ours against the "
+        "token-by-token lax.scan and the chunked algorithm under plain autodiff",
+        "| op | T | figure | token scan | plain chunked | hadamard_jax | / token scan (target) "
+        "| / plain chunked (target) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in section["rows"]:
+        if r["kind"] == "memory":
+            cells = [_mib(r["mib"][k] * 2**20) for k in ("token_scan", "plain_chunked")]
+            ours = _mib(r["mib"]["hadamard_jax"] * 2**20)
+        else:
+            cells = [f"{r['ms'][k]:.1f} ms" for k in ("token_scan", "plain_chunked")]
+            ours = f"{r['ms']['hadamard_jax']:.1f} ms"
+        ratios = [
+            _target_cell(r["ratio"][k], r["target"][k], r["met"][k])
+            for k in ("token_scan", "plain_chunked")
+        ]
+        lines.append(
+            f"| {r['op']} | {r['T']} | {r['kind']} | {cells[0]} | {cells[1]} | {ours} "
+            f"| {ratios[0]} | {ratios[1]} |"
+        )
     return lines
 
 
@@ -774,6 +971,21 @@ def check(figures: Figures) -> dict[str, list[str]]:
                 )
         if not rec["met"]:
             tim.append(f"linear recurrence: time ratio {rec['time_ratio']:.3f} > {rec['target']}")
+    for r in (figures.get("adapters") or {}).get("rows", []):
+        where = f"adapter {r['op']} n={r['n']} r={r['r']} batch={r['batch']}"
+        if not r["temp_met"]:
+            det.append(f"{where}: temp ours / peft {r['temp_ratio']:.3f} > {r['temp_target']}")
+        if not r["time_met"]:
+            tim.append(f"{where}: median time ratio {r['time_ratio']:.3f} > {r['time_target']}")
+    for r in (figures.get("linear_attention") or {}).get("rows", []):
+        misses = det if r["kind"] == "memory" else tim
+        what = "temp" if r["kind"] == "memory" else "median time"
+        for k, met in r["met"].items():
+            if not met:
+                misses.append(
+                    f"{r['op']} T={r['T']}: {what} ours / {k} {r['ratio'][k]:.3f} > "
+                    f"{r['target'][k]}"
+                )
     sparse = figures.get("sparse_step")
     if sparse and not sparse["met"]:
         tim.append(f"sparse optimizer step: ratio {sparse['ratio']:.3f} > {sparse['target']}")
