@@ -34,6 +34,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax served from the built site, so the pages render math offline too.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
 ]
 
