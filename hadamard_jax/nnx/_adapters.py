@@ -19,15 +19,7 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 from hadamard_jax._layers import adapters as A
 from hadamard_jax._layers import options
 from hadamard_jax._src.hadamard import hadamard
-
-
-class AdapterParam(nnx.Param):
-    """An adapter parameter: a trainable ``nnx.Param`` of its own type.
-
-    ``nnx.Optimizer(model, tx, wrt=AdapterParam)`` and ``nnx.grad(..., argnums=nnx.DiffState(0,
-    AdapterParam))`` train the adapters only, leaving the base kernel (an ``nnx.Param``)
-    frozen.
-    """
+from hadamard_jax.nnx._common import AdapterParam
 
 
 def _base(

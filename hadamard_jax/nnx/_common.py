@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer
 
+from hadamard_jax._layers import params as P
+
 
 class MaskVar(nnx.Variable):
     """A mask: a non-trainable variable type of its own, kept apart from ``nnx.Param``.
@@ -62,3 +64,40 @@ def draw_key(module: str, given: Any, stored: Any, collection: str) -> jax.Array
     if isinstance(rngs, nnx.RngStream):
         return rngs()
     return jnp.asarray(rngs)
+
+
+class AdapterParam(nnx.Param):
+    """An adapter parameter: a trainable ``nnx.Param`` of its own type.
+
+    ``nnx.Optimizer(model, tx, wrt=AdapterParam)`` and ``nnx.grad(..., argnums=nnx.DiffState(0,
+    AdapterParam))`` train the adapters only, leaving the base kernel (an ``nnx.Param``)
+    frozen.
+    """
+
+
+_VARIABLE_TYPES = {P.PARAMS: nnx.Param, P.MASKS: MaskVar, P.ADAPTERS: AdapterParam}
+
+
+def build(module: nnx.Module, specs: tuple[P.Spec, ...], rngs: nnx.Rngs, param_dtype: Dtype):
+    """Create the variables of ``specs`` as attributes of ``module``, in table order.
+
+    A present spec becomes ``nnx.Param``/``MaskVar``/``AdapterParam`` (by collection; a mask
+    takes the partitioning of its ``like`` kernel unless its initialiser boxes its own); an
+    absent one is stored as ``None``.
+    """
+    for spec in specs:
+        if not spec.present:
+            setattr(module, spec.name, nnx.data(None))
+            continue
+        key = rngs.params() if spec.needs_key else jax.random.key(0)
+        value = spec.init(key, spec.shape, spec.dtype_of(param_dtype))
+        kind = _VARIABLE_TYPES[spec.collection]
+        meta = {}
+        if spec.like is not None and not isinstance(value, nnx.VariableMetadata):
+            meta = sharding_metadata(getattr(module, spec.like))
+        setattr(module, spec.name, kind(value, **meta))
+
+
+def values(module: nnx.Module, specs: tuple[P.Spec, ...], collection: str | None = None) -> dict:
+    """``{name: array or None}`` of the variables of ``specs`` (of one collection if given)."""
+    return {n: value(getattr(module, n)) for n in P.names(specs, collection)}
