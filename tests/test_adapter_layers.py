@@ -87,24 +87,14 @@ def test_optimizer_over_adapter_params_trains_only_them(name):
     assert loss(layer) < float(jnp.mean((layer.base_module(X) - y) ** 2))
 
 
-def _linen_variables(name, layer):
-    """The NNX layer's parameters as Linen variables."""
-    params = {"kernel": layer.base_module.kernel[...], "bias": layer.base_module.bias[...]}
-    adapters = {k: v[...] for k, v in nnx.to_flat_state(nnx.state(layer, hn.AdapterParam))}
-    adapters = {k[-1]: v for k, v in adapters.items()}
-    return {"params": params, "adapters": adapters}
-
-
 @pytest.mark.parametrize("name", list(RANDOM))
-def test_nnx_and_linen_agree_and_linen_merge(name):
-    kw = RANDOM[name]
-    layer = _perturb_ia3(_nnx(name, **kw))
-    variables = _linen_variables(name, layer)
-    module = getattr(hl, name)(N_OUT, **kw)
-    init = module.init(jax.random.key(0), X)
-    assert jax.tree.map(jnp.shape, init) == jax.tree.map(jnp.shape, variables)
+def test_linen_merge(name):
+    # NNX-vs-Linen outputs: tests/test_parity.py. Here: the merged kernel gives the same output.
+    module = getattr(hl, name)(N_OUT, **RANDOM[name])
+    variables = module.init(jax.random.key(0), X)
+    adapters = jax.tree.map(lambda a: a + normal(5, a.shape, scale=0.3), variables["adapters"])
+    variables = {**variables, "adapters": adapters}
     out = module.apply(variables, X)
-    np.testing.assert_allclose(out, layer(X), rtol=1e-6, atol=1e-6)
     dense = nn.Dense(N_OUT).apply(hl.merge_adapter(module, variables), X)
     np.testing.assert_allclose(dense, out, rtol=1e-5, atol=1e-5)
 
@@ -118,12 +108,11 @@ def test_linen_zero_update_at_init_and_adapter_only_grads():
     assert set(grads) == {"lora_a", "lora_b", "magnitude"}
 
 
-def test_ia3_module_and_nnx_linen_equal():
+def test_ia3_module_scales_the_features():
     l = normal(7, (N_IN,), loc=1.0)
     mod = hn.IA3(N_IN, rngs=nnx.Rngs(0))
     mod.ia3_l[...] = l
     np.testing.assert_allclose(mod(X), X * np.asarray(l), rtol=1e-6)
-    np.testing.assert_allclose(hl.IA3(N_IN).apply({"adapters": {"ia3_l": l}}, X), mod(X))
 
 
 def test_ia3_feedforward_scales_the_input_and_merges():

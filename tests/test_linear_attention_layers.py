@@ -208,25 +208,6 @@ def test_gated_linear_attention_matches_fla_port(conv, clamp_min):
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
-def test_nnx_equals_linen(kind):
-    x = _x()
-    _, linen_cls, cfg = LAYERS[kind]
-    linen = linen_cls(D, **cfg)
-    variables = linen.init(jax.random.key(1), x)
-    layer = _set(_nnx(kind), variables["params"])
-    assert set(variables["params"]) == set(layer._names)
-    y_l, c_l = linen.apply(variables, x)
-    y_n, c_n = layer(x)
-    assert_tree_allclose((y_n, c_n), (y_l, c_l), **TOL)
-    s_l = linen.apply(variables, c_l, x[:, 0], method="step")
-    s_n = layer.step(c_n, x[:, 0])
-    assert_tree_allclose(s_n, s_l, **TOL)
-    # Either method creates the same parameters.
-    v_step = linen.init(jax.random.key(1), None, x[:, 0], method="step")
-    assert jax.tree.map(jnp.shape, v_step) == jax.tree.map(jnp.shape, variables)
-
-
-@pytest.mark.parametrize("kind", sorted(LAYERS))
 def test_decode_equals_parallel(kind):
     layer = _nnx(kind)
     x = _x(seed=3)

@@ -142,33 +142,6 @@ def test_decode_step_equals_parallel_form(name):
     np.testing.assert_allclose(state, layer(x[:, :3])[1], **TOL)
 
 
-def _linen_pair(name):
-    make, names, _, n = CASES[name]
-    layer = make()
-    if name == "rglru":
-        linen = hl.RGLRU(D)
-    else:
-        linen = hl.MinGRU(N)
-    variables = {"params": _params(layer, names)}
-    return layer, linen, variables, n
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_nnx_equals_linen(name):
-    layer, linen, variables, n = _linen_pair(name)
-    x, h0 = _x(), _x((B, n), 2)
-    init = linen.init(jax.random.key(0), x)
-    assert jax.tree.map(jnp.shape, init) == jax.tree.map(jnp.shape, variables)
-    assert jax.tree.map(jnp.shape, linen.init(jax.random.key(0), h0, x[:, 0], method="step")) == (
-        jax.tree.map(jnp.shape, variables)
-    )
-    np.testing.assert_array_equal(linen.apply(variables, x, h0)[0], layer(x, h0)[0])
-    np.testing.assert_array_equal(linen.apply(variables, x)[1], layer(x)[1])
-    np.testing.assert_array_equal(
-        linen.apply(variables, h0, x[:, 0], method="step")[0], layer.step(h0, x[:, 0])[0]
-    )
-
-
 def test_transforms_nnx():
     x = _x()
 
