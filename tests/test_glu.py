@@ -20,7 +20,8 @@ from hadamard_jax import (
     swiglu,
 )
 from hadamard_jax._src.gates import GATES
-from hadamard_jax.bench import ffn_stack, gating
+from hadamard_jax._src.gates import PLAIN as GATE_PLAIN
+from hadamard_jax.bench import ffn_stack
 from tests.utils import (
     assert_tree_allclose,
     check_grads,
@@ -31,12 +32,12 @@ from tests.utils import (
 
 CLAMPED = {name for name, gate in GATES.items() if gate.clamps_value}
 # The plain jax.nn composition of every gate of the gate table (and of its approximate form,
-# as "<name>_tanh"), written independently of the library's activations: the benchmarks'
-# reference (hadamard_jax.bench.gating.PLAIN), one table for both. The output is
+# as "<name>_tanh"), written independently of the library's activations: the rows' ``plain``
+# fields (hadamard_jax._src.gates.PLAIN), the benchmarks' reference too. The output is
 # PLAIN[name](gate) * value, or * PLAIN_VALUE[name](value) for the gates that transform their
 # value (gpt-oss: clip(v, -7, 7) + 1).
-PLAIN = {name: act for name, (act, _) in gating.PLAIN.items()}
-PLAIN_VALUE = {name: value for name, (_, value) in gating.PLAIN.items() if name in CLAMPED}
+PLAIN = {name: act for name, (act, _) in GATE_PLAIN.items()}
+PLAIN_VALUE = {name: value for name, (_, value) in GATE_PLAIN.items() if name in CLAMPED}
 # Gates whose derivative is infinite at gate = +inf (the math's value there).
 UNBOUNDED_GRAD = {"squared_reglu"}
 

@@ -11,14 +11,18 @@ agree at every input.
 
 Adding a gate is one row here (plus, for a new activation, one row of ``ACTIVATIONS``) and its
 public names (``<name>`` and ``<name>_packed`` in ``glu.py``, exported from ``hadamard_jax``).
+The row carries its plain ``jax.nn`` composition (``plain``): the reference the tests and the
+benchmarks (:mod:`hadamard_jax.bench.gating`) compare the op with, collected in :data:`PLAIN`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from hadamard_jax._src import activations, checks
 
@@ -35,6 +39,9 @@ class Gate(NamedTuple):
       params: the gate's static parameters and their defaults, passed to the activation in
         this order (e.g. ``(("alpha", 1.702), ("limit", 7.0))``).
       clamps_value: the value enters as ``clip(value, -limit, limit) + 1`` (gpt-oss).
+      plain: ``act(g, *params)`` as a user writes it with ``jax.nn``/``jax.numpy``, independently
+        of ``ACTIVATIONS``: the reference of the tests and the benchmarks (:data:`PLAIN`).
+      plain_approximate: the same for the approximate form (``None`` without one).
     """
 
     name: str
@@ -43,19 +50,45 @@ class Gate(NamedTuple):
     formula: str
     params: tuple[tuple[str, float], ...] = ()
     clamps_value: bool = False
+    plain: Callable[..., jax.Array] | None = None
+    plain_approximate: Callable[..., jax.Array] | None = None
+
+
+def _plain_clamped_silu(g: jax.Array, alpha: float, limit: float) -> jax.Array:
+    g = jnp.minimum(g, limit)
+    return g * jax.nn.sigmoid(alpha * g)
 
 
 #: The gates, by name.
 GATES: dict[str, Gate] = {
     gate.name: gate
     for gate in (
-        Gate("glu", "sigmoid", None, "sigmoid(g)"),
-        Gate("bilinear", "identity", None, "g"),
-        Gate("reglu", "relu", None, "relu(g)"),
-        Gate("geglu", "gelu", "gelu_tanh", "gelu(g) = g Phi(g), exact (erf)"),
-        Gate("swiglu", "silu", None, "silu(g) = g sigmoid(g)"),
-        Gate("quick_geglu", "quick_gelu", None, "g sigmoid(1.702 g) (CLIP's QuickGELU)"),
-        Gate("squared_reglu", "squared_relu", None, "relu(g)^2 (Primer)"),
+        Gate("glu", "sigmoid", None, "sigmoid(g)", plain=jax.nn.sigmoid),
+        Gate("bilinear", "identity", None, "g", plain=lambda g: g),
+        Gate("reglu", "relu", None, "relu(g)", plain=jax.nn.relu),
+        Gate(
+            "geglu",
+            "gelu",
+            "gelu_tanh",
+            "gelu(g) = g Phi(g), exact (erf)",
+            plain=functools.partial(jax.nn.gelu, approximate=False),
+            plain_approximate=functools.partial(jax.nn.gelu, approximate=True),
+        ),
+        Gate("swiglu", "silu", None, "silu(g) = g sigmoid(g)", plain=jax.nn.silu),
+        Gate(
+            "quick_geglu",
+            "quick_gelu",
+            None,
+            "g sigmoid(1.702 g) (CLIP's QuickGELU)",
+            plain=lambda g: g * jax.nn.sigmoid(1.702 * g),
+        ),
+        Gate(
+            "squared_reglu",
+            "squared_relu",
+            None,
+            "relu(g)^2 (Primer)",
+            plain=lambda g: jnp.square(jax.nn.relu(g)),
+        ),
         Gate(
             "clamped_swiglu",
             "clamped_silu",
@@ -64,12 +97,48 @@ GATES: dict[str, Gate] = {
             "(gpt-oss)",
             params=(("alpha", 1.702), ("limit", 7.0)),
             clamps_value=True,
+            plain=_plain_clamped_silu,
         ),
     )
 }
 
 #: The gate names, in table order (the ``activation=`` choices).
 NAMES: tuple[str, ...] = tuple(GATES)
+
+Plain = tuple[Callable[[jax.Array], jax.Array], Callable[[jax.Array], jax.Array]]
+
+
+def _plain_of(gate: Gate, act: Callable[..., jax.Array]) -> Plain:
+    """``(act, value)`` at the row's default parameters: the output is ``act(g) * value(v)``."""
+    defaults = dict(gate.params)
+    values = tuple(defaults.values())
+
+    def plain_act(g: jax.Array) -> jax.Array:
+        return act(g, *values)
+
+    def plain_value(v: jax.Array) -> jax.Array:
+        if not gate.clamps_value:
+            return v
+        return jnp.clip(v, -defaults["limit"], defaults["limit"]) + 1.0
+
+    return plain_act, plain_value
+
+
+def _plain_table() -> dict[str, Plain]:
+    table = {}
+    for gate in GATES.values():
+        if gate.plain is not None:
+            table[gate.name] = _plain_of(gate, gate.plain)
+        if gate.plain_approximate is not None:
+            table[f"{gate.name}_tanh"] = _plain_of(gate, gate.plain_approximate)
+    return table
+
+
+#: The plain ``jax.nn`` composition of every gate (and of its approximate form, as
+#: ``"<name>_tanh"``) at its default parameters, from the rows' ``plain`` fields, as
+#: ``(act, value)``: the output is ``act(gate) * value(v)`` (``value`` is the identity except
+#: for a clamped gate). The reference of the tests and of :mod:`hadamard_jax.bench.gating`.
+PLAIN: dict[str, Plain] = _plain_table()
 
 
 class Spec(NamedTuple):

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 import hadamard_jax
+from hadamard_jax._src import gates
 from hadamard_jax.bench import kernels, timing
 from hadamard_jax.bench.timing import Call
 
@@ -38,28 +39,10 @@ class GateCase(NamedTuple):
     packed: bool = False
 
 
-def _clip_value(v: jax.Array) -> jax.Array:
-    return jnp.clip(v, -7.0, 7.0) + 1.0
-
-
-def _clamped(g: jax.Array) -> jax.Array:
-    g = jnp.minimum(g, 7.0)
-    return g * jax.nn.sigmoid(1.702 * g)
-
-
 #: The plain composition a user writes for each gate of the gate table (and its approximate
-#: form, ``<name>_tanh``), as ``(act, value)``: the output is ``act(gate) * value(v)``.
-PLAIN: dict[str, tuple[Callable[[jax.Array], jax.Array], Callable[[jax.Array], jax.Array]]] = {
-    "glu": (jax.nn.sigmoid, lambda v: v),
-    "bilinear": (lambda g: g, lambda v: v),
-    "reglu": (jax.nn.relu, lambda v: v),
-    "geglu": (functools.partial(jax.nn.gelu, approximate=False), lambda v: v),
-    "geglu_tanh": (functools.partial(jax.nn.gelu, approximate=True), lambda v: v),
-    "swiglu": (jax.nn.silu, lambda v: v),
-    "quick_geglu": (lambda g: g * jax.nn.sigmoid(1.702 * g), lambda v: v),
-    "squared_reglu": (lambda g: jnp.square(jax.nn.relu(g)), lambda v: v),
-    "clamped_swiglu": (_clamped, _clip_value),
-}
+#: form, ``<name>_tanh``), as ``(act, value)``: the output is ``act(gate) * value(v)``. The
+#: rows' ``plain`` fields (:data:`hadamard_jax._src.gates.PLAIN`), shared with the tests.
+PLAIN = gates.PLAIN
 
 
 def _plain_pair(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -70,10 +53,8 @@ def _plain_pair(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
 def _cases() -> dict[str, GateCase]:
     """Every gate of the gate table (two-input form), its approximate form, the packed GLU and
     the highway combination."""
-    from hadamard_jax._src.gates import GATES
-
     cases = []
-    for name, gate in GATES.items():
+    for name, gate in gates.GATES.items():
         op = getattr(hadamard_jax, name)
         cases.append(GateCase(name, op, _plain_pair(name), 2))
         if gate.approximate is not None:
