@@ -1,8 +1,7 @@
 """Regression tests of the Flax front ends (issue "Hardening"): argument checks at construction,
 one rounding rule, stacked pruning, dtype promotion, Linen L0 penalties, and the layout."""
 
-import ast
-import pathlib
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +15,6 @@ from hadamard_jax import linen as hl
 from hadamard_jax import nnx as hn
 from tests.utils import normal
 
-ROOT = pathlib.Path(__file__).resolve().parents[1] / "hadamard_jax"
 X = normal(42, (3, 4))
 
 
@@ -338,28 +336,27 @@ def test_good_arguments_still_accepted():
 # --- layout: one place for each concept --------------------------------------------------------
 
 
-def _imports(path: pathlib.Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-    return names
+@pytest.mark.parametrize("rule", [{"sparsity": 0.5}, {"threshold": 0.2}])
+def test_ste_masked_linear_is_the_public_ste_mask(rule):
+    # Once a private ste_mask(scores, sparsity, threshold) shadowed hj.ste_mask in the Flax
+    # code: both front ends' "ste" mask, and its straight-through gradient, are the public op's.
+    x, kernel, scores = normal(1, (2, 4)), normal(2, (4, 3)), normal(3, (4, 3))
 
+    def want(scores):
+        return x @ (kernel * hj.ste_mask(scores, **rule))
 
-def test_linen_imports_nothing_from_nnx():
-    for path in (ROOT / "linen").glob("*.py"):
-        bad = {n for n in _imports(path) if n.startswith("hadamard_jax.nnx")}
-        assert not bad, (path.name, bad)
-
-
-def test_no_private_ste_mask_shadowing_the_op():
-    for path in [*(ROOT / "nnx").glob("*.py"), *(ROOT / "_layers").glob("*.py")]:
-        tree = ast.parse(path.read_text())
-        defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-        assert "ste_mask" not in defined, path.name
+    layer = hn.MaskedLinear(4, 3, mask_type="ste", use_bias=False, **rule, rngs=_rngs())
+    layer.kernel[...], layer.scores[...] = kernel, scores
+    module = hl.MaskedLinear(3, mask_type="ste", use_bias=False, **rule)
+    params = {"kernel": kernel, "scores": scores}
+    np.testing.assert_array_equal(layer.current_mask(), hj.ste_mask(scores, **rule))
+    grad_want = jax.grad(lambda s: jnp.sum(want(s) ** 2))(scores)
+    grad_nnx = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(layer)["scores"][...]
+    grad_linen = jax.grad(lambda p: jnp.sum(module.apply({"params": p}, x) ** 2))(params)
+    for out in (layer(x), module.apply({"params": params}, x)):
+        np.testing.assert_allclose(out, want(scores), rtol=1e-6)
+    for grad in (grad_nnx, grad_linen["scores"]):
+        np.testing.assert_allclose(grad, grad_want, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -382,11 +379,42 @@ def test_linen_classes_document_their_attributes(cls):
             assert field in doc.split("Attributes:")[1], (cls.__name__, field)
 
 
-def test_hard_concrete_defaults_written_once():
-    text = "\n".join(
-        p.read_text() for sub in ("nnx", "linen", "_layers") for p in (ROOT / sub).glob("*.py")
-    )
-    assert text.count("2.0 / 3.0") == 1 and text.count("-0.1") == 1, "defaults copied"
+def test_hard_concrete_defaults_are_the_ops_defaults():
+    # Once the defaults (beta 2/3, gamma -0.1, zeta 1.1) were copied into each module: every
+    # entry point with the defaults gives the ops' gate and L0 penalty (the penalty depends on
+    # all three), and every signature shows the same default values.
+    log_alpha = normal(4, (4, 3), scale=2.0)
+    gate, penalty = hj.hard_concrete(None, log_alpha, deterministic=True), hj.l0_penalty(log_alpha)
+    x = normal(5, (2, 4))
+    hcg = hn.HardConcreteGate((4, 3), rngs=_rngs())
+    masked = hn.MaskedLinear(4, 3, mask_type="hard_concrete", use_bias=False, rngs=_rngs())
+    hcg.log_alpha[...] = masked.gate.log_alpha[...] = log_alpha
+    masked.kernel[...] = kernel = normal(6, (4, 3))
+    np.testing.assert_allclose(hcg(jnp.ones((4, 3)), deterministic=True), gate, rtol=1e-6)
+    np.testing.assert_allclose(masked.current_mask(deterministic=True), gate, rtol=1e-6)
+    for model in (hcg, masked):
+        np.testing.assert_allclose(model.l0_penalty(), penalty, rtol=1e-6)
+    linen = [
+        (hl.HardConcreteGate((4, 3)), {"log_alpha": log_alpha}, jnp.ones((4, 3)), gate),
+        (
+            hl.MaskedLinear(3, mask_type="hard_concrete", use_bias=False),
+            {"kernel": kernel, "gate": {"log_alpha": log_alpha}},
+            x,
+            x @ (kernel * gate),
+        ),
+    ]
+    for module, params, inputs, want in linen:
+        out, state = module.apply(
+            {"params": params}, inputs, deterministic=True, mutable="intermediates"
+        )
+        np.testing.assert_allclose(out, want, rtol=1e-6)
+        np.testing.assert_allclose(hl.l0_penalty(state), penalty, rtol=1e-6)
+    entry_points = [hj.hard_concrete, hj.l0_penalty, hn.HardConcreteGate.__init__]
+    entry_points += [hn.MaskedLinear.__init__, hl.HardConcreteGate, hl.MaskedLinear]
+    for fn in entry_points:
+        params = inspect.signature(fn).parameters
+        defaults = {k: params[k].default for k in ("beta", "gamma", "zeta")}
+        assert defaults == {"beta": 2.0 / 3.0, "gamma": -0.1, "zeta": 1.1}, fn
 
 
 # --- one rounding rule: a sparsity s prunes count_of(s, n) weights everywhere ------------------
