@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hadamard_jax._src.adapters import dora_matmul, hira_matmul, loha_matmul
+from hadamard_jax.bench import args as _args
 from hadamard_jax.bench import timing
 
 OPS = ("loha", "hira", "hira_sum", "dora")
@@ -211,18 +212,11 @@ def format_rows(table: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m hadamard_jax.bench.adapters",
-        description="Adapter training steps (LoHa, HiRA, DoRA): temp bytes, flops and time, "
-        "ours against peft's form-the-update formulas (alternated).",
-    )
+    parser = _args.parser(_PROG, _DESCRIPTION, rounds=("--rounds", 3))
     parser.add_argument("--n", type=int, default=4096, help="in = out features")
     parser.add_argument("--r", type=int, default=8, help="rank")
     parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds per op")
     parser.add_argument("--ops", default=",".join(OPS))
     args = parser.parse_args(argv)
     table = rows(
@@ -239,6 +233,13 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report,
     )
     for line in format_rows(table):
         print(line)
+
+
+_PROG = "python -m hadamard_jax.bench.adapters"
+_DESCRIPTION = (
+    "Adapter training steps (LoHa, HiRA, DoRA): temp bytes, flops and time, "
+    "ours against peft's form-the-update formulas (alternated)."
+)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,7 +21,6 @@ Run ``python -m hadamard_jax.bench.delta_rule`` (``--help``).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from jax import lax
 
 from hadamard_jax._src import delta_rule as _dr
 from hadamard_jax._src.delta_rule import gated_delta_rule
+from hadamard_jax.bench import args as _args
 from hadamard_jax.bench import kernels, timing
 
 IMPLS = ("token_scan", "plain_chunked", "hadamard_jax")
@@ -100,12 +100,7 @@ def train_step(impl: str) -> jax.stages.Wrapped:
     """``jit(value_and_grad(loss, argnums=0..4))``: ``(q, k, v, log_alpha, beta, w) -> ...``."""
     if impl not in _OPS:
         raise ValueError(f"delta_rule: impl must be one of {IMPLS}, got {impl!r}.")
-    op = _OPS[impl]
-
-    def loss(q, k, v, log_alpha, beta, w):
-        o, s = op(q, k, v, log_alpha, beta)
-        return jnp.sum(o * w) + jnp.sum(s)
-
+    loss = kernels.output_and_state_loss(_OPS[impl])
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4)))
 
 
@@ -164,37 +159,42 @@ def rows(
     out: list[dict[str, Any]] = []
     for length in growth:
         mib = {impl: compiled_temp_bytes(impl, length) / 2**20 for impl in IMPLS}
-        r_tok = mib["hadamard_jax"] / mib["token_scan"]
-        r_plain = mib["hadamard_jax"] / mib["plain_chunked"]
+        ratios = (
+            mib["hadamard_jax"] / mib["token_scan"],
+            mib["hadamard_jax"] / mib["plain_chunked"],
+        )
         out.append(
             {
                 "kind": "memory",
                 "T": length,
                 **{f"{impl}_mib": mib[impl] for impl in IMPLS},
-                "vs_token_scan": r_tok,
-                "vs_plain_chunked": r_plain,
-                "met_token_scan": r_tok <= TARGETS["memory_vs_token_scan"],
-                "met_plain_chunked": r_plain <= TARGETS["memory_vs_plain_chunked"],
+                **_versus("memory", *ratios),
             }
         )
     if time:
         samples = time_samples(t, rounds=rounds)
         ours_s = samples["hadamard_jax"]
-        r_tok = timing.median_ratio(ours_s, samples["token_scan"])
-        r_plain = timing.median_ratio(ours_s, samples["plain_chunked"])
+        ratios = [timing.median_ratio(ours_s, samples[b]) for b in ("token_scan", "plain_chunked")]
         out.append(
             {
                 "kind": "time",
                 "T": t,
                 **{f"{impl}_ms": statistics.median(samples[impl]) * 1e3 for impl in IMPLS},
-                "vs_token_scan": r_tok,
-                "vs_plain_chunked": r_plain,
-                "met_token_scan": r_tok <= TARGETS["time_vs_token_scan"],
-                "met_plain_chunked": r_plain <= TARGETS["time_vs_plain_chunked"],
+                **_versus("time", *ratios),
                 "grad_rel_err": gradient_error(t),
             }
         )
     return out
+
+
+def _versus(kind: str, r_tok: float, r_plain: float) -> dict[str, Any]:
+    """The ratios of a row against both baselines and whether each meets its ``kind`` target."""
+    return {
+        "vs_token_scan": r_tok,
+        "vs_plain_chunked": r_plain,
+        "met_token_scan": r_tok <= TARGETS[f"{kind}_vs_token_scan"],
+        "met_plain_chunked": r_plain <= TARGETS[f"{kind}_vs_plain_chunked"],
+    }
 
 
 def _met(flag: bool) -> str:
@@ -241,25 +241,24 @@ def markdown(table: Sequence[dict[str, Any]]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Prints the tables; returns the exit status (0)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m hadamard_jax.bench.delta_rule",
-        description=(
-            "Gated delta rule: jit(value_and_grad) of a scalar loss at B=2, H=4, K=V=64, fp32; "
-            "hadamard_jax.gated_delta_rule against a token-by-token lax.scan and the same "
-            "chunked algorithm with plain autodiff: compiled temp memory at several T, and "
-            "step time (timed alternately in one process) at one T."
-        ),
-    )
+    parser = _args.parser(_PROG, _DESCRIPTION, rounds=("--rounds", 5), no_time=True)
     parser.add_argument("--t", type=int, default=T_TARGET, help="T of the time table")
     parser.add_argument(
         "--growth", type=int, nargs="+", default=list(GROWTH_T), help="T of the memory table"
     )
-    parser.add_argument("--rounds", type=int, default=5, help="alternation rounds of the timing")
-    parser.add_argument("--no-time", action="store_true", help="memory figures only")
     args = parser.parse_args(argv)
     table = rows(t=args.t, growth=args.growth, rounds=args.rounds, time=not args.no_time)
     print("\n".join(markdown(table)))
     return 0
+
+
+_PROG = "python -m hadamard_jax.bench.delta_rule"
+_DESCRIPTION = (
+    "Gated delta rule: jit(value_and_grad) of a scalar loss at B=2, H=4, K=V=64, fp32; "
+    "hadamard_jax.gated_delta_rule against a token-by-token lax.scan and the same "
+    "chunked algorithm with plain autodiff: compiled temp memory at several T, and "
+    "step time (timed alternately in one process) at one T."
+)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import statistics
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from hadamard_jax._src.glu import geglu, swiglu
 from hadamard_jax.bench import args as _args
 from hadamard_jax.bench import kernels, timing
+from hadamard_jax.bench.args import SizeOptions
 
 GATES = ("swiglu", "geglu")
 IMPLS = ("plain", "hadamard_jax", "remat")
@@ -138,20 +139,18 @@ def compiled_temp_bytes(
     gate: str,
     impl: str,
     *,
-    batch: int = 2048,
-    d: int = 512,
-    h: int = 2048,
-    layers: int = 8,
     dtype: Any = jnp.float32,
     approximate: bool = False,
+    **size: Unpack[SizeOptions],
 ) -> int:
     """``memory_analysis().temp_size_in_bytes`` of the compiled training step.
 
+    ``size``: any of ``batch``, ``d``, ``h``, ``layers`` (the others as in :data:`SIZE`).
     Compiled from abstract shapes (nothing is allocated); deterministic for a given JAX/XLA
     version and backend. Cached.
     """
     step = cached_train_step(gate, impl, approximate=approximate)
-    return kernels.temp_bytes(step, *_abstract_args(batch, d, h, layers, dtype))
+    return kernels.temp_bytes(step, *_abstract_args(**_args.sized(size, SIZE), dtype=dtype))
 
 
 def memory_ratio(gate: str, impl: str = "hadamard_jax", **kwargs: Any) -> float:
@@ -163,29 +162,27 @@ def time_ratio(
     gate: str,
     *,
     repeats: int = 5,
-    batch: int = 2048,
-    d: int = 512,
-    h: int = 2048,
-    layers: int = 8,
     dtype: Any = jnp.float32,
     approximate: bool = False,
     impl: str = "hadamard_jax",
     seed: int = 0,
+    **size: Unpack[SizeOptions],
 ) -> dict[str, Any]:
     """Wall time of ``impl`` over ``"plain"``, timed alternately in one process.
 
     Both steps are compiled and run once before timing (warm-up excluded); then ``repeats``
     rounds time plain and ``impl`` back to back in alternating order
     (:func:`hadamard_jax.bench.timing.step_time_ratio`), so drifting load on a shared machine
-    hits both alike.
+    hits both alike. ``size``: any of ``batch``, ``d``, ``h``, ``layers`` (default :data:`SIZE`).
 
     Returns:
       ``{"ratio": median of per-round ratios, "ratios": [...], "plain_s": [...],
       "<impl>_s": [...]}``; a ratio below 1 means ``impl`` is faster.
     """
+    s = _args.sized(size, SIZE)
     kp, kx = jax.random.split(jax.random.key(seed))
-    params = init_params(kp, layers=layers, d=d, h=h, dtype=dtype)
-    x = init_inputs(kx, batch=batch, d=d, dtype=dtype)
+    params = init_params(kp, layers=s["layers"], d=s["d"], h=s["h"], dtype=dtype)
+    x = init_inputs(kx, batch=s["batch"], d=s["d"], dtype=dtype)
     calls = {
         name: timing.Call(cached_train_step(gate, name, approximate=approximate), (params, x))
         for name in ("plain", impl)

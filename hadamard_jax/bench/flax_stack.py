@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ from flax import nnx
 
 from hadamard_jax.bench import args as _args
 from hadamard_jax.bench import ffn_stack, kernels, timing
+from hadamard_jax.bench.args import SizeOptions
 from hadamard_jax.nnx import GatedMLP
 
 IMPLS = ("gated_mlp", "plain", "remat")
@@ -120,20 +121,16 @@ def train_step(
 
 
 @functools.cache
-def compiled_temp_bytes(
-    impl: str,
-    *,
-    batch: int = 2048,
-    d: int = 512,
-    h: int = 2048,
-    layers: int = 8,
-    dtype: Any = jnp.float32,
-) -> int:
-    """``memory_analysis().temp_size_in_bytes`` of the compiled training step of ``impl``."""
+def compiled_temp_bytes(impl: str, *, dtype: Any = jnp.float32, **size: Unpack[SizeOptions]) -> int:
+    """``memory_analysis().temp_size_in_bytes`` of the compiled training step of ``impl``.
+
+    ``size``: any of ``batch``, ``d``, ``h``, ``layers`` (the others as in ``ffn_stack.SIZE``).
+    """
     dtype = jnp.dtype(dtype)
-    _, state = _abstract(impl, layers, d, h, dtype)
-    x = jax.ShapeDtypeStruct((batch, d), dtype)
-    step = train_step(impl, layers=layers, d=d, h=h, dtype=dtype)
+    s = _args.sized(size, ffn_stack.SIZE)
+    _, state = _abstract(impl, s["layers"], s["d"], s["h"], dtype)
+    x = jax.ShapeDtypeStruct((s["batch"], s["d"]), dtype)
+    step = train_step(impl, layers=s["layers"], d=s["d"], h=s["h"], dtype=dtype)
     return kernels.temp_bytes(step, state, x)
 
 
@@ -146,31 +143,31 @@ def memory_ratios(**kwargs: Any) -> dict[str, float]:
 def time_ratio(
     *,
     repeats: int = 5,
-    batch: int = 2048,
-    d: int = 512,
-    h: int = 2048,
-    layers: int = 8,
     dtype: Any = jnp.float32,
     impl: str = "gated_mlp",
     baseline: str = "plain",
     seed: int = 0,
+    **size: Unpack[SizeOptions],
 ) -> dict[str, Any]:
     """Wall time of ``impl`` over ``baseline``, timed alternately in one process.
 
     Both steps are compiled and run once first (warm-up excluded); then ``repeats`` rounds time
     the two back to back, in alternating order
-    (:func:`hadamard_jax.bench.timing.step_time_ratio`).
+    (:func:`hadamard_jax.bench.timing.step_time_ratio`). ``size``: any of ``batch``, ``d``,
+    ``h``, ``layers`` (default ``ffn_stack.SIZE``).
 
     Returns:
       ``{"ratio": median per-round ratio, "ratios": [...], "<impl>_s": [...],
       "<baseline>_s": [...]}``; below 1 means ``impl`` is faster.
     """
+    s = _args.sized(size, ffn_stack.SIZE)
     kp, kx = jax.random.split(jax.random.key(seed))
-    x = jax.random.normal(kx, (batch, d), dtype)
+    x = jax.random.normal(kx, (s["batch"], s["d"]), dtype)
+    shape = {"layers": s["layers"], "d": s["d"], "h": s["h"]}
     calls = {}
     for name in (impl, baseline):
-        _, state = split_stack(name, kp, layers=layers, d=d, h=h, dtype=dtype)
-        step = train_step(name, layers=layers, d=d, h=h, dtype=jnp.dtype(dtype))
+        _, state = split_stack(name, kp, **shape, dtype=dtype)
+        step = train_step(name, **shape, dtype=jnp.dtype(dtype))
         calls[name] = timing.Call(step, (state, x))
     return timing.step_time_ratio(calls, impl, baseline, repeats=repeats)
 

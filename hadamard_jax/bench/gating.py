@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 import hadamard_jax
 from hadamard_jax._src import gates
+from hadamard_jax.bench import args as _args
 from hadamard_jax.bench import kernels, timing
 from hadamard_jax.bench.timing import Call
 
@@ -273,17 +274,9 @@ def eager_overhead(
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        prog="python -m hadamard_jax.bench.gating",
-        description="Gating ops, fwd+bwd: time over the plain jax.nn composition (alternated) "
-        "and transcendentals per element.",
-    )
+    parser = _args.parser(_PROG, _DESCRIPTION, rounds=("--rounds", 15))
     parser.add_argument("--sizes", default="1024,2048,4096", help="comma-separated sides n")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes")
-    parser.add_argument("--rounds", type=int, default=15, help="alternated rounds per case")
     parser.add_argument(
         "--eager", action="store_true", help="eager call time over jnp instead (n = --sizes)"
     )
@@ -302,6 +295,13 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a report,
     sizes = [int(n) for n in args.sizes.split(",")]
     for line in ratio_table(sizes, args.dtypes.split(","), rounds=args.rounds):
         print(line, flush=True)
+
+
+_PROG = "python -m hadamard_jax.bench.gating"
+_DESCRIPTION = (
+    "Gating ops, fwd+bwd: time over the plain jax.nn composition (alternated) "
+    "and transcendentals per element."
+)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -163,6 +163,24 @@ def forward_backward_call(op: str, n: int, dtype: str):
     return Call(FORWARD_BACKWARD[op], inputs(op, n, dtype))
 
 
+def output_and_state_loss(
+    op: Callable[..., tuple[jax.Array, jax.Array]],
+) -> Callable[..., jax.Array]:
+    """``loss(*inputs, w) = sum(o * w) + sum(S)`` of ``(o, S) = op(*inputs)``.
+
+    The scalar the recurrence benchmarks differentiate: a gradient reaches every input through
+    both the outputs ``o`` (weighted by ``w``, so it is not the same at every position) and the
+    final state ``S``.
+    """
+
+    def loss(*args: jax.Array) -> jax.Array:
+        *inputs, w = args
+        o, state = op(*inputs)
+        return jnp.sum(o * w) + jnp.sum(state)
+
+    return loss
+
+
 def cost_analysis(fn: jax.stages.Wrapped, *args: Any) -> dict[str, float]:
     """XLA's ``cost_analysis()`` of the jitted ``fn`` compiled for ``args`` (arrays or shapes).
 

@@ -22,7 +22,6 @@ Run ``python -m hadamard_jax.bench.linear_attention`` (``--repeats N``, ``--no-t
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ import numpy as np
 from jax import lax
 
 from hadamard_jax._src import gated_linear_attention as gla
+from hadamard_jax.bench import args as _args
 from hadamard_jax.bench import kernels, timing
 
 IMPLS = ("token_scan", "chunked_plain", "hadamard_jax")
@@ -89,13 +89,7 @@ def make_loss(impl: str, length: int) -> Callable[..., jax.Array]:
     }
     if impl not in fns:
         raise ValueError(f"linear_attention: impl must be one of {IMPLS}, got {impl!r}.")
-    fn = fns[impl]
-
-    def loss(q, k, v, log_g, h0, w):
-        o, last = fn(q, k, v, log_g, h0)
-        return jnp.sum(o * w) + jnp.sum(last)
-
-    return loss
+    return kernels.output_and_state_loss(fns[impl])
 
 
 @functools.cache
@@ -232,19 +226,20 @@ def format_rows(table: Sequence[dict[str, Any]]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
     """Prints the memory table (T = 1k, 4k, 16k) and the time table (T = 4k)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m hadamard_jax.bench.linear_attention",
-        description="Gated linear attention, B=2 H=4 K=V=64 fp32, jit(value_and_grad): token "
-        "lax.scan vs the chunked algorithm with plain autodiff vs "
-        "hadamard_jax.gated_linear_attention.",
-    )
-    parser.add_argument("--repeats", type=int, default=5, help="alternation rounds of the timing")
-    parser.add_argument("--no-time", action="store_true", help="memory figures only")
+    parser = _args.parser(_PROG, _DESCRIPTION, rounds=("--repeats", 5), no_time=True)
     parser.add_argument("--time-t", type=int, default=TIME_T, help="T of the time table")
     args = parser.parse_args(argv)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, float32\n")
     table = rows(time_t=None if args.no_time else args.time_t, rounds=args.repeats)
     print("\n".join(format_rows(table)))
+
+
+_PROG = "python -m hadamard_jax.bench.linear_attention"
+_DESCRIPTION = (
+    "Gated linear attention, B=2 H=4 K=V=64 fp32, jit(value_and_grad): token "
+    "lax.scan vs the chunked algorithm with plain autodiff vs "
+    "hadamard_jax.gated_linear_attention."
+)
 
 
 if __name__ == "__main__":  # pragma: no cover

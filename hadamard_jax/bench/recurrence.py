@@ -19,7 +19,6 @@ Run ``python -m hadamard_jax.bench.recurrence`` (``--repeats N``, ``--no-time``)
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ import numpy as np
 from jax import lax
 
 from hadamard_jax._src.linear_scan import linear_scan
+from hadamard_jax.bench import args as _args
 from hadamard_jax.bench import kernels, timing
 
 IMPLS = ("lax_scan", "associative_scan", "hadamard_jax")
@@ -207,14 +207,7 @@ def time_table(sizes: Sequence[tuple[int, int]] = SIZES, *, rounds: int = 7) -> 
 
 def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a report, run by hand
     """Prints the memory, growth and time tables (``--no-time``: memory only)."""
-    parser = argparse.ArgumentParser(
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        prog="python -m hadamard_jax.bench.recurrence",
-        description="h_t = a_t h_{t-1} + b_t, fp32, jit(value_and_grad(sum(h * w))): "
-        "lax.scan vs associative_scan vs hadamard_jax.linear_scan.",
-    )
-    parser.add_argument("--repeats", type=int, default=7, help="alternation rounds of the timing")
-    parser.add_argument("--no-time", action="store_true", help="memory figures only")
+    parser = _args.parser(_PROG, _DESCRIPTION, rounds=("--repeats", 7), no_time=True)
     args = parser.parse_args(argv)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, float32\n")
     print("Compiled temp memory of jit(value_and_grad(sum(h * w))):")
@@ -224,6 +217,13 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a rep
     if not args.no_time:
         print(f"\nTime per step (median of {args.repeats} alternated rounds):")
         print("\n".join(time_table(rounds=args.repeats)))
+
+
+_PROG = "python -m hadamard_jax.bench.recurrence"
+_DESCRIPTION = (
+    "h_t = a_t h_{t-1} + b_t, fp32, jit(value_and_grad(sum(h * w))): "
+    "lax.scan vs associative_scan vs hadamard_jax.linear_scan."
+)
 
 
 if __name__ == "__main__":  # pragma: no cover
