@@ -4,7 +4,8 @@ Every public name of :mod:`hadamard_jax`, :mod:`hadamard_jax.nnx`, :mod:`hadamar
 :mod:`hadamard_jax.sparse` and :mod:`hadamard_jax.bench` (each package's ``__all__``) is recorded
 with, for a function, its parameters (name, kind, whether it has a default); for a class, the
 parameters of its constructor (an NNX module's ``__init__``, a Linen module's or a dataclass's
-fields) and of its ``__call__``; for a constant, its value.
+fields), of its ``__call__`` and of its other public methods (``step``, ``current_mask``, ...);
+for a constant, its value.
 
 The test fails when a recorded name disappears, a parameter is lost or renamed, a parameter that
 had a default loses it, a positional parameter moves or becomes keyword-only, or a constant
@@ -37,7 +38,7 @@ POSITIONAL = ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")
 
 def _params(fn: Any, *, drop_self: bool = False) -> list[list[Any]]:
     params = list(inspect.signature(fn).parameters.values())
-    if drop_self and params and params[0].name == "self":
+    if drop_self and params and params[0].name in ("self", "cls"):
         params = params[1:]
     return [[p.name, p.kind.name, p.default is not inspect.Parameter.empty] for p in params]
 
@@ -50,6 +51,23 @@ def _own_call(cls: type) -> Any:
     return None
 
 
+def _methods(cls: type) -> dict[str, list[list[Any]]]:
+    """The public methods the library defines on ``cls`` (``step``, ``current_mask``, ...)."""
+    out = {}
+    fields = getattr(cls, "__dataclass_fields__", {})  # defaults such as kernel_init
+    for klass in reversed(cls.__mro__):
+        if not klass.__module__.startswith("hadamard_jax"):
+            continue
+        for name, member in vars(klass).items():
+            if name.startswith("_") or name in fields or name == "setup":  # setup: Flax's hook
+                continue
+            if isinstance(member, (classmethod, staticmethod)):
+                out[name] = _params(member.__func__, drop_self=isinstance(member, classmethod))
+            elif inspect.isfunction(member):
+                out[name] = _params(member, drop_self=True)
+    return dict(sorted(out.items()))
+
+
 def _describe(obj: Any) -> dict[str, Any]:
     if inspect.isclass(obj):
         from flax import nnx
@@ -59,6 +77,9 @@ def _describe(obj: Any) -> dict[str, Any]:
         call = _own_call(obj)
         if call is not None:
             entry["call"] = _params(call, drop_self=True)
+        methods = _methods(obj)
+        if methods:
+            entry["methods"] = methods
         return entry
     if callable(obj):
         return {"kind": "function", "params": _params(obj)}
@@ -126,14 +147,19 @@ def compare(recorded: dict, live: dict) -> tuple[list[str], list[str]]:
                 continue
             if old["kind"] == "constant" and old["value"] != new["value"]:
                 broken.append(f"{where}: value {old['value']} -> {new['value']}")
-            for field in ("params", "init", "call"):
-                if field in old:
-                    if field not in new:
-                        broken.append(f"{where}: {field} signature gone")
-                        continue
-                    b, a = _compare_params(f"{where} ({field})", old[field], new[field])
-                    broken += b
-                    added += a
+            signatures = {f: old[f] for f in ("params", "init", "call") if f in old}
+            now_signatures = {f: new[f] for f in signatures if f in new}
+            for method, params in old.get("methods", {}).items():
+                signatures[f"method {method}"] = params
+                if method in new.get("methods", {}):
+                    now_signatures[f"method {method}"] = new["methods"][method]
+            for field, params in signatures.items():
+                if field not in now_signatures:
+                    broken.append(f"{where}: {field} gone")
+                    continue
+                b, a = _compare_params(f"{where} ({field})", params, now_signatures[field])
+                broken += b
+                added += a
         added += [f"{package}.{name}: new public name" for name in now if name not in names]
     return broken, added
 
