@@ -50,7 +50,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from hadamard_jax._src import activations, checks, rules
+from hadamard_jax._src import activations, checks, chunked, rules
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -189,17 +189,39 @@ class _Config(NamedTuple):
     scale: float
     dtype: np.dtype  # the result dtype
     has_state: bool
+    shards: chunked.Shards | None = None  # the split of a sharded time axis
 
 
-def _to_chunks(x, n: int, c: int, dtype):
-    """``[B, T, H, ...]`` -> ``[N, B, H, C, ...]`` in ``dtype``, zero-padded to ``N * C`` steps."""
-    x = x.astype(dtype)
-    pad = n * c - x.shape[1]
-    if pad:
-        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    b, _, h, *rest = x.shape
-    x = x.reshape(b, n, c, h, *rest)
-    return jnp.moveaxis(x, (1, 2), (0, 3))
+def _local(chunk: int, q, k, v, log_alpha, beta, s0):
+    """``(o, s_last)`` of compute-dtype inputs (``q`` scaled) on one device: chunked, then
+    :func:`_chunked` (the rule). Padding steps have ``log_alpha = 0``, ``beta = 0``,
+    ``k = v = 0``: they leave the state unchanged."""
+    t = q.shape[1]
+    c = min(chunk, t)
+    xs = [chunked.to_blocks(x, t, c) for x in (q, k, v, log_alpha, beta)]
+    o, s_last = _chunked(*xs, s0)
+    return chunked.from_blocks(o, t), s_last
+
+
+def _carry(chunk: int, q, k, v, log_alpha, beta):
+    """One shard's ``(M, S_local)``: the transition ``prod_t alpha_t (I - beta_t k_t k_t^T)``
+    (``[B, H, K, K]``) and the state reached from zero (``[B, H, K, V]``).
+
+    The recurrence acts on each column of the state alone, so one chunked run over the shard
+    with the state ``[S | P]`` (``[K, V + K]``), values ``[v | 0]`` and initial state
+    ``[0 | I]`` gives both: ``S_local`` in the first ``V`` columns and ``M`` in the last ``K``.
+    """
+    b, _, h, kd = k.shape
+    vd = v.shape[-1]
+    v_aug = jnp.concatenate([v, jnp.zeros((*v.shape[:-1], kd), v.dtype)], axis=-1)
+    eye = jnp.broadcast_to(jnp.eye(kd, dtype=v.dtype), (b, h, kd, kd))
+    s0 = jnp.concatenate([jnp.zeros((b, h, kd, vd), v.dtype), eye], axis=-1)
+    _, s_last = _local(chunk, q, k, v_aug, log_alpha, beta, chunked.varying_like(s0, k))
+    return s_last[..., vd:], s_last[..., :vd]
+
+
+def _transition(m, s):
+    return _mm("...ij,...jv->...iv", m, s)
 
 
 def _impl(cfg: _Config, q, k, v, log_alpha, beta, state):
@@ -209,14 +231,19 @@ def _impl(cfg: _Config, q, k, v, log_alpha, beta, state):
     s0 = state.astype(compute) if cfg.has_state else jnp.zeros((b, h, kd, vd), compute)
     if t == 0:
         return jnp.zeros((b, 0, h, vd), cfg.dtype), s0.astype(cfg.dtype)
-    c = cfg.chunk
-    n = -(-t // c)
-    # Padding steps have log_alpha = 0, beta = 0, k = v = 0: they leave the state unchanged.
-    xs = [_to_chunks(x, n, c, compute) for x in (q, k, v, log_alpha, beta)]
+    xs = [x.astype(compute) for x in (q, k, v, log_alpha, beta)]
     xs[0] = xs[0] * jnp.asarray(cfg.scale, compute)  # scaled in the compute dtype
-    o, s_last = _chunked(*xs, s0)
-    o = jnp.moveaxis(o, (0, 3), (1, 2)).reshape(b, n * c, h, vd)[:, :t]
+    if cfg.shards is None:
+        o, s_last = _local(cfg.chunk, *xs, s0)
+    else:
+        local = functools.partial(_local, cfg.chunk)
+        carry = functools.partial(_carry, cfg.chunk)
+        o, s_last = chunked.sharded(cfg.shards, carry, _transition, _first(local), xs, s0)
     return o.astype(cfg.dtype), s_last.astype(cfg.dtype)
+
+
+def _first(fn):
+    return lambda *args: fn(*args)[0]
 
 
 _impl_jit = jax.jit(_impl, static_argnums=(0,))
@@ -299,6 +326,7 @@ def gated_delta_rule(
     initial_state: ArrayLike | None = None,
     scale: float | None = None,
     chunk_size: int = 64,
+    mesh_axis: str | tuple[str, ...] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     r"""The gated delta rule (Gated DeltaNet), chunkwise-parallel: ``(o, final_state)``.
 
@@ -369,6 +397,7 @@ def gated_delta_rule(
         scale=_scale(scale, k_dim, op),
         dtype=dtype,
         has_state=initial_state is not None,
+        shards=chunked.time_shards(op, arrays[:3], mesh_axis, t),
     )
     state = arrays[5] if initial_state is not None else None
     return _impl_jit(cfg, *arrays[:5], state)
