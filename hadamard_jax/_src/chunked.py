@@ -95,15 +95,11 @@ class Shards(NamedTuple):
 def _explicit_spec(arrays: list[Any]) -> tuple[Any, tuple[Any, ...]]:
     """``(mesh, (B, T, H) entries)`` of the first of ``arrays`` sharded under Explicit axes."""
     for x in arrays:
-        if not isinstance(x, jax.Array):
-            continue
-        sharding = jax.typeof(x).sharding
-        mesh = sharding.mesh
-        if mesh.empty or AxisType.Explicit not in mesh.axis_types:
-            continue
-        spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
-        if any(entry is not None for entry in spec[:3]):
-            return mesh, spec[:3]
+        sharding = jax.typeof(x).sharding if isinstance(x, jax.Array) else None
+        if sharding is not None and AxisType.Explicit in sharding.mesh.axis_types:
+            spec = (*sharding.spec, None, None, None)[:3]
+            if any(entry is not None for entry in spec):
+                return sharding.mesh, spec
     return None, (None, None, None)
 
 

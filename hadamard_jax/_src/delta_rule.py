@@ -36,6 +36,13 @@ linear in the tangents, so ``jvp``, ``jacfwd``, ``hessian`` and forward-over-rev
 reverse mode is JAX's transpose of that scan: it keeps the (chunked) inputs and the states at
 the chunk boundaries, ``[T/C, B, H, K, V]``, and recomputes every per-chunk matrix in the
 backward pass; never a per-token state or a ``[C, C]`` matrix per chunk.
+
+**Sequence sharding** (:func:`hadamard_jax._src.chunked.sharded`): the recurrence acts on each
+column of the state alone, so one chunked pass over a shard with the state ``[S | P]``, values
+``[v | 0]`` and initial state ``[0 | I]`` (:func:`_carry`) gives the shard's state from zero and
+its transition ``M``; the ``n`` pairs are exchanged and each shard reruns :func:`_local` (the
+rule) from its incoming state. Rerunning costs one more chunked pass, where correcting the
+outputs would need ``q_t^T (prod_{s <= t} ...)`` per token: the same chunked recurrence.
 """
 
 from __future__ import annotations
@@ -231,10 +238,10 @@ def _impl(cfg: _Config, q, k, v, log_alpha, beta, state):
     s0 = state.astype(compute) if cfg.has_state else jnp.zeros((b, h, kd, vd), compute)
     if t == 0:
         return jnp.zeros((b, 0, h, vd), cfg.dtype), s0.astype(cfg.dtype)
-    xs = [x.astype(compute) for x in (q, k, v, log_alpha, beta)]
-    xs[0] = xs[0] * jnp.asarray(cfg.scale, compute)  # scaled in the compute dtype
+    q = q.astype(compute) * jnp.asarray(cfg.scale, compute)  # scaled in the compute dtype
+    xs = [q, *(x.astype(compute) for x in (k, v, log_alpha, beta))]
     if cfg.shards is None:
-        o, s_last = _local(cfg.chunk, *xs, s0)
+        o, s_last = _local(cfg.chunk, xs[0], xs[1], xs[2], xs[3], xs[4], s0)
     else:
         local = functools.partial(_local, cfg.chunk)
         carry = functools.partial(_carry, cfg.chunk)
@@ -347,6 +354,20 @@ def gated_delta_rule(
     work, and the backward pass keeps only the inputs and the ``T / chunk_size`` chunk-boundary
     states ``[B, H, K, V]`` (see :mod:`hadamard_jax._src.delta_rule`).
 
+    Sequence sharding: when the time axis is split over a mesh axis, each device computes
+    what its tokens do to the state, ``S -> M S + S_local`` with the transition
+    ``M = prod_t alpha_t (I - beta_t k_t k_t^T)`` (``[B, H, K, K]``) and ``S_local`` the state
+    reached from zero (one chunked pass with ``K`` extra columns, ``[S | M]``), and only these
+    ``n`` pairs move between devices (an all-reduce). Each device then runs its chunks from its
+    incoming state (``initial_state`` enters the first): the one-device algorithm and rule, so
+    the backward pass keeps the inputs and chunk-boundary states as on one device. The
+    sharded forward pass costs about ``2 + K / V`` times one device's chunked pass per token
+    (the ``[S | M]`` pass and the rerun), recomputing rather than correcting the outputs (the
+    incoming state's effect on ``o_t`` is the chunked recurrence itself, not a closed form).
+    It is used when ``q`` (else ``k``, else ``v``) is sharded along ``T`` under Explicit mesh
+    axes, or when ``mesh_axis`` names the mesh axis (under ``jax.set_mesh``; Auto axes), as
+    :func:`~hadamard_jax.linear_scan` does; ``T`` must be a multiple of the number of devices.
+
     Dtypes: the result is ``jnp.result_type`` of all inputs (real floating only); the
     computation runs in float32 (float64 for float64 inputs) with ``Precision.HIGHEST``
     matmuls, so bfloat16/float16 inputs give bfloat16/float16 outputs rounded once.
@@ -360,6 +381,8 @@ def gated_delta_rule(
       initial_state: the state before the first token, ``[B, H, K, V]``; ``None`` for zeros.
       scale: the output scale; ``None`` for ``K ** -0.5``.
       chunk_size: the chunk length ``C`` (a static int >= 1); ``T`` need not be a multiple.
+      mesh_axis: the mesh axis name (or tuple of names) the time axis is split over, in the
+        mesh set by ``jax.set_mesh``; ``None`` detects it under Explicit mesh axes.
 
     Returns:
       ``(o, final_state)``: ``o`` of shape ``[B, T, H, V]`` and the state after the last token,
@@ -367,9 +390,12 @@ def gated_delta_rule(
 
     Raises:
       TypeError: an argument is not an array of a real floating dtype (integer, boolean and
-        complex inputs are refused); ``scale`` or ``chunk_size`` is not a static number.
+        complex inputs are refused); ``scale`` or ``chunk_size`` is not a static number;
+        ``mesh_axis`` is not a name.
       ValueError: the shapes do not match ``[B, T, H, K]``, ``[B, T, H, V]``, ``[B, T, H]``,
-        ``[B, H, K, V]``; ``chunk_size < 1``; ``scale`` is not finite.
+        ``[B, H, K, V]``; ``chunk_size < 1``; ``scale`` is not finite; ``mesh_axis`` is given
+        without a mesh or is not an axis of it; the sharded ``T`` is not a multiple of the
+        number of devices.
 
     Examples:
       >>> import jax, jax.numpy as jnp

@@ -38,6 +38,11 @@ function), emits ``do = scale (dQa S + Qa dS + dOd)`` and steps
 the states at the chunk starts ``[T/C, B, H, K, V]`` as the only residual besides the inputs:
 reverse mode (JAX's transpose of the tangent, a reverse scan) recomputes one chunk's quantities
 at a time and never keeps per-token states or attention matrices.
+
+**Sequence sharding** (:func:`hadamard_jax._src.chunked.sharded`): a shard's tokens map the
+state ``S`` to ``diag(exp(sum log g)) S + S_local``; :func:`_carry` computes that pair in one
+contraction, the pairs of all shards are exchanged, and :func:`_gla` (the op and its rule) runs
+on each shard from its incoming state.
 """
 
 from __future__ import annotations
@@ -482,6 +487,18 @@ def gated_linear_attention(
     states at the chunk starts (``[T / chunk_size, B, H, K, V]``), never per-token states or
     the chunks' attention matrices.
 
+    Sequence sharding: when the time axis is split over a mesh axis, each device runs the
+    chunks of its part from a zero state and only one ``[B, H, K, V]`` state and one decay
+    ``exp(sum log g)`` (``[B, H, K]``, or ``[B, H]``) per device move between devices (an
+    all-reduce of ``n`` such pairs); each device then reruns its chunks from its incoming state
+    (the one-device algorithm and rule, with ``initial_state`` entering the first device).
+    It is used when ``q`` (else ``k``, else ``v``) is sharded along ``T`` under Explicit mesh
+    axes (detected from its type), or when ``mesh_axis`` names the mesh axis (under
+    ``jax.set_mesh``; Auto axes), as :func:`~hadamard_jax.linear_scan` does. ``T`` must be a
+    multiple of the number of devices; ``T / n`` need not be a multiple of ``chunk_size``.
+    Derivatives of any order work as on one device, and their communication is again ``n``
+    state-sized pairs.
+
     Args:
       q: queries, ``[B, T, H, K]``.
       k: keys, ``[B, T, H, K]``.
@@ -493,6 +510,8 @@ def gated_linear_attention(
         A gate per key dimension with resets (``-inf``) or log-decays spanning more than 43
         inside a chunk takes an exact but slower path (``[C, C, K]`` decays): a smaller
         ``chunk_size`` makes it cheaper.
+      mesh_axis: the mesh axis name (or tuple of names) the time axis is split over, in the
+        mesh set by ``jax.set_mesh``; ``None`` detects it under Explicit mesh axes.
 
     Returns:
       ``(o, final_state)``: ``o`` of shape ``[B, T, H, V]`` in ``result_type(q, k, v, log_g)``
@@ -501,9 +520,11 @@ def gated_linear_attention(
 
     Raises:
       TypeError: an argument is not a real array (complex dtypes are refused); ``chunk_size`` is
-        not an int; ``scale`` is not a static number.
+        not an int; ``scale`` is not a static number; ``mesh_axis`` is not a name.
       ValueError: ``q`` is not rank 4; ``k``, ``v``, ``log_g`` or ``initial_state`` do not match
-        ``q``'s shape; ``chunk_size < 1``; ``scale`` is not finite.
+        ``q``'s shape; ``chunk_size < 1``; ``scale`` is not finite; ``mesh_axis`` is given
+        without a mesh or is not an axis of it; the sharded ``T`` is not a multiple of the
+        number of devices.
 
     Examples:
       >>> import jax.numpy as jnp
