@@ -20,8 +20,9 @@ from tests.utils import run_on_8_cpu_devices
 
 _SETUP = textwrap.dedent(
     """
-    import re
+    import contextlib, io, re
     import numpy as np, jax, jax.numpy as jnp
+    import jax.ad_checkpoint
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
     import hadamard_jax as hj
 
@@ -80,6 +81,21 @@ _SETUP = textwrap.dedent(
         heads = "model" if "model" in mesh.axis_names else None
         return [put(mesh, x, None, "seq", heads) for x in xs] + [put(mesh, h0, None, heads)]
 
+    def assert_residuals(fn, *args):
+        # The backward pass keeps the inputs, the n exchanged pairs and the chunk-boundary
+        # states [T/C, B, H, K, V] (2 chunks per shard): no [B, T, H, V] array (2 * 44 * 2 * 6
+        # elements), no [C, C] matrix per chunk (8 * 2 * 2 * 8 * 8).
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            jax.ad_checkpoint.print_saved_residuals(fn, *args)
+        lines = [l for l in out.getvalue().splitlines() if "from the argument" not in l]
+        assert lines, out.getvalue()
+        for line in lines:
+            text = re.sub(r"@(\\([^)]*\\)|\\w+)", "", line.split()[0])  # shardings off
+            shape = [int(d) for d in re.search(r"\\[([\\d,]*)\\]", text)[1].split(",") if d]
+            # (shard_map stacks its per-device residuals: count elements, not shapes)
+            assert int(np.prod(shape)) <= 2 * N * B * H * K * V, line
+
     def assert_not_a_multiple(call):
         # T = 42 over 4 shards: a ValueError naming the time axis and the mesh axes.
         with jax.set_mesh(auto_mesh()):
@@ -135,6 +151,8 @@ _GLA = textwrap.dedent(
         jvp = jax.jit(lambda q, dq: jax.jvp(
             lambda q: gla(q, xs[1], xs[1], xs[2], chunk_size=C)[0], (q,), (dq,)))
         _, t = jvp(xs[0], dq)
+        assert_residuals(lambda q, k, v, g: jnp.sum(gla(q, k, v, g, chunk_size=C)[0]),
+                         xs[0], xs[1], put(mesh, v, None, "seq", "model"), xs[2])
     _, t_ref = jax.jvp(lambda q: gla(q, k, k, g, chunk_size=C)[0], (q,), (v[..., :K],))
     assert_close(t, t_ref, "jvp")
     assert_not_a_multiple(lambda n: gla(q[:, :n], k[:, :n], v[:, :n], g[:, :n],
