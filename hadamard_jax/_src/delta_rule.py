@@ -36,6 +36,13 @@ linear in the tangents, so ``jvp``, ``jacfwd``, ``hessian`` and forward-over-rev
 reverse mode is JAX's transpose of that scan: it keeps the (chunked) inputs and the states at
 the chunk boundaries, ``[T/C, B, H, K, V]``, and recomputes every per-chunk matrix in the
 backward pass; never a per-token state or a ``[C, C]`` matrix per chunk.
+
+**Sequence sharding** (:func:`hadamard_jax._src.chunked.sharded`): the recurrence acts on each
+column of the state alone, so one chunked pass over a shard with the state ``[S | P]``, values
+``[v | 0]`` and initial state ``[0 | I]`` (:func:`_carry`) gives the shard's state from zero and
+its transition ``M``; the ``n`` pairs are exchanged and each shard reruns :func:`_local` (the
+rule) from its incoming state. Rerunning costs one more chunked pass, where correcting the
+outputs would need ``q_t^T (prod_{s <= t} ...)`` per token: the same chunked recurrence.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from hadamard_jax._src import activations, checks, rules
+from hadamard_jax._src import activations, checks, chunked, rules
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -189,17 +196,39 @@ class _Config(NamedTuple):
     scale: float
     dtype: np.dtype  # the result dtype
     has_state: bool
+    shards: chunked.Shards | None = None  # the split of a sharded time axis
 
 
-def _to_chunks(x, n: int, c: int, dtype):
-    """``[B, T, H, ...]`` -> ``[N, B, H, C, ...]`` in ``dtype``, zero-padded to ``N * C`` steps."""
-    x = x.astype(dtype)
-    pad = n * c - x.shape[1]
-    if pad:
-        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    b, _, h, *rest = x.shape
-    x = x.reshape(b, n, c, h, *rest)
-    return jnp.moveaxis(x, (1, 2), (0, 3))
+def _local(chunk: int, q, k, v, log_alpha, beta, s0):
+    """``(o, s_last)`` of compute-dtype inputs (``q`` scaled) on one device: chunked, then
+    :func:`_chunked` (the rule). Padding steps have ``log_alpha = 0``, ``beta = 0``,
+    ``k = v = 0``: they leave the state unchanged."""
+    t = q.shape[1]
+    c = min(chunk, t)
+    xs = [chunked.to_blocks(x, t, c) for x in (q, k, v, log_alpha, beta)]
+    o, s_last = _chunked(*xs, s0)
+    return chunked.from_blocks(o, t), s_last
+
+
+def _carry(chunk: int, q, k, v, log_alpha, beta):
+    """One shard's ``(M, S_local)``: the transition ``prod_t alpha_t (I - beta_t k_t k_t^T)``
+    (``[B, H, K, K]``) and the state reached from zero (``[B, H, K, V]``).
+
+    The recurrence acts on each column of the state alone, so one chunked run over the shard
+    with the state ``[S | P]`` (``[K, V + K]``), values ``[v | 0]`` and initial state
+    ``[0 | I]`` gives both: ``S_local`` in the first ``V`` columns and ``M`` in the last ``K``.
+    """
+    b, _, h, kd = k.shape
+    vd = v.shape[-1]
+    v_aug = jnp.concatenate([v, jnp.zeros((*v.shape[:-1], kd), v.dtype)], axis=-1)
+    eye = jnp.broadcast_to(jnp.eye(kd, dtype=v.dtype), (b, h, kd, kd))
+    s0 = jnp.concatenate([jnp.zeros((b, h, kd, vd), v.dtype), eye], axis=-1)
+    _, s_last = _local(chunk, q, k, v_aug, log_alpha, beta, chunked.varying_like(s0, k))
+    return s_last[..., vd:], s_last[..., :vd]
+
+
+def _transition(m, s):
+    return _mm("...ij,...jv->...iv", m, s)
 
 
 def _impl(cfg: _Config, q, k, v, log_alpha, beta, state):
@@ -209,14 +238,19 @@ def _impl(cfg: _Config, q, k, v, log_alpha, beta, state):
     s0 = state.astype(compute) if cfg.has_state else jnp.zeros((b, h, kd, vd), compute)
     if t == 0:
         return jnp.zeros((b, 0, h, vd), cfg.dtype), s0.astype(cfg.dtype)
-    c = cfg.chunk
-    n = -(-t // c)
-    # Padding steps have log_alpha = 0, beta = 0, k = v = 0: they leave the state unchanged.
-    xs = [_to_chunks(x, n, c, compute) for x in (q, k, v, log_alpha, beta)]
-    xs[0] = xs[0] * jnp.asarray(cfg.scale, compute)  # scaled in the compute dtype
-    o, s_last = _chunked(*xs, s0)
-    o = jnp.moveaxis(o, (0, 3), (1, 2)).reshape(b, n * c, h, vd)[:, :t]
+    q = q.astype(compute) * jnp.asarray(cfg.scale, compute)  # scaled in the compute dtype
+    xs = [q, *(x.astype(compute) for x in (k, v, log_alpha, beta))]
+    if cfg.shards is None:
+        o, s_last = _local(cfg.chunk, xs[0], xs[1], xs[2], xs[3], xs[4], s0)
+    else:
+        local = functools.partial(_local, cfg.chunk)
+        carry = functools.partial(_carry, cfg.chunk)
+        o, s_last = chunked.sharded(cfg.shards, carry, _transition, _first(local), xs, s0)
     return o.astype(cfg.dtype), s_last.astype(cfg.dtype)
+
+
+def _first(fn):
+    return lambda *args: fn(*args)[0]
 
 
 _impl_jit = jax.jit(_impl, static_argnums=(0,))
@@ -299,6 +333,7 @@ def gated_delta_rule(
     initial_state: ArrayLike | None = None,
     scale: float | None = None,
     chunk_size: int = 64,
+    mesh_axis: str | tuple[str, ...] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     r"""The gated delta rule (Gated DeltaNet), chunkwise-parallel: ``(o, final_state)``.
 
@@ -319,6 +354,20 @@ def gated_delta_rule(
     work, and the backward pass keeps only the inputs and the ``T / chunk_size`` chunk-boundary
     states ``[B, H, K, V]`` (see :mod:`hadamard_jax._src.delta_rule`).
 
+    Sequence sharding: when the time axis is split over a mesh axis, each device computes
+    what its tokens do to the state, ``S -> M S + S_local`` with the transition
+    ``M = prod_t alpha_t (I - beta_t k_t k_t^T)`` (``[B, H, K, K]``) and ``S_local`` the state
+    reached from zero (one chunked pass with ``K`` extra columns, ``[S | M]``), and only these
+    ``n`` pairs move between devices (an all-reduce). Each device then runs its chunks from its
+    incoming state (``initial_state`` enters the first): the one-device algorithm and rule, so
+    the backward pass keeps the inputs and chunk-boundary states as on one device. The
+    sharded forward pass costs about ``2 + K / V`` times one device's chunked pass per token
+    (the ``[S | M]`` pass and the rerun), recomputing rather than correcting the outputs (the
+    incoming state's effect on ``o_t`` is the chunked recurrence itself, not a closed form).
+    It is used when ``q`` (else ``k``, else ``v``) is sharded along ``T`` under Explicit mesh
+    axes, or when ``mesh_axis`` names the mesh axis (under ``jax.set_mesh``; Auto axes), as
+    :func:`~hadamard_jax.linear_scan` does; ``T`` must be a multiple of the number of devices.
+
     Dtypes: the result is ``jnp.result_type`` of all inputs (real floating only); the
     computation runs in float32 (float64 for float64 inputs) with ``Precision.HIGHEST``
     matmuls, so bfloat16/float16 inputs give bfloat16/float16 outputs rounded once.
@@ -332,6 +381,8 @@ def gated_delta_rule(
       initial_state: the state before the first token, ``[B, H, K, V]``; ``None`` for zeros.
       scale: the output scale; ``None`` for ``K ** -0.5``.
       chunk_size: the chunk length ``C`` (a static int >= 1); ``T`` need not be a multiple.
+      mesh_axis: the mesh axis name (or tuple of names) the time axis is split over, in the
+        mesh set by ``jax.set_mesh``; ``None`` detects it under Explicit mesh axes.
 
     Returns:
       ``(o, final_state)``: ``o`` of shape ``[B, T, H, V]`` and the state after the last token,
@@ -339,9 +390,12 @@ def gated_delta_rule(
 
     Raises:
       TypeError: an argument is not an array of a real floating dtype (integer, boolean and
-        complex inputs are refused); ``scale`` or ``chunk_size`` is not a static number.
+        complex inputs are refused); ``scale`` or ``chunk_size`` is not a static number;
+        ``mesh_axis`` is not a name.
       ValueError: the shapes do not match ``[B, T, H, K]``, ``[B, T, H, V]``, ``[B, T, H]``,
-        ``[B, H, K, V]``; ``chunk_size < 1``; ``scale`` is not finite.
+        ``[B, H, K, V]``; ``chunk_size < 1``; ``scale`` is not finite; ``mesh_axis`` is given
+        without a mesh or is not an axis of it; the sharded ``T`` is not a multiple of the
+        number of devices.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -369,6 +423,7 @@ def gated_delta_rule(
         scale=_scale(scale, k_dim, op),
         dtype=dtype,
         has_state=initial_state is not None,
+        shards=chunked.time_shards(op, arrays[:3], mesh_axis, t),
     )
     state = arrays[5] if initial_state is not None else None
     return _impl_jit(cfg, *arrays[:5], state)

@@ -38,6 +38,11 @@ function), emits ``do = scale (dQa S + Qa dS + dOd)`` and steps
 the states at the chunk starts ``[T/C, B, H, K, V]`` as the only residual besides the inputs:
 reverse mode (JAX's transpose of the tangent, a reverse scan) recomputes one chunk's quantities
 at a time and never keeps per-token states or attention matrices.
+
+**Sequence sharding** (:func:`hadamard_jax._src.chunked.sharded`): a shard's tokens map the
+state ``S`` to ``diag(exp(sum log g)) S + S_local``; :func:`_carry` computes that pair in one
+contraction, the pairs of all shards are exchanged, and :func:`_gla` (the op and its rule) runs
+on each shard from its incoming state.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from hadamard_jax._src import activations, checks, rules
+from hadamard_jax._src import activations, checks, chunked, rules
 
 OP = "gated_linear_attention"
 STEP_OP = "gated_linear_attention_step"
@@ -71,28 +76,21 @@ def _reset_floor(dtype) -> float:
     return float(np.log(np.finfo(dtype).tiny))
 
 
-# --- layout -------------------------------------------------------------------------------------
+# --- layout (the shared chunk layout: :mod:`hadamard_jax._src.chunked`) ---------------------------
 
 
 def _padded_length(cfg: _Config) -> int:
-    return -(-cfg.length // cfg.chunk) * cfg.chunk
+    return chunked.num_chunks(cfg.length, cfg.chunk) * cfg.chunk
 
 
 def _to_blocks(cfg: _Config, x: jax.Array) -> jax.Array:
     """``[B, T, H, ...]`` -> ``[N, B, H, C, ...]`` (chunk major), padded with zeros."""
-    pad = _padded_length(cfg) - cfg.length
-    if pad:
-        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    b, t, h = x.shape[:3]
-    x = x.reshape(b, t // cfg.chunk, cfg.chunk, h, *x.shape[3:])
-    return jnp.transpose(x, (1, 0, 3, 2, *range(4, x.ndim)))
+    return chunked.to_blocks(x, cfg.length, cfg.chunk)
 
 
 def _from_blocks(cfg: _Config, x: jax.Array) -> jax.Array:
     """``[N, B, H, c, V]`` -> ``[B, T, H, V]`` (the padding sliced off)."""
-    n, b, h, c = x.shape[:4]
-    x = jnp.transpose(x, (1, 0, 3, 2, *range(4, x.ndim)))
-    return x.reshape(b, n * c, h, *x.shape[4:])[:, : cfg.length]
+    return chunked.from_blocks(x, cfg.length)
 
 
 def _gate_blocks(cfg: _Config, log_g: jax.Array) -> jax.Array:
@@ -251,14 +249,12 @@ def _forward_batched(cfg: _Config, q, k, v, g, h0):
 
 def _padded(cfg: _Config, x: jax.Array) -> jax.Array:
     """``[B, T, H, ...]`` padded with zeros to whole chunks along time."""
-    pad = _padded_length(cfg) - cfg.length
-    return jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)) if pad else x
+    return chunked.padded(x, cfg.length, cfg.chunk)
 
 
 def _chunk_of(cfg: _Config, x: jax.Array, n) -> jax.Array:
     """Chunk ``n`` of a padded ``[B, Tp, H, ...]`` array as ``[B, H, C, ...]``."""
-    x = lax.dynamic_slice_in_dim(x, n * cfg.chunk, cfg.chunk, axis=1)
-    return jnp.swapaxes(x, 1, 2)
+    return chunked.chunk_of(x, n, cfg.chunk)
 
 
 def _gates(cfg: _Config, g: jax.Array) -> jax.Array:
@@ -348,6 +344,47 @@ def _gla_jvp(cfg, primals, tangents):
 _gla_jit = jax.jit(_gla, static_argnums=(0,))
 
 
+# --- sequence sharding (:func:`hadamard_jax._src.chunked.sharded`) -------------------------------
+
+
+def _carry(cfg: _Config, q, k, v, g):
+    """One shard's ``(decay, S_local)``, the affine map its tokens apply to the state.
+
+    ``decay = exp(sum_t log g_t)``, ``[B, H, G, 1]``; ``S_local = sum_t (k_t * exp(sum_{m > t}
+    log g_m)) v_t^T``, ``[B, H, K, V]``: the state reached from zero, as one contraction over
+    the shard's tokens (every exponent a sum of gates, ``<= 0`` for decaying gates; a reset is
+    ``-inf``, an exact 0). ``q`` is not used.
+    """
+    del q
+    floor = _reset_floor(k.dtype)
+    g = _gates(cfg, g)
+    g_inf = jnp.where(g <= floor, jnp.full_like(g, -jnp.inf), g)
+    to_end = jnp.exp(_exclusive_reverse_cumsum(g_inf, axis=1))
+    s = jnp.einsum("bthk,bthv->bhkv", k * to_end, v)
+    return jnp.exp(jnp.sum(g_inf, axis=1))[..., None], s
+
+
+def _decay(decay, h):
+    return decay * h
+
+
+def _gla_sharded(cfg: _Config, shards: chunked.Shards, q, k, v, g, h0):
+    """``(o, final_state)`` with the time axis split over ``shards``: each shard's
+    ``(decay, S_local)`` exchanged, then :func:`_gla` (the rule) on each shard from its incoming
+    state. ``T / n`` need not be a multiple of the chunk size (each shard pads its own end)."""
+    span = cfg.length // shards.devices
+    local_cfg = cfg._replace(length=span, chunk=min(cfg.chunk, span))
+
+    def local(q, k, v, g, h):
+        return _gla(local_cfg, q, k, v, g, h)[0]
+
+    carry = functools.partial(_carry, local_cfg)
+    return chunked.sharded(shards, carry, _decay, local, [q, k, v, g], h0)
+
+
+_gla_sharded_jit = jax.jit(_gla_sharded, static_argnums=(0, 1))
+
+
 # --- argument checks ----------------------------------------------------------------------------
 
 
@@ -424,6 +461,7 @@ def gated_linear_attention(
     initial_state: ArrayLike | None = None,
     scale: float | None = None,
     chunk_size: int = 64,
+    mesh_axis: str | tuple[str, ...] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     r"""Gated linear attention, chunkwise-parallel, with a forward- and reverse-mode rule.
 
@@ -449,6 +487,18 @@ def gated_linear_attention(
     states at the chunk starts (``[T / chunk_size, B, H, K, V]``), never per-token states or
     the chunks' attention matrices.
 
+    Sequence sharding: when the time axis is split over a mesh axis, each device runs the
+    chunks of its part from a zero state and only one ``[B, H, K, V]`` state and one decay
+    ``exp(sum log g)`` (``[B, H, K]``, or ``[B, H]``) per device move between devices (an
+    all-reduce of ``n`` such pairs); each device then reruns its chunks from its incoming state
+    (the one-device algorithm and rule, with ``initial_state`` entering the first device).
+    It is used when ``q`` (else ``k``, else ``v``) is sharded along ``T`` under Explicit mesh
+    axes (detected from its type), or when ``mesh_axis`` names the mesh axis (under
+    ``jax.set_mesh``; Auto axes), as :func:`~hadamard_jax.linear_scan` does. ``T`` must be a
+    multiple of the number of devices; ``T / n`` need not be a multiple of ``chunk_size``.
+    Derivatives of any order work as on one device, and their communication is again ``n``
+    state-sized pairs.
+
     Args:
       q: queries, ``[B, T, H, K]``.
       k: keys, ``[B, T, H, K]``.
@@ -460,6 +510,8 @@ def gated_linear_attention(
         A gate per key dimension with resets (``-inf``) or log-decays spanning more than 43
         inside a chunk takes an exact but slower path (``[C, C, K]`` decays): a smaller
         ``chunk_size`` makes it cheaper.
+      mesh_axis: the mesh axis name (or tuple of names) the time axis is split over, in the
+        mesh set by ``jax.set_mesh``; ``None`` detects it under Explicit mesh axes.
 
     Returns:
       ``(o, final_state)``: ``o`` of shape ``[B, T, H, V]`` in ``result_type(q, k, v, log_g)``
@@ -468,9 +520,11 @@ def gated_linear_attention(
 
     Raises:
       TypeError: an argument is not a real array (complex dtypes are refused); ``chunk_size`` is
-        not an int; ``scale`` is not a static number.
+        not an int; ``scale`` is not a static number; ``mesh_axis`` is not a name.
       ValueError: ``q`` is not rank 4; ``k``, ``v``, ``log_g`` or ``initial_state`` do not match
-        ``q``'s shape; ``chunk_size < 1``; ``scale`` is not finite.
+        ``q``'s shape; ``chunk_size < 1``; ``scale`` is not finite; ``mesh_axis`` is given
+        without a mesh or is not an axis of it; the sharded ``T`` is not a multiple of the
+        number of devices.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -498,11 +552,14 @@ def gated_linear_attention(
     out, compute, state_dtype = _dtypes(q, k, v, log_g, h0)
     q, k, v, log_g = (jnp.asarray(x).astype(compute) for x in (q, k, v, log_g))
     h0 = jnp.zeros((b, h, kd, vd), compute) if h0 is None else jnp.asarray(h0).astype(compute)
+    shards = chunked.time_shards(op, [q, k, v], mesh_axis, t)
     if t == 0:
         return jnp.zeros((b, 0, h, vd), out), h0.astype(state_dtype)
-    chunk = min(chunk, t) if t < chunk else chunk
-    cfg = _Config(t, chunk, scalar, scale_)
-    o, last = _gla_jit(cfg, q, k, v, log_g, h0)
+    cfg = _Config(t, min(chunk, t), scalar, scale_)
+    if shards is not None:
+        o, last = _gla_sharded_jit(cfg, shards, q, k, v, log_g, h0)
+    else:
+        o, last = _gla_jit(cfg, q, k, v, log_g, h0)
     return o.astype(out), last.astype(state_dtype)
 
 

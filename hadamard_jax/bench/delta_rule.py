@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from hadamard_jax._src import chunked as _chunked
 from hadamard_jax._src import delta_rule as _dr
 from hadamard_jax._src.delta_rule import gated_delta_rule
 from hadamard_jax.bench import args as _args
@@ -76,11 +77,12 @@ def plain_chunked(q, k, v, log_alpha, beta):
     """The library's chunked algorithm with no derivative rule (JAX's autodiff through it)."""
     b, t, h, kd = q.shape
     chunk = min(CHUNK, t)
-    n = -(-t // chunk)
-    xs = [_dr._to_chunks(x, n, chunk, jnp.float32) for x in (q * kd**-0.5, k, v, log_alpha, beta)]
+    xs = [
+        _chunked.to_blocks(x.astype(jnp.float32), t, chunk)
+        for x in (q * kd**-0.5, k, v, log_alpha, beta)
+    ]
     o, s = _dr._scan(xs, jnp.zeros((b, h, kd, v.shape[-1]), jnp.float32))
-    o = jnp.moveaxis(o, (0, 3), (1, 2)).reshape(b, n * chunk, h, v.shape[-1])[:, :t]
-    return o, s
+    return _chunked.from_blocks(o, t), s
 
 
 def ours(q, k, v, log_alpha, beta):
