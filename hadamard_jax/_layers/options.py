@@ -164,78 +164,6 @@ def _linear(
 # --- one function per module --------------------------------------------------------------------
 
 
-def check_glu(
-    *,
-    out_features: Any,
-    activation: Any,
-    approximate: Any,
-    fused_kernel: Any,
-    use_bias: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    in_features: Any = None,
-) -> None:
-    """``GLU``'s arguments (``in_features``: NNX only)."""
-    op = "GLU"
-    if in_features is not None:
-        size(in_features, "in_features", op)
-    size(out_features, "out_features", op)
-    gate(activation, approximate, op)
-    flag(fused_kernel, "fused_kernel", op)
-    _linear(
-        op,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-    )
-
-
-def check_gated_mlp(
-    *,
-    hidden_features: Any,
-    out_features: Any,
-    activation: Any,
-    approximate: Any,
-    use_bias: Any,
-    dropout_rate: Any,
-    deterministic: Any,
-    masked: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    down_kernel_init: Any,
-    rng_collection: Any,
-    in_features: Any = None,
-    ia3: Any = False,
-) -> None:
-    """``GatedMLP``'s arguments (``in_features``: NNX only)."""
-    op = "GatedMLP"
-    if in_features is not None:
-        size(in_features, "in_features", op)
-    size(hidden_features, "hidden_features", op)
-    optional_size(out_features, "out_features", op)
-    gate(activation, approximate, op)
-    rate(dropout_rate, "dropout_rate", op)
-    optional_flag(deterministic, op)
-    flag(masked, "masked", op)
-    flag(ia3, "ia3", op)
-    _linear(
-        op,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-    )
-    function(down_kernel_init, "down_kernel_init", op, optional=True)
-    string(rng_collection, "rng_collection", op)
-
-
 def check_highway(
     *,
     features: Any,
@@ -504,3 +432,8 @@ def check_gated_attention(
     optional_size(out_features, "out_features", op)
     rate(dropout_rate, "dropout_rate", op)
     return heads
+
+
+def pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``{name: obj.name}``: the options a module hands to its family's pure apply function."""
+    return {name: getattr(obj, name) for name in names}

@@ -13,12 +13,12 @@ from hadamard_jax.linen._adapters import LoHaLinear as LoHaLinear
 from hadamard_jax.linen._adapters import merge_adapter as merge_adapter
 from hadamard_jax.linen._gated import GatedMultiHeadAttention as GatedMultiHeadAttention
 from hadamard_jax.linen._gated import GatedRMSNorm as GatedRMSNorm
+from hadamard_jax.linen._glu import GLU as GLU
+from hadamard_jax.linen._glu import GatedMLP as GatedMLP
 from hadamard_jax.linen._linear_attention import GatedDeltaNet as GatedDeltaNet
 from hadamard_jax.linen._linear_attention import (
     GatedLinearAttention as GatedLinearAttention,
 )
-from hadamard_jax.linen._modules import GLU as GLU
-from hadamard_jax.linen._modules import GatedMLP as GatedMLP
 from hadamard_jax.linen._modules import GatedResidual as GatedResidual
 from hadamard_jax.linen._modules import HardConcreteGate as HardConcreteGate
 from hadamard_jax.linen._modules import Highway as Highway
