@@ -7,7 +7,7 @@ static options as keywords; the modules only create parameters, hold state and d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -46,23 +46,6 @@ def dense(
     if bias is not None:
         y = y + jnp.broadcast_to(bias, y.shape)
     return y
-
-
-def highway(
-    x: Any,
-    params: Params,
-    *,
-    activation: Callable[[jax.Array], jax.Array],
-    dtype: Dtype | None,
-    precision: PrecisionLike,
-) -> jax.Array:
-    """The ``Highway`` layer ``T * H + (1 - T) * x`` with ``H = act(x W_H + b_H)`` and the
-    transform gate ``T = sigmoid(x W_T + b_T)``."""
-    names = ("kernel", "bias", "gate_kernel", "gate_bias")
-    x, kh, bh, kt, bt = promote((x, *(params.get(k) for k in names)), dtype)
-    h = activation(dense(x, kh, bh, precision))
-    t = jax.nn.sigmoid(dense(x, kt, bt, precision))
-    return hj.highway(h, t, x)
 
 
 def masked_kernel(kernel: Any, mask: Any) -> jax.Array:

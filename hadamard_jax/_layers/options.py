@@ -164,67 +164,6 @@ def _linear(
 # --- one function per module --------------------------------------------------------------------
 
 
-def check_highway(
-    *,
-    features: Any,
-    activation: Any,
-    use_bias: Any,
-    gate_bias_init: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-) -> None:
-    """``Highway``'s arguments."""
-    op = "Highway"
-    size(features, "features", op)
-    function(activation, "activation", op)
-    function(gate_bias_init, "gate_bias_init", op)
-    _linear(
-        op,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-    )
-
-
-def check_gated_residual(
-    *,
-    hidden_features: Any,
-    out_features: Any,
-    context_features: Any,
-    dropout_rate: Any,
-    deterministic: Any,
-    use_bias: Any,
-    epsilon: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    in_features: Any = None,
-) -> None:
-    """``GatedResidual``'s arguments (``in_features``: NNX only)."""
-    op = "GatedResidual"
-    if in_features is not None:
-        size(in_features, "in_features", op)
-    size(hidden_features, "hidden_features", op)
-    optional_size(out_features, "out_features", op)
-    optional_size(context_features, "context_features", op)
-    rate(dropout_rate, "dropout_rate", op)
-    optional_flag(deterministic, op)
-    checks.static_real(epsilon, "epsilon", op, lambda v: v > 0, "a finite number > 0")
-    _linear(
-        op,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-    )
-
-
 def check_mask(*, shape: Any, mask_init: Any, fill: Any) -> Shape:
     """``Mask``'s arguments; returns the shape as a tuple."""
     op = "Mask"

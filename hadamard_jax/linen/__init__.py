@@ -19,9 +19,7 @@ from hadamard_jax.linen._linear_attention import GatedDeltaNet as GatedDeltaNet
 from hadamard_jax.linen._linear_attention import (
     GatedLinearAttention as GatedLinearAttention,
 )
-from hadamard_jax.linen._modules import GatedResidual as GatedResidual
 from hadamard_jax.linen._modules import HardConcreteGate as HardConcreteGate
-from hadamard_jax.linen._modules import Highway as Highway
 from hadamard_jax.linen._modules import Mask as Mask
 from hadamard_jax.linen._modules import MaskedLinear as MaskedLinear
 from hadamard_jax.linen._prune import l0_penalty as l0_penalty
@@ -29,6 +27,8 @@ from hadamard_jax.linen._prune import mask_sparsity as mask_sparsity
 from hadamard_jax.linen._prune import prune as prune
 from hadamard_jax.linen._recurrent import RGLRU as RGLRU
 from hadamard_jax.linen._recurrent import MinGRU as MinGRU
+from hadamard_jax.linen._residual import GatedResidual as GatedResidual
+from hadamard_jax.linen._residual import Highway as Highway
 
 __all__ = [
     "GLU",
