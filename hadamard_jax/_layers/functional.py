@@ -140,21 +140,3 @@ def gated_input(x: Any, z: jax.Array) -> jax.Array:
 def l0_penalty(log_alpha: Any, *, beta: float, gamma: float, zeta: float) -> jax.Array:
     """The expected number of non-zero gates of one ``HardConcreteGate``."""
     return hj.l0_penalty(log_alpha, beta=beta, gamma=gamma, zeta=zeta)
-
-
-def gated_rms_norm(
-    x: Any,
-    gate: Any,
-    scale: Any,
-    *,
-    eps: float,
-    activation: str,
-    norm_before_gate: bool,
-    dtype: Dtype | None,
-) -> jax.Array:
-    """The :class:`GatedRMSNorm` layer: Flax's dtype promotion, then
-    :func:`hadamard_jax.gated_rms_norm` over the last axis."""
-    x, gate, scale = promote((x, gate, scale), dtype)
-    return hj.gated_rms_norm(
-        x, gate, scale, eps=eps, activation=activation, norm_before_gate=norm_before_gate
-    )

@@ -1,6 +1,6 @@
 """Argument checks, defaults and constants of the Flax modules, shared by NNX and Linen.
 
-One check function per module (:func:`check_glu`, :func:`check_gated_mlp`, ...), called by the
+One check function per module (here or in the family's own ``_layers/<family>.py``), called by the
 NNX ``__init__`` and the Linen ``__post_init__``, so that both front ends judge every argument
 at construction time, the same way, with the checks of :mod:`hadamard_jax._src.checks`: a bad
 argument is a ``TypeError`` (wrong kind: a string for a number, a float for a size, a non-bool
@@ -310,67 +310,6 @@ def first(*args: Any) -> Any:
         if a is not None:
             return a
     return None
-
-
-def check_gated_rms_norm(
-    *,
-    eps: Any,
-    activation: Any,
-    norm_before_gate: Any,
-    dtype: Any,
-    param_dtype: Any,
-    scale_init: Any,
-    num_features: Any = None,
-) -> None:
-    """``GatedRMSNorm``'s arguments (``num_features``: NNX only)."""
-    op = "GatedRMSNorm"
-    if num_features is not None:
-        size(num_features, "num_features", op)
-    checks.static_real(eps, "eps", op, lambda v: v > 0, "a number > 0")
-    gates.plain_spec_of(activation, op)
-    flag(norm_before_gate, "norm_before_gate", op)
-    dtypes(dtype, param_dtype, op)
-    function(scale_init, "scale_init", op)
-
-
-#: The ``gate=`` choices of ``GatedMultiHeadAttention``: a gate per element of each head's
-#: output, one per head, or none (Flax's ``MultiHeadAttention``).
-ATTENTION_GATES = ("elementwise", "headwise")
-
-
-def check_attention_gate(gate: Any, normalize_qk: Any, op: str = "GatedMultiHeadAttention") -> None:
-    """``gate=`` (``"elementwise"``, ``"headwise"`` or ``None``); ``normalize_qk`` needs none."""
-    if gate is None:
-        return
-    checks.check_choice(gate, "gate", op, ATTENTION_GATES)
-    if flag(normalize_qk, "normalize_qk", op):
-        raise ValueError(
-            f"{op}: normalize_qk=True normalises the fused query and gate projection; use "
-            "gate=None with normalize_qk, or normalize_qk=False with a gate."
-        )
-
-
-def check_gated_attention(
-    *,
-    gate: Any,
-    normalize_qk: Any,
-    num_heads: Any,
-    qkv_features: Any,
-    out_features: Any,
-    dropout_rate: Any,
-    op: str = "GatedMultiHeadAttention",
-) -> int:
-    """``GatedMultiHeadAttention``'s own arguments, NNX and Linen alike (construction time).
-
-    ``gate`` and ``normalize_qk`` (:func:`check_attention_gate`), the sizes, and
-    ``dropout_rate`` in ``[0, 1)`` (Flax's attention accepts any float: at 2.0 a training call
-    returned zeros). Returns ``num_heads``."""
-    check_attention_gate(gate, normalize_qk, op)
-    heads = size(num_heads, "num_heads", op)
-    optional_size(qkv_features, "qkv_features", op)
-    optional_size(out_features, "out_features", op)
-    rate(dropout_rate, "dropout_rate", op)
-    return heads
 
 
 def pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:

@@ -11,8 +11,10 @@ from hadamard_jax.linen._adapters import HiRALinear as HiRALinear
 from hadamard_jax.linen._adapters import IA3Linear as IA3Linear
 from hadamard_jax.linen._adapters import LoHaLinear as LoHaLinear
 from hadamard_jax.linen._adapters import merge_adapter as merge_adapter
-from hadamard_jax.linen._gated import GatedMultiHeadAttention as GatedMultiHeadAttention
-from hadamard_jax.linen._gated import GatedRMSNorm as GatedRMSNorm
+from hadamard_jax.linen._gated_attention import (
+    GatedMultiHeadAttention as GatedMultiHeadAttention,
+)
+from hadamard_jax.linen._gated_norm import GatedRMSNorm as GatedRMSNorm
 from hadamard_jax.linen._glu import GLU as GLU
 from hadamard_jax.linen._glu import GatedMLP as GatedMLP
 from hadamard_jax.linen._linear_attention import GatedDeltaNet as GatedDeltaNet
