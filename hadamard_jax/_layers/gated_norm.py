@@ -14,7 +14,7 @@ import hadamard_jax as hj
 from hadamard_jax._layers import docstrings, options
 from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import params as P
-from hadamard_jax._src import checks, gates
+from hadamard_jax._src import gates
 
 #: The options ``GatedRMSNorm`` hands to :func:`gated_rms_norm`.
 GATED_RMS_NORM_APPLY = ("eps", "activation", "norm_before_gate", "dtype")
@@ -32,25 +32,25 @@ scale_init: initializer of ``scale`` ``[d]`` (default ones).
 """
 
 
-def check_gated_rms_norm(
-    *,
-    eps: Any,
-    activation: Any,
-    norm_before_gate: Any,
-    dtype: Any,
-    param_dtype: Any,
-    scale_init: Any,
-    num_features: Any = None,
-) -> None:
-    """``GatedRMSNorm``'s arguments (``num_features``: NNX only)."""
-    op = "GatedRMSNorm"
-    if num_features is not None:
-        options.size(num_features, "num_features", op)
-    checks.static_real(eps, "eps", op, lambda v: v > 0, "a number > 0")
-    gates.plain_spec_of(activation, op)
-    options.flag(norm_before_gate, "norm_before_gate", op)
-    options.dtypes(dtype, param_dtype, op)
-    options.function(scale_init, "scale_init", op)
+def _plain_gate(value: Any, name: str, op: str) -> None:
+    gates.plain_spec_of(value, op)
+
+
+#: ``GatedRMSNorm``'s arguments, each with its check (``num_features``: NNX only).
+GATED_RMS_NORM_CHECKS = {
+    "num_features": options.optional_size,
+    "eps": options.positive,
+    "activation": _plain_gate,
+    "norm_before_gate": options.flag,
+    "dtype": options.dtype,
+    "param_dtype": options.param_dtype,
+    "scale_init": options.function,
+}
+
+
+def check_gated_rms_norm(**args: Any) -> None:
+    """``GatedRMSNorm``'s arguments (:data:`GATED_RMS_NORM_CHECKS`)."""
+    options.check_args("GatedRMSNorm", args, GATED_RMS_NORM_CHECKS)
 
 
 def gated_rms_norm_params(num_features: int, o: Any) -> tuple[P.Spec, ...]:

@@ -54,31 +54,21 @@ use_bias: add biases to the projections.
 {DENSE_ARGS}"""
 
 
-def check_glu(
-    *,
-    out_features: Any,
-    activation: Any,
-    approximate: Any,
-    fused_kernel: Any,
-    use_bias: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    precision: Any = None,
-    in_features: Any = None,
-) -> None:
-    """``GLU``'s arguments (``in_features``: NNX only; ``precision`` goes to ``lax`` as is)."""
-    op = "GLU"
-    if in_features is not None:
-        options.size(in_features, "in_features", op)
-    options.size(out_features, "out_features", op)
-    options.gate(activation, approximate, op)
-    options.flag(fused_kernel, "fused_kernel", op)
-    options.flag(use_bias, "use_bias", op)
-    options.dtypes(dtype, param_dtype, op)
-    options.function(kernel_init, "kernel_init", op)
-    options.function(bias_init, "bias_init", op)
+#: ``GLU``'s arguments, each with its check (``in_features``: NNX only).
+GLU_CHECKS = {
+    "in_features": options.optional_size,
+    "out_features": options.size,
+    "activation": options.anything,  # with approximate, below
+    "approximate": options.anything,
+    "fused_kernel": options.flag,
+    **options.DENSE,
+}
+
+
+def check_glu(**args: Any) -> None:
+    """``GLU``'s arguments (:data:`GLU_CHECKS`; the gate by :func:`.options.gate`)."""
+    options.check_args("GLU", args, GLU_CHECKS)
+    options.gate(args["activation"], args["approximate"], "GLU")
 
 
 def glu_params(in_features: int, o: Any) -> tuple[P.Spec, ...]:
@@ -141,43 +131,24 @@ rng_collection: the rng stream that dropout draws from (``"dropout"``).
 """
 
 
-def check_gated_mlp(
-    *,
-    hidden_features: Any,
-    out_features: Any,
-    activation: Any,
-    approximate: Any,
-    use_bias: Any,
-    dropout_rate: Any,
-    deterministic: Any,
-    masked: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    down_kernel_init: Any,
-    rng_collection: Any,
-    precision: Any = None,
-    in_features: Any = None,
-    ia3: Any = False,
-) -> None:
-    """``GatedMLP``'s arguments (``in_features``: NNX only)."""
-    op = "GatedMLP"
-    if in_features is not None:
-        options.size(in_features, "in_features", op)
-    options.size(hidden_features, "hidden_features", op)
-    options.optional_size(out_features, "out_features", op)
-    options.gate(activation, approximate, op)
-    options.rate(dropout_rate, "dropout_rate", op)
-    options.optional_flag(deterministic, op)
-    options.flag(masked, "masked", op)
-    options.flag(ia3, "ia3", op)
-    options.flag(use_bias, "use_bias", op)
-    options.dtypes(dtype, param_dtype, op)
-    options.function(kernel_init, "kernel_init", op)
-    options.function(bias_init, "bias_init", op)
-    options.function(down_kernel_init, "down_kernel_init", op, optional=True)
-    options.string(rng_collection, "rng_collection", op)
+#: ``GatedMLP``'s arguments, each with its check (``in_features``: NNX only).
+GATED_MLP_CHECKS = {
+    **GLU_CHECKS,
+    "hidden_features": options.size,
+    "out_features": options.optional_size,
+    "dropout_rate": options.rate,
+    "deterministic": options.deterministic,
+    "masked": options.flag,
+    "ia3": options.flag,
+    "down_kernel_init": options.optional_function,
+    "rng_collection": options.string,
+}
+
+
+def check_gated_mlp(**args: Any) -> None:
+    """``GatedMLP``'s arguments (:data:`GATED_MLP_CHECKS`; the gate by :func:`.options.gate`)."""
+    options.check_args("GatedMLP", args, GATED_MLP_CHECKS)
+    options.gate(args["activation"], args["approximate"], "GatedMLP")
 
 
 def gated_mlp_params(in_features: int, o: Any) -> tuple[P.Spec, ...]:

@@ -315,3 +315,56 @@ def first(*args: Any) -> Any:
 def pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
     """``{name: obj.name}``: the options a module hands to its family's pure apply function."""
     return {name: getattr(obj, name) for name in names}
+
+
+# --- a family's arguments as a table: {argument: check(value, name, op)} ------------------------
+
+
+def anything(value: Any, name: str, op: str) -> Any:
+    """Not checked here (``precision`` goes to ``lax`` as is; a pair checked together)."""
+    return value
+
+
+def optional_function(value: Any, name: str, op: str) -> None:
+    """``None`` or a callable."""
+    function(value, name, op, optional=True)
+
+
+def deterministic(value: Any, name: str, op: str) -> bool | None:
+    """``deterministic=``: ``None`` or a static bool."""
+    return optional_flag(value, op)
+
+
+def dtype(value: Any, name: str, op: str) -> None:
+    """``None`` (inferred) or a dtype."""
+    checks.check_dtype_arg(value, name, op)
+
+
+def param_dtype(value: Any, name: str, op: str) -> None:
+    """A dtype (``None`` refused)."""
+    dtypes(None, value, op)
+
+
+def positive(value: Any, name: str, op: str) -> float:
+    """A static real number > 0."""
+    return checks.static_real(value, name, op, lambda v: v > 0, "a number > 0")
+
+
+#: The arguments every projection has (as ``nnx.Linear``/``nn.Dense``).
+DENSE = {
+    "use_bias": flag,
+    "dtype": dtype,
+    "param_dtype": param_dtype,
+    "precision": anything,
+    "kernel_init": function,
+    "bias_init": function,
+}
+
+
+def check_args(op: str, args: dict[str, Any], table: dict[str, Any]) -> None:
+    """Checks each argument in ``args`` with its row of ``table``; an argument without a row is
+    a ``TypeError`` (a front end passing what its family does not declare)."""
+    for name, value in args.items():
+        if name not in table:
+            raise TypeError(f"{op}: unexpected argument {name!r}.")
+        table[name](value, name, op)

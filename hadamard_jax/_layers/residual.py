@@ -39,27 +39,18 @@ gate_bias_init: initializer of ``b_T`` (default ``constant(-2.0)``: the layer st
 {DENSE_ARGS}"""
 
 
-def check_highway(
-    *,
-    features: Any,
-    activation: Any,
-    use_bias: Any,
-    gate_bias_init: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    precision: Any = None,
-) -> None:
-    """``Highway``'s arguments (``precision`` goes to ``lax`` as is)."""
-    op = "Highway"
-    options.size(features, "features", op)
-    options.function(activation, "activation", op)
-    options.function(gate_bias_init, "gate_bias_init", op)
-    options.flag(use_bias, "use_bias", op)
-    options.dtypes(dtype, param_dtype, op)
-    options.function(kernel_init, "kernel_init", op)
-    options.function(bias_init, "bias_init", op)
+#: ``Highway``'s arguments, each with its check.
+HIGHWAY_CHECKS = {
+    "features": options.size,
+    "activation": options.function,
+    "gate_bias_init": options.function,
+    **options.DENSE,
+}
+
+
+def check_highway(**args: Any) -> None:
+    """``Highway``'s arguments (:data:`HIGHWAY_CHECKS`)."""
+    options.check_args("Highway", args, HIGHWAY_CHECKS)
 
 
 def highway_params(o: Any) -> tuple[P.Spec, ...]:
@@ -106,36 +97,26 @@ epsilon: LayerNorm epsilon.
 {DENSE_ARGS}"""
 
 
-def check_gated_residual(
-    *,
-    hidden_features: Any,
-    out_features: Any,
-    context_features: Any,
-    dropout_rate: Any,
-    deterministic: Any,
-    use_bias: Any,
-    epsilon: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    precision: Any = None,
-    in_features: Any = None,
-) -> None:
-    """``GatedResidual``'s arguments (``in_features``: NNX only)."""
-    op = "GatedResidual"
-    if in_features is not None:
-        options.size(in_features, "in_features", op)
-    options.size(hidden_features, "hidden_features", op)
-    options.optional_size(out_features, "out_features", op)
-    options.optional_size(context_features, "context_features", op)
-    options.rate(dropout_rate, "dropout_rate", op)
-    options.optional_flag(deterministic, op)
-    checks.static_real(epsilon, "epsilon", op, lambda v: v > 0, "a finite number > 0")
-    options.flag(use_bias, "use_bias", op)
-    options.dtypes(dtype, param_dtype, op)
-    options.function(kernel_init, "kernel_init", op)
-    options.function(bias_init, "bias_init", op)
+def _epsilon(value: Any, name: str, op: str) -> float:
+    return checks.static_real(value, name, op, lambda v: v > 0, "a finite number > 0")
+
+
+#: ``GatedResidual``'s arguments, each with its check (``in_features``: NNX only).
+GATED_RESIDUAL_CHECKS = {
+    "in_features": options.optional_size,
+    "hidden_features": options.size,
+    "out_features": options.optional_size,
+    "context_features": options.optional_size,
+    "dropout_rate": options.rate,
+    "deterministic": options.deterministic,
+    "epsilon": _epsilon,
+    **options.DENSE,
+}
+
+
+def check_gated_residual(**args: Any) -> None:
+    """``GatedResidual``'s arguments (:data:`GATED_RESIDUAL_CHECKS`)."""
+    options.check_args("GatedResidual", args, GATED_RESIDUAL_CHECKS)
 
 
 def gated_residual(
