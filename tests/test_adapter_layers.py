@@ -245,7 +245,7 @@ def test_gated_mlp_ia3_nnx_equals_linen_and_plain():
 def test_gated_mlp_ia3_grads_equal_the_plain_composition(dropout):
     """Both paths: ``l`` as the fused op's hidden mask, and ``l`` folded into the down kernel
     (with dropout's keep-mask in the mask slot)."""
-    from hadamard_jax._layers import functional as F
+    from hadamard_jax._layers import glu as F
 
     p, key, rate = _mlp_params(), jax.random.key(3), 0.25
     kw = dict(activation="swiglu", approximate=False, dtype=None, precision=None)
@@ -275,7 +275,7 @@ def test_gated_mlp_ia3_grads_equal_the_plain_composition(dropout):
 def test_gated_mlp_ia3_keeps_the_rule_residuals(capsys):
     """``l`` adds only itself (the fused op's ``[1, 1, H]`` mask) or, with dropout, weight-sized
     arrays (``l`` and the scaled down kernel): never a ``[..., H]`` activation."""
-    from hadamard_jax._layers import functional as F
+    from hadamard_jax._layers import glu as F
 
     p, kw = _mlp_params(), dict(activation="swiglu", approximate=False, dtype=None, precision=None)
     without = {k: v for k, v in p.items() if k != "ia3_l"}

@@ -149,3 +149,31 @@ def test_attention_errors_name_the_argument():
         hl.GatedMultiHeadAttention(HEADS, gate=1)
     with pytest.raises(ValueError, match="num_heads must be >= 1"):
         hl.GatedMultiHeadAttention(0)
+
+
+# --- docstrings generated from the tables -------------------------------------------------------
+
+
+@pytest.mark.parametrize("front", [hn, hl])
+def test_docstrings_list_every_gate_of_the_gate_table(front):
+    """A gate added to the table appears in every docstring that lists the choices, NNX and
+    Linen alike, and no placeholder is left unfilled."""
+    from hadamard_jax._src import gates
+
+    for cls in (front.GLU, front.GatedMLP):
+        for name in gates.NAMES:
+            assert f'``"{name}"``' in cls.__doc__, (cls, name)
+    plain = [g.name for g in gates.GATES.values() if not g.clamps_value]
+    clamped = [g.name for g in gates.GATES.values() if g.clamps_value]
+    doc = front.GatedRMSNorm.__doc__
+    assert all(f'``"{n}"``' in doc for n in plain) and not any(f'``"{n}"``' in doc for n in clamped)
+    for name in ("GLU", "GatedMLP", "Highway", "GatedResidual", "GatedRMSNorm"):
+        assert "{{" not in getattr(front, name).__doc__, name
+    assert '``"headwise"``' in front.GatedMultiHeadAttention.__doc__
+
+
+def test_unexpected_argument_to_a_family_check_is_refused():
+    from hadamard_jax._layers import glu
+
+    with pytest.raises(TypeError, match="GLU: unexpected argument 'outfeatures'"):
+        glu.check_glu(outfeatures=3, activation="swiglu", approximate=False)

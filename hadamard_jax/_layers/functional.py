@@ -7,7 +7,7 @@ static options as keywords; the modules only create parameters, hold state and d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -18,7 +18,6 @@ from jax import lax
 
 import hadamard_jax as hj
 from hadamard_jax._src import checks
-from hadamard_jax._src import glu as _glu
 
 Params = Mapping[str, Any]
 
@@ -47,118 +46,6 @@ def dense(
     if bias is not None:
         y = y + jnp.broadcast_to(bias, y.shape)
     return y
-
-
-def glu(
-    x: Any,
-    params: Params,
-    *,
-    activation: str,
-    approximate: bool,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
-) -> jax.Array:
-    """The ``GLU`` projection. ``params`` holds either ``kernel`` [d, 2n] (value columns
-    first, then gate columns) and ``bias`` [2n], or ``gate_kernel``/``value_kernel`` [d, n] and
-    ``gate_bias``/``value_bias`` [n]. Returns ``[..., n]``."""
-    if "kernel" in params:
-        x, k, b = promote((x, params["kernel"], params.get("bias")), dtype)
-        y = dense(x, k, b, precision)
-        return _glu.gated_packed(activation, y, axis=-1, approximate=approximate, op="GLU")
-    names = ("gate_kernel", "value_kernel", "gate_bias", "value_bias")
-    x, kg, kv, bg, bv = promote((x, *(params.get(k) for k in names)), dtype)
-    g, v = dense(x, kg, bg, precision), dense(x, kv, bv, precision)
-    return _glu.gated(activation, g, v, approximate=approximate, op="GLU")
-
-
-GATED_MLP_KERNELS = ("gate_kernel", "up_kernel", "down_kernel")
-
-
-def gated_mlp(
-    x: Any,
-    params: Params,
-    masks: Params | None = None,
-    *,
-    activation: str,
-    approximate: bool,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
-    dropout_rate: float = 0.0,
-    dropout_key: jax.Array | None = None,
-) -> jax.Array:
-    """The ``GatedMLP`` block through the fused :func:`hadamard_jax.gated_mlp` op.
-
-    ``masks`` (``gate_mask``, ``up_mask``, ``down_mask``; ``GatedMLP(masked=True)``) select the
-    kernels (masked weights exactly zero, zero gradient). With ``dropout_key`` (not
-    deterministic and ``dropout_rate > 0``) the hidden layer ``act(g) * u`` gets inverted
-    dropout: a boolean keep-mask passed into the fused op, scaled by ``1 / (1 - rate)``.
-
-    ``params["ia3_l"]`` (``GatedMLP(ia3=True)``, shape ``[hidden]``) is (IA)^3's learned scale
-    of the hidden layer, ``h = act(g) * u * l``. Without dropout it is the fused op's floating
-    ``hidden_mask`` (shape ``[1, ..., 1, hidden]``), so the rule's residuals stay ``x``, ``g``,
-    ``u`` and the weights (``l`` among them); with dropout the boolean keep-mask takes that
-    slot and ``l`` scales the rows of the down kernel instead (``(h * l) W_d = h (l[:, None] *
-    W_d)``, through :func:`hadamard_jax.hadamard`), a weight-sized ``[hidden, out]`` input in
-    place of an activation-sized floating mask.
-    """
-    kernels = {k: params[k] for k in GATED_MLP_KERNELS}
-    if masks is not None:
-        for k in GATED_MLP_KERNELS:
-            kernels[k] = masked_kernel(kernels[k], masks[k.replace("kernel", "mask")])
-    x, kg, ku, kd, bg, bu, bd, ia3 = promote(
-        (
-            x,
-            kernels["gate_kernel"],
-            kernels["up_kernel"],
-            kernels["down_kernel"],
-            params.get("gate_bias"),
-            params.get("up_bias"),
-            params.get("down_bias"),
-            params.get("ia3_l"),
-        ),
-        dtype,
-    )
-    hidden_mask, scale = None, 1.0
-    if dropout_key is not None and dropout_rate > 0:
-        shape = tuple(x.shape[:-1]) + (kg.shape[-1],)
-        hidden_mask = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, shape)
-        scale = 1.0 / (1.0 - dropout_rate)
-    if ia3 is not None:
-        if hidden_mask is None:  # the fused op's differentiable floating mask
-            hidden_mask = jnp.reshape(ia3, (1,) * (x.ndim - 1) + (-1,))
-        else:  # the keep-mask holds the slot: scale the down kernel's rows
-            kd = hj.hadamard(kd, jnp.reshape(ia3, (-1, 1)), broadcast=True)
-    return hj.gated_mlp(
-        x,
-        kg,
-        ku,
-        kd,
-        activation=activation,
-        approximate=approximate,
-        b_gate=bg,
-        b_up=bu,
-        b_down=bd,
-        hidden_mask=hidden_mask,
-        hidden_scale=scale,
-        precision=precision,
-    )
-
-
-def highway(
-    x: Any,
-    params: Params,
-    *,
-    activation: Callable[[jax.Array], jax.Array],
-    dtype: Dtype | None,
-    precision: PrecisionLike,
-) -> jax.Array:
-    """The ``Highway`` layer ``T * H + (1 - T) * x`` with ``H = act(x W_H + b_H)`` and the
-    transform gate ``T = sigmoid(x W_T + b_T)``."""
-    names = ("kernel", "bias", "gate_kernel", "gate_bias")
-    x, kh, bh, kt, bt = promote((x, *(params.get(k) for k in names)), dtype)
-    h = activation(dense(x, kh, bh, precision))
-    t = jax.nn.sigmoid(dense(x, kt, bt, precision))
-    return hj.highway(h, t, x)
 
 
 def masked_kernel(kernel: Any, mask: Any) -> jax.Array:
@@ -253,21 +140,3 @@ def gated_input(x: Any, z: jax.Array) -> jax.Array:
 def l0_penalty(log_alpha: Any, *, beta: float, gamma: float, zeta: float) -> jax.Array:
     """The expected number of non-zero gates of one ``HardConcreteGate``."""
     return hj.l0_penalty(log_alpha, beta=beta, gamma=gamma, zeta=zeta)
-
-
-def gated_rms_norm(
-    x: Any,
-    gate: Any,
-    scale: Any,
-    *,
-    eps: float,
-    activation: str,
-    norm_before_gate: bool,
-    dtype: Dtype | None,
-) -> jax.Array:
-    """The :class:`GatedRMSNorm` layer: Flax's dtype promotion, then
-    :func:`hadamard_jax.gated_rms_norm` over the last axis."""
-    x, gate, scale = promote((x, gate, scale), dtype)
-    return hj.gated_rms_norm(
-        x, gate, scale, eps=eps, activation=activation, norm_before_gate=norm_before_gate
-    )

@@ -1,6 +1,6 @@
 """Argument checks, defaults and constants of the Flax modules, shared by NNX and Linen.
 
-One check function per module (:func:`check_glu`, :func:`check_gated_mlp`, ...), called by the
+One check function per module (here or in the family's own ``_layers/<family>.py``), called by the
 NNX ``__init__`` and the Linen ``__post_init__``, so that both front ends judge every argument
 at construction time, the same way, with the checks of :mod:`hadamard_jax._src.checks`: a bad
 argument is a ``TypeError`` (wrong kind: a string for a number, a float for a size, a non-bool
@@ -164,139 +164,6 @@ def _linear(
 # --- one function per module --------------------------------------------------------------------
 
 
-def check_glu(
-    *,
-    out_features: Any,
-    activation: Any,
-    approximate: Any,
-    fused_kernel: Any,
-    use_bias: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    in_features: Any = None,
-) -> None:
-    """``GLU``'s arguments (``in_features``: NNX only)."""
-    op = "GLU"
-    if in_features is not None:
-        size(in_features, "in_features", op)
-    size(out_features, "out_features", op)
-    gate(activation, approximate, op)
-    flag(fused_kernel, "fused_kernel", op)
-    _linear(
-        op,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-    )
-
-
-def check_gated_mlp(
-    *,
-    hidden_features: Any,
-    out_features: Any,
-    activation: Any,
-    approximate: Any,
-    use_bias: Any,
-    dropout_rate: Any,
-    deterministic: Any,
-    masked: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    down_kernel_init: Any,
-    rng_collection: Any,
-    in_features: Any = None,
-    ia3: Any = False,
-) -> None:
-    """``GatedMLP``'s arguments (``in_features``: NNX only)."""
-    op = "GatedMLP"
-    if in_features is not None:
-        size(in_features, "in_features", op)
-    size(hidden_features, "hidden_features", op)
-    optional_size(out_features, "out_features", op)
-    gate(activation, approximate, op)
-    rate(dropout_rate, "dropout_rate", op)
-    optional_flag(deterministic, op)
-    flag(masked, "masked", op)
-    flag(ia3, "ia3", op)
-    _linear(
-        op,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-    )
-    function(down_kernel_init, "down_kernel_init", op, optional=True)
-    string(rng_collection, "rng_collection", op)
-
-
-def check_highway(
-    *,
-    features: Any,
-    activation: Any,
-    use_bias: Any,
-    gate_bias_init: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-) -> None:
-    """``Highway``'s arguments."""
-    op = "Highway"
-    size(features, "features", op)
-    function(activation, "activation", op)
-    function(gate_bias_init, "gate_bias_init", op)
-    _linear(
-        op,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-    )
-
-
-def check_gated_residual(
-    *,
-    hidden_features: Any,
-    out_features: Any,
-    context_features: Any,
-    dropout_rate: Any,
-    deterministic: Any,
-    use_bias: Any,
-    epsilon: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    in_features: Any = None,
-) -> None:
-    """``GatedResidual``'s arguments (``in_features``: NNX only)."""
-    op = "GatedResidual"
-    if in_features is not None:
-        size(in_features, "in_features", op)
-    size(hidden_features, "hidden_features", op)
-    optional_size(out_features, "out_features", op)
-    optional_size(context_features, "context_features", op)
-    rate(dropout_rate, "dropout_rate", op)
-    optional_flag(deterministic, op)
-    checks.static_real(epsilon, "epsilon", op, lambda v: v > 0, "a finite number > 0")
-    _linear(
-        op,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-    )
-
-
 def check_mask(*, shape: Any, mask_init: Any, fill: Any) -> Shape:
     """``Mask``'s arguments; returns the shape as a tuple."""
     op = "Mask"
@@ -445,62 +312,59 @@ def first(*args: Any) -> Any:
     return None
 
 
-def check_gated_rms_norm(
-    *,
-    eps: Any,
-    activation: Any,
-    norm_before_gate: Any,
-    dtype: Any,
-    param_dtype: Any,
-    scale_init: Any,
-    num_features: Any = None,
-) -> None:
-    """``GatedRMSNorm``'s arguments (``num_features``: NNX only)."""
-    op = "GatedRMSNorm"
-    if num_features is not None:
-        size(num_features, "num_features", op)
-    checks.static_real(eps, "eps", op, lambda v: v > 0, "a number > 0")
-    gates.plain_spec_of(activation, op)
-    flag(norm_before_gate, "norm_before_gate", op)
-    dtypes(dtype, param_dtype, op)
-    function(scale_init, "scale_init", op)
+def pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``{name: obj.name}``: the options a module hands to its family's pure apply function."""
+    return {name: getattr(obj, name) for name in names}
 
 
-#: The ``gate=`` choices of ``GatedMultiHeadAttention``: a gate per element of each head's
-#: output, one per head, or none (Flax's ``MultiHeadAttention``).
-ATTENTION_GATES = ("elementwise", "headwise")
+# --- a family's arguments as a table: {argument: check(value, name, op)} ------------------------
 
 
-def check_attention_gate(gate: Any, normalize_qk: Any, op: str = "GatedMultiHeadAttention") -> None:
-    """``gate=`` (``"elementwise"``, ``"headwise"`` or ``None``); ``normalize_qk`` needs none."""
-    if gate is None:
-        return
-    checks.check_choice(gate, "gate", op, ATTENTION_GATES)
-    if flag(normalize_qk, "normalize_qk", op):
-        raise ValueError(
-            f"{op}: normalize_qk=True normalises the fused query and gate projection; use "
-            "gate=None with normalize_qk, or normalize_qk=False with a gate."
-        )
+def anything(value: Any, name: str, op: str) -> Any:
+    """Not checked here (``precision`` goes to ``lax`` as is; a pair checked together)."""
+    return value
 
 
-def check_gated_attention(
-    *,
-    gate: Any,
-    normalize_qk: Any,
-    num_heads: Any,
-    qkv_features: Any,
-    out_features: Any,
-    dropout_rate: Any,
-    op: str = "GatedMultiHeadAttention",
-) -> int:
-    """``GatedMultiHeadAttention``'s own arguments, NNX and Linen alike (construction time).
+def optional_function(value: Any, name: str, op: str) -> None:
+    """``None`` or a callable."""
+    function(value, name, op, optional=True)
 
-    ``gate`` and ``normalize_qk`` (:func:`check_attention_gate`), the sizes, and
-    ``dropout_rate`` in ``[0, 1)`` (Flax's attention accepts any float: at 2.0 a training call
-    returned zeros). Returns ``num_heads``."""
-    check_attention_gate(gate, normalize_qk, op)
-    heads = size(num_heads, "num_heads", op)
-    optional_size(qkv_features, "qkv_features", op)
-    optional_size(out_features, "out_features", op)
-    rate(dropout_rate, "dropout_rate", op)
-    return heads
+
+def deterministic(value: Any, name: str, op: str) -> bool | None:
+    """``deterministic=``: ``None`` or a static bool."""
+    return optional_flag(value, op)
+
+
+def dtype(value: Any, name: str, op: str) -> None:
+    """``None`` (inferred) or a dtype."""
+    checks.check_dtype_arg(value, name, op)
+
+
+def param_dtype(value: Any, name: str, op: str) -> None:
+    """A dtype (``None`` refused)."""
+    dtypes(None, value, op)
+
+
+def positive(value: Any, name: str, op: str) -> float:
+    """A static real number > 0."""
+    return checks.static_real(value, name, op, lambda v: v > 0, "a number > 0")
+
+
+#: The arguments every projection has (as ``nnx.Linear``/``nn.Dense``).
+DENSE = {
+    "use_bias": flag,
+    "dtype": dtype,
+    "param_dtype": param_dtype,
+    "precision": anything,
+    "kernel_init": function,
+    "bias_init": function,
+}
+
+
+def check_args(op: str, args: dict[str, Any], table: dict[str, Any]) -> None:
+    """Checks each argument in ``args`` with its row of ``table``; an argument without a row is
+    a ``TypeError`` (a front end passing what its family does not declare)."""
+    for name, value in args.items():
+        if name not in table:
+            raise TypeError(f"{op}: unexpected argument {name!r}.")
+        table[name](value, name, op)

@@ -11,17 +11,17 @@ from hadamard_jax.linen._adapters import HiRALinear as HiRALinear
 from hadamard_jax.linen._adapters import IA3Linear as IA3Linear
 from hadamard_jax.linen._adapters import LoHaLinear as LoHaLinear
 from hadamard_jax.linen._adapters import merge_adapter as merge_adapter
-from hadamard_jax.linen._gated import GatedMultiHeadAttention as GatedMultiHeadAttention
-from hadamard_jax.linen._gated import GatedRMSNorm as GatedRMSNorm
+from hadamard_jax.linen._gated_attention import (
+    GatedMultiHeadAttention as GatedMultiHeadAttention,
+)
+from hadamard_jax.linen._gated_norm import GatedRMSNorm as GatedRMSNorm
+from hadamard_jax.linen._glu import GLU as GLU
+from hadamard_jax.linen._glu import GatedMLP as GatedMLP
 from hadamard_jax.linen._linear_attention import GatedDeltaNet as GatedDeltaNet
 from hadamard_jax.linen._linear_attention import (
     GatedLinearAttention as GatedLinearAttention,
 )
-from hadamard_jax.linen._modules import GLU as GLU
-from hadamard_jax.linen._modules import GatedMLP as GatedMLP
-from hadamard_jax.linen._modules import GatedResidual as GatedResidual
 from hadamard_jax.linen._modules import HardConcreteGate as HardConcreteGate
-from hadamard_jax.linen._modules import Highway as Highway
 from hadamard_jax.linen._modules import Mask as Mask
 from hadamard_jax.linen._modules import MaskedLinear as MaskedLinear
 from hadamard_jax.linen._prune import l0_penalty as l0_penalty
@@ -29,6 +29,8 @@ from hadamard_jax.linen._prune import mask_sparsity as mask_sparsity
 from hadamard_jax.linen._prune import prune as prune
 from hadamard_jax.linen._recurrent import RGLRU as RGLRU
 from hadamard_jax.linen._recurrent import MinGRU as MinGRU
+from hadamard_jax.linen._residual import GatedResidual as GatedResidual
+from hadamard_jax.linen._residual import Highway as Highway
 
 __all__ = [
     "GLU",

@@ -46,3 +46,11 @@ def build(module: nn.Module, specs: tuple[P.Spec, ...], param_dtype: Any) -> dic
     table order does not change the values.
     """
     return {s.name: _one(module, s, param_dtype) if s.present else None for s in specs}
+
+
+def fields(module: nn.Module) -> dict[str, Any]:
+    """The dataclass attributes of ``module`` (not ``parent``/``name``): a family's options, for
+    its check function (``check_<family>(**fields(self))``)."""
+    return {
+        f: getattr(module, f) for f in module.__dataclass_fields__ if f not in ("parent", "name")
+    }

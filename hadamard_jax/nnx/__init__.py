@@ -14,12 +14,10 @@ from hadamard_jax.nnx._adapters import IA3Linear as IA3Linear
 from hadamard_jax.nnx._adapters import LoHaLinear as LoHaLinear
 from hadamard_jax.nnx._common import MaskVar as MaskVar
 from hadamard_jax.nnx._gated_attention import GatedMultiHeadAttention as GatedMultiHeadAttention
-from hadamard_jax.nnx._gated_mlp import GatedMLP as GatedMLP
 from hadamard_jax.nnx._gated_norm import GatedRMSNorm as GatedRMSNorm
-from hadamard_jax.nnx._gated_residual import GatedResidual as GatedResidual
 from hadamard_jax.nnx._glu import GLU as GLU
+from hadamard_jax.nnx._glu import GatedMLP as GatedMLP
 from hadamard_jax.nnx._hard_concrete import HardConcreteGate as HardConcreteGate
-from hadamard_jax.nnx._highway import Highway as Highway
 from hadamard_jax.nnx._linear_attention import GatedDeltaNet as GatedDeltaNet
 from hadamard_jax.nnx._linear_attention import (
     GatedLinearAttention as GatedLinearAttention,
@@ -32,6 +30,8 @@ from hadamard_jax.nnx._prune import masks_of as masks_of
 from hadamard_jax.nnx._prune import prune as prune
 from hadamard_jax.nnx._recurrent import RGLRU as RGLRU
 from hadamard_jax.nnx._recurrent import MinGRU as MinGRU
+from hadamard_jax.nnx._residual import GatedResidual as GatedResidual
+from hadamard_jax.nnx._residual import Highway as Highway
 
 __all__ = [
     "GLU",

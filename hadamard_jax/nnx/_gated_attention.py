@@ -10,9 +10,11 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from hadamard_jax._layers import attention, options
+from hadamard_jax._layers import docstrings, options
+from hadamard_jax._layers import gated_attention as attention
 
 
+@docstrings.fill(gate=attention.GATE_ARG)
 class GatedMultiHeadAttention(nnx.MultiHeadAttention):
     r"""``nnx.MultiHeadAttention`` with the output gate of Qiu et al. (2025), as in Qwen3-Next.
 
@@ -32,7 +34,7 @@ class GatedMultiHeadAttention(nnx.MultiHeadAttention):
 
     Args:
       num_heads, in_features, qkv_features, out_features: as ``nnx.MultiHeadAttention``.
-      gate: ``"elementwise"`` (default), ``"headwise"`` or ``None``.
+      {{gate}}
       attention_fn: the attention before the gate (default ``nnx.dot_product_attention``).
       normalize_qk: Flax's QK layer norm; only with ``gate=None`` (the fused projection holds
         the gate too).
@@ -73,7 +75,7 @@ class GatedMultiHeadAttention(nnx.MultiHeadAttention):
         rngs: nnx.Rngs,
         **kwargs: Any,
     ):
-        num_heads = options.check_gated_attention(
+        num_heads = attention.check_gated_attention(
             gate=gate,
             normalize_qk=normalize_qk,
             num_heads=num_heads,

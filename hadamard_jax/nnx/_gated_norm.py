@@ -1,4 +1,5 @@
-"""``GatedRMSNorm``: RMS normalisation with a multiplicative gate (FLA, Mamba2)."""
+"""NNX ``GatedRMSNorm``: check, params table and apply function are in
+:mod:`hadamard_jax._layers.gated_norm`."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer
 
+from hadamard_jax._layers import docstrings, options
 from hadamard_jax._layers import functional as F
-from hadamard_jax._layers import options
+from hadamard_jax._layers import gated_norm as N
+from hadamard_jax.nnx import _common as C
 
 
+@docstrings.fill(args=N.GATED_RMS_NORM_ARGS)
 class GatedRMSNorm(nnx.Module):
     r"""RMS normalisation over the last axis, gated: :func:`hadamard_jax.gated_rms_norm`.
 
@@ -24,13 +28,7 @@ class GatedRMSNorm(nnx.Module):
 
     Args:
       num_features: size ``d`` of the normalised last axis.
-      eps: added to the mean square (static number > 0).
-      activation: a plain gate of the gate table (``"swiglu"``: SiLU, default; ``"glu"``:
-        sigmoid; ...).
-      norm_before_gate: the order (see above).
-      dtype: computation dtype (default: inferred from inputs and params).
-      param_dtype: dtype of ``scale``.
-      scale_init: initializer of ``scale`` ``[d]`` (default ones).
+      {{args}}
       rngs: ``nnx.Rngs``.
 
     Example::
@@ -44,6 +42,9 @@ class GatedRMSNorm(nnx.Module):
              [0., 0., 0., 0.]], dtype=float32)
     """
 
+    num_features: int
+    scale: nnx.Param
+
     def __init__(
         self,
         num_features: int,
@@ -56,28 +57,14 @@ class GatedRMSNorm(nnx.Module):
         scale_init: Initializer = nnx.initializers.ones_init(),
         rngs: nnx.Rngs,
     ):
-        options.check_gated_rms_norm(
-            num_features=num_features,
-            eps=eps,
-            activation=activation,
-            norm_before_gate=norm_before_gate,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            scale_init=scale_init,
-        )
-        self.num_features, self.eps, self.activation = num_features, eps, activation
-        self.norm_before_gate, self.dtype, self.param_dtype = norm_before_gate, dtype, param_dtype
-        self.scale = nnx.Param(scale_init(rngs.params(), (num_features,), param_dtype))
+        args = C.arguments(locals())
+        N.check_gated_rms_norm(**args)
+        C.keep(self, args)
+        C.build(self, N.gated_rms_norm_params(num_features, self), rngs, param_dtype)
 
     def __call__(self, x: jax.Array, gate: jax.Array) -> jax.Array:
         """``x``, ``gate``: ``[..., num_features]`` -> ``[..., num_features]``."""
         F.check_features("GatedRMSNorm", x, self.num_features)
-        return F.gated_rms_norm(
-            x,
-            gate,
-            self.scale[...],
-            eps=self.eps,
-            activation=self.activation,
-            norm_before_gate=self.norm_before_gate,
-            dtype=self.dtype,
+        return N.gated_rms_norm(
+            x, gate, self.scale[...], **options.pick(self, N.GATED_RMS_NORM_APPLY)
         )

@@ -1,37 +1,33 @@
-"""``GLU``: a projection to a gated output."""
+"""NNX ``GLU`` and ``GatedMLP``: options, checks, params table and apply function are in
+:mod:`hadamard_jax._layers.glu`; this module stores them and holds the variables."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
+from hadamard_jax._layers import docstrings, options
 from hadamard_jax._layers import functional as F
-from hadamard_jax._layers import options
+from hadamard_jax._layers import glu as G
 from hadamard_jax.nnx import _common as C
 
 
+@docstrings.fill(args=G.GLU_ARGS)
 class GLU(nnx.Module):
     r"""A linear projection to a gated output, ``act(x W_g + b_g) * (x W_v + b_v)``.
 
-    With ``fused_kernel=True`` (default) one kernel ``[in, 2 out]`` holds the value columns
-    then the gate columns (the ``jax.nn.glu`` layout) and the packed gate op splits the
-    projection; with ``fused_kernel=False`` two kernels ``gate_kernel``/``value_kernel``
-    ``[in, out]``. The gate op keeps only its two inputs for the backward pass.
+    With ``fused_kernel=True`` (default) the packed gate op splits one projection; with
+    ``fused_kernel=False`` two kernels. The gate op keeps only its two inputs for the backward
+    pass.
 
     Args:
       in_features: size of the last input axis.
       out_features: size of the gated output.
-      activation: ``"swiglu"``, ``"geglu"``, ``"reglu"``, ``"glu"`` (sigmoid) or
-        ``"bilinear"``.
-      approximate: tanh-approximate GELU (``activation="geglu"`` only).
-      fused_kernel: one ``[in, 2 out]`` kernel (default) or two ``[in, out]`` kernels.
-      use_bias: add biases to the projections.
-      dtype: computation dtype (default: inferred from inputs and params).
-      param_dtype: parameter dtype.
-      precision: ``jax.lax.Precision`` of the matmul.
-      kernel_init, bias_init: initializers (wrap with ``nnx.with_partitioning`` to shard).
+      {{args}}
       rngs: ``nnx.Rngs`` for the initializers.
 
     Example::
@@ -43,6 +39,8 @@ class GLU(nnx.Module):
       >>> layer.kernel.shape, layer(jnp.ones((2, 4))).shape
       ((4, 6), (2, 3))
     """
+
+    in_features: int
 
     def __init__(
         self,
@@ -60,54 +58,89 @@ class GLU(nnx.Module):
         bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        options.check_glu(
-            in_features=in_features,
-            out_features=out_features,
-            activation=activation,
-            approximate=approximate,
-            fused_kernel=fused_kernel,
-            use_bias=use_bias,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            kernel_init=kernel_init,
-            bias_init=bias_init,
-        )
-        self.in_features, self.out_features = in_features, out_features
-        self.activation, self.approximate = activation, approximate
-        self.fused_kernel, self.use_bias = fused_kernel, use_bias
-        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
-        d, n = in_features, out_features
-        if fused_kernel:
-            self.kernel = C.param(kernel_init, rngs.params(), (d, 2 * n), param_dtype)
-            self.bias = (
-                C.param(bias_init, rngs.params(), (2 * n,), param_dtype)
-                if use_bias
-                else nnx.data(None)
-            )
-        else:
-            self.gate_kernel = C.param(kernel_init, rngs.params(), (d, n), param_dtype)
-            self.value_kernel = C.param(kernel_init, rngs.params(), (d, n), param_dtype)
-            if use_bias:
-                self.gate_bias = C.param(bias_init, rngs.params(), (n,), param_dtype)
-                self.value_bias = C.param(bias_init, rngs.params(), (n,), param_dtype)
-            else:
-                self.gate_bias = self.value_bias = nnx.data(None)
+        args = C.arguments(locals())
+        G.check_glu(**args)
+        C.keep(self, args)
+        C.build(self, G.glu_params(in_features, self), rngs, param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., in_features] -> [..., out_features]``."""
         F.check_features("GLU", x, self.in_features)
-        if self.fused_kernel:
-            params = {"kernel": C.value(self.kernel), "bias": C.value(self.bias)}
-        else:
-            params = {
-                k: C.value(getattr(self, k))
-                for k in ("gate_kernel", "value_kernel", "gate_bias", "value_bias")
-            }
-        return F.glu(
-            x,
-            params,
-            activation=self.activation,
-            approximate=self.approximate,
-            dtype=self.dtype,
-            precision=self.precision,
-        )
+        params = C.values(self, G.glu_params(self.in_features, self))
+        return G.glu(x, params, **options.pick(self, G.GLU_APPLY))
+
+
+@docstrings.fill(args=G.GATED_MLP_ARGS)
+class GatedMLP(nnx.Module):
+    r"""The gated feed-forward block ``down(act(x W_gate) * (x W_up))`` (SwiGLU, GeGLU, ...).
+
+    Runs on the fused :func:`hadamard_jax.gated_mlp` op, whose derivative rule keeps only
+    ``x``, ``x W_gate`` and ``x W_up`` for the backward pass: in a scan over layers it uses
+    less memory than the same block built from ``nnx.Linear`` and no more than
+    ``jax.checkpoint(policy=dots_saveable)``. Dropout draws its key from the
+    ``rng_collection`` stream as ``nnx.Dropout`` does.
+
+    Args:
+      in_features: size of the last input axis ``d``.
+      hidden_features: hidden size ``h``.
+      out_features: output size (default ``in_features``).
+      {{args}}
+      rngs: ``nnx.Rngs``.
+
+    Parameters: ``gate_kernel``/``up_kernel`` ``[d, h]``, ``down_kernel`` ``[h, out]`` and,
+    with ``use_bias``, ``gate_bias``, ``up_bias`` ``[h]``, ``down_bias`` ``[out]``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import GatedMLP
+      >>> mlp = GatedMLP(8, 32, rngs=nnx.Rngs(0))
+      >>> mlp(jnp.ones((4, 8))).shape
+      (4, 8)
+    """
+
+    in_features: int
+    deterministic: bool | None
+    dropout_rate: float
+    rng_collection: str
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        out_features: int | None = None,
+        *,
+        activation: str = "swiglu",
+        approximate: bool = False,
+        use_bias: bool = True,
+        dropout_rate: float = 0.0,
+        deterministic: bool | None = False,
+        masked: bool = False,
+        ia3: bool = False,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
+        down_kernel_init: Initializer | None = None,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs,
+    ):
+        args = C.arguments(locals())
+        G.check_gated_mlp(**args)
+        C.keep(self, {**args, "out_features": options.first(out_features, in_features)})
+        C.build(self, G.gated_mlp_params(in_features, self), rngs, param_dtype)
+        self.rngs = C.rng_stream(rngs, rng_collection) if dropout_rate > 0 else nnx.data(None)
+
+    def __call__(
+        self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
+    ) -> jax.Array:
+        """``[..., in_features] -> [..., out_features]``."""
+        F.check_features("GatedMLP", x, self.in_features)
+        params = C.values(self, G.gated_mlp_params(self.in_features, self))
+        deterministic = options.deterministic_of(deterministic, self.deterministic, "GatedMLP")
+        key = None
+        if self.dropout_rate > 0 and not deterministic:
+            key = C.draw_key("GatedMLP", rngs, self.rngs, self.rng_collection)
+        return G.gated_mlp(x, params, **options.pick(self, G.GATED_MLP_APPLY), dropout_key=key)

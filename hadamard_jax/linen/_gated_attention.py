@@ -1,5 +1,5 @@
-"""The Linen ``GatedRMSNorm`` and ``GatedMultiHeadAttention``: the NNX modules of the same names
-as Linen dataclasses (input sizes inferred from the inputs)."""
+"""Linen ``GatedMultiHeadAttention``: the NNX module of the same name as a Linen dataclass (the
+input size inferred). Check and gate are in :mod:`hadamard_jax._layers.gated_attention`."""
 
 from __future__ import annotations
 
@@ -11,69 +11,11 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from hadamard_jax._layers import attention, options
-from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import docstrings, options
+from hadamard_jax._layers import gated_attention as attention
 
 
-class GatedRMSNorm(nn.Module):
-    r"""RMS normalisation over the last axis, gated: :func:`hadamard_jax.gated_rms_norm`.
-
-    The Linen counterpart of :class:`hadamard_jax.nnx.GatedRMSNorm` (``num_features`` is
-    inferred from the input).
-
-    Attributes:
-      eps: added to the mean square (static number > 0).
-      activation: a plain gate of the gate table (``"swiglu"``: SiLU, default).
-      norm_before_gate: ``rms(x) * scale * act(gate)`` (True, flash-linear-attention) or
-        ``rms(x * act(gate)) * scale`` (False, Mamba2's ``RMSNormGated``).
-      dtype: computation dtype (default: inferred from inputs and params).
-      param_dtype: dtype of ``scale``.
-      scale_init: initializer of ``scale`` ``[d]`` (default ones).
-
-    Example::
-
-      >>> import jax, jax.numpy as jnp
-      >>> from hadamard_jax.linen import GatedRMSNorm
-      >>> norm = GatedRMSNorm(activation="glu")
-      >>> x, gate = jnp.ones((2, 4)), jnp.full((2, 4), 100.0)  # sigmoid(100) = 1
-      >>> variables = norm.init(jax.random.key(0), x, gate)
-      >>> norm.apply(variables, x, gate)[0]
-      Array([0.9999995, 0.9999995, 0.9999995, 0.9999995], dtype=float32)
-    """
-
-    eps: float = 1e-6
-    activation: str = "swiglu"
-    norm_before_gate: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    scale_init: Initializer = nn.initializers.ones_init()
-
-    def __post_init__(self) -> None:
-        options.check_gated_rms_norm(
-            eps=self.eps,
-            activation=self.activation,
-            norm_before_gate=self.norm_before_gate,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            scale_init=self.scale_init,
-        )
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(self, x: jax.Array, gate: jax.Array) -> jax.Array:
-        """``x``, ``gate``: ``[..., d]`` -> ``[..., d]``."""
-        scale = self.param("scale", self.scale_init, (jnp.shape(x)[-1],), self.param_dtype)
-        return F.gated_rms_norm(
-            x,
-            gate,
-            scale,
-            eps=self.eps,
-            activation=self.activation,
-            norm_before_gate=self.norm_before_gate,
-            dtype=self.dtype,
-        )
-
-
+@docstrings.fill(gate=attention.GATE_ARG)
 class GatedMultiHeadAttention(nn.Module):
     r"""``nn.MultiHeadDotProductAttention`` with the output gate of Qiu et al. (2025).
 
@@ -87,7 +29,7 @@ class GatedMultiHeadAttention(nn.Module):
 
     Attributes:
       num_heads, qkv_features, out_features: as ``nn.MultiHeadDotProductAttention``.
-      gate: ``"elementwise"`` (default), ``"headwise"`` or ``None``.
+      {{gate}}
       attention_fn: the attention before the gate (default ``nn.dot_product_attention``).
       dropout_rate, broadcast_dropout, deterministic, decode, normalize_qk: as Flax's
         (``normalize_qk`` only with ``gate=None``, as in NNX).
@@ -125,7 +67,7 @@ class GatedMultiHeadAttention(nn.Module):
     use_bias: bool = True
 
     def __post_init__(self) -> None:
-        options.check_gated_attention(
+        attention.check_gated_attention(
             gate=self.gate,
             normalize_qk=self.normalize_qk,
             num_heads=self.num_heads,

@@ -1,5 +1,7 @@
-"""The output gate of attention (Qiu et al. 2025, "Gated Attention for Large Language Models",
-as in Qwen3-Next), shared by the NNX and Linen ``GatedMultiHeadAttention``.
+"""``GatedMultiHeadAttention``: the output gate of attention (Qiu et al. 2025, "Gated Attention
+for Large Language Models", as in Qwen3-Next), shared by the NNX and Linen modules: the argument
+check (once, at construction), the gate's size and the gated ``attention_fn``. The parameters
+are Flax's attention's (plus the gate's projection), declared by Flax's modules.
 
 The gate multiplies the attention output before the output projection,
 ``o = sdpa(q, k, v) * sigmoid(x W_g)``, element-wise (one gate per output feature of each head)
@@ -17,6 +19,53 @@ from typing import Any
 import jax
 
 import hadamard_jax as hj
+from hadamard_jax._layers import options
+from hadamard_jax._src import checks
+
+#: The ``gate=`` choices of ``GatedMultiHeadAttention``: a gate per element of each head's
+#: output, one per head, or none (Flax's ``MultiHeadAttention``).
+ATTENTION_GATES = ("elementwise", "headwise")
+
+#: ``gate=``, as both docstrings describe it.
+GATE_ARG = (
+    "gate: " + ", ".join(f'``"{g}"``' for g in ATTENTION_GATES) + " or ``None`` (default "
+    f'``"{ATTENTION_GATES[0]}"``).'
+)
+
+
+def check_attention_gate(gate: Any, normalize_qk: Any, op: str = "GatedMultiHeadAttention") -> None:
+    """``gate=`` (``"elementwise"``, ``"headwise"`` or ``None``); ``normalize_qk`` needs none."""
+    if gate is None:
+        return
+    checks.check_choice(gate, "gate", op, ATTENTION_GATES)
+    if options.flag(normalize_qk, "normalize_qk", op):
+        raise ValueError(
+            f"{op}: normalize_qk=True normalises the fused query and gate projection; use "
+            "gate=None with normalize_qk, or normalize_qk=False with a gate."
+        )
+
+
+def check_gated_attention(
+    *,
+    gate: Any,
+    normalize_qk: Any,
+    num_heads: Any,
+    qkv_features: Any,
+    out_features: Any,
+    dropout_rate: Any,
+    op: str = "GatedMultiHeadAttention",
+) -> int:
+    """``GatedMultiHeadAttention``'s own arguments, NNX and Linen alike (construction time).
+
+    ``gate`` and ``normalize_qk`` (:func:`check_attention_gate`), the sizes, and
+    ``dropout_rate`` in ``[0, 1)`` (Flax's attention accepts any float: at 2.0 a training call
+    returned zeros). Returns ``num_heads``."""
+    check_attention_gate(gate, normalize_qk, op)
+    heads = options.size(num_heads, "num_heads", op)
+    options.optional_size(qkv_features, "qkv_features", op)
+    options.optional_size(out_features, "out_features", op)
+    options.rate(dropout_rate, "dropout_rate", op)
+    return heads
 
 
 def gate_features(gate: str | None, head_dim: int) -> int:
