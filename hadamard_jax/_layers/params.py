@@ -130,11 +130,12 @@ class Options:
 
     @classmethod
     def of(cls, source: Any):
-        """The options named by ``cls``'s init fields, read from a mapping or an object."""
+        """The options named by ``cls``'s init fields, read from a dict or an object (a name
+        it lacks takes the field's default)."""
         fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
         if isinstance(source, dict):
-            return cls(**{n: source[n] for n in fields})
-        return cls(**{n: getattr(source, n) for n in fields})
+            return cls(**{n: source[n] for n in fields if n in source})
+        return cls(**{n: getattr(source, n) for n in fields if hasattr(source, n)})
 
     def items(self) -> dict[str, Any]:
         """``{name: value}`` of the init fields (as checked and normalised)."""

@@ -9,7 +9,7 @@ method, so either may create the parameters (``init(..., method="step")`` works)
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,19 +21,8 @@ from hadamard_jax._layers import options
 from hadamard_jax.linen import _common as LC
 
 
-class _Mixer(nn.Module):
+class _Mixer(LC.Checked):
     """What both mixers do: check the options once, build the table, check and run a call."""
-
-    _options: ClassVar[type[L.MixerOptions]]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_opts", self._options.of(self))
-        super().__post_init__()
-
-    @property
-    def options(self) -> L.MixerOptions:
-        """The checked options."""
-        return self._opts  # type: ignore[attr-defined]
 
     def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
         """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""

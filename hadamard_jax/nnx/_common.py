@@ -101,3 +101,11 @@ def build(module: nnx.Module, specs: tuple[P.Spec, ...], rngs: nnx.Rngs, param_d
 def values(module: nnx.Module, specs: tuple[P.Spec, ...], collection: str | None = None) -> dict:
     """``{name: array or None}`` of the variables of ``specs`` (of one collection if given)."""
     return {n: value(getattr(module, n)) for n in P.names(specs, collection)}
+
+
+def store(module: nnx.Module, options: P.Options) -> None:
+    """Keep the checked ``options`` as ``module.options`` and each of its fields as an attribute
+    of the same name (``layer.features``, ...)."""
+    module.options = options  # type: ignore[attr-defined]
+    for name, v in options.items().items():
+        setattr(module, name, v)

@@ -20,9 +20,8 @@ class _Mixer(nnx.Module):
     options: L.MixerOptions
 
     def _build(self, opts: L.MixerOptions, rngs: nnx.Rngs) -> None:
-        self.options, self.sizes = opts, opts.sizes
-        for name, value in opts.items().items():
-            setattr(self, name, value)
+        C.store(self, opts)
+        self.sizes = opts.sizes
         self._specs = opts.specs()
         C.build(self, self._specs, rngs, opts.param_dtype)
 
