@@ -449,11 +449,11 @@ def hira_matmul(
       precision: ``jax.lax.Precision`` of the matmuls.
 
     Returns:
-      ``[..., out]``, dtype ``jnp.result_type`` of the inputs (16-bit: computed in float32).
+      ``[..., out]``, in the dtype :func:`loha_matmul` gives.
 
     Raises:
-      ValueError: shapes that do not chain (naming the arguments); unknown ``path``.
-      TypeError: non-floating inputs, a traced ``scale``.
+      ValueError: as :func:`loha_matmul`.
+      TypeError: as :func:`loha_matmul`.
 
     Examples:
       >>> import jax.numpy as jnp
