@@ -50,19 +50,8 @@ LOHA_INITS = (True, False, "abba")
 LOW_RANK_INITS = (True, False, "gaussian")
 
 
-def choices(values: tuple) -> str:
-    """``values`` as docstring prose: ````True``, ``False`` or ``"abba"````."""
-    words = [f"``{v!r}``" if isinstance(v, bool) else f'``"{v}"``' for v in values]
-    return ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def document_choices(cls: type) -> type:
-    """Fill ``{LOHA_INITS}``/``{LOW_RANK_INITS}`` in ``cls``'s docstring from the tables."""
-    doc = cls.__doc__ or ""
-    for name, values in (("LOHA_INITS", LOHA_INITS), ("LOW_RANK_INITS", LOW_RANK_INITS)):
-        doc = doc.replace("{" + name + "}", choices(values))
-    cls.__doc__ = doc
-    return cls
+#: Fills ``{LOHA_INITS}``/``{LOW_RANK_INITS}`` in a class docstring from the tables.
+document_choices = ops.with_choices(LOHA_INITS=LOHA_INITS, LOW_RANK_INITS=LOW_RANK_INITS)
 
 
 # --- checks -------------------------------------------------------------------------------------

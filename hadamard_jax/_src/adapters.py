@@ -41,6 +41,27 @@ LOHA_PATHS = ("auto", "khatri_rao", "form")
 HIRA_PATHS = ("auto", "form", "sum")
 
 
+def choices(values: tuple) -> str:
+    """``values`` as docstring prose: ````True``, ``False`` or ``"abba"````."""
+    words = [f"``{v!r}``" if isinstance(v, bool) else f'``"{v}"``' for v in values]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def with_choices(**tables: tuple) -> Callable:
+    """Fill ``{NAME}`` in the docstring of the decorated object with :func:`choices` of
+    ``tables[NAME]``, so a docstring that lists the choices follows the table."""
+
+    def fill(obj: Any) -> Any:
+        doc = obj.__doc__
+        if doc is not None:  # None under python -OO
+            for name, values in tables.items():
+                doc = doc.replace("{" + name + "}", choices(values))
+            obj.__doc__ = doc
+        return obj
+
+    return fill
+
+
 class _Static(NamedTuple):
     """Static options: the chosen path, the Python float scale, result and compute dtypes."""
 
@@ -286,6 +307,7 @@ def loha_delta(
     return _loha_delta_jit(s, *args)
 
 
+@with_choices(LOHA_PATHS=LOHA_PATHS)
 def loha_matmul(
     x: ArrayLike,
     a1: ArrayLike,
@@ -322,7 +344,7 @@ def loha_matmul(
       a2: ``[in, r2]`` (peft ``hada_w2_b.T``).
       b2: ``[r2, out]`` (peft ``hada_w2_a.T``).
       scale: a static Python float :math:`s` (peft LoHa: ``alpha / r``).
-      path: ``"auto"``, ``"khatri_rao"`` or ``"form"``.
+      path: {LOHA_PATHS}.
       precision: ``jax.lax.Precision`` of the matmuls.
 
     Returns:
@@ -411,6 +433,7 @@ def hira_costs(rows: int, n_in: int, n_out: int, r: int) -> dict[str, tuple[int,
     return {"form": form, "sum": summed}
 
 
+@with_choices(HIRA_PATHS=HIRA_PATHS)
 def hira_matmul(
     x: ArrayLike,
     w0: ArrayLike,
@@ -445,7 +468,7 @@ def hira_matmul(
       a: ``[in, r]``.
       b: ``[r, out]``.
       scale: a static Python float :math:`s`.
-      path: ``"auto"``, ``"form"`` or ``"sum"``.
+      path: {HIRA_PATHS}.
       precision: ``jax.lax.Precision`` of the matmuls.
 
     Returns:
