@@ -14,6 +14,7 @@ from flax import nnx
 from hadamard_jax import linen as hl
 from hadamard_jax import nnx as hn
 from hadamard_jax._layers import linear_attention as L
+from hadamard_jax.nnx import _common as C
 from tests.utils import assert_tree_allclose, check_grads, normal
 
 # Small, but every feature on: grouped values (Hv = 2 H), V != K, T not a multiple of the chunk.
@@ -231,23 +232,11 @@ def test_decode_equals_parallel(kind):
 def test_gated_delta_net_grads():
     cfg = dict(num_heads=1, head_dim=2, expand_v=1.0, conv_size=2, chunk_size=2)
     layer = hn.GatedDeltaNet(3, **cfg, rngs=nnx.Rngs(2))
-    params = {k: getattr(layer, k)[...] for k in layer._names}
-    sizes = layer.sizes
+    params = C.values(layer, layer._specs)
 
     def f(x, a_log, conv):
         p = {**params, "A_log": a_log, "q_conv1d": conv}
-        y, c = L.gated_delta_net(
-            x,
-            p,
-            None,
-            sizes=sizes,
-            use_short_conv=True,
-            allow_neg_eigval=False,
-            norm_eps=1e-5,
-            chunk_size=2,
-            dtype=None,
-            precision=None,
-        )
+        y, c = L.gated_delta_net(x, p, None, layer.options)
         return y, c["state"]
 
     x = _x((1, 3, 3), seed=5)
@@ -319,11 +308,11 @@ def test_bad_calls(kind):
 def test_gated_linear_attention_grads():
     cfg = dict(num_heads=1, expand_k=2 / 3, expand_v=1.0, gate_low_rank_dim=2, chunk_size=2)
     layer = hn.GatedLinearAttention(3, **cfg, use_short_conv=True, conv_size=2, rngs=nnx.Rngs(2))
-    params = {k: getattr(layer, k)[...] for k in layer._names}
+    params = C.values(layer, layer._specs)
 
     def f(x, bias, conv):
         p = {**params, "gk_proj_1_bias": bias, "k_conv1d": conv}
-        y, c = L.gated_linear_attention(x, p, None, chunk_size=2, **layer._common())
+        y, c = L.gated_linear_attention(x, p, None, layer.options)
         return y, c["state"]
 
     args = (_x((1, 3, 3), seed=6), params["gk_proj_1_bias"] - 1.0, params["k_conv1d"])

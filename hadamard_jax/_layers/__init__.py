@@ -14,8 +14,11 @@
   that both front ends call, so equal parameters give equal outputs;
 * :mod:`~hadamard_jax._layers.pruning`: :func:`~hadamard_jax._layers.pruning.prune_masks`, the
   pairing of masks with kernels and the sparsity count behind both ``prune`` functions;
-* :mod:`~hadamard_jax._layers.recurrent`: checks, initialisers and pure functions of ``RGLRU``
-  and ``MinGRU``.
+* :mod:`~hadamard_jax._layers.recurrent`: ``RGLRU`` and ``MinGRU``;
+  :mod:`~hadamard_jax._layers.linear_attention`: ``GatedDeltaNet`` and ``GatedLinearAttention``;
+  :mod:`~hadamard_jax._layers.adapters`: the adapter layers. Each holds, per layer, a frozen
+  options dataclass checked once at construction, its parameter table
+  (:mod:`~hadamard_jax._layers.params`) and its pure apply functions.
 
 The front ends hold only parameter creation and state. Private: import the public modules from
 :mod:`hadamard_jax.nnx` and :mod:`hadamard_jax.linen`.

@@ -21,18 +21,22 @@ both front ends.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hadamard_jax._layers import params as P
 from hadamard_jax._src import adapters as ops
 from hadamard_jax._src import checks
+from hadamard_jax._src.hadamard import hadamard
 
 #: The Linen collection of the adapter parameters (NNX: the ``AdapterParam`` variable type).
-ADAPTERS = "adapters"
+ADAPTERS = P.ADAPTERS
 
 #: torch's ``kaiming_uniform_(w, a=sqrt(5))`` (the ``nn.Linear`` default that peft uses for its
 #: adapter matrices) in JAX's layout: uniform on ``+-1/sqrt(fan_in)`` with ``fan_in`` the
@@ -40,7 +44,14 @@ ADAPTERS = "adapters"
 #: ``[out, r]`` give.
 kaiming_uniform_sqrt5 = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
+#: The choices of LoHa's ``init_weights`` and of HiRA's/DoRA's ``init_hira_weights``/
+#: ``init_lora_weights`` (peft's).
 LOHA_INITS = (True, False, "abba")
+LOW_RANK_INITS = (True, False, "gaussian")
+
+
+#: Fills ``{LOHA_INITS}``/``{LOW_RANK_INITS}`` in a class docstring from the tables.
+document_choices = ops.with_choices(LOHA_INITS=LOHA_INITS, LOW_RANK_INITS=LOW_RANK_INITS)
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -228,3 +239,210 @@ def ia3_merged(kernel, bias, l: Any, feedforward: bool):
 def count(tree) -> int:
     """The number of elements of the arrays in ``tree``."""
     return int(sum(np.prod(jnp.shape(x)) for x in jax.tree.leaves(tree)))
+
+
+# --- the options and parameter tables -----------------------------------------------------------
+
+
+def made_together(
+    names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], make: Callable, *, key: bool
+) -> tuple[P.Spec, ...]:
+    """The specs of adapter variables made together by ``make(key, dtype) -> {name: array}``.
+
+    peft makes an adapter's matrices together from one random state; so does this: the first
+    spec draws the key (NNX: one ``rngs.params()``, only if ``key``; Linen: one ``make_rng``)
+    and calls ``make``, the others take its results. Build the specs once per module.
+    """
+    made: dict[str, Any] = {}
+
+    def init_of(name: str, first: bool) -> Callable:
+        def init(k: Any, shape: Any, dtype: Any) -> Any:
+            del shape
+            if first:
+                made.update(make(k, dtype))
+            return made[name]
+
+        return init
+
+    return tuple(
+        P.Spec(n, s, init_of(n, i == 0), P.ADAPTERS, draws_key=key and i == 0)
+        for i, (n, s) in enumerate(zip(names, shapes, strict=True))
+    )
+
+
+def ia3_specs(size: int) -> tuple[P.Spec, ...]:
+    """``ia3_l`` ``[size]``, ones (no key drawn)."""
+    ones = lambda key, shape, dtype: jnp.ones(shape, dtype)  # noqa: E731
+    return (P.Spec("ia3_l", (size,), ones, P.ADAPTERS, draws_key=False),)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterOptions(P.Options):
+    """An adapter's options, checked once; its parameter table, forward and merged kernel.
+
+    ``base`` below is the wrapped layer: ``base.base_forward(x)``, ``base.base_kernel()``
+    (masked), ``base.base_bias()``.
+    """
+
+    op: ClassVar[str] = ""
+    #: the adapter parameters, in creation order
+    names: ClassVar[tuple[str, ...]] = ()
+
+    def specs(self, kernel: Any, n_in: int, n_out: int) -> tuple[P.Spec, ...]:
+        """The adapter variables for a base kernel ``[n_in, n_out]``."""
+        raise NotImplementedError
+
+    def apply(self, x: Any, base: Any, p: dict, dtype: Any, precision: Any) -> jax.Array:
+        """The adapted layer's output for ``x`` ``[..., in]``."""
+        raise NotImplementedError
+
+    def merged(self, kernel: Any, bias: Any, p: dict) -> tuple[jax.Array, Any]:
+        """``(kernel, bias)`` of the plain linear layer with equal outputs."""
+        raise NotImplementedError
+
+
+def _check_rank(op: str, rank: Any, alpha: Any, init_name: str, init: Any, inits: tuple) -> None:
+    check_common(op, None, 1, rank, alpha)
+    check_init(op, init_name, init, inits)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoHaOptions(AdapterOptions):
+    """``LoHaLinear``'s options (``rank2`` resolved, ``scale`` derived)."""
+
+    op: ClassVar[str] = "LoHaLinear"
+    names: ClassVar[tuple[str, ...]] = ("a1", "b1", "a2", "b2")
+
+    rank: int
+    alpha: float | None
+    rank2: int | None
+    init_weights: Any
+    abba_scaling: bool | None
+    scale: float = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        check_common(self.op, None, 1, self.rank, self.alpha)
+        rank2 = self.rank if self.rank2 is None else self.rank2
+        _check_rank(self.op, rank2, None, "init_weights", self.init_weights, LOHA_INITS)
+        abba = self.init_weights == "abba" if self.abba_scaling is None else self.abba_scaling
+        self.set(rank2=rank2, scale=loha_scale(self.alpha, self.rank, rank2, bool(abba)))
+
+    def specs(self, kernel: Any, n_in: int, n_out: int) -> tuple[P.Spec, ...]:
+        r1, r2 = self.rank, self.rank2
+        assert r2 is not None
+        shapes = ((n_in, r1), (r1, n_out), (n_in, r2), (r2, n_out))
+        make = lambda k, dtype: loha_params(k, kernel, r1, r2, self.init_weights, dtype)  # noqa: E731
+        return made_together(self.names, shapes, make, key=True)
+
+    def apply(self, x: Any, base: Any, p: dict, dtype: Any, precision: Any) -> jax.Array:
+        return base.base_forward(x) + loha_update(
+            x, p, self.scale, dtype=dtype, precision=precision
+        )
+
+    def merged(self, kernel: Any, bias: Any, p: dict) -> tuple[jax.Array, Any]:
+        return loha_merged(kernel, p, self.scale), bias
+
+
+@dataclasses.dataclass(frozen=True)
+class HiRAOptions(AdapterOptions):
+    """``HiRALinear``'s options (``scale`` derived)."""
+
+    op: ClassVar[str] = "HiRALinear"
+    names: ClassVar[tuple[str, ...]] = ("a", "b")
+
+    rank: int
+    alpha: float | None
+    init_hira_weights: Any
+    scale: float = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        init = self.init_hira_weights
+        _check_rank(self.op, self.rank, self.alpha, "init_hira_weights", init, LOW_RANK_INITS)
+        self.set(scale=lora_scale(self.alpha, self.rank))
+
+    def specs(self, kernel: Any, n_in: int, n_out: int) -> tuple[P.Spec, ...]:
+        return _low_rank_specs(self, n_in, n_out, self.init_hira_weights, None)
+
+    def apply(self, x: Any, base: Any, p: dict, dtype: Any, precision: Any) -> jax.Array:
+        k = base.base_kernel()
+        return base.base_forward(x) + hira_update(
+            x, k, p, self.scale, dtype=dtype, precision=precision
+        )
+
+    def merged(self, kernel: Any, bias: Any, p: dict) -> tuple[jax.Array, Any]:
+        return hira_merged(kernel, p, self.scale), bias
+
+
+def _low_rank_specs(o: Any, n_in: int, n_out: int, init: Any, kernel: Any) -> tuple:
+    """``a [in, r]``, ``b [r, out]`` (HiRA's names; DoRA's ``lora_a``, ``lora_b`` and, from
+    ``kernel``, ``magnitude [out]``), made together by :func:`low_rank_params`."""
+    shapes = ((n_in, o.rank), (o.rank, n_out), (n_out,))
+
+    def make(key: Any, dtype: Any) -> dict:
+        ab = low_rank_params(key, n_in, n_out, o.rank, init, dtype)
+        if kernel is not None:
+            ab["magnitude"] = dora_magnitude(kernel, ab, o.scale).astype(dtype)
+        return dict(zip(o.names, ab.values(), strict=True))
+
+    return made_together(o.names, shapes[: len(o.names)], make, key=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DoRAOptions(AdapterOptions):
+    """``DoRALinear``'s options (``scale`` derived)."""
+
+    op: ClassVar[str] = "DoRALinear"
+    names: ClassVar[tuple[str, ...]] = ("lora_a", "lora_b", "magnitude")
+
+    rank: int
+    alpha: float | None
+    use_rslora: bool
+    init_lora_weights: Any
+    detach_norm: bool
+    scale: float = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        init = self.init_lora_weights
+        _check_rank(self.op, self.rank, self.alpha, "init_lora_weights", init, LOW_RANK_INITS)
+        self.set(detach_norm=bool(self.detach_norm))
+        self.set(scale=lora_scale(self.alpha, self.rank, bool(self.use_rslora)))
+
+    def specs(self, kernel: Any, n_in: int, n_out: int) -> tuple[P.Spec, ...]:
+        return _low_rank_specs(self, n_in, n_out, self.init_lora_weights, kernel)
+
+    @staticmethod
+    def _p(p: dict) -> dict:
+        return {"a": p["lora_a"], "b": p["lora_b"], "magnitude": p["magnitude"]}
+
+    def apply(self, x: Any, base: Any, p: dict, dtype: Any, precision: Any) -> jax.Array:
+        k, b = base.base_kernel(), base.base_bias()
+        s, detach = self.scale, self.detach_norm
+        return dora(x, k, b, self._p(p), s, detach, dtype=dtype, precision=precision)
+
+    def merged(self, kernel: Any, bias: Any, p: dict) -> tuple[jax.Array, Any]:
+        return dora_merged(kernel, self._p(p), self.scale), bias
+
+
+@dataclasses.dataclass(frozen=True)
+class IA3Options(AdapterOptions):
+    """``IA3Linear``'s options: scale the input (``feedforward``) or the output."""
+
+    op: ClassVar[str] = "IA3Linear"
+    names: ClassVar[tuple[str, ...]] = ("ia3_l",)
+
+    feedforward: bool
+
+    def __post_init__(self) -> None:
+        self.set(feedforward=bool(self.feedforward))
+
+    def specs(self, kernel: Any, n_in: int, n_out: int) -> tuple[P.Spec, ...]:
+        return ia3_specs(n_in if self.feedforward else n_out)
+
+    def apply(self, x: Any, base: Any, p: dict, dtype: Any, precision: Any) -> jax.Array:
+        l = p["ia3_l"]
+        if self.feedforward:
+            return base.base_forward(hadamard(x, l, broadcast=True))
+        return hadamard(base.base_forward(x), l, broadcast=True)
+
+    def merged(self, kernel: Any, bias: Any, p: dict) -> tuple[jax.Array, Any]:
+        return ia3_merged(kernel, bias, p["ia3_l"], self.feedforward)

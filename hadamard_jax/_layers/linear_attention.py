@@ -1,11 +1,14 @@
-"""The matrix-state mixers ``GatedDeltaNet`` (and, when its op is in, ``GatedLinearAttention``),
-shared by NNX and Linen.
+"""The matrix-state mixers ``GatedDeltaNet`` and ``GatedLinearAttention``, shared by NNX and Linen.
 
-One home for what the two front ends share: the argument checks (run once, at construction),
-the parameter table (names, shapes and initialisers, flash-linear-attention's names), the
-conversion of flash-linear-attention's PyTorch weights (:func:`gdn_params_from_fla`) and the pure
-layer functions: the parallel form over a sequence (:func:`gated_delta_net`) and the decode step
-(:func:`gated_delta_net_step`), both returning the decode cache.
+One home for what the two front ends share. Each mixer is one frozen options dataclass
+(:class:`GDNOptions`, :class:`GLAOptions`), checked once at construction, which also holds its
+parameter table (:meth:`MixerOptions.specs`: names, shapes and initialisers, in
+flash-linear-attention's names and NNX creation order), its decode-cache shapes, its call checks
+and its pure layer functions: the parallel form over a sequence (:meth:`MixerOptions.apply`) and
+the decode step (:meth:`MixerOptions.step`), both returning the decode cache. What the two share
+(the ``q, k, v`` projections and short convolutions, the output norm and projection, the cache,
+the conversion of fla's PyTorch weights, :func:`gdn_params_from_fla`,
+:func:`gla_params_from_fla`) is written once.
 
 Shapes: inputs ``[B, T, hidden_size]``, one token ``[B, hidden_size]``. The cache is a dict:
 ``"state"`` ``[B, Hv, K, V]`` (the delta rule's matrix state, ``S^T q`` reads it) and, with the
@@ -15,17 +18,19 @@ short convolution, ``"q_conv"``, ``"k_conv"`` ``[B, conv_size - 1, H * K]`` and 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-from flax.typing import Dtype, PrecisionLike
+from flax.typing import Dtype
 
 import hadamard_jax as hj
 from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import options
+from hadamard_jax._layers import params as P
 from hadamard_jax._src import checks
 
 Params = Mapping[str, Any]
@@ -33,65 +38,301 @@ Params = Mapping[str, Any]
 #: ``eps`` of the L2 normalisation of ``q`` and ``k`` (fla's ``l2norm``, Qwen3-Next's ``l2norm``).
 L2_EPS = 1e-6
 
-# --- Gated DeltaNet: options -------------------------------------------------------------------
+
+# --- options, checked once ----------------------------------------------------------------------
 
 GDN = "GatedDeltaNet"
+GLA = "GatedLinearAttention"
 
 
-def check_gated_delta_net(
-    *,
-    hidden_size: Any,
-    num_heads: Any,
-    head_dim: Any,
-    expand_v: Any,
-    num_v_heads: Any,
-    use_short_conv: Any,
-    conv_size: Any,
-    allow_neg_eigval: Any,
-    norm_eps: Any,
-    chunk_size: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-) -> dict[str, Any]:
-    """``GatedDeltaNet``'s arguments, checked once; returns the derived sizes.
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """The derived sizes of a mixer: value heads, head sizes and the flat widths."""
+
+    num_v_heads: int
+    head_k_dim: int
+    head_v_dim: int
+    key_dim: int
+    value_dim: int
+
+
+def _whole(op: str, what: str, value: float, lo: int, multiple: int = 1) -> int:
+    """``value`` as a whole number ``>= lo`` and a multiple of ``multiple``, else ``ValueError``."""
+    n = round(value)
+    if n < lo or n % multiple or not math.isclose(value, n, rel_tol=1e-5):
+        raise ValueError(f"{op}: {what} ({value}).")
+    return n
+
+
+@dataclasses.dataclass(frozen=True)
+class MixerOptions(P.Options):
+    """What both mixers take: sizes, the short convolution, the norm, the chunk, dtypes."""
+
+    op: ClassVar[str] = ""
+    norm: ClassVar[str] = ""
+
+    hidden_size: int
+    num_heads: int
+    use_short_conv: bool
+    conv_size: int
+    norm_eps: float
+    chunk_size: int
+    dtype: Any
+    param_dtype: Any
+    precision: Any
+    kernel_init: Any
+    sizes: Sizes = dataclasses.field(init=False, repr=False)
+
+    def _check_common(self) -> None:
+        op = self.op
+        options.flag(self.use_short_conv, "use_short_conv", op)
+        options.size(self.conv_size, "conv_size", op)
+
+    def _check_tail(self) -> None:
+        op = self.op
+        checks.static_real(self.norm_eps, "norm_eps", op, lambda e: e > 0, "a number > 0")
+        options.size(self.chunk_size, "chunk_size", op)
+        options.dtypes(self.dtype, self.param_dtype, op)
+        options.function(self.kernel_init, "kernel_init", op)
+        self.set(norm_eps=float(self.norm_eps))
+
+    # the table, the cache and the checks of a call
+
+    def _shared_specs(self, head: tuple[P.Spec, ...], gate: tuple[P.Spec, ...]) -> tuple:
+        """``head``, the short convolutions (if any), ``gate``, the norm and ``o_proj``."""
+        kd, vd, w = self.sizes.key_dim, self.sizes.value_dim, self.conv_size
+        convs = (("q_conv1d", kd), ("k_conv1d", kd), ("v_conv1d", vd))
+        conv = tuple(P.Spec(n, (w, c), conv_init) for n, c in convs) if self.use_short_conv else ()
+        tail = (
+            P.Spec(self.norm, (self.sizes.head_v_dim,), ones_init),
+            P.Spec("o_proj", (vd, self.hidden_size), self.kernel_init),
+        )
+        return head + conv + gate + tail
+
+    def _projections(self, *widths: tuple[str, int]) -> tuple[P.Spec, ...]:
+        """``[hidden_size, width]`` kernels, ``kernel_init``."""
+        return tuple(P.Spec(n, (self.hidden_size, w), self.kernel_init) for n, w in widths)
+
+    def specs(self) -> tuple[P.Spec, ...]:
+        """The parameter table, in NNX creation order."""
+        raise NotImplementedError
+
+    def cache_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        """The shapes of the decode cache's entries for a batch of ``batch``."""
+        z = self.sizes
+        shapes: dict[str, tuple[int, ...]] = {
+            "state": (batch, z.num_v_heads, z.head_k_dim, z.head_v_dim)
+        }
+        if self.use_short_conv:
+            w = self.conv_size - 1
+            shapes["q_conv"] = (batch, w, z.key_dim)
+            shapes["k_conv"] = (batch, w, z.key_dim)
+            shapes["v_conv"] = (batch, w, z.value_dim)
+        return shapes
+
+    def init_cache(self, batch_size: int, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
+        return {k: jnp.zeros(s, dtype) for k, s in self.cache_shapes(batch_size).items()}
+
+    def check(self, x: Any, cache: Any, rank: int) -> None:
+        """A call's shapes: ``x`` of rank ``rank`` (3: a sequence, 2: a token), the cache."""
+        check_call(self.op, x, self.hidden_size, rank)
+        check_cache(self.op, cache, self.cache_shapes(jnp.shape(x)[0]))
+
+    # the layer
+
+    def inputs(self, x: Any, params: Params, cache: Any) -> tuple[tuple, jax.Array, dict]:
+        """``(recurrence inputs, output gate, conv tails)`` of ``x`` ``[B, T, d]``."""
+        raise NotImplementedError
+
+    def recurrence(self, *args: Any, initial_state: Any, chunk_size: int) -> Any:
+        """The op over a sequence: ``(o, state)``."""
+        raise NotImplementedError
+
+    def recurrence_step(self, *args: Any) -> Any:
+        """The op's decode step: ``(o, state)``."""
+        raise NotImplementedError
+
+    def apply(self, x: Any, params: Params, cache: Mapping[str, Any] | None = None) -> Any:
+        """The block over ``x`` ``[B, T, d]``: ``(y [B, T, d], cache)``.
+
+        ``cache`` (``None``: zeros) holds the state and convolution tails before ``x``; the
+        returned cache those after it, so a prefill followed by :meth:`step` continues it.
+        """
+        args, gate, tails = self.inputs(x, params, cache)
+        s0 = None if cache is None else cache["state"]
+        o, state = self.recurrence(*args, initial_state=s0, chunk_size=self.chunk_size)
+        return _output(o, gate, params, self), {"state": state, **tails}
+
+    def step(self, cache: Mapping[str, Any] | None, x_t: Any, params: Params) -> Any:
+        """One decode step, ``x_t`` ``[B, d]``: ``(new cache, y_t [B, d])``."""
+        args, gate, tails = self.inputs(jnp.asarray(x_t)[:, None], params, cache)
+        if cache is None:
+            s = jnp.zeros(self.cache_shapes(args[0].shape[0])["state"], jnp.float32)
+        else:
+            s = cache["state"]
+        o, state = self.recurrence_step(*(a[:, 0] for a in args), s)
+        y = _output(o[:, None], gate, params, self)
+        return {"state": state, **tails}, y[:, 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class GDNOptions(MixerOptions):
+    """``GatedDeltaNet``'s options, checked once.
 
     ``hidden_size, num_heads, head_dim, conv_size, chunk_size >= 1``; ``expand_v > 0`` with
     ``head_dim * expand_v`` a whole number; ``num_v_heads`` (``None``: ``num_heads``) a multiple
-    of ``num_heads``; ``norm_eps > 0``. Returns ``{"num_v_heads", "head_k_dim",
-    "head_v_dim", "key_dim", "value_dim"}``.
+    of ``num_heads`` (resolved here); ``norm_eps > 0``.
     """
-    op = GDN
-    options.size(hidden_size, "hidden_size", op)
-    h = options.size(num_heads, "num_heads", op)
-    k = options.size(head_dim, "head_dim", op)
-    ev = checks.static_real(expand_v, "expand_v", op, lambda v: v > 0, "a number > 0")
-    v = round(k * ev)
-    if v < 1 or not math.isclose(k * ev, v, rel_tol=1e-5):
-        raise ValueError(
-            f"{op}: head_dim * expand_v must be a whole number >= 1 (the value head size), "
-            f"got head_dim={k}, expand_v={ev} ({k * ev})."
+
+    op: ClassVar[str] = GDN
+    norm: ClassVar[str] = "o_norm"
+
+    head_dim: int
+    expand_v: float
+    num_v_heads: int | None
+    allow_neg_eigval: bool
+
+    def __post_init__(self) -> None:
+        op = self.op
+        options.size(self.hidden_size, "hidden_size", op)
+        h = options.size(self.num_heads, "num_heads", op)
+        k = options.size(self.head_dim, "head_dim", op)
+        ev = checks.static_real(self.expand_v, "expand_v", op, lambda v: v > 0, "a number > 0")
+        what = "head_dim * expand_v must be a whole number >= 1 (the value head size), got "
+        what += f"head_dim={k}, expand_v={ev}"
+        v = _whole(op, what, k * ev, 1)
+        nv = self.num_v_heads
+        hv = h if nv is None else options.size(nv, "num_v_heads", op)
+        if hv % h:
+            raise ValueError(
+                f"{op}: num_v_heads={hv} must be a multiple of num_heads={h} (each key head "
+                "serves num_v_heads // num_heads value heads)."
+            )
+        self._check_common()
+        options.flag(self.allow_neg_eigval, "allow_neg_eigval", op)
+        self._check_tail()
+        self.set(num_v_heads=hv, sizes=Sizes(hv, k, v, h * k, hv * v))
+
+    def specs(self) -> tuple[P.Spec, ...]:
+        """fla's ``GatedDeltaNet``: kernels ``[in, out]`` (PyTorch's ``weight.T``), the
+        convolutions ``[conv_size, D]`` (fla's ``[D, 1, conv_size]`` as ``weight[:, 0, :].T``)."""
+        z = self.sizes
+        head = self._projections(
+            ("q_proj", z.key_dim), ("k_proj", z.key_dim), ("v_proj", z.value_dim),
+            ("a_proj", z.num_v_heads), ("b_proj", z.num_v_heads),
+        )  # fmt: skip
+        decay = (
+            P.Spec("A_log", (z.num_v_heads,), a_log_init),
+            P.Spec("dt_bias", (z.num_v_heads,), dt_bias_init()),
         )
-    hv = h if num_v_heads is None else options.size(num_v_heads, "num_v_heads", op)
-    if hv % h:
-        raise ValueError(
-            f"{op}: num_v_heads={hv} must be a multiple of num_heads={h} (each key head serves "
-            "num_v_heads // num_heads value heads)."
+        return self._shared_specs(head + decay, self._projections(("g_proj", z.value_dim)))
+
+    def inputs(self, x: Any, params: Params, cache: Any) -> tuple[tuple, jax.Array, dict]:
+        """``((q, k, v, log_alpha, beta), gate, conv tails)``."""
+        x, p = _promoted(x, params, self.dtype)
+        q, k, v, tails = _qkv(x, p, cache, self, silu_without_conv=True)
+        z, precision = self.sizes, self.precision
+        q, k = l2_normalize(_heads(q, z.head_k_dim)), l2_normalize(_heads(k, z.head_k_dim))
+        groups = z.num_v_heads // q.shape[2]
+        if groups > 1:  # grouped values: key head i serves value heads i*g ... i*g + g - 1
+            q, k = jnp.repeat(q, groups, axis=2), jnp.repeat(k, groups, axis=2)
+        beta = jax.nn.sigmoid(F.dense(x, p["b_proj"], None, precision))
+        if self.allow_neg_eigval:
+            beta = 2.0 * beta
+        # Qwen3-Next / fla: g = -exp(A_log) * softplus(x W_a + dt_bias), in float32.
+        f32 = jnp.promote_types(x.dtype, jnp.float32)
+        a = F.dense(x, p["a_proj"], None, precision).astype(f32)
+        rate = jnp.exp(p["A_log"].astype(f32))[None, None]
+        log_alpha = -rate * jax.nn.softplus(a + p["dt_bias"].astype(f32)[None, None])
+        gate = _heads(F.dense(x, p["g_proj"], None, precision), z.head_v_dim)
+        return (q, k, _heads(v, z.head_v_dim), log_alpha, beta), gate, tails
+
+    def recurrence(self, *args: Any, initial_state: Any, chunk_size: int) -> Any:
+        return hj.gated_delta_rule(*args, initial_state=initial_state, chunk_size=chunk_size)
+
+    def recurrence_step(self, *args: Any) -> Any:
+        return hj.gated_delta_rule_step(*args)
+
+
+@dataclasses.dataclass(frozen=True)
+class GLAOptions(MixerOptions):
+    """``GatedLinearAttention``'s options, checked once.
+
+    ``hidden_size * expand_k`` and ``hidden_size * expand_v`` whole multiples of
+    ``num_heads``; ``gate_logit_normalizer > 0``; ``clamp_min`` ``None`` or a number ``<= 0``.
+    """
+
+    op: ClassVar[str] = GLA
+    norm: ClassVar[str] = "g_norm_swish_gate"
+
+    expand_k: float
+    expand_v: float
+    gate_logit_normalizer: float
+    gate_low_rank_dim: int
+    clamp_min: float | None
+    bias_init: Any
+
+    def __post_init__(self) -> None:
+        op = self.op
+        d = options.size(self.hidden_size, "hidden_size", op)
+        h = options.size(self.num_heads, "num_heads", op)
+        dims = []
+        for name in ("expand_k", "expand_v"):
+            e = checks.static_real(getattr(self, name), name, op, lambda v: v > 0, "a number > 0")
+            what = f"hidden_size * {name} must be a whole multiple of num_heads={h}, got "
+            dims.append(_whole(op, what + f"hidden_size={d}, {name}={e}", d * e, h, h))
+        self._check_common()
+        g = checks.static_real(
+            self.gate_logit_normalizer, "gate_logit_normalizer", op, lambda v: v > 0,
+            "a number > 0",
+        )  # fmt: skip
+        options.size(self.gate_low_rank_dim, "gate_low_rank_dim", op)
+        c = self.clamp_min
+        if c is not None:
+            c = checks.static_real(c, "clamp_min", op, lambda v: v <= 0, "None or a number <= 0")
+        self._check_tail()
+        options.function(self.bias_init, "bias_init", op)
+        kd, vd = dims
+        self.set(gate_logit_normalizer=float(g), clamp_min=None if c is None else float(c))
+        self.set(sizes=Sizes(h, kd // h, vd // h, kd, vd))
+
+    def specs(self) -> tuple[P.Spec, ...]:
+        """fla's ``GatedLinearAttention``, the gate's ``nn.Sequential`` flattened:
+        ``gk_proj.0.weight`` -> ``gk_proj_0``, ``gk_proj.1.weight`` -> ``gk_proj_1``,
+        ``gk_proj.1.bias`` -> ``gk_proj_1_bias``."""
+        z, r = self.sizes, self.gate_low_rank_dim
+        head = self._projections(
+            ("q_proj", z.key_dim), ("k_proj", z.key_dim), ("v_proj", z.value_dim),
+            ("g_proj", z.value_dim),
+        )  # fmt: skip
+        gate = (
+            P.Spec("gk_proj_0", (self.hidden_size, r), self.kernel_init),
+            P.Spec("gk_proj_1", (r, z.key_dim), self.kernel_init),
+            P.Spec("gk_proj_1_bias", (z.key_dim,), self.bias_init),
         )
-    options.flag(use_short_conv, "use_short_conv", op)
-    options.size(conv_size, "conv_size", op)
-    options.flag(allow_neg_eigval, "allow_neg_eigval", op)
-    checks.static_real(norm_eps, "norm_eps", op, lambda e: e > 0, "a number > 0")
-    options.size(chunk_size, "chunk_size", op)
-    options.dtypes(dtype, param_dtype, op)
-    options.function(kernel_init, "kernel_init", op)
-    return {
-        "num_v_heads": hv,
-        "head_k_dim": k,
-        "head_v_dim": v,
-        "key_dim": h * k,
-        "value_dim": hv * v,
-    }
+        return self._shared_specs(head, gate)
+
+    def inputs(self, x: Any, params: Params, cache: Any) -> tuple[tuple, jax.Array, dict]:
+        """``((q, k, v, log_g), gate, conv tails)``."""
+        x, p = _promoted(x, params, self.dtype)
+        q, k, v, tails = _qkv(x, p, cache, self, silu_without_conv=False)
+        z, precision = self.sizes, self.precision
+        gk = F.dense(F.dense(x, p["gk_proj_0"], None, precision), p["gk_proj_1"], None, precision)
+        gk = gk + p["gk_proj_1_bias"][None, None]
+        f32 = jnp.promote_types(x.dtype, jnp.float32)
+        log_g = jax.nn.log_sigmoid(gk.astype(f32)) / self.gate_logit_normalizer
+        if self.clamp_min is not None:
+            log_g = jnp.maximum(log_g, self.clamp_min)
+        gate = _heads(F.dense(x, p["g_proj"], None, precision), z.head_v_dim)
+        kd, vd = z.head_k_dim, z.head_v_dim
+        return (_heads(q, kd), _heads(k, kd), _heads(v, vd), _heads(log_g, kd)), gate, tails
+
+    def recurrence(self, *args: Any, initial_state: Any, chunk_size: int) -> Any:
+        return hj.gated_linear_attention(*args, initial_state=initial_state, chunk_size=chunk_size)
+
+    def recurrence_step(self, *args: Any) -> Any:
+        return hj.gated_linear_attention_step(*args)
 
 
 # --- initialisers -------------------------------------------------------------------------------
@@ -129,40 +370,28 @@ def ones_init(key: jax.Array, shape: Any, dtype: Any = jnp.float32) -> jax.Array
     return jnp.ones(shape, dtype)
 
 
-def gdn_param_table(
-    hidden_size: int,
-    sizes: Mapping[str, int],
-    *,
-    num_heads: int,
-    conv_size: int,
-    use_short_conv: bool,
-    kernel_init: Callable[..., jax.Array],
-) -> dict[str, tuple[tuple[int, ...], Callable[..., jax.Array]]]:
-    """``{name: (shape, init)}`` of ``GatedDeltaNet``'s parameters, in creation order.
+# --- flash-linear-attention's weights -----------------------------------------------------------
 
-    Kernels are JAX's ``[in, out]`` (PyTorch's ``weight.T``); the convolutions ``[conv_size, D]``
-    (fla's ``[D, 1, conv_size]`` weight as ``weight[:, 0, :].T``).
-    """
-    d, hv = hidden_size, sizes["num_v_heads"]
-    kd, vd = sizes["key_dim"], sizes["value_dim"]
-    del num_heads
-    table: dict[str, tuple[tuple[int, ...], Callable[..., jax.Array]]] = {
-        "q_proj": ((d, kd), kernel_init),
-        "k_proj": ((d, kd), kernel_init),
-        "v_proj": ((d, vd), kernel_init),
-        "a_proj": ((d, hv), kernel_init),
-        "b_proj": ((d, hv), kernel_init),
-        "A_log": ((hv,), a_log_init),
-        "dt_bias": ((hv,), dt_bias_init()),
-    }
-    if use_short_conv:
-        table["q_conv1d"] = ((conv_size, kd), conv_init)
-        table["k_conv1d"] = ((conv_size, kd), conv_init)
-        table["v_conv1d"] = ((conv_size, vd), conv_init)
-    table["g_proj"] = ((d, vd), kernel_init)
-    table["o_norm"] = ((sizes["head_v_dim"],), ones_init)
-    table["o_proj"] = ((vd, d), kernel_init)
-    return table
+
+def _from_fla(
+    state_dict: Mapping[str, Any], prefix: str, linear: Mapping[str, str], plain: Mapping[str, str]
+) -> dict[str, jax.Array]:
+    """``linear`` (``{ours: fla's module}``) transposed from ``<module>.weight``, the convolutions
+    ``weight[:, 0, :].T`` where present, ``plain`` (``{ours: fla's key}``) as they are."""
+    out: dict[str, jax.Array] = {}
+    for name, key in linear.items():
+        out[name] = jnp.asarray(state_dict[f"{prefix}{key}.weight"]).T
+    for name in ("q_conv1d", "k_conv1d", "v_conv1d"):
+        key = f"{prefix}{name}.weight"
+        if key in state_dict:
+            out[name] = jnp.asarray(state_dict[key])[:, 0, :].T
+    for name, key in plain.items():
+        out[name] = jnp.asarray(state_dict[f"{prefix}{key}"])
+    return out
+
+
+def _same(*names: str) -> dict[str, str]:
+    return {n: n for n in names}
 
 
 def gdn_params_from_fla(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, jax.Array]:
@@ -174,36 +403,27 @@ def gdn_params_from_fla(state_dict: Mapping[str, Any], prefix: str = "") -> dict
     ``o_norm``; ``A_log``, ``dt_bias`` as they are. ``prefix``: e.g. ``"model.layers.0.attn."``.
     Convolution biases (fla's ``conv_bias=True``) are not supported.
     """
-    out: dict[str, jax.Array] = {}
-    for name in ("q_proj", "k_proj", "v_proj", "a_proj", "b_proj", "g_proj", "o_proj"):
-        out[name] = jnp.asarray(state_dict[f"{prefix}{name}.weight"]).T
-    for name in ("q_conv1d", "k_conv1d", "v_conv1d"):
-        key = f"{prefix}{name}.weight"
-        if key in state_dict:
-            out[name] = jnp.asarray(state_dict[key])[:, 0, :].T
-    out["o_norm"] = jnp.asarray(state_dict[f"{prefix}o_norm.weight"])
-    out["A_log"] = jnp.asarray(state_dict[f"{prefix}A_log"])
-    out["dt_bias"] = jnp.asarray(state_dict[f"{prefix}dt_bias"])
-    return out
+    linear = _same("q_proj", "k_proj", "v_proj", "a_proj", "b_proj", "g_proj", "o_proj")
+    plain = {"o_norm": "o_norm.weight", **_same("A_log", "dt_bias")}
+    return _from_fla(state_dict, prefix, linear, plain)
+
+
+def gla_params_from_fla(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, jax.Array]:
+    """flash-linear-attention ``GatedLinearAttention`` weights -> this library's parameters.
+
+    Linear weights transposed (``q_proj.weight.T`` ...; ``gk_proj.0.weight.T`` ->
+    ``gk_proj_0``, ``gk_proj.1.weight.T`` -> ``gk_proj_1``, ``gk_proj.1.bias`` ->
+    ``gk_proj_1_bias``), convolutions ``weight[:, 0, :].T``, ``g_norm_swish_gate.weight`` ->
+    ``g_norm_swish_gate``. For fla's defaults ``use_output_gate=True, gate_fn="swish",
+    fuse_norm=True, elementwise_affine=True, num_kv_heads=None, feature_map=None``.
+    """
+    linear = _same("q_proj", "k_proj", "v_proj", "g_proj", "o_proj")
+    linear.update(gk_proj_0="gk_proj.0", gk_proj_1="gk_proj.1")
+    plain = {"gk_proj_1_bias": "gk_proj.1.bias", "g_norm_swish_gate": "g_norm_swish_gate.weight"}
+    return _from_fla(state_dict, prefix, linear, plain)
 
 
 # --- call checks --------------------------------------------------------------------------------
-
-
-def cache_shapes(
-    batch: int, sizes: Mapping[str, int], *, num_heads: int, conv_size: int, use_short_conv: bool
-) -> dict[str, tuple[int, ...]]:
-    """The shapes of the decode cache's entries for a batch of ``batch``."""
-    del num_heads
-    shapes: dict[str, tuple[int, ...]] = {
-        "state": (batch, sizes["num_v_heads"], sizes["head_k_dim"], sizes["head_v_dim"]),
-    }
-    if use_short_conv:
-        w = conv_size - 1
-        shapes["q_conv"] = (batch, w, sizes["key_dim"])
-        shapes["k_conv"] = (batch, w, sizes["key_dim"])
-        shapes["v_conv"] = (batch, w, sizes["value_dim"])
-    return shapes
 
 
 def check_cache(op: str, cache: Any, want: Mapping[str, tuple[int, ...]]) -> None:
@@ -268,18 +488,15 @@ def _qkv(
     x: jax.Array,
     p: Mapping[str, Any],
     cache: Mapping[str, Any] | None,
+    opts: MixerOptions,
     *,
-    use_short_conv: bool,
     silu_without_conv: bool,
-    precision: PrecisionLike,
 ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
     """The projections ``q, k, v`` (flat), through the short convolutions (or SiLU, or as
     they are), and the new convolution tails."""
-    q = F.dense(x, p["q_proj"], None, precision)
-    k = F.dense(x, p["k_proj"], None, precision)
-    v = F.dense(x, p["v_proj"], None, precision)
+    q, k, v = (F.dense(x, p[f"{n}_proj"], None, opts.precision) for n in "qkv")
     tails: dict[str, jax.Array] = {}
-    if use_short_conv:
+    if opts.use_short_conv:
         c = cache or {}
         q, tails["q_conv"] = short_conv(q, p["q_conv1d"], c.get("q_conv"))
         k, tails["k_conv"] = short_conv(k, p["k_conv1d"], c.get("k_conv"))
@@ -289,344 +506,29 @@ def _qkv(
     return q, k, v, tails
 
 
-def _gdn_inputs(
-    x: Any,
-    params: Params,
-    cache: Mapping[str, Any] | None,
-    *,
-    sizes: Mapping[str, int],
-    use_short_conv: bool,
-    allow_neg_eigval: bool,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
-) -> tuple[tuple[jax.Array, ...], jax.Array, dict[str, jax.Array]]:
-    """``((q, k, v, log_alpha, beta), gate, conv tails)`` of a sequence ``x`` ``[B, T, d]``."""
-    x, p = _promoted(x, params, dtype)
-    q, k, v, tails = _qkv(
-        x, p, cache, use_short_conv=use_short_conv, silu_without_conv=True, precision=precision
-    )
-    kdim, vdim = sizes["head_k_dim"], sizes["head_v_dim"]
-    q, k, v = _heads(q, kdim), _heads(k, kdim), _heads(v, vdim)
-    q, k = l2_normalize(q), l2_normalize(k)
-    groups = sizes["num_v_heads"] // q.shape[2]
-    if groups > 1:  # grouped values: key head i serves value heads i*g ... i*g + g - 1
-        q, k = jnp.repeat(q, groups, axis=2), jnp.repeat(k, groups, axis=2)
-    beta = jax.nn.sigmoid(F.dense(x, p["b_proj"], None, precision))
-    if allow_neg_eigval:
-        beta = 2.0 * beta
-    # Qwen3-Next / fla: g = -exp(A_log) * softplus(x W_a + dt_bias), in float32.
-    f32 = jnp.promote_types(x.dtype, jnp.float32)
-    a = F.dense(x, p["a_proj"], None, precision).astype(f32)
-    rate = jnp.exp(p["A_log"].astype(f32))[None, None]
-    log_alpha = -rate * jax.nn.softplus(a + p["dt_bias"].astype(f32)[None, None])
-    gate = _heads(F.dense(x, p["g_proj"], None, precision), vdim)
-    return (q, k, v, log_alpha, beta), gate, tails
-
-
-def _gdn_output(
-    o: jax.Array,
-    gate: jax.Array,
-    params: Params,
-    *,
-    norm_eps: float,
-    precision: PrecisionLike,
-    norm: str = "o_norm",
-) -> jax.Array:
+def _output(o: jax.Array, gate: jax.Array, params: Params, opts: MixerOptions) -> jax.Array:
     """``o_proj(gated_rms_norm(o, gate))``: the norm per value head, SiLU gate after it."""
     o = o.astype(gate.dtype)
-    scale = params[norm]
-    o, gate, scale = F.promote((o, gate, scale), None)
-    y = hj.gated_rms_norm(o, gate, scale, eps=norm_eps, activation="swiglu", norm_before_gate=True)
+    o, gate, scale = F.promote((o, gate, params[opts.norm]), None)
+    y = hj.gated_rms_norm(
+        o, gate, scale, eps=opts.norm_eps, activation="swiglu", norm_before_gate=True
+    )
     y = y.reshape(*y.shape[:-2], -1)
     (y, w) = F.promote((y, params["o_proj"]), None)
-    return F.dense(y, w, None, precision)
+    return F.dense(y, w, None, opts.precision)
 
 
 def gated_delta_net(
-    x: Any,
-    params: Params,
-    cache: Mapping[str, Any] | None = None,
-    *,
-    sizes: Mapping[str, int],
-    use_short_conv: bool,
-    allow_neg_eigval: bool,
-    norm_eps: float,
-    chunk_size: int,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
+    x: Any, params: Params, cache: Mapping[str, Any] | None, opts: GDNOptions
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The Gated DeltaNet block over ``x`` ``[B, T, d]``: ``(y [B, T, d], cache)``.
-
-    ``cache`` (``None``: zeros) holds the state and convolution tails before ``x``; the returned
-    cache those after it, so a prefill followed by :func:`gated_delta_net_step` continues it.
-    """
-    (q, k, v, log_alpha, beta), gate, tails = _gdn_inputs(
-        x,
-        params,
-        cache,
-        sizes=sizes,
-        use_short_conv=use_short_conv,
-        allow_neg_eigval=allow_neg_eigval,
-        dtype=dtype,
-        precision=precision,
-    )
-    s0 = None if cache is None else cache["state"]
-    o, state = hj.gated_delta_rule(
-        q, k, v, log_alpha, beta, initial_state=s0, chunk_size=chunk_size
-    )
-    y = _gdn_output(o, gate, params, norm_eps=norm_eps, precision=precision)
-    return y, {"state": state, **tails}
-
-
-def gated_delta_net_step(
-    cache: Mapping[str, Any] | None,
-    x_t: Any,
-    params: Params,
-    *,
-    sizes: Mapping[str, int],
-    use_short_conv: bool,
-    allow_neg_eigval: bool,
-    norm_eps: float,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
-) -> tuple[dict[str, jax.Array], jax.Array]:
-    """One decode step, ``x_t`` ``[B, d]``: ``(new cache, y_t [B, d])``, by
-    :func:`hadamard_jax.gated_delta_rule_step`."""
-    (q, k, v, log_alpha, beta), gate, tails = _gdn_inputs(
-        jnp.asarray(x_t)[:, None],
-        params,
-        cache,
-        sizes=sizes,
-        use_short_conv=use_short_conv,
-        allow_neg_eigval=allow_neg_eigval,
-        dtype=dtype,
-        precision=precision,
-    )
-    b, hv = q.shape[0], q.shape[2]
-    if cache is None:
-        s = jnp.zeros((b, hv, sizes["head_k_dim"], sizes["head_v_dim"]), jnp.float32)
-    else:
-        s = cache["state"]
-    o, state = hj.gated_delta_rule_step(q[:, 0], k[:, 0], v[:, 0], log_alpha[:, 0], beta[:, 0], s)
-    y = _gdn_output(o[:, None], gate, params, norm_eps=norm_eps, precision=precision)
-    return {"state": state, **tails}, y[:, 0]
-
-
-# --- Gated Linear Attention --------------------------------------------------------------------
-
-GLA = "GatedLinearAttention"
-
-
-def check_gated_linear_attention(
-    *,
-    hidden_size: Any,
-    num_heads: Any,
-    expand_k: Any,
-    expand_v: Any,
-    use_short_conv: Any,
-    conv_size: Any,
-    gate_logit_normalizer: Any,
-    gate_low_rank_dim: Any,
-    clamp_min: Any,
-    norm_eps: Any,
-    chunk_size: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-) -> dict[str, Any]:
-    """``GatedLinearAttention``'s arguments, checked once; returns the derived sizes.
-
-    ``hidden_size * expand_k`` and ``hidden_size * expand_v`` whole multiples of
-    ``num_heads``; ``gate_logit_normalizer > 0``; ``clamp_min`` ``None`` or a number ``<= 0``.
-    """
-    op = GLA
-    d = options.size(hidden_size, "hidden_size", op)
-    h = options.size(num_heads, "num_heads", op)
-    dims = []
-    for name, value in (("expand_k", expand_k), ("expand_v", expand_v)):
-        e = checks.static_real(value, name, op, lambda v: v > 0, "a number > 0")
-        n = round(d * e)
-        if n < h or n % h or not math.isclose(d * e, n, rel_tol=1e-5):
-            raise ValueError(
-                f"{op}: hidden_size * {name} must be a whole multiple of num_heads={h}, got "
-                f"hidden_size={d}, {name}={e} ({d * e})."
-            )
-        dims.append(n)
-    options.flag(use_short_conv, "use_short_conv", op)
-    options.size(conv_size, "conv_size", op)
-    checks.static_real(
-        gate_logit_normalizer, "gate_logit_normalizer", op, lambda v: v > 0, "a number > 0"
-    )
-    options.size(gate_low_rank_dim, "gate_low_rank_dim", op)
-    if clamp_min is not None:
-        checks.static_real(clamp_min, "clamp_min", op, lambda v: v <= 0, "None or a number <= 0")
-    checks.static_real(norm_eps, "norm_eps", op, lambda e: e > 0, "a number > 0")
-    options.size(chunk_size, "chunk_size", op)
-    options.dtypes(dtype, param_dtype, op)
-    options.function(kernel_init, "kernel_init", op)
-    options.function(bias_init, "bias_init", op)
-    kd, vd = dims
-    return {
-        "num_v_heads": h,
-        "head_k_dim": kd // h,
-        "head_v_dim": vd // h,
-        "key_dim": kd,
-        "value_dim": vd,
-    }
-
-
-def gla_param_table(
-    hidden_size: int,
-    sizes: Mapping[str, int],
-    *,
-    gate_low_rank_dim: int,
-    conv_size: int,
-    use_short_conv: bool,
-    kernel_init: Callable[..., jax.Array],
-    bias_init: Callable[..., jax.Array],
-) -> dict[str, tuple[tuple[int, ...], Callable[..., jax.Array]]]:
-    """``{name: (shape, init)}`` of ``GatedLinearAttention``'s parameters (fla's names, with
-    ``gk_proj.0.weight`` -> ``gk_proj_0``, ``gk_proj.1.weight`` -> ``gk_proj_1``,
-    ``gk_proj.1.bias`` -> ``gk_proj_1_bias``)."""
-    d, kd, vd, r = hidden_size, sizes["key_dim"], sizes["value_dim"], gate_low_rank_dim
-    table: dict[str, tuple[tuple[int, ...], Callable[..., jax.Array]]] = {
-        "q_proj": ((d, kd), kernel_init),
-        "k_proj": ((d, kd), kernel_init),
-        "v_proj": ((d, vd), kernel_init),
-        "g_proj": ((d, vd), kernel_init),
-    }
-    if use_short_conv:
-        table["q_conv1d"] = ((conv_size, kd), conv_init)
-        table["k_conv1d"] = ((conv_size, kd), conv_init)
-        table["v_conv1d"] = ((conv_size, vd), conv_init)
-    table["gk_proj_0"] = ((d, r), kernel_init)
-    table["gk_proj_1"] = ((r, kd), kernel_init)
-    table["gk_proj_1_bias"] = ((kd,), bias_init)
-    table["g_norm_swish_gate"] = ((sizes["head_v_dim"],), ones_init)
-    table["o_proj"] = ((vd, d), kernel_init)
-    return table
-
-
-def gla_params_from_fla(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, jax.Array]:
-    """flash-linear-attention ``GatedLinearAttention`` weights -> this library's parameters.
-
-    Linear weights transposed (``q_proj.weight.T`` ...; ``gk_proj.0.weight.T`` ->
-    ``gk_proj_0``, ``gk_proj.1.weight.T`` -> ``gk_proj_1``, ``gk_proj.1.bias`` ->
-    ``gk_proj_1_bias``), convolutions ``weight[:, 0, :].T``, ``g_norm_swish_gate.weight`` ->
-    ``g_norm_swish_gate``. For fla's defaults ``use_output_gate=True, gate_fn="swish",
-    fuse_norm=True, elementwise_affine=True, num_kv_heads=None, feature_map=None``.
-    """
-    out: dict[str, jax.Array] = {}
-    for name in ("q_proj", "k_proj", "v_proj", "g_proj", "o_proj"):
-        out[name] = jnp.asarray(state_dict[f"{prefix}{name}.weight"]).T
-    for name in ("q_conv1d", "k_conv1d", "v_conv1d"):
-        key = f"{prefix}{name}.weight"
-        if key in state_dict:
-            out[name] = jnp.asarray(state_dict[key])[:, 0, :].T
-    out["gk_proj_0"] = jnp.asarray(state_dict[f"{prefix}gk_proj.0.weight"]).T
-    out["gk_proj_1"] = jnp.asarray(state_dict[f"{prefix}gk_proj.1.weight"]).T
-    out["gk_proj_1_bias"] = jnp.asarray(state_dict[f"{prefix}gk_proj.1.bias"])
-    out["g_norm_swish_gate"] = jnp.asarray(state_dict[f"{prefix}g_norm_swish_gate.weight"])
-    return out
-
-
-def _gla_inputs(
-    x: Any,
-    params: Params,
-    cache: Mapping[str, Any] | None,
-    *,
-    sizes: Mapping[str, int],
-    use_short_conv: bool,
-    gate_logit_normalizer: float,
-    clamp_min: float | None,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
-) -> tuple[tuple[jax.Array, ...], jax.Array, dict[str, jax.Array]]:
-    """``((q, k, v, log_g), gate, conv tails)`` of a sequence ``x`` ``[B, T, d]``."""
-    x, p = _promoted(x, params, dtype)
-    q, k, v, tails = _qkv(
-        x, p, cache, use_short_conv=use_short_conv, silu_without_conv=False, precision=precision
-    )
-    kdim, vdim = sizes["head_k_dim"], sizes["head_v_dim"]
-    gk = F.dense(F.dense(x, p["gk_proj_0"], None, precision), p["gk_proj_1"], None, precision)
-    gk = gk + p["gk_proj_1_bias"][None, None]
-    f32 = jnp.promote_types(x.dtype, jnp.float32)
-    log_g = jax.nn.log_sigmoid(gk.astype(f32)) / gate_logit_normalizer
-    if clamp_min is not None:
-        log_g = jnp.maximum(log_g, clamp_min)
-    gate = _heads(F.dense(x, p["g_proj"], None, precision), vdim)
-    return (_heads(q, kdim), _heads(k, kdim), _heads(v, vdim), _heads(log_g, kdim)), gate, tails
+    """The Gated DeltaNet block over ``x`` ``[B, T, d]``: ``(y [B, T, d], cache)``
+    (:meth:`MixerOptions.apply`, by :func:`hadamard_jax.gated_delta_rule`)."""
+    return opts.apply(x, params, cache)
 
 
 def gated_linear_attention(
-    x: Any,
-    params: Params,
-    cache: Mapping[str, Any] | None = None,
-    *,
-    sizes: Mapping[str, int],
-    use_short_conv: bool,
-    gate_logit_normalizer: float,
-    clamp_min: float | None,
-    norm_eps: float,
-    chunk_size: int,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
+    x: Any, params: Params, cache: Mapping[str, Any] | None, opts: GLAOptions
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The GLA block over ``x`` ``[B, T, d]``: ``(y [B, T, d], cache)`` (as
     :func:`gated_delta_net`), by :func:`hadamard_jax.gated_linear_attention`."""
-    (q, k, v, log_g), gate, tails = _gla_inputs(
-        x,
-        params,
-        cache,
-        sizes=sizes,
-        use_short_conv=use_short_conv,
-        gate_logit_normalizer=gate_logit_normalizer,
-        clamp_min=clamp_min,
-        dtype=dtype,
-        precision=precision,
-    )
-    s0 = None if cache is None else cache["state"]
-    o, state = hj.gated_linear_attention(q, k, v, log_g, initial_state=s0, chunk_size=chunk_size)
-    y = _gdn_output(
-        o, gate, params, norm_eps=norm_eps, precision=precision, norm="g_norm_swish_gate"
-    )
-    return y, {"state": state, **tails}
-
-
-def gated_linear_attention_step(
-    cache: Mapping[str, Any] | None,
-    x_t: Any,
-    params: Params,
-    *,
-    sizes: Mapping[str, int],
-    use_short_conv: bool,
-    gate_logit_normalizer: float,
-    clamp_min: float | None,
-    norm_eps: float,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
-) -> tuple[dict[str, jax.Array], jax.Array]:
-    """One GLA decode step, ``x_t`` ``[B, d]``: ``(new cache, y_t [B, d])``, by
-    :func:`hadamard_jax.gated_linear_attention_step`."""
-    (q, k, v, log_g), gate, tails = _gla_inputs(
-        jnp.asarray(x_t)[:, None],
-        params,
-        cache,
-        sizes=sizes,
-        use_short_conv=use_short_conv,
-        gate_logit_normalizer=gate_logit_normalizer,
-        clamp_min=clamp_min,
-        dtype=dtype,
-        precision=precision,
-    )
-    if cache is None:
-        shape = (q.shape[0], q.shape[2], sizes["head_k_dim"], sizes["head_v_dim"])
-        s = jnp.zeros(shape, jnp.float32)
-    else:
-        s = cache["state"]
-    o, state = hj.gated_linear_attention_step(q[:, 0], k[:, 0], v[:, 0], log_g[:, 0], s)
-    y = _gdn_output(
-        o[:, None], gate, params, norm_eps=norm_eps, precision=precision, norm="g_norm_swish_gate"
-    )
-    return {"state": state, **tails}, y[:, 0]
+    return opts.apply(x, params, cache)

@@ -118,3 +118,30 @@ def masks_of(
 def names(specs: Iterable[Spec], collection: str | None = None) -> tuple[str, ...]:
     """The names in ``specs`` (of one ``collection`` if given), present or not."""
     return tuple(s.name for s in specs if collection is None or s.collection == collection)
+
+
+class Options:
+    """Base of a family's frozen options dataclass, checked once in its ``__post_init__``.
+
+    A front end builds one from its constructor's arguments (NNX: ``Options.of(locals())``) or
+    its own fields (Linen: ``Options.of(self)``), so the option names are written once, in the
+    dataclass; :meth:`items` lists them back (NNX stores them as attributes).
+    """
+
+    @classmethod
+    def of(cls, source: Any):
+        """The options named by ``cls``'s init fields, read from a dict or an object (a name
+        it lacks takes the field's default)."""
+        fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+        if isinstance(source, dict):
+            return cls(**{n: source[n] for n in fields if n in source})
+        return cls(**{n: getattr(source, n) for n in fields if hasattr(source, n)})
+
+    def items(self) -> dict[str, Any]:
+        """``{name: value}`` of the init fields (as checked and normalised)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}  # type: ignore[arg-type]
+
+    def set(self, **values: Any) -> None:
+        """Normalise fields in ``__post_init__`` (the dataclass is frozen)."""
+        for name, value in values.items():
+            object.__setattr__(self, name, value)

@@ -1,8 +1,9 @@
 """The gated linear recurrences of ``RGLRU`` and ``MinGRU``, shared by NNX and Linen.
 
-One home for everything the two front ends share about these layers: the argument checks
-(:func:`check_rglru`, :func:`check_min_gru`, built on :mod:`hadamard_jax._layers.options` and
-:mod:`hadamard_jax._src.checks`), the initialiser of the RG-LRU's decay parameter
+One home for everything the two front ends share about these layers: the options, checked once
+(:class:`RGLRUOptions`, :class:`MinGRUOptions`, built on :mod:`hadamard_jax._layers.options` and
+:mod:`hadamard_jax._src.checks`), which also hold the parameter tables (:mod:`.params`), the
+initialiser of the RG-LRU's decay parameter
 (:func:`rglru_a_param_init`), the square root with a bounded derivative, and the pure layer
 functions: the parallel (training) form over a whole sequence and the decode step, for each.
 
@@ -14,18 +15,20 @@ the decode steps compute one time step of the same equations directly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-from flax.typing import Dtype, PrecisionLike
+from flax.typing import PrecisionLike
 from jax import lax
 
 import hadamard_jax as hj
 from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import options
+from hadamard_jax._layers import params as P
 from hadamard_jax._src import checks
 
 Params = Mapping[str, Any]
@@ -59,82 +62,133 @@ def mesh_axis(value: Any, op: str) -> None:
     )
 
 
-def _projections(
-    op: str, *, dtype: Any, param_dtype: Any, kernel_init: Any, bias_init: Any, mesh: Any
-) -> None:
-    options.dtypes(dtype, param_dtype, op)
-    options.function(kernel_init, "kernel_init", op)
-    options.function(bias_init, "bias_init", op)
-    mesh_axis(mesh, op)
+@dataclasses.dataclass(frozen=True)
+class _Options(P.Options):
+    """What both recurrences take: dtypes, initialisers and the sequence-sharding axis."""
+
+    op: ClassVar[str] = ""
+
+    dtype: Any
+    param_dtype: Any
+    precision: Any
+    kernel_init: Any
+    bias_init: Any
+    mesh_axis: Any
+
+    def _check_projections(self) -> None:
+        options.dtypes(self.dtype, self.param_dtype, self.op)
+        options.function(self.kernel_init, "kernel_init", self.op)
+        options.function(self.bias_init, "bias_init", self.op)
+        mesh_axis(self.mesh_axis, self.op)
+
+    def sizes(self) -> tuple[int | None, int]:
+        """``(input size or None if inferred, state size)``."""
+        raise NotImplementedError
+
+    def check(self, x: Any, state: Any, decode: bool, segment_pos: Any = None) -> None:
+        """A call's (:func:`check_call`) or a decode step's (:func:`check_step`) shapes."""
+        if decode:
+            check_step(self.op, state, x, *self.sizes(), segment_pos)
+        else:
+            check_call(self.op, x, state, *self.sizes(), segment_pos)
 
 
-def check_rglru(
-    *,
-    features: Any,
-    num_heads: Any,
-    c: Any,
-    min_rad: Any,
-    max_rad: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    mesh_axis: Any,
-) -> tuple[float, float, float]:
-    """``RGLRU``'s arguments; returns ``(c, min_rad, max_rad)`` as floats.
+@dataclasses.dataclass(frozen=True)
+class RGLRUOptions(_Options):
+    """``RGLRU``'s options, checked once (``c``, ``min_rad``, ``max_rad`` made floats).
 
     ``features >= 1``; ``num_heads >= 1`` dividing ``features``; ``c > 0``;
     ``0 < min_rad <= max_rad < 1``.
     """
-    op = "RGLRU"
-    options.size(features, "features", op)
-    options.size(num_heads, "num_heads", op)
-    if features % num_heads:
-        raise ValueError(
-            f"{op}: num_heads={num_heads} must divide features={features} (the gates are "
-            "block-diagonal, one [features / num_heads]^2 block per head)."
+
+    op: ClassVar[str] = "RGLRU"
+
+    features: int
+    num_heads: int
+    c: float
+    min_rad: float
+    max_rad: float
+
+    def __post_init__(self) -> None:
+        op, features, num_heads = self.op, self.features, self.num_heads
+        options.size(features, "features", op)
+        options.size(num_heads, "num_heads", op)
+        if features % num_heads:
+            raise ValueError(
+                f"{op}: num_heads={num_heads} must divide features={features} (the gates are "
+                "block-diagonal, one [features / num_heads]^2 block per head)."
+            )
+        c = checks.static_real(self.c, "c", op, lambda v: v > 0, "a finite number > 0")
+        lo = checks.static_real(self.min_rad, "min_rad", op, lambda v: 0 < v < 1, "in (0, 1)")
+        hi = checks.static_real(self.max_rad, "max_rad", op, lambda v: 0 < v < 1, "in (0, 1)")
+        if lo > hi:
+            raise ValueError(f"{op}: min_rad={lo} must be <= max_rad={hi}.")
+        self._check_projections()
+        self.set(c=c, min_rad=lo, max_rad=hi)
+
+    def sizes(self) -> tuple[int | None, int]:
+        return self.features, self.features
+
+    def specs(self) -> tuple[P.Spec, ...]:
+        """``a_param`` ``[d]`` (recurrentgemma's ``rnn_param_init``); the gates are
+        :meth:`gate_specs`, one submodule each (``input_gate``, ``a_gate``, in this order)."""
+        init = rglru_a_param_init(self.min_rad, self.max_rad)
+        return (P.Spec("a_param", (self.features,), init),)
+
+    def gate_specs(self) -> tuple[P.Spec, ...]:
+        """One gate's ``w`` ``[heads, d / heads, d / heads]`` and ``b`` ``[heads, d / heads]``
+        (recurrentgemma's ``BlockDiagonalLinear``)."""
+        h, block = self.num_heads, self.features // self.num_heads
+        return (
+            P.Spec("w", (h, block, block), self.kernel_init),
+            P.Spec("b", (h, block), self.bias_init),
         )
-    c_ = checks.static_real(c, "c", op, lambda v: v > 0, "a finite number > 0")
-    lo = checks.static_real(min_rad, "min_rad", op, lambda v: 0 < v < 1, "in (0, 1)")
-    hi = checks.static_real(max_rad, "max_rad", op, lambda v: 0 < v < 1, "in (0, 1)")
-    if lo > hi:
-        raise ValueError(f"{op}: min_rad={lo} must be <= max_rad={hi}.")
-    _projections(
-        op,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-        mesh=mesh_axis,
-    )
-    return c_, lo, hi
+
+    def run(self, x: Any, params: Params, state: Any, decode: bool, segment_pos: Any = None) -> Any:
+        """:func:`rglru` (``x [..., T, d]``) or :func:`rglru_step` (``x [..., d]``)."""
+        if decode:
+            return rglru_step(state, x, params, segment_pos=segment_pos, options=self)
+        return rglru(x, params, state, segment_pos=segment_pos, options=self)
 
 
-def check_min_gru(
-    *,
-    hidden_features: Any,
-    use_bias: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    mesh_axis: Any,
-    in_features: Any = None,
-) -> None:
-    """``MinGRU``'s arguments (``in_features``: NNX only)."""
-    op = "MinGRU"
-    if in_features is not None:
-        options.size(in_features, "in_features", op)
-    options.size(hidden_features, "hidden_features", op)
-    options.flag(use_bias, "use_bias", op)
-    _projections(
-        op,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-        mesh=mesh_axis,
-    )
+@dataclasses.dataclass(frozen=True)
+class MinGRUOptions(_Options):
+    """``MinGRU``'s options, checked once (``in_features``: NNX only; Linen infers it)."""
+
+    op: ClassVar[str] = "MinGRU"
+
+    hidden_features: int
+    use_bias: bool
+    in_features: int | None = None
+
+    def __post_init__(self) -> None:
+        op = self.op
+        if self.in_features is not None:
+            options.size(self.in_features, "in_features", op)
+        options.size(self.hidden_features, "hidden_features", op)
+        options.flag(self.use_bias, "use_bias", op)
+        self._check_projections()
+
+    def sizes(self) -> tuple[int | None, int]:
+        return self.in_features, self.hidden_features
+
+    def specs(self, in_features: int) -> tuple[P.Spec, ...]:
+        """``gate_kernel`` (``W_z``), ``candidate_kernel`` (``W_h``) ``[d, n]``, then (with
+        ``use_bias``) ``gate_bias``, ``candidate_bias`` ``[n]``: NNX's creation order."""
+        d, n = in_features, self.hidden_features
+        kernels = (P.Spec(f"{k}_kernel", (d, n), self.kernel_init) for k in ("gate", "candidate"))
+        biases = (
+            P.Spec(f"{k}_bias", (n,), self.bias_init, present=self.use_bias)
+            for k in ("gate", "candidate")
+        )
+        return (*kernels, *biases)
+
+    def run(self, x: Any, params: Params, state: Any, decode: bool, segment_pos: Any = None) -> Any:
+        """:func:`min_gru` (``x [..., T, d]``) or :func:`min_gru_step` (``x [..., d]``);
+        ``segment_pos`` must be ``None`` (as :meth:`check` requires)."""
+        if decode:
+            return min_gru_step(state, x, params, options=self)
+        return min_gru(x, params, state, options=self)
 
 
 def check_sequence(op: str, x: Any, features: int | None) -> None:
@@ -275,13 +329,7 @@ def block_diagonal(x: jax.Array, w: jax.Array, b: jax.Array, precision: Precisio
 
 
 def _rglru_coefficients(
-    x: Any,
-    params: Params,
-    segment_pos: Any,
-    *,
-    c: float,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
+    x: Any, params: Params, segment_pos: Any, o: RGLRUOptions
 ) -> tuple[jax.Array, jax.Array]:
     """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` for the inputs ``x`` ``[..., d]``.
 
@@ -291,30 +339,22 @@ def _rglru_coefficients(
     """
     gx, ga = params["input_gate"], params["a_gate"]
     x, a_param, wx, bx, wa, ba = F.promote(
-        (x, params["a_param"], gx["w"], gx["b"], ga["w"], ga["b"]), dtype
+        (x, params["a_param"], gx["w"], gx["b"], ga["w"], ga["b"]), o.dtype
     )
-    gate_a = jax.nn.sigmoid(block_diagonal(x, wa, ba, precision))
-    log_a = -c * gate_a * jnp.broadcast_to(jax.nn.softplus(a_param), gate_a.shape)
+    gate_a = jax.nn.sigmoid(block_diagonal(x, wa, ba, o.precision))
+    log_a = -o.c * gate_a * jnp.broadcast_to(jax.nn.softplus(a_param), gate_a.shape)
     a = jnp.exp(log_a)
     multiplier = sqrt_bound_derivative(1.0 - jnp.exp(2.0 * log_a), MAX_SQRT_GRADIENT)
     if segment_pos is not None:
         reset = (jnp.asarray(segment_pos) == 0)[..., None]
         multiplier = jnp.where(reset, jnp.ones_like(multiplier), multiplier)
         a = jnp.where(reset, jnp.zeros_like(a), a)
-    b = hj.glu(block_diagonal(x, wx, bx, precision), x) * multiplier
+    b = hj.glu(block_diagonal(x, wx, bx, o.precision), x) * multiplier
     return a, b
 
 
 def rglru(
-    x: Any,
-    params: Params,
-    h0: Any = None,
-    *,
-    segment_pos: Any = None,
-    c: float,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
-    mesh_axis: Any = None,
+    x: Any, params: Params, h0: Any = None, *, segment_pos: Any = None, options: RGLRUOptions
 ) -> tuple[jax.Array, jax.Array]:
     """The RG-LRU over a sequence ``x`` ``[..., T, d]``: ``(h [..., T, d], h_last [..., d])``.
 
@@ -322,20 +362,13 @@ def rglru(
     d/heads], "b": [heads, d/heads]}``; ``h0`` ``[..., d]`` or ``None`` (zeros);
     ``segment_pos`` ``[..., T]`` or ``None`` (no resets).
     """
-    a, b = _rglru_coefficients(x, params, segment_pos, c=c, dtype=dtype, precision=precision)
-    h = hj.linear_scan(a, b, h0=h0, axis=b.ndim - 2, mesh_axis=mesh_axis)
+    a, b = _rglru_coefficients(x, params, segment_pos, options)
+    h = hj.linear_scan(a, b, h0=h0, axis=b.ndim - 2, mesh_axis=options.mesh_axis)
     return h, last_state(h, h0)
 
 
 def rglru_step(
-    state: Any,
-    x_t: Any,
-    params: Params,
-    *,
-    segment_pos: Any = None,
-    c: float,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
+    state: Any, x_t: Any, params: Params, *, segment_pos: Any = None, options: RGLRUOptions
 ) -> tuple[jax.Array, jax.Array]:
     """One RG-LRU step, ``x_t`` ``[..., d]``: ``(h_t, h_t)`` with ``h_t = a_t h + b_t``.
 
@@ -343,7 +376,7 @@ def rglru_step(
     resets (``a_t = 0``) and ``b_t`` is not scaled by ``sqrt(1 - a_t^2)``, as recurrentgemma's
     sampler runs it.
     """
-    a, b = _rglru_coefficients(x_t, params, segment_pos, c=c, dtype=dtype, precision=precision)
+    a, b = _rglru_coefficients(x_t, params, segment_pos, options)
     h = b if state is None else a * state + b
     return h, h
 
@@ -361,22 +394,14 @@ def log_g(x: jax.Array) -> jax.Array:
     return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
 
 
-def _min_gru_pre(
-    x: Any, params: Params, *, dtype: Dtype | None, precision: PrecisionLike
-) -> tuple[jax.Array, jax.Array]:
+def _min_gru_pre(x: Any, params: Params, o: MinGRUOptions) -> tuple[jax.Array, jax.Array]:
     """``(k, h~)``: the gate's and the candidate's pre-activations, ``[..., n]`` each."""
-    x, kz, bz, kh, bh = F.promote((x, *(params.get(k) for k in MIN_GRU_PARAMS)), dtype)
-    return F.dense(x, kz, bz, precision), F.dense(x, kh, bh, precision)
+    x, kz, bz, kh, bh = F.promote((x, *(params.get(k) for k in MIN_GRU_PARAMS)), o.dtype)
+    return F.dense(x, kz, bz, o.precision), F.dense(x, kh, bh, o.precision)
 
 
 def min_gru(
-    x: Any,
-    params: Params,
-    h0: Any = None,
-    *,
-    dtype: Dtype | None,
-    precision: PrecisionLike,
-    mesh_axis: Any = None,
+    x: Any, params: Params, h0: Any = None, *, options: MinGRUOptions
 ) -> tuple[jax.Array, jax.Array]:
     """minGRU over ``x`` ``[..., T, d]`` in log space: ``(h [..., T, n], h_last [..., n])``.
 
@@ -387,8 +412,8 @@ def min_gru(
     exact gradients and ``h0 < 0`` works, as in the decode step. ``h0`` is the state itself
     (the paper's ``g(h_0)`` start is ``h0 = g(h_0)``), as ``state`` is in :func:`min_gru_step`.
     """
-    k, cand = _min_gru_pre(x, params, dtype=dtype, precision=precision)
-    axis = k.ndim - 2
+    k, cand = _min_gru_pre(x, params, options)
+    axis, mesh_axis = k.ndim - 2, options.mesh_axis
     log_h = hj.log_linear_scan(
         -jax.nn.softplus(k), -jax.nn.softplus(-k) + log_g(cand), axis=axis, mesh_axis=mesh_axis
     )
@@ -400,10 +425,10 @@ def min_gru(
 
 
 def min_gru_step(
-    state: Any, x_t: Any, params: Params, *, dtype: Dtype | None, precision: PrecisionLike
+    state: Any, x_t: Any, params: Params, *, options: MinGRUOptions
 ) -> tuple[jax.Array, jax.Array]:
     """One minGRU step in linear space: ``h_t = (1 - z_t) h + z_t g(h~_t)``; ``(h_t, h_t)``."""
-    k, cand = _min_gru_pre(x_t, params, dtype=dtype, precision=precision)
+    k, cand = _min_gru_pre(x_t, params, options)
     new = jax.nn.sigmoid(k) * g(cand)
     h = new if state is None else jax.nn.sigmoid(-k) * state + new
     return h, h

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -38,6 +39,27 @@ from hadamard_jax._src import activations, checks, rules
 #: The paths of :func:`loha_matmul` and :func:`hira_matmul`.
 LOHA_PATHS = ("auto", "khatri_rao", "form")
 HIRA_PATHS = ("auto", "form", "sum")
+
+
+def choices(values: tuple) -> str:
+    """``values`` as docstring prose: ````True``, ``False`` or ``"abba"````."""
+    words = [f"``{v!r}``" if isinstance(v, bool) else f'``"{v}"``' for v in values]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def with_choices(**tables: tuple) -> Callable:
+    """Fill ``{NAME}`` in the docstring of the decorated object with :func:`choices` of
+    ``tables[NAME]``, so a docstring that lists the choices follows the table."""
+
+    def fill(obj: Any) -> Any:
+        doc = obj.__doc__
+        if doc is not None:  # None under python -OO
+            for name, values in tables.items():
+                doc = doc.replace("{" + name + "}", choices(values))
+            obj.__doc__ = doc
+        return obj
+
+    return fill
 
 
 class _Static(NamedTuple):
@@ -86,6 +108,36 @@ def _multilinear_tangent(f, primals, tangents) -> jax.Array:
             args[i] = t
             terms.append(f(*args))
     return rules.tangent_sum(terms)
+
+
+def _custom_op(apply: Callable[..., jax.Array], tangent: Callable[..., jax.Array] | None = None):
+    """``apply(s, *args)`` on the arguments cast to ``s.compute``, cast to ``s.dtype``, as a
+    ``custom_jvp`` with the static options ``s`` first.
+
+    The tangent is ``tangent(s, primals, tangents)`` on the cast arguments (default: the
+    multilinear one, a term per live tangent), evaluated under ``jax.checkpoint``
+    (:func:`hadamard_jax._src.rules.checkpointed_tangent`): reverse mode keeps only the inputs.
+    """
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+    def op(s: _Static, *args: Any) -> jax.Array:
+        return apply(s, *_up(args, s.compute)).astype(s.dtype)
+
+    def multilinear(s: _Static, ps: Any, ts: Any) -> jax.Array:
+        return _multilinear_tangent(functools.partial(apply, s), ps, ts)
+
+    rule = multilinear if tangent is None else tangent
+
+    @functools.partial(op.defjvp, symbolic_zeros=True)
+    def op_jvp(s: _Static, primals: Any, tangents: Any) -> Any:
+        out = op(s, *primals)
+
+        def tangent_fn(ps: Any, ts: Any) -> jax.Array:
+            return rule(s, _up(ps, s.compute), _up(ts, s.compute)).astype(s.dtype)
+
+        return out, rules.checkpointed_tangent(tangent_fn, primals, tangents, out)
+
+    return op
 
 
 def _matrix(w: Any, name: str, op: str) -> tuple[int, int]:
@@ -152,20 +204,7 @@ def _loha_delta_apply(s: _Static, a1, b1, a2, b2):
     return d if s.scale == 1.0 else d * jnp.asarray(s.scale, d.dtype)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _loha_delta(s: _Static, a1, b1, a2, b2):
-    return _loha_delta_apply(s, *_up((a1, b1, a2, b2), s.compute)).astype(s.dtype)
-
-
-@functools.partial(_loha_delta.defjvp, symbolic_zeros=True)
-def _loha_delta_jvp(s: _Static, primals, tangents):
-    out = _loha_delta(s, *primals)
-
-    def tangent_fn(ps, ts):
-        f = functools.partial(_loha_delta_apply, s)
-        return _multilinear_tangent(f, _up(ps, s.compute), _up(ts, s.compute)).astype(s.dtype)
-
-    return out, rules.checkpointed_tangent(tangent_fn, primals, tangents, out)
+_loha_delta = _custom_op(_loha_delta_apply)
 
 
 def _loha_apply(s: _Static, x, a1, b1, a2, b2):
@@ -179,20 +218,7 @@ def _loha_apply(s: _Static, x, a1, b1, a2, b2):
     return _mm(x, _loha_delta_apply(s, a1, b1, a2, b2), s.precision)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _loha_matmul(s: _Static, x, a1, b1, a2, b2):
-    return _loha_apply(s, *_up((x, a1, b1, a2, b2), s.compute)).astype(s.dtype)
-
-
-@functools.partial(_loha_matmul.defjvp, symbolic_zeros=True)
-def _loha_matmul_jvp(s: _Static, primals, tangents):
-    out = _loha_matmul(s, *primals)
-
-    def tangent_fn(ps, ts):
-        f = functools.partial(_loha_apply, s)
-        return _multilinear_tangent(f, _up(ps, s.compute), _up(ts, s.compute)).astype(s.dtype)
-
-    return out, rules.checkpointed_tangent(tangent_fn, primals, tangents, out)
+_loha_matmul = _custom_op(_loha_apply)
 
 
 _loha_delta_jit = jax.jit(_loha_delta, static_argnums=(0,))
@@ -281,6 +307,7 @@ def loha_delta(
     return _loha_delta_jit(s, *args)
 
 
+@with_choices(LOHA_PATHS=LOHA_PATHS)
 def loha_matmul(
     x: ArrayLike,
     a1: ArrayLike,
@@ -317,7 +344,7 @@ def loha_matmul(
       a2: ``[in, r2]`` (peft ``hada_w2_b.T``).
       b2: ``[r2, out]`` (peft ``hada_w2_a.T``).
       scale: a static Python float :math:`s` (peft LoHa: ``alpha / r``).
-      path: ``"auto"``, ``"khatri_rao"`` or ``"form"``.
+      path: {LOHA_PATHS}.
       precision: ``jax.lax.Precision`` of the matmuls.
 
     Returns:
@@ -364,41 +391,30 @@ def _hira_apply(s: _Static, x, w0, a, b):
     return y if s.scale == 1.0 else y * jnp.asarray(s.scale, y.dtype)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _hira_matmul(s: _Static, x, w0, a, b):
-    return _hira_apply(s, *_up((x, w0, a, b), s.compute)).astype(s.dtype)
-
-
-@functools.partial(_hira_matmul.defjvp, symbolic_zeros=True)
-def _hira_matmul_jvp(s: _Static, primals, tangents):
-    out = _hira_matmul(s, *primals)
-
-    def tangent_fn(ps, ts):
-        x, w0, a, b = _up(ps, s.compute)
-        tx, tw0, ta, tb = _up(ts, s.compute)
-        if s.path == "sum":
-            f = functools.partial(_hira_apply, s)
-            return _multilinear_tangent(f, (x, w0, a, b), (tx, tw0, ta, tb)).astype(s.dtype)
-        # One [in, out] tangent of the kernel, one matmul with x (a frozen w0 costs nothing).
-        p = None if (tw0 is None and tx is None) else _mm(a, b, s.precision)
-        inner = rules.sum_terms(
-            [
-                None if ta is None else _mm(ta, b, s.precision),
-                None if tb is None else _mm(a, tb, s.precision),
-            ]
-        )
-        dk = rules.sum_terms(
-            [None if tw0 is None else tw0 * p, None if inner is None else w0 * inner]
-        )
-        terms = [
-            None if tx is None else _mm(tx, w0 * p, s.precision),
-            None if dk is None else _mm(x, dk, s.precision),
+def _hira_tangent(s: _Static, ps: Any, ts: Any) -> jax.Array:
+    """The tangent of :func:`_hira_apply` (the arguments in the compute dtype)."""
+    x, w0, a, b = ps
+    tx, tw0, ta, tb = ts
+    if s.path == "sum":
+        return _multilinear_tangent(functools.partial(_hira_apply, s), ps, ts)
+    # One [in, out] tangent of the kernel, one matmul with x (a frozen w0 costs nothing).
+    p = None if (tw0 is None and tx is None) else _mm(a, b, s.precision)
+    inner = rules.sum_terms(
+        [
+            None if ta is None else _mm(ta, b, s.precision),
+            None if tb is None else _mm(a, tb, s.precision),
         ]
-        y = rules.tangent_sum(terms)
-        y = y if s.scale == 1.0 else y * jnp.asarray(s.scale, y.dtype)
-        return y.astype(s.dtype)
+    )
+    dk = rules.sum_terms([None if tw0 is None else tw0 * p, None if inner is None else w0 * inner])
+    terms = [
+        None if tx is None else _mm(tx, w0 * p, s.precision),
+        None if dk is None else _mm(x, dk, s.precision),
+    ]
+    y = rules.tangent_sum(terms)
+    return y if s.scale == 1.0 else y * jnp.asarray(s.scale, y.dtype)
 
-    return out, rules.checkpointed_tangent(tangent_fn, primals, tangents, out)
+
+_hira_matmul = _custom_op(_hira_apply, _hira_tangent)
 
 
 _hira_matmul_jit = jax.jit(_hira_matmul, static_argnums=(0,))
@@ -417,6 +433,7 @@ def hira_costs(rows: int, n_in: int, n_out: int, r: int) -> dict[str, tuple[int,
     return {"form": form, "sum": summed}
 
 
+@with_choices(HIRA_PATHS=HIRA_PATHS)
 def hira_matmul(
     x: ArrayLike,
     w0: ArrayLike,
@@ -451,15 +468,15 @@ def hira_matmul(
       a: ``[in, r]``.
       b: ``[r, out]``.
       scale: a static Python float :math:`s`.
-      path: ``"auto"``, ``"form"`` or ``"sum"``.
+      path: {HIRA_PATHS}.
       precision: ``jax.lax.Precision`` of the matmuls.
 
     Returns:
-      ``[..., out]``, dtype ``jnp.result_type`` of the inputs (16-bit: computed in float32).
+      ``[..., out]``, in the dtype :func:`loha_matmul` gives.
 
     Raises:
-      ValueError: shapes that do not chain (naming the arguments); unknown ``path``.
-      TypeError: non-floating inputs, a traced ``scale``.
+      ValueError: as :func:`loha_matmul`.
+      TypeError: as :func:`loha_matmul`.
 
     Examples:
       >>> import jax.numpy as jnp

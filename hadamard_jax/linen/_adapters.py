@@ -13,7 +13,7 @@ equal outputs. The math lives in :mod:`hadamard_jax._layers.adapters`, shared wi
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ from hadamard_jax._layers import options
 from hadamard_jax._layers.adapters import ADAPTERS
 from hadamard_jax._layers.options import MASKS
 from hadamard_jax._src.hadamard import hadamard
+from hadamard_jax.linen import _common as LC
 from hadamard_jax.linen._modules import MaskedLinear
 
 
@@ -72,8 +73,29 @@ def _base_kernel_bias(base: nn.Module, variables: Any) -> tuple[jax.Array, jax.A
     return kernel, bias
 
 
-class _Dense(nn.Module):
-    """The shared fields and the base ``kernel``/``bias`` of the adapter layers."""
+class _BaseView:
+    """The base layer as the adapters' ``apply`` sees it: ``base_forward(x)``,
+    ``base_kernel()``, ``base_bias()`` (the kernel and bias read once, by
+    :meth:`_Dense._base_params`)."""
+
+    def __init__(self, module: _Dense, kernel: jax.Array, bias: jax.Array | None):
+        self.module, self.kernel, self.bias = module, kernel, bias
+
+    def base_forward(self, x: Any) -> jax.Array:
+        m = self.module
+        if m.base_module is not None:
+            return m.base_module(x)
+        return A.linear(x, self.kernel, self.bias, dtype=m.dtype, precision=m.precision)
+
+    def base_kernel(self) -> jax.Array:
+        return self.kernel
+
+    def base_bias(self) -> jax.Array | None:
+        return self.bias
+
+
+class _Dense(LC.Checked):
+    """The shared fields, the base ``kernel``/``bias`` and the forward of the adapter layers."""
 
     out_features: int | None = None
     use_bias: bool = True
@@ -84,10 +106,19 @@ class _Dense(nn.Module):
     bias_init: Initializer = options.default_bias_init
     base_module: nn.Module | None = None
 
+    def __post_init__(self) -> None:
+        _base_out_features(type(self).__name__, self.base_module, self.out_features)
+        super().__post_init__()
+
     @property
     def features(self) -> int:
         """The output size (``out_features``, or the wrapped base's)."""
         return _base_out_features(type(self).__name__, self.base_module, self.out_features)
+
+    @property
+    def scale(self) -> float:
+        """The adapter's scale (LoHa, HiRA, DoRA)."""
+        return self.options.scale
 
     def _base_params(self, x) -> tuple[jax.Array, jax.Array | None]:
         """``(kernel, bias)`` of the base layer: the module's own params, or the wrapped
@@ -105,26 +136,13 @@ class _Dense(nn.Module):
         )
         return kernel, bias
 
-    def _base(self, x) -> tuple[jax.Array, jax.Array]:
-        """``(kernel, base(x))``: the wrapped ``base_module``'s own forward, or ``x W + b``."""
-        if self.base_module is not None:
-            y = self.base_module(x)
-            return _base_kernel_bias(self.base_module, self.base_module.variables)[0], y
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``[..., in] -> [..., out]``."""
         kernel, bias = self._base_params(x)
-        return kernel, self._linear(x, kernel, bias)
-
-    def _adapters(self, make) -> dict:
-        """The adapter variables, created by ``make() -> dict`` at init."""
-        names = self._names
-        if not all(self.has_variable(ADAPTERS, n) for n in names):
-            made = make()
-            return {n: self.variable(ADAPTERS, n, lambda n=n: made[n]).value for n in names}
-        return {n: self.variable(ADAPTERS, n).value for n in names}
-
-    _names: ClassVar[tuple[str, ...]] = ()
-
-    def _linear(self, x, kernel, bias):
-        return A.linear(x, kernel, bias, dtype=self.dtype, precision=self.precision)
+        specs = self.options.specs(kernel, *jnp.shape(kernel))
+        p = LC.build(self, specs, self.param_dtype)
+        return self.options.apply(x, _BaseView(self, kernel, bias), p, self.dtype, self.precision)
 
 
 class LoHaLinear(_Dense):
@@ -150,37 +168,7 @@ class LoHaLinear(_Dense):
     rank2: int | None = None
     init_weights: bool | str = True
     abba_scaling: bool | None = None
-    _names = ("a1", "b1", "a2", "b2")
-
-    def __post_init__(self) -> None:
-        _base_out_features("LoHaLinear", self.base_module, self.out_features)
-        A.check_common("LoHaLinear", None, 1, self.rank, self.alpha)
-        A.check_common("LoHaLinear", None, 1, self.rank2, None)
-        A.check_init("LoHaLinear", "init_weights", self.init_weights, A.LOHA_INITS)
-        super().__post_init__()
-
-    @property
-    def scale(self) -> float:
-        r2 = self.rank if self.rank2 is None else self.rank2
-        abba = self.init_weights == "abba" if self.abba_scaling is None else self.abba_scaling
-        return A.loha_scale(self.alpha, self.rank, r2, bool(abba))
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel, y = self._base(x)
-        r2 = self.rank if self.rank2 is None else self.rank2
-        p = self._adapters(
-            lambda: A.loha_params(
-                self.make_rng("params"),
-                kernel,
-                self.rank,
-                r2,
-                self.init_weights,
-                self.param_dtype,
-            )  # fmt: skip
-        )
-        update = A.loha_update(x, p, self.scale, dtype=self.dtype, precision=self.precision)
-        return y + update
+    _options = A.LoHaOptions
 
 
 class HiRALinear(_Dense):
@@ -204,32 +192,7 @@ class HiRALinear(_Dense):
     rank: int = 8
     alpha: float | None = None
     init_hira_weights: bool | str = True
-    _names = ("a", "b")
-
-    def __post_init__(self) -> None:
-        _base_out_features("HiRALinear", self.base_module, self.out_features)
-        A.check_common("HiRALinear", None, 1, self.rank, self.alpha)
-        A.check_init(
-            "HiRALinear", "init_hira_weights", self.init_hira_weights, (True, False, "gaussian")
-        )
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel, y = self._base(x)
-        p = self._adapters(
-            lambda: A.low_rank_params(
-                self.make_rng("params"),
-                kernel.shape[0],
-                kernel.shape[1],
-                self.rank,
-                self.init_hira_weights,
-                self.param_dtype,
-            )  # fmt: skip
-        )
-        scale = A.lora_scale(self.alpha, self.rank)
-        update = A.hira_update(x, kernel, p, scale, dtype=self.dtype, precision=self.precision)
-        return y + update
+    _options = A.HiRAOptions
 
 
 class DoRALinear(_Dense):
@@ -254,35 +217,7 @@ class DoRALinear(_Dense):
     use_rslora: bool = False
     init_lora_weights: bool | str = True
     detach_norm: bool = True
-    _names = ("lora_a", "lora_b", "magnitude")
-
-    def __post_init__(self) -> None:
-        _base_out_features("DoRALinear", self.base_module, self.out_features)
-        A.check_common("DoRALinear", None, 1, self.rank, self.alpha)
-        A.check_init(
-            "DoRALinear", "init_lora_weights", self.init_lora_weights, (True, False, "gaussian")
-        )
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel, bias = self._base_params(x)
-        scale = A.lora_scale(self.alpha, self.rank, bool(self.use_rslora))
-
-        def make():
-            p = A.low_rank_params(
-                self.make_rng("params"), kernel.shape[0], kernel.shape[1], self.rank,
-                self.init_lora_weights, self.param_dtype,
-            )  # fmt: skip
-            m = A.dora_magnitude(kernel, p, scale).astype(self.param_dtype)
-            return {"lora_a": p["a"], "lora_b": p["b"], "magnitude": m}
-
-        v = self._adapters(make)
-        p = {"a": v["lora_a"], "b": v["lora_b"], "magnitude": v["magnitude"]}
-        return A.dora(
-            x, kernel, bias, p, scale, bool(self.detach_norm), dtype=self.dtype,
-            precision=self.precision,
-        )  # fmt: skip
+    _options = A.DoRAOptions
 
 
 class IA3(nn.Module):
@@ -310,9 +245,7 @@ class IA3(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         A.check_features("IA3", x, self.num_features)
-        l = self.variable(
-            ADAPTERS, "ia3_l", lambda: jnp.ones((self.num_features,), self.param_dtype)
-        ).value
+        l = LC.build(self, A.ia3_specs(self.num_features), self.param_dtype)["ia3_l"]
         return hadamard(x, l, broadcast=True)
 
 
@@ -334,19 +267,7 @@ class IA3Linear(_Dense):
     """
 
     feedforward: bool = False
-    _names = ("ia3_l",)
-
-    def __post_init__(self) -> None:
-        _base_out_features("IA3Linear", self.base_module, self.out_features)
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        size = jnp.shape(x)[-1] if self.feedforward else self.features
-        l = self._adapters(lambda: {"ia3_l": jnp.ones((size,), self.param_dtype)})["ia3_l"]
-        if self.feedforward:
-            return self._base(hadamard(x, l, broadcast=True))[1]
-        return hadamard(self._base(x)[1], l, broadcast=True)
+    _options = A.IA3Options
 
 
 def merge_adapter(module: nn.Module, variables: Any) -> dict:
@@ -384,16 +305,7 @@ def merge_adapter(module: nn.Module, variables: Any) -> dict:
     else:
         params = meta.unbox(variables["params"])
         kernel, bias = params["kernel"], params.get("bias")
-    if isinstance(module, LoHaLinear):
-        kernel = A.loha_merged(kernel, adapters, module.scale)
-    elif isinstance(module, HiRALinear):
-        kernel = A.hira_merged(kernel, adapters, A.lora_scale(module.alpha, module.rank))
-    elif isinstance(module, DoRALinear):
-        p = {"a": adapters["lora_a"], "b": adapters["lora_b"], "magnitude": adapters["magnitude"]}
-        scale = A.lora_scale(module.alpha, module.rank, bool(module.use_rslora))
-        kernel = A.dora_merged(kernel, p, scale)
-    else:
-        kernel, bias = A.ia3_merged(kernel, bias, adapters["ia3_l"], module.feedforward)
+    kernel, bias = module.options.merged(kernel, bias, adapters)
     out = {"kernel": kernel}
     if bias is not None:
         out["bias"] = bias

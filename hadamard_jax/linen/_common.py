@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 from flax import linen as nn
@@ -54,3 +54,22 @@ def fields(module: nn.Module) -> dict[str, Any]:
     return {
         f: getattr(module, f) for f in module.__dataclass_fields__ if f not in ("parent", "name")
     }
+
+
+class Checked(nn.Module):
+    """A Linen module whose fields are checked once, at construction, into a family's options.
+
+    A subclass names the family's :class:`~hadamard_jax._layers.params.Options` dataclass as
+    ``_options``; ``self.options`` is the checked instance built from the module's fields.
+    """
+
+    _options: ClassVar[type[P.Options]]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_checked", self._options.of(self))
+        super().__post_init__()
+
+    @property
+    def options(self) -> Any:
+        """The checked options (a ``_layers`` family dataclass)."""
+        return self._checked  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
-"""The Linen ``GatedDeltaNet``: :mod:`hadamard_jax.nnx`'s matrix-state mixer as a dataclass.
+"""The Linen ``GatedDeltaNet`` and ``GatedLinearAttention``: :mod:`hadamard_jax.nnx`'s mixers as
+dataclasses.
 
-Same names, arguments and parameter names as the NNX module, the same checks
-(:mod:`hadamard_jax._layers.linear_attention`, in ``__post_init__``) and the same pure
+Same names, arguments and parameter names as the NNX modules, the same options and parameter
+table (:mod:`hadamard_jax._layers.linear_attention`, checked in ``__post_init__``) and the same pure
 functions, so equal parameters give equal outputs. ``__call__`` and ``step`` share one compact
 method, so either may create the parameters (``init(..., method="step")`` works).
 """
@@ -17,9 +18,39 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import linear_attention as L
 from hadamard_jax._layers import options
+from hadamard_jax.linen import _common as LC
 
 
-class GatedDeltaNet(nn.Module):
+class _Mixer(LC.Checked):
+    """What both mixers do: check the options once, build the table, check and run a call."""
+
+    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
+        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
+        return self.options.init_cache(batch_size, dtype)
+
+    @nn.compact
+    def _run(self, x: Any, cache: Any, decode: bool) -> Any:
+        opts = self.options
+        params = LC.build(self, opts.specs(), opts.param_dtype)
+        return opts.step(cache, x, params) if decode else opts.apply(x, params, cache)
+
+    def __call__(
+        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
+        self.options.check(x, cache, 3)
+        return self._run(x, cache, False)
+
+    def step(
+        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
+        ``(new cache, y_t [B, d])``."""
+        self.options.check(x_t, cache, 2)
+        return self._run(x_t, cache, True)
+
+
+class GatedDeltaNet(_Mixer):
     r"""The Gated DeltaNet block (Yang et al. 2025), as in Qwen3-Next and flash-linear-attention.
 
     The Linen counterpart of :class:`hadamard_jax.nnx.GatedDeltaNet` (see there for the math,
@@ -73,86 +104,10 @@ class GatedDeltaNet(nn.Module):
     precision: PrecisionLike = None
     kernel_init: Initializer = options.default_kernel_init
 
-    def __post_init__(self) -> None:
-        self._sizes()
-        super().__post_init__()
-
-    def _sizes(self) -> dict[str, Any]:
-        return L.check_gated_delta_net(
-            hidden_size=self.hidden_size,
-            num_heads=self.num_heads,
-            head_dim=self.head_dim,
-            expand_v=self.expand_v,
-            num_v_heads=self.num_v_heads,
-            use_short_conv=self.use_short_conv,
-            conv_size=self.conv_size,
-            allow_neg_eigval=self.allow_neg_eigval,
-            norm_eps=self.norm_eps,
-            chunk_size=self.chunk_size,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init,
-        )
-
-    def _cache_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
-        return L.cache_shapes(
-            batch,
-            self._sizes(),
-            num_heads=self.num_heads,
-            conv_size=self.conv_size,
-            use_short_conv=self.use_short_conv,
-        )
-
-    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
-        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
-        return {k: jnp.zeros(s, dtype) for k, s in self._cache_shapes(batch_size).items()}
-
-    @nn.compact
-    def _run(self, x: Any, cache: Any, decode: bool) -> Any:
-        sizes = self._sizes()
-        table = L.gdn_param_table(
-            self.hidden_size,
-            sizes,
-            num_heads=self.num_heads,
-            conv_size=self.conv_size,
-            use_short_conv=self.use_short_conv,
-            kernel_init=self.kernel_init,
-        )
-        params = {
-            name: self.param(name, init, shape, self.param_dtype)
-            for name, (shape, init) in table.items()
-        }
-        common: dict[str, Any] = dict(
-            sizes=sizes,
-            use_short_conv=self.use_short_conv,
-            allow_neg_eigval=self.allow_neg_eigval,
-            norm_eps=float(self.norm_eps),
-            dtype=self.dtype,
-            precision=self.precision,
-        )
-        if decode:
-            return L.gated_delta_net_step(cache, x, params, **common)
-        return L.gated_delta_net(x, params, cache, chunk_size=self.chunk_size, **common)
-
-    def __call__(
-        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
-        L.check_call(L.GDN, x, self.hidden_size, 3)
-        L.check_cache(L.GDN, cache, self._cache_shapes(jnp.shape(x)[0]))
-        return self._run(x, cache, False)
-
-    def step(
-        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
-    ) -> tuple[dict[str, jax.Array], jax.Array]:
-        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
-        ``(new cache, y_t [B, d])``."""
-        L.check_call(L.GDN, x_t, self.hidden_size, 2)
-        L.check_cache(L.GDN, cache, self._cache_shapes(jnp.shape(x_t)[0]))
-        return self._run(x_t, cache, True)
+    _options = L.GDNOptions
 
 
-class GatedLinearAttention(nn.Module):
+class GatedLinearAttention(_Mixer):
     r"""The Gated Linear Attention block (Yang et al. 2024), as flash-linear-attention's layer.
 
     The Linen counterpart of :class:`hadamard_jax.nnx.GatedLinearAttention` (see there for the
@@ -208,84 +163,4 @@ class GatedLinearAttention(nn.Module):
     kernel_init: Initializer = options.default_kernel_init
     bias_init: Initializer = options.default_bias_init
 
-    def __post_init__(self) -> None:
-        self._sizes()
-        super().__post_init__()
-
-    def _sizes(self) -> dict[str, Any]:
-        return L.check_gated_linear_attention(
-            hidden_size=self.hidden_size,
-            num_heads=self.num_heads,
-            expand_k=self.expand_k,
-            expand_v=self.expand_v,
-            use_short_conv=self.use_short_conv,
-            conv_size=self.conv_size,
-            gate_logit_normalizer=self.gate_logit_normalizer,
-            gate_low_rank_dim=self.gate_low_rank_dim,
-            clamp_min=self.clamp_min,
-            norm_eps=self.norm_eps,
-            chunk_size=self.chunk_size,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
-        )
-
-    def _cache_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
-        return L.cache_shapes(
-            batch,
-            self._sizes(),
-            num_heads=self.num_heads,
-            conv_size=self.conv_size,
-            use_short_conv=self.use_short_conv,
-        )
-
-    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
-        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
-        return {k: jnp.zeros(s, dtype) for k, s in self._cache_shapes(batch_size).items()}
-
-    @nn.compact
-    def _run(self, x: Any, cache: Any, decode: bool) -> Any:
-        sizes = self._sizes()
-        table = L.gla_param_table(
-            self.hidden_size,
-            sizes,
-            gate_low_rank_dim=self.gate_low_rank_dim,
-            conv_size=self.conv_size,
-            use_short_conv=self.use_short_conv,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
-        )
-        params = {
-            name: self.param(name, init, shape, self.param_dtype)
-            for name, (shape, init) in table.items()
-        }
-        common: dict[str, Any] = dict(
-            sizes=sizes,
-            use_short_conv=self.use_short_conv,
-            gate_logit_normalizer=float(self.gate_logit_normalizer),
-            clamp_min=None if self.clamp_min is None else float(self.clamp_min),
-            norm_eps=float(self.norm_eps),
-            dtype=self.dtype,
-            precision=self.precision,
-        )
-        if decode:
-            return L.gated_linear_attention_step(cache, x, params, **common)
-        return L.gated_linear_attention(x, params, cache, chunk_size=self.chunk_size, **common)
-
-    def __call__(
-        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
-        L.check_call(L.GLA, x, self.hidden_size, 3)
-        L.check_cache(L.GLA, cache, self._cache_shapes(jnp.shape(x)[0]))
-        return self._run(x, cache, False)
-
-    def step(
-        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
-    ) -> tuple[dict[str, jax.Array], jax.Array]:
-        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
-        ``(new cache, y_t [B, d])``."""
-        L.check_call(L.GLA, x_t, self.hidden_size, 2)
-        L.check_cache(L.GLA, cache, self._cache_shapes(jnp.shape(x_t)[0]))
-        return self._run(x_t, cache, True)
+    _options = L.GLAOptions

@@ -1,7 +1,7 @@
 """The Linen ``RGLRU`` and ``MinGRU``: :mod:`hadamard_jax.nnx`'s recurrences as dataclasses.
 
 Same names, arguments and parameter names as the NNX modules (``MinGRU``'s input size is
-inferred), the same argument checks (:mod:`hadamard_jax._layers.recurrent`, in
+inferred), the same options and parameter tables (:mod:`hadamard_jax._layers.recurrent`, checked in
 ``__post_init__``) and the same pure functions, so equal parameters give equal outputs.
 ``__call__`` and ``step`` share one compact method, so either may create the parameters
 (``init(..., method="step")`` works).
@@ -18,28 +18,36 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import options
 from hadamard_jax._layers import recurrent as R
+from hadamard_jax.linen import _common as LC
 
 
 class _BlockDiagonalGate(nn.Module):
     """One RG-LRU gate's parameters, ``w`` and ``b``: recurrentgemma's ``BlockDiagonalLinear``
     (as a submodule, so the parameter tree nests as theirs: ``{"input_gate": {"w", "b"}}``)."""
 
-    width: int
-    num_heads: int
-    param_dtype: Dtype
-    kernel_init: Initializer
-    bias_init: Initializer
+    options: R.RGLRUOptions
 
     @nn.compact
     def __call__(self) -> dict[str, jax.Array]:
-        h, block = self.num_heads, self.width // self.num_heads
-        return {
-            "w": self.param("w", self.kernel_init, (h, block, block), self.param_dtype),
-            "b": self.param("b", self.bias_init, (h, block), self.param_dtype),
-        }
+        return LC.build(self, self.options.gate_specs(), self.options.param_dtype)
 
 
-class RGLRU(nn.Module):
+class _Recurrence(LC.Checked):
+    """What both recurrences do: check the options once, check and run a call or a step."""
+
+    def _params(self, x: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @nn.compact
+    def _run(self, x: Any, state: Any, decode: bool, segment_pos: Any = None) -> Any:
+        return self.options.run(x, self._params(x), state, decode, segment_pos)
+
+    def _checked_run(self, x: Any, state: Any, decode: bool, segment_pos: Any = None) -> Any:
+        self.options.check(x, state, decode, segment_pos)
+        return self._run(x, state, decode, segment_pos)
+
+
+class RGLRU(_Recurrence):
     r"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024), as recurrentgemma runs it.
 
     .. math::
@@ -98,44 +106,15 @@ class RGLRU(nn.Module):
     bias_init: Initializer = options.default_bias_init
     mesh_axis: str | tuple[str, ...] | None = None
 
-    def __post_init__(self) -> None:
-        R.check_rglru(
-            features=self.features,
-            num_heads=self.num_heads,
-            c=self.c,
-            min_rad=self.min_rad,
-            max_rad=self.max_rad,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
-            mesh_axis=self.mesh_axis,
-        )
-        super().__post_init__()
+    _options = R.RGLRUOptions
 
-    @nn.compact
-    def _run(
-        self, x: Any, state: Any, segment_pos: Any, decode: bool
-    ) -> tuple[jax.Array, jax.Array]:
-        d, pd = self.features, self.param_dtype
-        a_init = R.rglru_a_param_init(float(self.min_rad), float(self.max_rad))
-
-        def gate(name: str) -> dict[str, jax.Array]:
-            return _BlockDiagonalGate(
-                d, self.num_heads, pd, self.kernel_init, self.bias_init, name=name
-            )()
-
-        params = {
-            "a_param": self.param("a_param", a_init, (d,), pd),
-            "input_gate": gate("input_gate"),
-            "a_gate": gate("a_gate"),
-        }
-        common: dict[str, Any] = dict(
-            segment_pos=segment_pos, c=float(self.c), dtype=self.dtype, precision=self.precision
-        )
-        if decode:
-            return R.rglru_step(state, x, params, **common)
-        return R.rglru(x, params, state, mesh_axis=self.mesh_axis, **common)
+    def _params(self, x: Any) -> dict[str, Any]:
+        del x
+        opts = self.options
+        params = LC.build(self, opts.specs(), opts.param_dtype)
+        for name in ("input_gate", "a_gate"):
+            params[name] = _BlockDiagonalGate(opts, name=name)()
+        return params
 
     def __call__(
         self,
@@ -146,8 +125,7 @@ class RGLRU(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """``x [..., T, d]``, ``initial_state [..., d]`` (``None``: zeros), ``segment_pos
         [..., T]`` (``None``: no resets) -> ``(states [..., T, d], last state [..., d])``."""
-        R.check_call("RGLRU", x, initial_state, self.features, self.features, segment_pos)
-        return self._run(x, initial_state, segment_pos, False)
+        return self._checked_run(x, initial_state, False, segment_pos)
 
     def step(
         self,
@@ -158,11 +136,10 @@ class RGLRU(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]``,
         ``segment_pos [...]`` (0 resets) -> ``(new state, output)``, both ``[..., d]``."""
-        R.check_step("RGLRU", state, x_t, self.features, self.features, segment_pos)
-        return self._run(x_t, state, segment_pos, True)
+        return self._checked_run(x_t, state, True, segment_pos)
 
 
-class MinGRU(nn.Module):
+class MinGRU(_Recurrence):
     r"""minGRU (Feng et al. 2024, "Were RNNs all we needed?") in its log-space parallel form.
 
     .. math::
@@ -207,43 +184,20 @@ class MinGRU(nn.Module):
     bias_init: Initializer = options.default_bias_init
     mesh_axis: str | tuple[str, ...] | None = None
 
-    def __post_init__(self) -> None:
-        R.check_min_gru(
-            hidden_features=self.hidden_features,
-            use_bias=self.use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
-            mesh_axis=self.mesh_axis,
-        )
-        super().__post_init__()
+    _options = R.MinGRUOptions
 
-    @nn.compact
-    def _run(self, x: Any, state: Any, decode: bool) -> tuple[jax.Array, jax.Array]:
-        d, n, pd = jnp.shape(x)[-1], self.hidden_features, self.param_dtype
-        params = {
-            "gate_kernel": self.param("gate_kernel", self.kernel_init, (d, n), pd),
-            "candidate_kernel": self.param("candidate_kernel", self.kernel_init, (d, n), pd),
-        }
-        if self.use_bias:
-            params["gate_bias"] = self.param("gate_bias", self.bias_init, (n,), pd)
-            params["candidate_bias"] = self.param("candidate_bias", self.bias_init, (n,), pd)
-        common: dict[str, Any] = dict(dtype=self.dtype, precision=self.precision)
-        if decode:
-            return R.min_gru_step(state, x, params, **common)
-        return R.min_gru(x, params, state, mesh_axis=self.mesh_axis, **common)
+    def _params(self, x: Any) -> dict[str, Any]:
+        opts = self.options
+        return LC.build(self, opts.specs(jnp.shape(x)[-1]), opts.param_dtype)
 
     def __call__(
         self, x: jax.Array, initial_state: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
         """``x [..., T, d]``, ``initial_state [..., n]`` (``None``: zeros) ->
         ``(states [..., T, n], last state [..., n])``."""
-        R.check_call("MinGRU", x, initial_state, None, self.hidden_features)
-        return self._run(x, initial_state, False)
+        return self._checked_run(x, initial_state, False)
 
     def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One decode step: ``state [..., n]`` (``None``: zeros), ``x_t [..., d]`` ->
         ``(new state, output)``, both ``[..., n]``."""
-        R.check_step("MinGRU", state, x_t, None, self.hidden_features)
-        return self._run(x_t, state, True)
+        return self._checked_run(x_t, state, True)

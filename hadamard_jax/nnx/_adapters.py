@@ -19,6 +19,7 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 from hadamard_jax._layers import adapters as A
 from hadamard_jax._layers import options
 from hadamard_jax._src.hadamard import hadamard
+from hadamard_jax.nnx import _common as C
 from hadamard_jax.nnx._common import AdapterParam
 
 
@@ -100,13 +101,39 @@ def _linear(kernel: jax.Array, bias: jax.Array | None, base: Any) -> nnx.Linear:
     return layer
 
 
+_BASE_ARGS = (
+    "base_module", "in_features", "out_features", "use_bias", "dtype", "param_dtype",
+    "precision", "kernel_init", "bias_init", "rngs",
+)  # fmt: skip
+
+
 class _Adapter(nnx.Module):
-    """Shared parts: the base layer, its kernel and bias, and the trainable-parameter count."""
+    """Shared parts: the base layer, its kernel and bias, the adapter variables built from the
+    family's table, the forward, the merge and the trainable-parameter count."""
 
     base_module: Any
     in_features: int
     out_features: int
     op: str = ""
+    options: A.AdapterOptions
+    scale: float
+
+    def _setup(self, cls: type[A.AdapterOptions], args: dict[str, Any]) -> None:
+        """Check ``args`` (the constructor's), wrap or build the base layer, then create the
+        adapter variables from ``cls``'s table."""
+        A.check_common(self.op, args["in_features"], args["out_features"] or 1, None, None)
+        C.store(self, cls.of(args))
+        scale = getattr(self.options, "scale", None)
+        if scale is not None:
+            self.scale = scale
+        base = _base(self.op, *(args[k] for k in _BASE_ARGS))
+        self.base_module, self.in_features, self.out_features = base
+        self.dtype, self.precision = args["dtype"], args["precision"]
+        self._specs = self.options.specs(self.base_kernel(), self.in_features, self.out_features)
+        C.build(self, self._specs, args["rngs"], args["param_dtype"])
+
+    def _params(self) -> dict[str, Any]:
+        return C.values(self, self._specs)
 
     def base_kernel(self) -> jax.Array:
         """The frozen (masked) base kernel ``[in, out]``."""
@@ -115,14 +142,27 @@ class _Adapter(nnx.Module):
     def base_bias(self) -> jax.Array | None:
         return _bias_of(self.base_module)
 
+    def base_forward(self, x: jax.Array) -> jax.Array:
+        """The base layer's output ``base_module(x)``."""
+        return self.base_module(x)
+
     def num_adapter_params(self) -> int:
         """The number of trainable adapter parameters."""
         return A.count(nnx.state(self, AdapterParam))
 
-    def _check(self, x: Any) -> None:
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``[..., in] -> [..., out]``."""
         A.check_features(self.op, x, self.in_features)
+        return self.options.apply(x, self, self._params(), self.dtype, self.precision)
+
+    def merge(self) -> nnx.Linear:
+        """A plain ``nnx.Linear`` with the update folded into the kernel (and, for (IA)^3's
+        output scaling, the bias): equal outputs."""
+        merged = self.options.merged(self.base_kernel(), self.base_bias(), self._params())
+        return _linear(*merged, self.base_module)
 
 
+@A.document_choices
 class LoHaLinear(_Adapter):
     r"""A linear layer with a LoHa (FedPara) or ABBA adapter: ``base(x) + s x ((A1 B1) * (A2 B2))``.
 
@@ -144,7 +184,7 @@ class LoHaLinear(_Adapter):
       rank: ``r1``.
       alpha: the scale numerator (default ``rank``: scale 1).
       rank2: ``r2`` (default ``rank``).
-      init_weights: ``True``, ``False`` or ``"abba"``.
+      init_weights: {LOHA_INITS}.
       abba_scaling: use ABBA's scale (default: ``init_weights == "abba"``).
       base_module: the frozen base layer (``nnx.Linear`` or ``MaskedLinear``); default a new
         ``nnx.Linear`` with ``use_bias``, ``kernel_init``, ``bias_init``.
@@ -164,7 +204,7 @@ class LoHaLinear(_Adapter):
       ((3, 4), 48)
     """
 
-    op = "LoHaLinear"
+    op = A.LoHaOptions.op
 
     def __init__(
         self,
@@ -185,46 +225,15 @@ class LoHaLinear(_Adapter):
         bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        A.check_common(self.op, in_features, out_features or 1, rank, alpha)
-        rank2 = rank if rank2 is None else rank2
-        A.check_common(self.op, None, 1, rank2, None)
-        A.check_init(self.op, "init_weights", init_weights, A.LOHA_INITS)
-        abba = init_weights == "abba" if abba_scaling is None else abba_scaling
-        self.base_module, self.in_features, self.out_features = _base(
-            self.op, base_module, in_features, out_features, use_bias, dtype, param_dtype,
-            precision, kernel_init, bias_init, rngs,
-        )  # fmt: skip
-        self.rank, self.rank2, self.alpha = rank, rank2, alpha
-        self.dtype, self.precision = dtype, precision
-        self.scale = A.loha_scale(alpha, rank, rank2, bool(abba))
-        params = A.loha_params(
-            rngs.params(), self.base_kernel(), rank, rank2, init_weights, param_dtype
-        )
-        self.a1, self.b1 = AdapterParam(params["a1"]), AdapterParam(params["b1"])
-        self.a2, self.b2 = AdapterParam(params["a2"]), AdapterParam(params["b2"])
-
-    def _params(self) -> dict:
-        return {k: getattr(self, k)[...] for k in ("a1", "b1", "a2", "b2")}
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``[..., in] -> [..., out]``."""
-        self._check(x)
-        update = A.loha_update(
-            x, self._params(), self.scale, dtype=self.dtype, precision=self.precision
-        )
-        return self.base_module(x) + update
+        self._setup(A.LoHaOptions, locals())
 
     def delta(self) -> jax.Array:
         """The update ``s (A1 B1) * (A2 B2)``, ``[in, out]``."""
         p = self._params()
         return A.ops.loha_delta(p["a1"], p["b1"], p["a2"], p["b2"], scale=self.scale)
 
-    def merge(self) -> nnx.Linear:
-        """A plain ``nnx.Linear`` with kernel ``W + s (A1 B1) * (A2 B2)`` (equal outputs)."""
-        merged = A.loha_merged(self.base_kernel(), self._params(), self.scale)
-        return _linear(merged, self.base_bias(), self.base_module)
 
-
+@A.document_choices
 class HiRALinear(_Adapter):
     r"""A linear layer with a HiRA adapter: ``base(x) + s x (W * (A B))`` (Huang et al. 2025).
 
@@ -237,7 +246,7 @@ class HiRALinear(_Adapter):
 
     Args:
       in_features, out_features, rank, alpha: as above.
-      init_hira_weights: ``True``, ``False`` or ``"gaussian"``.
+      init_hira_weights: {LOW_RANK_INITS}.
       base_module, use_bias, dtype, param_dtype, precision, kernel_init, bias_init, rngs: as
         :class:`LoHaLinear`.
 
@@ -251,7 +260,7 @@ class HiRALinear(_Adapter):
       ((3, 4), 24)
     """
 
-    op = "HiRALinear"
+    op = A.HiRAOptions.op
 
     def __init__(
         self,
@@ -270,38 +279,10 @@ class HiRALinear(_Adapter):
         bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        A.check_common(self.op, in_features, out_features or 1, rank, alpha)
-        A.check_init(self.op, "init_hira_weights", init_hira_weights, (True, False, "gaussian"))
-        self.base_module, self.in_features, self.out_features = _base(
-            self.op, base_module, in_features, out_features, use_bias, dtype, param_dtype,
-            precision, kernel_init, bias_init, rngs,
-        )  # fmt: skip
-        self.rank, self.alpha, self.dtype, self.precision = rank, alpha, dtype, precision
-        self.scale = A.lora_scale(alpha, rank)
-        p = A.low_rank_params(
-            rngs.params(), self.in_features, self.out_features, rank, init_hira_weights,
-            param_dtype,
-        )  # fmt: skip
-        self.a, self.b = AdapterParam(p["a"]), AdapterParam(p["b"])
-
-    def _params(self) -> dict:
-        return {"a": self.a[...], "b": self.b[...]}
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``[..., in] -> [..., out]``."""
-        self._check(x)
-        update = A.hira_update(
-            x, self.base_kernel(), self._params(), self.scale, dtype=self.dtype,
-            precision=self.precision,
-        )  # fmt: skip
-        return self.base_module(x) + update
-
-    def merge(self) -> nnx.Linear:
-        """A plain ``nnx.Linear`` with kernel ``W * (1 + s A B)`` (equal outputs)."""
-        merged = A.hira_merged(self.base_kernel(), self._params(), self.scale)
-        return _linear(merged, self.base_bias(), self.base_module)
+        self._setup(A.HiRAOptions, locals())
 
 
+@A.document_choices
 class DoRALinear(_Adapter):
     r"""A linear layer with DoRA: ``x (m * V / ||V||_col) + b``, ``V = W + s A B``.
 
@@ -318,7 +299,7 @@ class DoRALinear(_Adapter):
     Args:
       in_features, out_features, rank, alpha: as above.
       use_rslora: scale ``alpha / sqrt(rank)``.
-      init_lora_weights: ``True``, ``False`` or ``"gaussian"``.
+      init_lora_weights: {LOW_RANK_INITS}.
       detach_norm: treat the column norm as a constant in the derivative.
       base_module, use_bias, dtype, param_dtype, precision, kernel_init, bias_init, rngs: as
         :class:`LoHaLinear`.
@@ -334,7 +315,7 @@ class DoRALinear(_Adapter):
       True
     """
 
-    op = "DoRALinear"
+    op = A.DoRAOptions.op
 
     def __init__(
         self,
@@ -355,38 +336,7 @@ class DoRALinear(_Adapter):
         bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        A.check_common(self.op, in_features, out_features or 1, rank, alpha)
-        A.check_init(self.op, "init_lora_weights", init_lora_weights, (True, False, "gaussian"))
-        self.base_module, self.in_features, self.out_features = _base(
-            self.op, base_module, in_features, out_features, use_bias, dtype, param_dtype,
-            precision, kernel_init, bias_init, rngs,
-        )  # fmt: skip
-        self.rank, self.alpha, self.dtype, self.precision = rank, alpha, dtype, precision
-        self.detach_norm = bool(detach_norm)
-        self.scale = A.lora_scale(alpha, rank, bool(use_rslora))
-        p = A.low_rank_params(
-            rngs.params(), self.in_features, self.out_features, rank, init_lora_weights,
-            param_dtype,
-        )  # fmt: skip
-        self.lora_a, self.lora_b = AdapterParam(p["a"]), AdapterParam(p["b"])
-        m = A.dora_magnitude(self.base_kernel(), p, self.scale).astype(param_dtype)
-        self.magnitude = AdapterParam(m)
-
-    def _params(self) -> dict:
-        return {"a": self.lora_a[...], "b": self.lora_b[...], "magnitude": self.magnitude[...]}
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``[..., in] -> [..., out]``."""
-        self._check(x)
-        return A.dora(
-            x, self.base_kernel(), self.base_bias(), self._params(), self.scale,
-            self.detach_norm, dtype=self.dtype, precision=self.precision,
-        )  # fmt: skip
-
-    def merge(self) -> nnx.Linear:
-        """A plain ``nnx.Linear`` with kernel ``m * V / ||V||_col`` (equal outputs)."""
-        merged = A.dora_merged(self.base_kernel(), self._params(), self.scale)
-        return _linear(merged, self.base_bias(), self.base_module)
+        self._setup(A.DoRAOptions, locals())
 
 
 class IA3(nnx.Module):
@@ -411,11 +361,13 @@ class IA3(nnx.Module):
              [1., 1., 1.]], dtype=float32)
     """
 
+    ia3_l: AdapterParam
+
     def __init__(self, num_features: int, *, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         A.check_common("IA3", None, num_features, None, None)
-        del rngs
         self.num_features = num_features
-        self.ia3_l = AdapterParam(jnp.ones((num_features,), param_dtype))
+        self._specs = A.ia3_specs(num_features)
+        C.build(self, self._specs, rngs, param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., num_features] -> [..., num_features]``."""
@@ -447,7 +399,7 @@ class IA3Linear(_Adapter):
       (4, (3, 4))
     """
 
-    op = "IA3Linear"
+    op = A.IA3Options.op
 
     def __init__(
         self,
@@ -464,25 +416,4 @@ class IA3Linear(_Adapter):
         bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        A.check_common(self.op, in_features, out_features or 1, None, None)
-        self.base_module, self.in_features, self.out_features = _base(
-            self.op, base_module, in_features, out_features, use_bias, dtype, param_dtype,
-            precision, kernel_init, bias_init, rngs,
-        )  # fmt: skip
-        self.feedforward = bool(feedforward)
-        size = self.in_features if self.feedforward else self.out_features
-        self.ia3_l = AdapterParam(jnp.ones((size,), param_dtype))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``[..., in] -> [..., out]``."""
-        self._check(x)
-        if self.feedforward:
-            return self.base_module(hadamard(x, self.ia3_l[...], broadcast=True))
-        return hadamard(self.base_module(x), self.ia3_l[...], broadcast=True)
-
-    def merge(self) -> nnx.Linear:
-        """A plain ``nnx.Linear`` with ``l`` folded into the kernel (and bias): equal outputs."""
-        kernel, bias = A.ia3_merged(
-            self.base_kernel(), self.base_bias(), self.ia3_l[...], self.feedforward
-        )
-        return _linear(kernel, bias, self.base_module)
+        self._setup(A.IA3Options, locals())

@@ -116,3 +116,11 @@ def keep(module: nnx.Module, args: dict[str, Any]) -> None:
     """Store each argument as a (static) attribute of ``module``."""
     for name, arg in args.items():
         setattr(module, name, arg)
+
+
+def store(module: nnx.Module, options: P.Options) -> None:
+    """Keep the checked ``options`` as ``module.options`` and each of its fields as an attribute
+    of the same name (``layer.features``, ...)."""
+    module.options = options  # type: ignore[attr-defined]
+    for name, v in options.items().items():
+        setattr(module, name, v)

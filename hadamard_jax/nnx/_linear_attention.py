@@ -14,7 +14,41 @@ from hadamard_jax._layers import options
 from hadamard_jax.nnx import _common as C
 
 
-class GatedDeltaNet(nnx.Module):
+class _Mixer(nnx.Module):
+    """What both mixers do: store the options, build the table, check and run a call."""
+
+    options: L.MixerOptions
+
+    def _build(self, opts: L.MixerOptions, rngs: nnx.Rngs) -> None:
+        C.store(self, opts)
+        self.sizes = opts.sizes
+        self._specs = opts.specs()
+        C.build(self, self._specs, rngs, opts.param_dtype)
+
+    def _params(self) -> dict[str, Any]:
+        return C.values(self, self._specs)
+
+    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
+        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
+        return self.options.init_cache(batch_size, dtype)
+
+    def __call__(
+        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
+        self.options.check(x, cache, 3)
+        return self.options.apply(x, self._params(), cache)
+
+    def step(
+        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
+        ``(new cache, y_t [B, d])``; stepping through a sequence gives ``__call__``'s outputs."""
+        self.options.check(x_t, cache, 2)
+        return self.options.step(cache, x_t, self._params())
+
+
+class GatedDeltaNet(_Mixer):
     r"""The Gated DeltaNet block (Yang et al. 2025), as in Qwen3-Next and flash-linear-attention.
 
     For inputs ``x`` ``[B, T, hidden_size]``, with ``H`` key heads of size ``K = head_dim`` and
@@ -98,98 +132,10 @@ class GatedDeltaNet(nnx.Module):
         kernel_init: Initializer = options.default_kernel_init,
         rngs: nnx.Rngs,
     ):
-        self.sizes = L.check_gated_delta_net(
-            hidden_size=hidden_size,
-            num_heads=num_heads,
-            head_dim=head_dim,
-            expand_v=expand_v,
-            num_v_heads=num_v_heads,
-            use_short_conv=use_short_conv,
-            conv_size=conv_size,
-            allow_neg_eigval=allow_neg_eigval,
-            norm_eps=norm_eps,
-            chunk_size=chunk_size,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            kernel_init=kernel_init,
-        )
-        self.hidden_size, self.num_heads, self.head_dim = hidden_size, num_heads, head_dim
-        self.expand_v, self.num_v_heads = expand_v, self.sizes["num_v_heads"]
-        self.use_short_conv, self.conv_size = use_short_conv, conv_size
-        self.allow_neg_eigval, self.norm_eps, self.chunk_size = (
-            allow_neg_eigval,
-            float(norm_eps),
-            chunk_size,
-        )
-        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
-        table = L.gdn_param_table(
-            hidden_size,
-            self.sizes,
-            num_heads=num_heads,
-            conv_size=conv_size,
-            use_short_conv=use_short_conv,
-            kernel_init=kernel_init,
-        )
-        self._names = tuple(table)
-        for name, (shape, init) in table.items():
-            setattr(self, name, C.param(init, rngs.params(), shape, param_dtype))
-
-    def _params(self) -> dict[str, Any]:
-        return {k: C.value(getattr(self, k)) for k in self._names}
-
-    def _cache_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
-        return L.cache_shapes(
-            batch,
-            self.sizes,
-            num_heads=self.num_heads,
-            conv_size=self.conv_size,
-            use_short_conv=self.use_short_conv,
-        )
-
-    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
-        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
-        return {k: jnp.zeros(s, dtype) for k, s in self._cache_shapes(batch_size).items()}
-
-    def __call__(
-        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
-        L.check_call(L.GDN, x, self.hidden_size, 3)
-        L.check_cache(L.GDN, cache, self._cache_shapes(jnp.shape(x)[0]))
-        return L.gated_delta_net(
-            x,
-            self._params(),
-            cache,
-            sizes=self.sizes,
-            use_short_conv=self.use_short_conv,
-            allow_neg_eigval=self.allow_neg_eigval,
-            norm_eps=self.norm_eps,
-            chunk_size=self.chunk_size,
-            dtype=self.dtype,
-            precision=self.precision,
-        )
-
-    def step(
-        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
-    ) -> tuple[dict[str, jax.Array], jax.Array]:
-        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
-        ``(new cache, y_t [B, d])``; stepping through a sequence gives ``__call__``'s outputs."""
-        L.check_call(L.GDN, x_t, self.hidden_size, 2)
-        L.check_cache(L.GDN, cache, self._cache_shapes(jnp.shape(x_t)[0]))
-        return L.gated_delta_net_step(
-            cache,
-            x_t,
-            self._params(),
-            sizes=self.sizes,
-            use_short_conv=self.use_short_conv,
-            allow_neg_eigval=self.allow_neg_eigval,
-            norm_eps=self.norm_eps,
-            dtype=self.dtype,
-            precision=self.precision,
-        )
+        self._build(L.GDNOptions.of(locals()), rngs)
 
 
-class GatedLinearAttention(nnx.Module):
+class GatedLinearAttention(_Mixer):
     r"""The Gated Linear Attention block (Yang et al. 2024), as flash-linear-attention's layer.
 
     For inputs ``x`` ``[B, T, hidden_size]``, ``H = num_heads`` heads of key size
@@ -264,86 +210,4 @@ class GatedLinearAttention(nnx.Module):
         bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        self.sizes = L.check_gated_linear_attention(
-            hidden_size=hidden_size,
-            num_heads=num_heads,
-            expand_k=expand_k,
-            expand_v=expand_v,
-            use_short_conv=use_short_conv,
-            conv_size=conv_size,
-            gate_logit_normalizer=gate_logit_normalizer,
-            gate_low_rank_dim=gate_low_rank_dim,
-            clamp_min=clamp_min,
-            norm_eps=norm_eps,
-            chunk_size=chunk_size,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            kernel_init=kernel_init,
-            bias_init=bias_init,
-        )
-        self.hidden_size, self.num_heads = hidden_size, num_heads
-        self.expand_k, self.expand_v = expand_k, expand_v
-        self.use_short_conv, self.conv_size = use_short_conv, conv_size
-        self.gate_logit_normalizer = float(gate_logit_normalizer)
-        self.gate_low_rank_dim = gate_low_rank_dim
-        self.clamp_min = None if clamp_min is None else float(clamp_min)
-        self.norm_eps, self.chunk_size = float(norm_eps), chunk_size
-        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
-        table = L.gla_param_table(
-            hidden_size,
-            self.sizes,
-            gate_low_rank_dim=gate_low_rank_dim,
-            conv_size=conv_size,
-            use_short_conv=use_short_conv,
-            kernel_init=kernel_init,
-            bias_init=bias_init,
-        )
-        self._names = tuple(table)
-        for name, (shape, init) in table.items():
-            setattr(self, name, C.param(init, rngs.params(), shape, param_dtype))
-
-    def _params(self) -> dict[str, Any]:
-        return {k: C.value(getattr(self, k)) for k in self._names}
-
-    def _cache_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
-        return L.cache_shapes(
-            batch,
-            self.sizes,
-            num_heads=self.num_heads,
-            conv_size=self.conv_size,
-            use_short_conv=self.use_short_conv,
-        )
-
-    def _common(self) -> dict[str, Any]:
-        return dict(
-            sizes=self.sizes,
-            use_short_conv=self.use_short_conv,
-            gate_logit_normalizer=self.gate_logit_normalizer,
-            clamp_min=self.clamp_min,
-            norm_eps=self.norm_eps,
-            dtype=self.dtype,
-            precision=self.precision,
-        )
-
-    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
-        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
-        return {k: jnp.zeros(s, dtype) for k, s in self._cache_shapes(batch_size).items()}
-
-    def __call__(
-        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
-        L.check_call(L.GLA, x, self.hidden_size, 3)
-        L.check_cache(L.GLA, cache, self._cache_shapes(jnp.shape(x)[0]))
-        return L.gated_linear_attention(
-            x, self._params(), cache, chunk_size=self.chunk_size, **self._common()
-        )
-
-    def step(
-        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
-    ) -> tuple[dict[str, jax.Array], jax.Array]:
-        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
-        ``(new cache, y_t [B, d])``."""
-        L.check_call(L.GLA, x_t, self.hidden_size, 2)
-        L.check_cache(L.GLA, cache, self._cache_shapes(jnp.shape(x_t)[0]))
-        return L.gated_linear_attention_step(cache, x_t, self._params(), **self._common())
+        self._build(L.GLAOptions.of(locals()), rngs)

@@ -17,28 +17,37 @@ from hadamard_jax.nnx import _common as C
 class BlockDiagonalGate(nnx.Module):
     """The parameters of one RG-LRU gate: recurrentgemma's ``BlockDiagonalLinear``.
 
-    ``w`` ``[heads, width / heads, width / heads]`` and ``b`` ``[heads, width / heads]``: the
-    gate's pre-activation is ``x`` in ``heads`` blocks, each times its block of ``w`` plus its
-    row of ``b`` (:func:`hadamard_jax._layers.recurrent.block_diagonal`). A part of
-    :class:`RGLRU` (``layer.input_gate``, ``layer.a_gate``), not a layer of its own.
+    ``w`` ``[heads, width / heads, width / heads]`` and ``b`` ``[heads, width / heads]``
+    (:meth:`hadamard_jax._layers.recurrent.RGLRUOptions.gate_specs`): the gate's pre-activation
+    is ``x`` in ``heads`` blocks, each times its block of ``w`` plus its row of ``b``
+    (:func:`hadamard_jax._layers.recurrent.block_diagonal`). A part of :class:`RGLRU`
+    (``layer.input_gate``, ``layer.a_gate``), not a layer of its own.
     """
 
-    def __init__(
-        self,
-        width: int,
-        num_heads: int,
-        *,
-        param_dtype: Dtype,
-        kernel_init: Initializer,
-        bias_init: Initializer,
-        rngs: nnx.Rngs,
-    ):
-        block = width // num_heads
-        self.w = C.param(kernel_init, rngs.params(), (num_heads, block, block), param_dtype)
-        self.b = C.param(bias_init, rngs.params(), (num_heads, block), param_dtype)
+    def __init__(self, options: R.RGLRUOptions, *, rngs: nnx.Rngs):
+        self._specs = options.gate_specs()
+        C.build(self, self._specs, rngs, options.param_dtype)
+
+    def params(self) -> dict[str, Any]:
+        """``{"w": ..., "b": ...}``."""
+        return C.values(self, self._specs)
 
 
-class RGLRU(nnx.Module):
+class _Recurrence(nnx.Module):
+    """What both recurrences do: keep the checked options, check and run a call or a step."""
+
+    options: Any
+    _specs: tuple
+
+    def _params(self) -> dict[str, Any]:
+        return C.values(self, self._specs)
+
+    def _run(self, x: Any, state: Any, decode: bool, segment_pos: Any = None) -> Any:
+        self.options.check(x, state, decode, segment_pos)
+        return self.options.run(x, self._params(), state, decode, segment_pos)
+
+
+class RGLRU(_Recurrence):
     r"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024), as recurrentgemma runs it.
 
     For inputs ``x`` ``[..., T, features]`` (usually ``[batch, T, features]``):
@@ -119,48 +128,15 @@ class RGLRU(nnx.Module):
         mesh_axis: str | tuple[str, ...] | None = None,
         rngs: nnx.Rngs,
     ):
-        c, min_rad, max_rad = R.check_rglru(
-            features=features,
-            num_heads=num_heads,
-            c=c,
-            min_rad=min_rad,
-            max_rad=max_rad,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            kernel_init=kernel_init,
-            bias_init=bias_init,
-            mesh_axis=mesh_axis,
-        )
-        self.features, self.num_heads = features, num_heads
-        self.c, self.min_rad, self.max_rad = c, min_rad, max_rad
-        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
-        self.mesh_axis = mesh_axis
-        d = features
-        self.a_param = C.param(
-            R.rglru_a_param_init(min_rad, max_rad), rngs.params(), (d,), param_dtype
-        )
-
-        def gate() -> BlockDiagonalGate:
-            return BlockDiagonalGate(
-                d,
-                num_heads,
-                param_dtype=param_dtype,
-                kernel_init=kernel_init,
-                bias_init=bias_init,
-                rngs=rngs,
-            )
-
-        self.input_gate, self.a_gate = gate(), gate()
+        C.store(self, R.RGLRUOptions.of(locals()))
+        self._specs = self.options.specs()
+        C.build(self, self._specs, rngs, param_dtype)
+        self.input_gate = BlockDiagonalGate(self.options, rngs=rngs)
+        self.a_gate = BlockDiagonalGate(self.options, rngs=rngs)
 
     def _params(self) -> dict[str, Any]:
-        def gate(g: BlockDiagonalGate) -> dict[str, Any]:
-            return {"w": C.value(g.w), "b": C.value(g.b)}
-
-        return {
-            "a_param": C.value(self.a_param),
-            "input_gate": gate(self.input_gate),
-            "a_gate": gate(self.a_gate),
-        }
+        gates = {"input_gate": self.input_gate.params(), "a_gate": self.a_gate.params()}
+        return {**super()._params(), **gates}
 
     def __call__(
         self,
@@ -173,17 +149,7 @@ class RGLRU(nnx.Module):
         [..., T]`` (``None``: no resets) -> ``(states [..., T, d], last state [..., d])``.
 
         An empty sequence (``T = 0``) gives ``([..., 0, d], initial_state)``."""
-        R.check_call("RGLRU", x, initial_state, self.features, self.features, segment_pos)
-        return R.rglru(
-            x,
-            self._params(),
-            initial_state,
-            segment_pos=segment_pos,
-            c=self.c,
-            dtype=self.dtype,
-            precision=self.precision,
-            mesh_axis=self.mesh_axis,
-        )
+        return self._run(x, initial_state, False, segment_pos)
 
     def step(
         self,
@@ -195,19 +161,10 @@ class RGLRU(nnx.Module):
         """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]``,
         ``segment_pos [...]`` (``x_t``'s position; 0 resets; ``None``: no reset) ->
         ``(new state, output)``, both ``[..., d]`` (the output is the new state)."""
-        R.check_step("RGLRU", state, x_t, self.features, self.features, segment_pos)
-        return R.rglru_step(
-            state,
-            x_t,
-            self._params(),
-            segment_pos=segment_pos,
-            c=self.c,
-            dtype=self.dtype,
-            precision=self.precision,
-        )
+        return self._run(x_t, state, True, segment_pos)
 
 
-class MinGRU(nnx.Module):
+class MinGRU(_Recurrence):
     r"""minGRU (Feng et al. 2024, "Were RNNs all we needed?"), in its log-space parallel form.
 
     For inputs ``x`` ``[..., T, in_features]``:
@@ -271,54 +228,18 @@ class MinGRU(nnx.Module):
         mesh_axis: str | tuple[str, ...] | None = None,
         rngs: nnx.Rngs,
     ):
-        R.check_min_gru(
-            in_features=in_features,
-            hidden_features=hidden_features,
-            use_bias=use_bias,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            kernel_init=kernel_init,
-            bias_init=bias_init,
-            mesh_axis=mesh_axis,
-        )
-        self.in_features, self.hidden_features, self.use_bias = (
-            in_features,
-            hidden_features,
-            use_bias,
-        )
-        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
-        self.mesh_axis = mesh_axis
-        d, n = in_features, hidden_features
-        self.gate_kernel = C.param(kernel_init, rngs.params(), (d, n), param_dtype)
-        self.candidate_kernel = C.param(kernel_init, rngs.params(), (d, n), param_dtype)
-        if use_bias:
-            self.gate_bias = C.param(bias_init, rngs.params(), (n,), param_dtype)
-            self.candidate_bias = C.param(bias_init, rngs.params(), (n,), param_dtype)
-        else:
-            self.gate_bias = self.candidate_bias = nnx.data(None)
-
-    def _params(self) -> dict[str, Any]:
-        return {k: C.value(getattr(self, k)) for k in R.MIN_GRU_PARAMS}
+        C.store(self, R.MinGRUOptions.of(locals()))
+        self._specs = self.options.specs(in_features)
+        C.build(self, self._specs, rngs, param_dtype)
 
     def __call__(
         self, x: jax.Array, initial_state: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
         """``x [..., T, d]``, ``initial_state [..., n]`` (``None``: zeros) ->
         ``(states [..., T, n], last state [..., n])``."""
-        R.check_call("MinGRU", x, initial_state, self.in_features, self.hidden_features)
-        return R.min_gru(
-            x,
-            self._params(),
-            initial_state,
-            dtype=self.dtype,
-            precision=self.precision,
-            mesh_axis=self.mesh_axis,
-        )
+        return self._run(x, initial_state, False)
 
     def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One decode step: ``state [..., n]`` (``None``: zeros), ``x_t [..., d]`` ->
         ``(new state, output)``, both ``[..., n]``."""
-        R.check_step("MinGRU", state, x_t, self.in_features, self.hidden_features)
-        return R.min_gru_step(
-            state, x_t, self._params(), dtype=self.dtype, precision=self.precision
-        )
+        return self._run(x_t, state, True)
