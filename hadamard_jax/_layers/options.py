@@ -11,7 +11,7 @@ Linen modules infer from their inputs (``in_features``) are checked where they a
 from __future__ import annotations
 
 import numbers
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
@@ -47,10 +47,6 @@ L0_PENALTY = "l0_penalty"
 ACTIVATIONS = gates.NAMES
 #: The ``mask_type=`` values of ``MaskedLinear``.
 MASK_TYPES = ("fixed", "ste", "hard_concrete")
-#: The ``method=`` values of ``prune``.
-PRUNE_METHODS = ("magnitude", "global_magnitude", "random", "nm")
-#: The ``prune`` methods that rank each layer on its own (stacked layers too).
-PER_LAYER_METHODS = ("magnitude", "random", "nm")
 
 
 # --- one kind of argument each ------------------------------------------------------------------
@@ -392,49 +388,6 @@ def check_masked_linear(
         rng_collection=rng_collection,
         op=op,
     )
-
-
-class PruneOptions(NamedTuple):
-    """``prune``'s arguments, checked: see :func:`check_prune`."""
-
-    sparsity: float
-    method: str
-    key: Any
-    n: int
-    m: int
-    axis: int
-
-
-def check_prune(
-    sparsity: Any, method: Any, key: Any, n: Any, m: Any, axis: Any, op: str = "prune"
-) -> PruneOptions:
-    """``prune``'s arguments; the sparsity of ``"nm"`` is ``1 - n/m``.
-
-    ``axis`` is an axis of a layer's own 2-D kernel ``[in, out]`` (0 or 1, or -2/-1), also for
-    stacked kernels ``[*stack, in, out]``.
-    """
-    method = checks.check_choice(method, "method", op, PRUNE_METHODS)
-    n_, m_, axis_ = 0, 1, 0
-    if method == "nm":
-        if n is None or m is None:
-            raise ValueError(f"{op}: method='nm' needs n= and m= (keep n of every m).")
-        m_ = checks.static_int(m, "m", op, lo=1)
-        n_ = checks.static_int(n, "n", op, lo=0, hi=m_)
-        axis_ = checks.check_axis(axis, 2, "axis", op)
-        implied = 1.0 - n_ / m_
-        if sparsity is not None:
-            given = fraction(sparsity, "sparsity", op)
-            if abs(given - implied) > 1e-12:
-                raise ValueError(
-                    f"{op}: sparsity={sparsity!r} contradicts n={n_}, m={m_} (sparsity {implied})."
-                )
-        return PruneOptions(implied, method, None, n_, m_, axis_)
-    if sparsity is None:
-        raise TypeError(f"{op}: sparsity is required for method={method!r}, got None.")
-    value = fraction(sparsity, "sparsity", op)
-    if method == "random" and key is None:
-        raise ValueError(f"{op}: method='random' needs key= (a jax.random key).")
-    return PruneOptions(value, method, key, n_, m_, axis_)
 
 
 def first(*args: Any) -> Any:

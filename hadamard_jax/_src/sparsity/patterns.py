@@ -88,6 +88,11 @@ class Pattern:
     #: The pattern's name as a string argument (``pattern="unstructured"``).
     name: ClassVar[str] = ""
 
+    def validate(self, op: str = "mask", **kw: Any) -> Pattern:
+        """This pattern with the fields that need no shape checked (:class:`NM`'s ``n``,
+        ``m``); keywords as :meth:`check`."""
+        return self
+
     def check(self, shape: Shape, batch_dims: int = 0, op: str = "mask", **kw: Any) -> Pattern:
         """This pattern resolved for an array of ``shape``; raises naming the argument.
 
@@ -99,6 +104,11 @@ class Pattern:
     def units(self, shape: Shape, batch_dims: int = 0) -> int:
         """How many units one layer of ``shape`` has (a checked pattern)."""
         return math.prod(shape[batch_dims:])
+
+    def sparsity(self) -> float | None:
+        """The sparsity the pattern itself implies (:class:`NM`: ``1 - n/m``), or ``None`` when
+        it prunes whatever fraction it is given."""
+        return None
 
     def kept(self, sparsity: float, units: int, op: str = "mask") -> int:
         """Units kept per layer at ``sparsity``: ``units - round(sparsity * units)``."""
@@ -200,12 +210,17 @@ class NM(Pattern):
     axis: int | None = None
     name: ClassVar[str] = "nm"
 
-    def check(self, shape: Shape, batch_dims: int = 0, op: str = "mask", **kw: Any) -> NM:
+    def validate(self, op: str = "mask", **kw: Any) -> NM:
         n_name, m_name = _label(kw, NM, "n"), _label(kw, NM, "m")
         m = checks.static_int(self.m, m_name, op, 1)
         n = checks.static_int(self.n, n_name, op, 0)
         if n > m:
             raise ValueError(f"{op}: {n_name} must be <= {m_name}, got n={n} and m={m}.")
+        return NM(n, m, self.axis)
+
+    def check(self, shape: Shape, batch_dims: int = 0, op: str = "mask", **kw: Any) -> NM:
+        n, m = (valid := self.validate(op, **kw)).n, valid.m
+        m_name = _label(kw, NM, "m")
         array = kw.get("array", "x")
         rank = len(shape) - batch_dims
         raw = input_axis(rank) if self.axis is None else self.axis
@@ -217,6 +232,9 @@ class NM(Pattern):
                 f"{array}.shape={shape} (length {length})."
             )
         return NM(n, m, axis)
+
+    def sparsity(self) -> float:
+        return 1 - self.n / self.m
 
     def kept(self, sparsity: float | None, units: int, op: str = "mask") -> int:
         """``units * n / m``; a ``sparsity`` must be ``None``, ``0`` (dense) or ``1 - n/m``."""
