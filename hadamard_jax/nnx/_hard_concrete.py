@@ -10,7 +10,7 @@ from flax import nnx
 from flax.typing import Dtype, Initializer
 
 from hadamard_jax._layers import functional as F
-from hadamard_jax._layers import options
+from hadamard_jax._layers import masks, options
 from hadamard_jax.nnx import _common as C
 
 
@@ -43,6 +43,8 @@ class HardConcreteGate(nnx.Module):
       3.96
     """
 
+    log_alpha: nnx.Param  # created from masks.hard_concrete_params
+
     def __init__(
         self,
         shape: tuple[int, ...],
@@ -56,7 +58,7 @@ class HardConcreteGate(nnx.Module):
         rng_collection: str = "hard_concrete",
         rngs: nnx.Rngs,
     ):
-        self.shape = options.check_hard_concrete_gate(
+        self.shape = masks.check_hard_concrete_gate(
             shape=shape,
             beta=beta,
             gamma=gamma,
@@ -68,7 +70,7 @@ class HardConcreteGate(nnx.Module):
         )
         self.beta, self.gamma, self.zeta = beta, gamma, zeta
         self.deterministic, self.rng_collection = deterministic, rng_collection
-        self.log_alpha = C.param(log_alpha_init, rngs.params(), self.shape, param_dtype)
+        C.build(self, masks.hard_concrete_params(self.shape, log_alpha_init), rngs, param_dtype)
         self.rngs = C.rng_stream(rngs, rng_collection)
 
     def gate(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:

@@ -10,28 +10,19 @@ from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import functional as F
-from hadamard_jax._layers import options
+from hadamard_jax._layers import masks, options
+from hadamard_jax._layers import params as P
 from hadamard_jax.nnx import _common as C
-from hadamard_jax.nnx._common import MaskVar
 from hadamard_jax.nnx._hard_concrete import HardConcreteGate
 
 
 class MaskedLinear(nnx.Module):
     r"""A linear layer ``x @ (kernel * mask) + bias`` with a fixed, pruned or learned mask.
 
-    ``mask_type`` chooses the mask:
+    ``mask_type`` chooses the mask (a fixed mask is a :class:`MaskVar`, scores an
+    ``nnx.Param``):
 
-    * ``"fixed"`` (default): a boolean :class:`MaskVar` ``mask`` (all ones at first), applied
-      with select semantics: masked weights are exactly zero and get exactly zero gradient.
-      :func:`prune` sets it (magnitude, global magnitude, random, N:M).
-    * ``"ste"``: learned scores (an ``nnx.Param`` ``scores``, by default ``|kernel|`` at
-      init) give a hard 0/1 mask through :func:`hadamard_jax.ste_mask` with a straight-through
-      gradient (edge-popup / movement pruning): ``sparsity=s`` prunes the
-      ``round(s * in * out)`` lowest scores (Python's ``round``, half to even: the one rounding
-      rule of the library, the same count as ``prune(layer, s)``; 5 weights at ``s = 0.5``
-      keep 3), ``threshold=`` keeps scores above it.
-    * ``"hard_concrete"``: a :class:`HardConcreteGate` ``gate`` over the kernel (L0
-      regularisation, Louizos et al. 2018); add ``l0_penalty()`` to the loss.
+    <MASK_TYPES>
 
     Args:
       in_features, out_features: kernel shape ``[in, out]``.
@@ -57,6 +48,8 @@ class MaskedLinear(nnx.Module):
       (24, (2, 4))
     """
 
+    kernel: nnx.Param  # and bias, mask or scores: created from masks.masked_linear_params
+
     def __init__(
         self,
         in_features: int,
@@ -81,7 +74,7 @@ class MaskedLinear(nnx.Module):
         rng_collection: str = "hard_concrete",
         rngs: nnx.Rngs,
     ):
-        options.check_masked_linear(
+        masks.check_masked_linear(
             in_features=in_features,
             out_features=out_features,
             mask_type=mask_type,
@@ -105,27 +98,22 @@ class MaskedLinear(nnx.Module):
         self.mask_type, self.sparsity, self.threshold = mask_type, sparsity, threshold
         self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
         self.precision = precision
-        shape = (in_features, out_features)
-        self.kernel = C.param(kernel_init, rngs.params(), shape, param_dtype)
-        self.bias = (
-            C.param(bias_init, rngs.params(), (out_features,), param_dtype)
-            if use_bias
-            else nnx.data(None)
+        specs = masks.masked_linear_params(
+            in_features,
+            out_features,
+            mask_type=mask_type,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            mask_init=mask_init,
+            scores_init=scores_init,
+            abs_kernel=lambda key, shape, dtype: jnp.abs(self.kernel[...]),
         )
-        if mask_type == "fixed":
-            init = mask_init(rngs.params(), shape, jnp.bool_)
-            boxed = isinstance(init, nnx.VariableMetadata)
-            meta = {} if boxed else C.sharding_metadata(self.kernel)
-            self.mask = MaskVar(init, **meta)
-        elif mask_type == "ste":
-            if scores_init is None:
-                scores = jnp.abs(self.kernel[...])
-                self.scores = nnx.Param(scores, **C.sharding_metadata(self.kernel))
-            else:
-                self.scores = C.param(scores_init, rngs.params(), shape, param_dtype)
-        else:
+        C.build(self, specs, rngs, param_dtype)
+        self._names = P.names(specs)
+        if mask_type == "hard_concrete":
             self.gate = HardConcreteGate(
-                shape,
+                (in_features, out_features),
                 beta=beta,
                 gamma=gamma,
                 zeta=zeta,
@@ -136,13 +124,18 @@ class MaskedLinear(nnx.Module):
                 rngs=rngs,
             )
 
+    def _values(self) -> dict[str, Any]:
+        return {n: C.value(getattr(self, n)) for n in self._names}
+
     def current_mask(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
         """The mask ``[in, out]``: bool (fixed), 0/1 float (ste) or gate values (hard concrete)."""
-        if self.mask_type == "fixed":
-            return self.mask[...]
-        if self.mask_type == "ste":
-            return F.ste_scores_mask(self.scores, sparsity=self.sparsity, threshold=self.threshold)
-        return self.gate.gate(deterministic=deterministic, rngs=rngs)
+        return masks.layer_mask(
+            self.mask_type,
+            self._values(),
+            sparsity=self.sparsity,
+            threshold=self.threshold,
+            gate=lambda: self.gate.gate(deterministic=deterministic, rngs=rngs),
+        )
 
     def masked_kernel(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
         """``kernel * mask`` (masked entries exactly zero), ``[in, out]``."""
@@ -155,8 +148,8 @@ class MaskedLinear(nnx.Module):
         """``[..., in_features] -> [..., out_features]``."""
         F.check_features("MaskedLinear", x, self.in_features)
         mask = self.current_mask(deterministic=deterministic, rngs=rngs)
-        return F.masked_linear(
-            x, self.kernel, C.value(self.bias), mask, dtype=self.dtype, precision=self.precision
+        return masks.masked_linear(
+            x, self._values(), mask, dtype=self.dtype, precision=self.precision
         )
 
     def l0_penalty(self) -> jax.Array:
@@ -167,3 +160,6 @@ class MaskedLinear(nnx.Module):
                 f"{self.mask_type!r}."
             )
         return self.gate.l0_penalty()
+
+
+masks.document(MaskedLinear)

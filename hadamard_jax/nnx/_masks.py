@@ -8,8 +8,8 @@ from flax import nnx
 from flax.typing import Initializer
 
 import hadamard_jax as hj
-from hadamard_jax._layers import options
-from hadamard_jax.nnx._common import MaskVar
+from hadamard_jax._layers import masks, options
+from hadamard_jax.nnx import _common as C
 
 
 class Mask(nnx.Module):
@@ -39,6 +39,8 @@ class Mask(nnx.Module):
              [1., 0., 1.]], dtype=float32)
     """
 
+    mask: C.MaskVar  # created from masks.mask_params
+
     def __init__(
         self,
         shape: tuple[int, ...],
@@ -47,10 +49,10 @@ class Mask(nnx.Module):
         fill: float = 0.0,
         rngs: nnx.Rngs | None = None,
     ):
-        self.shape = options.check_mask(shape=shape, mask_init=mask_init, fill=fill)
+        self.shape = masks.check_mask(shape=shape, mask_init=mask_init, fill=fill)
         self.fill = fill
-        key = rngs.params() if rngs is not None else jax.random.key(0)
-        self.mask = MaskVar(mask_init(key, self.shape, jnp.bool_))
+        specs = masks.mask_params(self.shape, mask_init, draws_key=rngs is not None)
+        C.build(self, specs, rngs, jnp.bool_)  # type: ignore[arg-type]  # no key drawn without rngs
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x`` with masked entries replaced by ``fill``; same shape and dtype."""
