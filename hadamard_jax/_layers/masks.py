@@ -57,6 +57,37 @@ def document(obj: Any, placeholder: str = "<MASK_TYPES>") -> None:
     fill(obj, placeholder, mask_types_doc())
 
 
+#: The hard-concrete arguments that ``HardConcreteGate`` and ``MaskedLinear`` share.
+GATE_FIELDS = (
+    "beta",
+    "gamma",
+    "zeta",
+    "log_alpha_init",
+    "deterministic",
+    "param_dtype",
+    "rng_collection",
+)
+#: ``MaskedLinear``'s arguments other than the gate's (Linen: its fields; NNX adds
+#: ``in_features``).
+MASKED_LINEAR_FIELDS = (
+    "out_features",
+    "mask_type",
+    "sparsity",
+    "threshold",
+    "use_bias",
+    "dtype",
+    "kernel_init",
+    "bias_init",
+    "mask_init",
+    "scores_init",
+)
+
+
+def fields(module: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``{name: module.<name>}`` (a Linen module's fields, to check or pass on)."""
+    return {name: getattr(module, name) for name in names}
+
+
 # --- checks (construction time) -----------------------------------------------------------------
 
 
@@ -115,20 +146,15 @@ def check_masked_linear(
     threshold: Any,
     use_bias: Any,
     dtype: Any,
-    param_dtype: Any,
     kernel_init: Any,
     bias_init: Any,
     mask_init: Any,
     scores_init: Any,
-    beta: Any,
-    gamma: Any,
-    zeta: Any,
-    log_alpha_init: Any,
-    deterministic: Any,
-    rng_collection: Any,
     in_features: Any = None,
+    **gate: Any,
 ) -> None:
-    """``MaskedLinear``'s arguments (``in_features``: NNX only).
+    """``MaskedLinear``'s arguments (``in_features``: NNX only; ``gate``: the
+    :data:`GATE_FIELDS`, checked as ``HardConcreteGate``'s).
 
     ``mask_type="ste"`` needs exactly one of ``sparsity`` (a number in ``[0, 1]``) and
     ``threshold`` (a real number); the other mask types take neither.
@@ -140,22 +166,12 @@ def check_masked_linear(
     checks.check_choice(mask_type, "mask_type", op, tuple(MASK_TYPES))
     _check_ste_rule(mask_type, sparsity, threshold, op)
     options.flag(use_bias, "use_bias", op)
-    options.dtypes(dtype, param_dtype, op)
+    options.dtypes(dtype, gate["param_dtype"], op)
     for name, fn in (("kernel_init", kernel_init), ("bias_init", bias_init)):
         options.function(fn, name, op)
     options.function(mask_init, "mask_init", op)
     options.function(scores_init, "scores_init", op, optional=True)
-    check_hard_concrete_gate(
-        shape=(),
-        beta=beta,
-        gamma=gamma,
-        zeta=zeta,
-        log_alpha_init=log_alpha_init,
-        deterministic=deterministic,
-        param_dtype=param_dtype,
-        rng_collection=rng_collection,
-        op=op,
-    )
+    check_hard_concrete_gate(shape=(), op=op, **gate)
 
 
 # --- params tables ------------------------------------------------------------------------------
@@ -176,20 +192,18 @@ def masked_linear_params(
     out_features: int,
     *,
     mask_type: str,
-    use_bias: bool,
-    kernel_init: Callable[..., Any],
-    bias_init: Callable[..., Any],
     mask_init: Callable[..., Any],
     scores_init: Callable[..., Any] | None,
     abs_kernel: Callable[..., Any],
+    **dense: Any,
 ) -> tuple:
-    """``MaskedLinear``: ``kernel``, ``bias``, then the mask of its type: the fixed ``mask``
-    (drawing a key, as the NNX module always has) or the ``"ste"`` ``scores`` (``abs_kernel``,
-    the front end's ``|kernel|`` initialiser, unless ``scores_init``). The hard-concrete gate is
-    a child module, not a variable."""
+    """``MaskedLinear``: ``kernel``, ``bias`` (``dense``: ``use_bias``, ``kernel_init``,
+    ``bias_init`` of :func:`~hadamard_jax._layers.params.dense`), then the mask of its type:
+    the fixed ``mask`` (drawing a key, as the NNX module always has) or the ``"ste"``
+    ``scores`` (``abs_kernel``, the front end's ``|kernel|`` initialiser, unless
+    ``scores_init``). The hard-concrete gate is a child module, not a variable."""
     shape = (in_features, out_features)
-    specs = P.dense("", in_features, out_features, use_bias=use_bias, kernel_init=kernel_init,
-                    bias_init=bias_init)  # fmt: skip
+    specs = P.dense("", in_features, out_features, **dense)
     if mask_type == "fixed":
         return (*specs, P.Spec("mask", shape, mask_init, P.MASKS, like="kernel", draws_key=True))
     if mask_type == "ste":
@@ -217,6 +231,18 @@ def layer_mask(
     if mask_type == "ste":
         return F.ste_scores_mask(values["scores"], sparsity=sparsity, threshold=threshold)
     return gate()
+
+
+def gate_values(gate: Any, key: jax.Array | None, deterministic: bool) -> jax.Array:
+    """The gate values ``z`` of a ``HardConcreteGate`` (its ``log_alpha``, ``beta``, ``gamma``,
+    ``zeta``); sampled with ``key`` unless ``deterministic``."""
+    params = fields(gate, ("beta", "gamma", "zeta"))
+    return F.hard_concrete_gate(key, gate.log_alpha, deterministic=deterministic, **params)
+
+
+def gate_penalty(gate: Any) -> jax.Array:
+    """A ``HardConcreteGate``'s expected number of non-zero gates."""
+    return F.l0_penalty(gate.log_alpha, **fields(gate, ("beta", "gamma", "zeta")))
 
 
 def masked_linear(

@@ -21,9 +21,21 @@ from hadamard_jax._src.sparsity.patterns import NM, Pattern, Unstructured, as_pa
 
 MASK_SUFFIX, KERNEL_SUFFIX = "mask", "kernel"
 
-#: The ``method=`` values of ``prune``: how weights are scored (``"nm"``: magnitude with the
-#: pattern ``NM(n, m, axis)``).
-PRUNE_METHODS = ("magnitude", "global_magnitude", "random", "nm")
+#: The ``method=`` values of ``prune``: how weights are scored (read by its docstring).
+PRUNE_METHODS: dict[str, str] = {
+    "magnitude": "the smallest ``|w|`` of each layer, in units of ``pattern``",
+    "global_magnitude": "one threshold over all masked kernels together (single weights)",
+    "random": "uniformly at random in each layer, in units of ``pattern`` (needs ``key``)",
+    "nm": (
+        '``"magnitude"`` with ``pattern=NM(n, m, axis)``: keep the ``n`` largest of every '
+        "``m`` consecutive weights along ``axis`` (2:4 is ``n=2, m=4``)"
+    ),
+}
+
+
+def methods_doc() -> str:
+    """The bullet list of :data:`PRUNE_METHODS` for a docstring."""
+    return "\n".join(f"* ``{name!r}``: {text}." for name, text in PRUNE_METHODS.items())
 
 
 def kernel_name(mask_name: str) -> str | None:
@@ -81,7 +93,7 @@ def check_prune(
     ``[*stack, in, out]``). A pattern that implies its sparsity (:class:`NM`) takes
     ``sparsity=None`` or that value.
     """
-    method = checks.check_choice(method, "method", op, PRUNE_METHODS)
+    method = checks.check_choice(method, "method", op, tuple(PRUNE_METHODS))
     pattern = as_pattern(pattern, "pattern", op).validate(op)
     if method == "nm":
         if not isinstance(pattern, Unstructured):

@@ -108,16 +108,7 @@ class HardConcreteGate(nn.Module):
     rng_collection: str = "hard_concrete"
 
     def __post_init__(self) -> None:
-        masks.check_hard_concrete_gate(
-            shape=self.shape,
-            beta=self.beta,
-            gamma=self.gamma,
-            zeta=self.zeta,
-            log_alpha_init=self.log_alpha_init,
-            deterministic=self.deterministic,
-            param_dtype=self.param_dtype,
-            rng_collection=self.rng_collection,
-        )
+        masks.check_hard_concrete_gate(shape=self.shape, **masks.fields(self, masks.GATE_FIELDS))
         super().__post_init__()
 
     def setup(self):
@@ -140,14 +131,7 @@ class HardConcreteGate(nn.Module):
                 init_fn=lambda: jnp.zeros((), jnp.float32),
                 reduce_fn=lambda _, new: new,
             )
-        return F.hard_concrete_gate(
-            key,
-            self.log_alpha,
-            beta=self.beta,
-            gamma=self.gamma,
-            zeta=self.zeta,
-            deterministic=deterministic,
-        )
+        return masks.gate_values(self, key, deterministic)
 
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
         """``x * z`` (``z`` broadcast against ``x``), with the dtype of ``x * z``."""
@@ -155,7 +139,7 @@ class HardConcreteGate(nn.Module):
 
     def l0_penalty(self) -> jax.Array:
         """The expected number of non-zero gates (with this gate's ``beta``/``gamma``/``zeta``)."""
-        return F.l0_penalty(self.log_alpha, beta=self.beta, gamma=self.gamma, zeta=self.zeta)
+        return masks.gate_penalty(self)
 
 
 class MaskedLinear(nn.Module):
@@ -210,23 +194,7 @@ class MaskedLinear(nn.Module):
 
     def __post_init__(self) -> None:
         masks.check_masked_linear(
-            out_features=self.out_features,
-            mask_type=self.mask_type,
-            sparsity=self.sparsity,
-            threshold=self.threshold,
-            use_bias=self.use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
-            mask_init=self.mask_init,
-            scores_init=self.scores_init,
-            beta=self.beta,
-            gamma=self.gamma,
-            zeta=self.zeta,
-            log_alpha_init=self.log_alpha_init,
-            deterministic=self.deterministic,
-            rng_collection=self.rng_collection,
+            **masks.fields(self, masks.MASKED_LINEAR_FIELDS + masks.GATE_FIELDS)
         )
         super().__post_init__()
 
@@ -253,15 +221,7 @@ class MaskedLinear(nn.Module):
 
         def hard_concrete() -> jax.Array:
             gate = HardConcreteGate(
-                (n_in, self.out_features),
-                beta=self.beta,
-                gamma=self.gamma,
-                zeta=self.zeta,
-                log_alpha_init=self.log_alpha_init,
-                deterministic=self.deterministic,
-                param_dtype=pd,
-                rng_collection=self.rng_collection,
-                name="gate",
+                (n_in, self.out_features), **masks.fields(self, masks.GATE_FIELDS), name="gate"
             )
             return gate.gate(deterministic=deterministic)
 

@@ -78,14 +78,7 @@ class HardConcreteGate(nnx.Module):
         op = "HardConcreteGate"
         deterministic = options.deterministic_of(deterministic, self.deterministic, op)
         key = None if deterministic else C.draw_key(op, rngs, self.rngs, self.rng_collection)
-        return F.hard_concrete_gate(
-            key,
-            self.log_alpha,
-            beta=self.beta,
-            gamma=self.gamma,
-            zeta=self.zeta,
-            deterministic=deterministic,
-        )
+        return masks.gate_values(self, key, deterministic)
 
     def __call__(
         self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
@@ -95,4 +88,4 @@ class HardConcreteGate(nnx.Module):
 
     def l0_penalty(self) -> jax.Array:
         """The expected number of non-zero gates, a differentiable scalar."""
-        return F.l0_penalty(self.log_alpha, beta=self.beta, gamma=self.gamma, zeta=self.zeta)
+        return masks.gate_penalty(self)

@@ -74,6 +74,15 @@ class MaskedLinear(nnx.Module):
         rng_collection: str = "hard_concrete",
         rngs: nnx.Rngs,
     ):
+        gate: dict[str, Any] = dict(
+            beta=beta,
+            gamma=gamma,
+            zeta=zeta,
+            log_alpha_init=log_alpha_init,
+            deterministic=deterministic,
+            param_dtype=param_dtype,
+            rng_collection=rng_collection,
+        )
         masks.check_masked_linear(
             in_features=in_features,
             out_features=out_features,
@@ -82,17 +91,11 @@ class MaskedLinear(nnx.Module):
             threshold=threshold,
             use_bias=use_bias,
             dtype=dtype,
-            param_dtype=param_dtype,
             kernel_init=kernel_init,
             bias_init=bias_init,
             mask_init=mask_init,
             scores_init=scores_init,
-            beta=beta,
-            gamma=gamma,
-            zeta=zeta,
-            log_alpha_init=log_alpha_init,
-            deterministic=deterministic,
-            rng_collection=rng_collection,
+            **gate,
         )
         self.in_features, self.out_features = in_features, out_features
         self.mask_type, self.sparsity, self.threshold = mask_type, sparsity, threshold
@@ -112,17 +115,7 @@ class MaskedLinear(nnx.Module):
         C.build(self, specs, rngs, param_dtype)
         self._names = P.names(specs)
         if mask_type == "hard_concrete":
-            self.gate = HardConcreteGate(
-                (in_features, out_features),
-                beta=beta,
-                gamma=gamma,
-                zeta=zeta,
-                log_alpha_init=log_alpha_init,
-                deterministic=deterministic,
-                param_dtype=param_dtype,
-                rng_collection=rng_collection,
-                rngs=rngs,
-            )
+            self.gate = HardConcreteGate((in_features, out_features), **gate, rngs=rngs)
 
     def _values(self) -> dict[str, Any]:
         return {n: C.value(getattr(self, n)) for n in self._names}

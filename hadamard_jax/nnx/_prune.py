@@ -65,10 +65,10 @@ def prune(
       sparsity: fraction of each kernel (``"magnitude"``, ``"random"``) or of all masked
         kernels together (``"global_magnitude"``) to prune; for ``"nm"`` ``None`` or
         ``1 - n/m``.
-      method: ``"magnitude"`` (per layer, smallest ``|w|``), ``"global_magnitude"`` (one
-        threshold over all masked layers, unstructured), ``"random"`` (needs ``key``) or
-        ``"nm"`` (``"magnitude"`` with ``pattern=NM(n, m, axis)``: keep the ``n`` largest of
-        every ``m`` consecutive weights along ``axis``; 2:4 is ``n=2, m=4``).
+      method: how weights are chosen:
+
+        <METHODS>
+
       key: PRNG key for ``"random"``.
       n, m, axis: the N:M pattern of ``method="nm"``. ``axis`` is an axis of each layer's
         ``[in, out]`` kernel; the default ``-2`` (same as ``0``) groups along the input axis,
@@ -123,6 +123,7 @@ def prune(
 
 
 document(prune, "<PATTERNS>", table())
+document(prune, "<METHODS>", pruning.methods_doc())
 
 
 def mask_sparsity(model: nnx.Module) -> float:

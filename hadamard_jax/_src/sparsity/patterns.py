@@ -22,8 +22,10 @@ A mask is computed in four steps, each a method, so that a caller with its own s
 axis counts from the end, so it is also an axis of ``x``. The N:M default (``axis=None``) is the
 library's one N:M convention, the layer's input axis (:func:`input_axis`).
 
-A new pattern is one subclass here (``check``, ``units``, ``scores``, ``expand``; ``keep`` and
-``kept`` when it does not prune a fraction of its units) plus its exports.
+A new pattern is one subclass here with a ``name`` (``check``, ``units``, ``scores``,
+``expand``; ``keep`` and ``kept`` when it does not prune a fraction of its units): it registers
+itself, so strings, messages and the docstrings that list the patterns pick it up; then export
+it from ``hadamard_jax/__init__.py`` (and document it in ``docs/api/hadamard_jax.md``).
 """
 
 from __future__ import annotations
@@ -81,12 +83,22 @@ def _layer_axis(axis: Any, shape: Shape, batch_dims: int, name: str, op: str, ar
     return checks.check_axis(axis, rank, name, op)
 
 
+#: Every pattern class, by its string name, in definition order: the one place strings map to
+#: objects (:func:`as_pattern`). A subclass with a ``name`` registers itself.
+PATTERNS: dict[str, type[Pattern]] = {}
+
+
 @dataclasses.dataclass(frozen=True)
 class Pattern:
     """The interface of a mask pattern (see the module docstring). Not used directly."""
 
     #: The pattern's name as a string argument (``pattern="unstructured"``).
     name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.name:
+            PATTERNS[cls.name] = cls
 
     def validate(self, op: str = "mask", **kw: Any) -> Pattern:
         """This pattern with the fields that need no shape checked (:class:`NM`'s ``n``,
@@ -360,8 +372,6 @@ class Channel(Pattern):
         return jnp.moveaxis(full, 1, 1 + axis).reshape(shape)
 
 
-#: Every pattern class, by its string name (the one place strings map to objects).
-PATTERNS: dict[str, type[Pattern]] = {cls.name: cls for cls in (Unstructured, NM, Block, Channel)}
 
 
 def as_pattern(value: Any, name: str = "pattern", op: str = "mask") -> Pattern:
