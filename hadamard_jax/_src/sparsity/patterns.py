@@ -372,8 +372,6 @@ class Channel(Pattern):
         return jnp.moveaxis(full, 1, 1 + axis).reshape(shape)
 
 
-
-
 def as_pattern(value: Any, name: str = "pattern", op: str = "mask") -> Pattern:
     """A pattern object from a pattern or its string name (``"unstructured"``, ``"nm"`` for
     the default 2:4, ``"channel"``); a ``TypeError``/``ValueError`` naming ``name``."""
