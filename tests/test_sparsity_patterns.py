@@ -2,6 +2,9 @@
 reference, the same object accepted by every entry point with the same result as the string or
 keyword form, and errors that name the argument."""
 
+import dataclasses
+from typing import Any, ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,8 +18,9 @@ from hypothesis.extra import numpy as hnp
 import hadamard_jax as hj
 import hadamard_jax.linen as hl
 import hadamard_jax.nnx as hn
-from hadamard_jax import NM, Block, Channel, Unstructured, sparse
+from hadamard_jax import NM, Block, Channel, Pattern, Unstructured, sparse
 
+_prune: Any = hn.prune  # returns the module, typed nnx.Module
 SHAPE = (2, 8, 4)  # [stack, in, out]: one batch axis, a layer [8, 4]
 FLOATS = hnp.arrays(
     np.float32, SHAPE, elements=st.floats(-4, 4, width=32).map(lambda v: round(v, 1))
@@ -141,17 +145,17 @@ def _linen_variables():
 )
 def test_prune_takes_the_pattern_objects(pattern, sparsity, reference):
     want = np.asarray(reference(_kernel()))
-    layer = hn.prune(_nnx_layer(), sparsity, pattern=pattern)
+    layer = _prune(_nnx_layer(), sparsity, pattern=pattern)
     np.testing.assert_array_equal(layer.mask[...], want)
     variables = hl.prune(_linen_variables(), sparsity, pattern=pattern)
     np.testing.assert_array_equal(variables["masks"]["mask"], want)
 
 
 def test_prune_nm_method_is_the_nm_pattern():
-    by_method = hn.prune(_nnx_layer(), None, method="nm", n=1, m=2, axis=-1).mask[...]
-    by_pattern = hn.prune(_nnx_layer(), None, pattern=NM(1, 2, axis=-1)).mask[...]
+    by_method = _prune(_nnx_layer(), None, method="nm", n=1, m=2, axis=-1).mask[...]
+    by_pattern = _prune(_nnx_layer(), None, pattern=NM(1, 2, axis=-1)).mask[...]
     np.testing.assert_array_equal(by_method, by_pattern)
-    random = hn.prune(_nnx_layer(), 0.5, method="random", key=jax.random.key(0), pattern=Channel())
+    random = _prune(_nnx_layer(), 0.5, method="random", key=jax.random.key(0), pattern=Channel())
     assert int(random.mask[...].all(axis=0).sum()) == 2 and int(random.mask[...].sum()) == 16
 
 
@@ -184,16 +188,47 @@ def test_errors_name_the_argument_and_shape():
     with pytest.raises(ValueError, match="2:4 pattern has sparsity 0.5, but sparsity=0.25"):
         NM(2, 4).mask(jnp.ones((8, 4)), 0.25)
     with pytest.raises(ValueError, match=r"prune \(mask\): kernel.shape=\(8, 4\) is not divisible"):
-        hn.prune(_nnx_layer(), 0.5, pattern=Block((3, 3)))
+        _prune(_nnx_layer(), 0.5, pattern=Block((3, 3)))
     with pytest.raises(ValueError, match="pattern='block' needs arguments: pass Block"):
-        hn.prune(_nnx_layer(), 0.5, pattern="block")
+        _prune(_nnx_layer(), 0.5, pattern="block")
     with pytest.raises(TypeError, match="prune: pattern must be Unstructured"):
-        hn.prune(_nnx_layer(), 0.5, pattern=3)
+        _prune(_nnx_layer(), 0.5, pattern=3)
     with pytest.raises(ValueError, match="method='nm' sets the pattern"):
-        hn.prune(_nnx_layer(), None, method="nm", n=2, m=4, pattern=Channel())
+        _prune(_nnx_layer(), None, method="nm", n=2, m=4, pattern=Channel())
     with pytest.raises(ValueError, match="global_magnitude' ranks single weights"):
         hl.prune(_linen_variables(), 0.5, method="global_magnitude", pattern=Channel())
     with pytest.raises(TypeError, match="sparsity is required"):
-        hn.prune(_nnx_layer(), None, pattern=Channel())
+        _prune(_nnx_layer(), None, pattern=Channel())
     with pytest.raises(ValueError, match=r"sparsify: unknown pattern 'rows'"):
         sparse.sparsify(optax.sgd(0.1), schedule=0.5, pattern="rows")
+
+
+def test_a_new_pattern_is_one_class():
+    """A pattern defined outside the library (input rows of a kernel by their L1 norm, the
+    same as ``Channel(axis=-2)``) works at every entry point, also by its name."""
+    from hadamard_jax._src.sparsity.patterns import PATTERNS
+
+    @dataclasses.dataclass(frozen=True)
+    class Inputs(Pattern):
+        name: ClassVar[str] = "inputs_test"
+
+        def units(self, shape, batch_dims=0):
+            return shape[-2]
+
+        def scores(self, x, batch_dims=0):
+            return jnp.abs(x).sum(-1).reshape(-1, x.shape[-2])
+
+        def expand(self, kept, shape, batch_dims=0):
+            return jnp.broadcast_to(kept.reshape(shape[:-1] + (1,)), shape)
+
+    try:
+        want = np.asarray(hj.channel_mask(_kernel(), 0.25, axis=-2))
+        np.testing.assert_array_equal(Inputs().mask(_kernel(), 0.25), want)
+        for pattern in (Inputs(), "inputs_test"):
+            layer = _prune(_nnx_layer(), 0.25, pattern=pattern)
+            np.testing.assert_array_equal(layer.mask[...], want)
+        params = {"w": _kernel()}
+        tx = sparse.sparsify(optax.sgd(0.1), schedule=0.25, pattern=Inputs())
+        np.testing.assert_array_equal(sparse.masks_of(tx.init(params), params)["w"], want)
+    finally:
+        PATTERNS.pop("inputs_test")
