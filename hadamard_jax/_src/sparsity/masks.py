@@ -231,8 +231,9 @@ def nm_mask(
     *input* axis: ``-2`` when the layer (``x`` without its ``batch_dims`` leading axes) has rank
     >= 2, so for a kernel ``[in, out]`` (or ``[*stack, in, out]``) each group is ``m``
     consecutive input features of one output unit, the reduction axis of ``x @ W`` that 2:4
-    sparse tensor cores want; ``-1`` for a 1-D layer. :class:`hadamard_jax.sparse.NM`
-    (``sparsify``) and ``prune(method="nm")`` (:func:`hadamard_jax.nnx.prune`,
+    sparse tensor cores want; ``-1`` for a 1-D layer. :class:`hadamard_jax.NM`
+    (``sparsify`` and ``prune`` take it as ``pattern=``) and ``prune(method="nm")``
+    (:func:`hadamard_jax.nnx.prune`,
     :func:`hadamard_jax.linen.prune`) use the same default, so the same words give the same
     mask. *Changed:* the default used to be ``axis=-1`` for every rank; pass ``axis=-1`` for
     the old grouping of a kernel along its output axis (1-D arrays are unchanged).
@@ -399,7 +400,8 @@ def block_mask(
              [1, 1, 0, 0]], dtype=int32)
 
     See also:
-      :func:`channel_mask`, :func:`magnitude_mask`, :func:`nm_mask`.
+      :func:`channel_mask`, :func:`magnitude_mask`, :func:`nm_mask`; the pattern object
+      :class:`hadamard_jax.Block` (``Block(block_shape, pool).mask(x, sparsity)``).
     """
     names = {"shape": "block_shape", "pool": "pool"}
     pattern = Block(block_shape, pool)
@@ -444,7 +446,8 @@ def channel_mask(
              [0, 0, 0]], dtype=int32)
 
     See also:
-      :func:`block_mask`, :func:`magnitude_mask`.
+      :func:`block_mask`, :func:`magnitude_mask`; the pattern object
+      :class:`hadamard_jax.Channel` (whose ``axis`` is an axis of the layer).
     """
     op = "channel_mask"
     x = jnp.asarray(checks.as_array(x, "x", op))

@@ -187,7 +187,14 @@ def _label(kw: dict[str, Any], cls: type, field: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Unstructured(Pattern):
-    """Single entries: each weight is a unit, ranked by ``|x|``."""
+    """Single entries: each weight is a unit, ranked by ``|x|``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import Unstructured
+      >>> Unstructured().mask(jnp.array([0.5, -3., 1., 0.1]), 0.5)
+      Array([False,  True,  True, False], dtype=bool)
+    """
 
     name: ClassVar[str] = "unstructured"
 
@@ -215,6 +222,16 @@ class NM(Pattern):
     rank-1 layer), the same default as :func:`hadamard_jax.nm_mask` and
     :func:`hadamard_jax.nnx.prune`. The sparsity is ``1 - n/m``: every nonzero level of a
     schedule must equal it (``one_shot(0.5)`` for 2:4).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import NM
+      >>> w = jnp.array([[4., 1.], [3., 2.], [1., 5.], [2., 6.]])  # a kernel [in=4, out=2]
+      >>> NM(2, 4).mask(w).astype(int)  # 2 of the 4 inputs of each output unit
+      Array([[1, 0],
+             [1, 0],
+             [0, 1],
+             [0, 1]], dtype=int32)
     """
 
     n: int = 2
@@ -288,7 +305,16 @@ class NM(Pattern):
 @dataclasses.dataclass(frozen=True)
 class Block(Pattern):
     r"""Whole blocks of ``shape`` (one int per layer axis, each dividing it), ranked by the
-    ``pool`` (``"mean"`` or ``"max"``) of ``|x|`` over the block."""
+    ``pool`` (``"mean"`` or ``"max"``) of ``|x|`` over the block.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import Block
+      >>> x = jnp.array([[1., 1., 5., 5.], [1., 1., 5., 5.]])
+      >>> Block((2, 2)).mask(x, 0.5).astype(int)
+      Array([[0, 0, 1, 1],
+             [0, 0, 1, 1]], dtype=int32)
+    """
 
     shape: tuple[int, ...]
     pool: str = "mean"
@@ -338,7 +364,16 @@ class Block(Pattern):
 @dataclasses.dataclass(frozen=True)
 class Channel(Pattern):
     r"""Whole slices along the layer ``axis`` (``-1``: a kernel's output units, ``-2``: its
-    input features), ranked by the L1 (``norm=1``) or L2 (``norm=2``) norm of the slice."""
+    input features), ranked by the L1 (``norm=1``) or L2 (``norm=2``) norm of the slice.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import Channel
+      >>> w = jnp.array([[1., -4., 0.], [2., 1., 0.5]])  # column norms 3, 5, 0.5
+      >>> Channel().mask(w, 1 / 3).astype(int)
+      Array([[1, 1, 0],
+             [1, 1, 0]], dtype=int32)
+    """
 
     axis: int = -1
     norm: int = 1
