@@ -48,14 +48,14 @@ from hadamard_jax._src.masking import combine_masks as combine_masks
 from hadamard_jax._src.masking import padding_mask as padding_mask
 
 # Pruning masks.
-from hadamard_jax._src.pruning import global_magnitude_masks as global_magnitude_masks
-from hadamard_jax._src.pruning import magnitude_mask as magnitude_mask
-from hadamard_jax._src.pruning import nm_mask as nm_mask
-from hadamard_jax._src.pruning import random_mask as random_mask
-from hadamard_jax._src.pruning import topk_mask as topk_mask
-from hadamard_jax._src.structured import block_mask as block_mask
-from hadamard_jax._src.structured import channel_mask as channel_mask
-from hadamard_jax._src.structured import saliency_mask as saliency_mask
+from hadamard_jax._src.sparsity.masks import global_magnitude_masks as global_magnitude_masks
+from hadamard_jax._src.sparsity.masks import magnitude_mask as magnitude_mask
+from hadamard_jax._src.sparsity.masks import nm_mask as nm_mask
+from hadamard_jax._src.sparsity.masks import random_mask as random_mask
+from hadamard_jax._src.sparsity.masks import topk_mask as topk_mask
+from hadamard_jax._src.sparsity.masks import block_mask as block_mask
+from hadamard_jax._src.sparsity.masks import channel_mask as channel_mask
+from hadamard_jax._src.sparsity.masks import saliency_mask as saliency_mask
 
 # Learned masks.
 from hadamard_jax._src.learned_masks import bernoulli_ste as bernoulli_ste
@@ -83,6 +83,13 @@ from hadamard_jax._src.gated_linear_attention import (
 from hadamard_jax._src.gated_linear_attention import (
     gated_linear_attention_step as gated_linear_attention_step,
 )
+
+# Mask patterns: what a pruning mask removes whole (mask makers, prune, sparsify).
+from hadamard_jax._src.sparsity.patterns import NM as NM
+from hadamard_jax._src.sparsity.patterns import Block as Block
+from hadamard_jax._src.sparsity.patterns import Channel as Channel
+from hadamard_jax._src.sparsity.patterns import Pattern as Pattern
+from hadamard_jax._src.sparsity.patterns import Unstructured as Unstructured
 # isort: on
 
 __all__ = [
@@ -138,4 +145,9 @@ __all__ = [
     "gated_delta_rule_step",
     "gated_linear_attention",
     "gated_linear_attention_step",
+    "Pattern",
+    "Unstructured",
+    "NM",
+    "Block",
+    "Channel",
 ]

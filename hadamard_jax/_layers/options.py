@@ -11,7 +11,7 @@ Linen modules infer from their inputs (``in_features``) are checked where they a
 from __future__ import annotations
 
 import numbers
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
@@ -45,12 +45,6 @@ PENALTIES = "intermediates"
 L0_PENALTY = "l0_penalty"
 #: The ``activation=`` values of ``GLU`` and ``GatedMLP``: the gate table's names.
 ACTIVATIONS = gates.NAMES
-#: The ``mask_type=`` values of ``MaskedLinear``.
-MASK_TYPES = ("fixed", "ste", "hard_concrete")
-#: The ``method=`` values of ``prune``.
-PRUNE_METHODS = ("magnitude", "global_magnitude", "random", "nm")
-#: The ``prune`` methods that rank each layer on its own (stacked layers too).
-PER_LAYER_METHODS = ("magnitude", "random", "nm")
 
 
 # --- one kind of argument each ------------------------------------------------------------------
@@ -162,146 +156,6 @@ def _linear(
 
 
 # --- one function per module --------------------------------------------------------------------
-
-
-def check_mask(*, shape: Any, mask_init: Any, fill: Any) -> Shape:
-    """``Mask``'s arguments; returns the shape as a tuple."""
-    op = "Mask"
-    function(mask_init, "mask_init", op)
-    number(fill, "fill", op)
-    return as_shape(shape, "shape", op)
-
-
-def check_hard_concrete_gate(
-    *,
-    shape: Any,
-    beta: Any,
-    gamma: Any,
-    zeta: Any,
-    log_alpha_init: Any,
-    deterministic: Any,
-    param_dtype: Any,
-    rng_collection: Any,
-    op: str = "HardConcreteGate",
-) -> Shape:
-    """``HardConcreteGate``'s arguments; returns the shape as a tuple."""
-    hard_concrete(beta, gamma, zeta, op)
-    function(log_alpha_init, "log_alpha_init", op)
-    optional_flag(deterministic, op)
-    dtypes(None, param_dtype, op)
-    string(rng_collection, "rng_collection", op)
-    return as_shape(shape, "shape", op)
-
-
-def check_masked_linear(
-    *,
-    out_features: Any,
-    mask_type: Any,
-    sparsity: Any,
-    threshold: Any,
-    use_bias: Any,
-    dtype: Any,
-    param_dtype: Any,
-    kernel_init: Any,
-    bias_init: Any,
-    mask_init: Any,
-    scores_init: Any,
-    beta: Any,
-    gamma: Any,
-    zeta: Any,
-    log_alpha_init: Any,
-    deterministic: Any,
-    rng_collection: Any,
-    in_features: Any = None,
-) -> None:
-    """``MaskedLinear``'s arguments (``in_features``: NNX only).
-
-    ``mask_type="ste"`` needs exactly one of ``sparsity`` (a number in ``[0, 1]``) and
-    ``threshold`` (a real number); the other mask types take neither.
-    """
-    op = "MaskedLinear"
-    if in_features is not None:
-        size(in_features, "in_features", op)
-    size(out_features, "out_features", op)
-    checks.check_choice(mask_type, "mask_type", op, MASK_TYPES)
-    if mask_type == "ste" and (sparsity is None) == (threshold is None):
-        raise ValueError(
-            f"{op}: mask_type='ste' needs exactly one of sparsity= (prune the lowest scores) or "
-            "threshold= (keep scores > threshold)."
-        )
-    if mask_type != "ste" and (sparsity is not None or threshold is not None):
-        raise ValueError(
-            f"{op}: sparsity/threshold apply to mask_type='ste', not {mask_type!r}; use prune() "
-            "to set a fixed mask."
-        )
-    if sparsity is not None:
-        fraction(sparsity, "sparsity", op)
-    if threshold is not None:
-        checks.static_real(threshold, "threshold", op)
-    _linear(
-        op,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-    )
-    function(mask_init, "mask_init", op)
-    function(scores_init, "scores_init", op, optional=True)
-    check_hard_concrete_gate(
-        shape=(),
-        beta=beta,
-        gamma=gamma,
-        zeta=zeta,
-        log_alpha_init=log_alpha_init,
-        deterministic=deterministic,
-        param_dtype=param_dtype,
-        rng_collection=rng_collection,
-        op=op,
-    )
-
-
-class PruneOptions(NamedTuple):
-    """``prune``'s arguments, checked: see :func:`check_prune`."""
-
-    sparsity: float
-    method: str
-    key: Any
-    n: int
-    m: int
-    axis: int
-
-
-def check_prune(
-    sparsity: Any, method: Any, key: Any, n: Any, m: Any, axis: Any, op: str = "prune"
-) -> PruneOptions:
-    """``prune``'s arguments; the sparsity of ``"nm"`` is ``1 - n/m``.
-
-    ``axis`` is an axis of a layer's own 2-D kernel ``[in, out]`` (0 or 1, or -2/-1), also for
-    stacked kernels ``[*stack, in, out]``.
-    """
-    method = checks.check_choice(method, "method", op, PRUNE_METHODS)
-    n_, m_, axis_ = 0, 1, 0
-    if method == "nm":
-        if n is None or m is None:
-            raise ValueError(f"{op}: method='nm' needs n= and m= (keep n of every m).")
-        m_ = checks.static_int(m, "m", op, lo=1)
-        n_ = checks.static_int(n, "n", op, lo=0, hi=m_)
-        axis_ = checks.check_axis(axis, 2, "axis", op)
-        implied = 1.0 - n_ / m_
-        if sparsity is not None:
-            given = fraction(sparsity, "sparsity", op)
-            if abs(given - implied) > 1e-12:
-                raise ValueError(
-                    f"{op}: sparsity={sparsity!r} contradicts n={n_}, m={m_} (sparsity {implied})."
-                )
-        return PruneOptions(implied, method, None, n_, m_, axis_)
-    if sparsity is None:
-        raise TypeError(f"{op}: sparsity is required for method={method!r}, got None.")
-    value = fraction(sparsity, "sparsity", op)
-    if method == "random" and key is None:
-        raise ValueError(f"{op}: method='random' needs key= (a jax.random key).")
-    return PruneOptions(value, method, key, n_, m_, axis_)
 
 
 def first(*args: Any) -> Any:

@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 from hadamard_jax._src import checks, rules
 from hadamard_jax._src.activations import compute_dtype, sigmoid_and_grad
 from hadamard_jax._src.checks import count_of, static_fraction, static_int
-from hadamard_jax._src.pruning import keep_largest, rank_key
+from hadamard_jax._src.sparsity.ranking import keep_largest, rank_key
 
 
 def _float_array(x: Any, name: str, op: str) -> jax.Array:

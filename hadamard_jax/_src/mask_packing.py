@@ -16,12 +16,12 @@ from hadamard_jax._src.checks import Shape
 
 
 @jax.jit
-def _pack(mask: jax.Array) -> jax.Array:
+def pack_bits(mask: jax.Array) -> jax.Array:
     return jnp.packbits(mask.reshape(-1) != 0)
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
-def _unpack(packed: jax.Array, shape: Shape) -> jax.Array:
+def unpack_bits(packed: jax.Array, shape: Shape) -> jax.Array:
     size = math.prod(shape)
     return jnp.unpackbits(packed, count=size).reshape(shape).astype(jnp.bool_)
 
@@ -53,7 +53,7 @@ def pack_mask(mask: ArrayLike) -> jax.Array:
       True
     """
     mask = jnp.asarray(checks.as_array(mask, "mask", "pack_mask"))
-    return _pack(mask)
+    return pack_bits(mask)
 
 
 def unpack_mask(packed: ArrayLike, shape: Any) -> jax.Array:
@@ -95,4 +95,4 @@ def unpack_mask(packed: ArrayLike, shape: Any) -> jax.Array:
             f"{op}: a mask of shape {shape} packs into shape ({nbytes},), got "
             f"packed.shape={packed.shape}."
         )
-    return _unpack(packed, shape)
+    return unpack_bits(packed, shape)

@@ -21,9 +21,9 @@ from hadamard_jax.linen._linear_attention import GatedDeltaNet as GatedDeltaNet
 from hadamard_jax.linen._linear_attention import (
     GatedLinearAttention as GatedLinearAttention,
 )
-from hadamard_jax.linen._modules import HardConcreteGate as HardConcreteGate
-from hadamard_jax.linen._modules import Mask as Mask
-from hadamard_jax.linen._modules import MaskedLinear as MaskedLinear
+from hadamard_jax.linen._masks import HardConcreteGate as HardConcreteGate
+from hadamard_jax.linen._masks import Mask as Mask
+from hadamard_jax.linen._masks import MaskedLinear as MaskedLinear
 from hadamard_jax.linen._prune import l0_penalty as l0_penalty
 from hadamard_jax.linen._prune import mask_sparsity as mask_sparsity
 from hadamard_jax.linen._prune import prune as prune

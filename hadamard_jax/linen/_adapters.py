@@ -28,7 +28,7 @@ from hadamard_jax._layers.adapters import ADAPTERS
 from hadamard_jax._layers.options import MASKS
 from hadamard_jax._src.hadamard import hadamard
 from hadamard_jax.linen import _common as LC
-from hadamard_jax.linen._modules import MaskedLinear
+from hadamard_jax.linen._masks import MaskedLinear
 
 
 def _base_out_features(op: str, base: nn.Module | None, out_features: Any) -> int:

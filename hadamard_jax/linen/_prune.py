@@ -9,8 +9,9 @@ import jax.numpy as jnp
 from flax import traverse_util
 from flax.core import meta, unfreeze
 
-from hadamard_jax._layers import options, pruning
+from hadamard_jax._layers import pruning
 from hadamard_jax._layers.options import L0_PENALTY, MASKS, PENALTIES
+from hadamard_jax._src.sparsity.patterns import Pattern, document, table
 
 
 def _masked_kernels(variables: Any) -> tuple[dict, dict, dict[str, tuple]]:
@@ -42,6 +43,7 @@ def prune(
     n: int | None = None,
     m: int | None = None,
     axis: int = -2,
+    pattern: Pattern | str = "unstructured",
 ) -> dict[str, Any]:
     """Returns ``variables`` with every fixed kernel mask set (``MaskedLinear``,
     ``GatedMLP(masked=True)``).
@@ -57,10 +59,14 @@ def prune(
     ``"nm"`` (``axis`` is an axis of the layer's ``[in, out]``; the default ``-2`` groups along
     the input axis, the library's one N:M convention, :func:`hadamard_jax.nm_mask`).
 
+    ``pattern`` is what ``"magnitude"`` and ``"random"`` prune whole in each layer's kernel:
+
+    <PATTERNS>
+
     Raises:
       TypeError, ValueError: as :func:`hadamard_jax.nnx.prune`.
     """
-    checked = options.check_prune(sparsity, method, key, n, m, axis)
+    checked = pruning.check_prune(sparsity, method, key, n, m, axis, pattern)
     params, masks, found = _masked_kernels(variables)
     if not found:
         raise ValueError("prune: the variables have no masked kernel (masks/.../mask).")
@@ -76,6 +82,9 @@ def prune(
     out["params"] = traverse_util.unflatten_dict(params)
     out[MASKS] = traverse_util.unflatten_dict(masks)
     return out
+
+
+document(prune, "<PATTERNS>", table())
 
 
 def _rebox(old: Any, value: jax.Array) -> Any:

@@ -17,13 +17,13 @@ from hadamard_jax.nnx._gated_attention import GatedMultiHeadAttention as GatedMu
 from hadamard_jax.nnx._gated_norm import GatedRMSNorm as GatedRMSNorm
 from hadamard_jax.nnx._glu import GLU as GLU
 from hadamard_jax.nnx._glu import GatedMLP as GatedMLP
-from hadamard_jax.nnx._hard_concrete import HardConcreteGate as HardConcreteGate
 from hadamard_jax.nnx._linear_attention import GatedDeltaNet as GatedDeltaNet
 from hadamard_jax.nnx._linear_attention import (
     GatedLinearAttention as GatedLinearAttention,
 )
-from hadamard_jax.nnx._masked_linear import MaskedLinear as MaskedLinear
+from hadamard_jax.nnx._masks import HardConcreteGate as HardConcreteGate
 from hadamard_jax.nnx._masks import Mask as Mask
+from hadamard_jax.nnx._masks import MaskedLinear as MaskedLinear
 from hadamard_jax.nnx._prune import l0_penalty as l0_penalty
 from hadamard_jax.nnx._prune import mask_sparsity as mask_sparsity
 from hadamard_jax.nnx._prune import masks_of as masks_of

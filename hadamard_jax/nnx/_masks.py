@@ -1,15 +1,22 @@
-"""``Mask``: a fixed mask held as a non-trainable variable and applied to the input."""
+"""The mask family in NNX: ``Mask`` (a fixed mask on the input), ``HardConcreteGate`` (learned
+hard-concrete gates with an L0 penalty, Louizos et al. 2018) and ``MaskedLinear`` (a linear layer
+whose kernel is masked by a fixed, pruned or learned mask). Checks, params tables and apply
+functions: :mod:`hadamard_jax._layers.masks`; Linen: :mod:`hadamard_jax.linen._masks`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from flax.typing import Initializer
+from flax.typing import Dtype, Initializer, PrecisionLike
 
 import hadamard_jax as hj
-from hadamard_jax._layers import options
-from hadamard_jax.nnx._common import MaskVar
+from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import masks, options
+from hadamard_jax._layers import params as P
+from hadamard_jax.nnx import _common as C
 
 
 class Mask(nnx.Module):
@@ -39,6 +46,8 @@ class Mask(nnx.Module):
              [1., 0., 1.]], dtype=float32)
     """
 
+    mask: C.MaskVar  # created from masks.mask_params
+
     def __init__(
         self,
         shape: tuple[int, ...],
@@ -47,11 +56,230 @@ class Mask(nnx.Module):
         fill: float = 0.0,
         rngs: nnx.Rngs | None = None,
     ):
-        self.shape = options.check_mask(shape=shape, mask_init=mask_init, fill=fill)
+        self.shape = masks.check_mask(shape=shape, mask_init=mask_init, fill=fill)
         self.fill = fill
-        key = rngs.params() if rngs is not None else jax.random.key(0)
-        self.mask = MaskVar(mask_init(key, self.shape, jnp.bool_))
+        specs = masks.mask_params(self.shape, mask_init, draws_key=rngs is not None)
+        C.build(self, specs, rngs, jnp.bool_)  # type: ignore[arg-type]  # no key drawn without rngs
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x`` with masked entries replaced by ``fill``; same shape and dtype."""
         return hj.apply_mask(x, self.mask[...], fill=self.fill)
+
+
+class HardConcreteGate(nnx.Module):
+    r"""A learned gate ``z`` in ``[0, 1]`` per entry of ``shape``, applied as ``x * z``.
+
+    Training (``deterministic=False``) samples ``z = hard_concrete(key, log_alpha)``; evaluation
+    uses the deterministic gate. ``l0_penalty()`` is the expected number of non-zero gates, to
+    add (scaled) to the loss.
+
+    Args:
+      shape: the gate's shape; it broadcasts against the input.
+      beta, gamma, zeta: temperature and stretch bounds (Louizos et al. defaults).
+      log_alpha_init: initializer of ``log_alpha`` (default ``constant(3.0)``: all open).
+      deterministic: use the test-time gate (``model.eval()`` sets it).
+      param_dtype: dtype of ``log_alpha``.
+      rng_collection: rng stream for sampling (default ``"hard_concrete"``).
+      rngs: ``nnx.Rngs``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import HardConcreteGate
+      >>> gate = HardConcreteGate((4,), deterministic=True, rngs=nnx.Rngs(0))
+      >>> gate(jnp.full((2, 4), 2.0))
+      Array([[2., 2., 2., 2.],
+             [2., 2., 2., 2.]], dtype=float32)
+      >>> round(float(gate.l0_penalty()), 3)
+      3.96
+    """
+
+    log_alpha: nnx.Param  # created from masks.hard_concrete_params
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        *,
+        beta: float = options.BETA,
+        gamma: float = options.GAMMA,
+        zeta: float = options.ZETA,
+        log_alpha_init: Initializer = options.default_log_alpha_init,
+        deterministic: bool | None = False,
+        param_dtype: Dtype = jnp.float32,
+        rng_collection: str = "hard_concrete",
+        rngs: nnx.Rngs,
+    ):
+        self.shape = masks.check_hard_concrete_gate(
+            shape=shape,
+            beta=beta,
+            gamma=gamma,
+            zeta=zeta,
+            log_alpha_init=log_alpha_init,
+            deterministic=deterministic,
+            param_dtype=param_dtype,
+            rng_collection=rng_collection,
+        )
+        self.beta, self.gamma, self.zeta = beta, gamma, zeta
+        self.deterministic, self.rng_collection = deterministic, rng_collection
+        C.build(self, masks.hard_concrete_params(self.shape, log_alpha_init), rngs, param_dtype)
+        self.rngs = C.rng_stream(rngs, rng_collection)
+
+    def gate(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
+        """The gate values ``z``, of ``shape``."""
+        op = "HardConcreteGate"
+        deterministic = options.deterministic_of(deterministic, self.deterministic, op)
+        key = None if deterministic else C.draw_key(op, rngs, self.rngs, self.rng_collection)
+        return masks.gate_values(self, key, deterministic)
+
+    def __call__(
+        self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
+    ) -> jax.Array:
+        """``x * z`` (``z`` broadcast against ``x``), with the dtype of ``x * z``."""
+        return F.gated_input(x, self.gate(deterministic=deterministic, rngs=rngs))
+
+    def l0_penalty(self) -> jax.Array:
+        """The expected number of non-zero gates, a differentiable scalar."""
+        return masks.gate_penalty(self)
+
+
+class MaskedLinear(nnx.Module):
+    r"""A linear layer ``x @ (kernel * mask) + bias`` with a fixed, pruned or learned mask.
+
+    ``mask_type`` chooses the mask (a fixed mask is a :class:`MaskVar`, scores an
+    ``nnx.Param``):
+
+    <MASK_TYPES>
+
+    Args:
+      in_features, out_features: kernel shape ``[in, out]``.
+      mask_type: ``"fixed"``, ``"ste"`` or ``"hard_concrete"``.
+      sparsity, threshold: the ``"ste"`` selection rule (exactly one).
+      use_bias, dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
+      mask_init: initializer of the fixed mask (default ones). By default the mask takes the
+        kernel's partitioning metadata (``nnx.with_partitioning``).
+      scores_init: initializer of the ``"ste"`` scores (default: ``|kernel|``).
+      beta, gamma, zeta, log_alpha_init: the hard-concrete gate's parameters.
+      deterministic: hard-concrete test-time gate (``model.eval()`` sets it).
+      rng_collection: rng stream for hard-concrete sampling.
+      rngs: ``nnx.Rngs``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from hadamard_jax.nnx import MaskedLinear, prune
+      >>> layer = MaskedLinear(8, 4, rngs=nnx.Rngs(0))
+      >>> _ = prune(layer, 0.75)
+      >>> int((layer.masked_kernel() == 0).sum()), layer(jnp.ones((2, 8))).shape
+      (24, (2, 4))
+    """
+
+    kernel: nnx.Param  # and bias, mask or scores: created from masks.masked_linear_params
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        mask_type: str = "fixed",
+        sparsity: float | None = None,
+        threshold: float | None = None,
+        use_bias: bool = True,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = options.default_kernel_init,
+        bias_init: Initializer = options.default_bias_init,
+        mask_init: Initializer = options.default_mask_init,
+        scores_init: Initializer | None = None,
+        beta: float = options.BETA,
+        gamma: float = options.GAMMA,
+        zeta: float = options.ZETA,
+        log_alpha_init: Initializer = options.default_log_alpha_init,
+        deterministic: bool | None = False,
+        rng_collection: str = "hard_concrete",
+        rngs: nnx.Rngs,
+    ):
+        gate: dict[str, Any] = dict(
+            beta=beta,
+            gamma=gamma,
+            zeta=zeta,
+            log_alpha_init=log_alpha_init,
+            deterministic=deterministic,
+            param_dtype=param_dtype,
+            rng_collection=rng_collection,
+        )
+        masks.check_masked_linear(
+            in_features=in_features,
+            out_features=out_features,
+            mask_type=mask_type,
+            sparsity=sparsity,
+            threshold=threshold,
+            use_bias=use_bias,
+            dtype=dtype,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            mask_init=mask_init,
+            scores_init=scores_init,
+            **gate,
+        )
+        self.in_features, self.out_features = in_features, out_features
+        self.mask_type, self.sparsity, self.threshold = mask_type, sparsity, threshold
+        self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
+        self.precision = precision
+        specs = masks.masked_linear_params(
+            in_features,
+            out_features,
+            mask_type=mask_type,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            mask_init=mask_init,
+            scores_init=scores_init,
+            abs_kernel=lambda key, shape, dtype: jnp.abs(self.kernel[...]),
+        )
+        C.build(self, specs, rngs, param_dtype)
+        self._names = P.names(specs)
+        if mask_type == "hard_concrete":
+            self.gate = HardConcreteGate((in_features, out_features), **gate, rngs=rngs)
+
+    def _values(self) -> dict[str, Any]:
+        return {n: C.value(getattr(self, n)) for n in self._names}
+
+    def current_mask(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
+        """The mask ``[in, out]``: bool (fixed), 0/1 float (ste) or gate values (hard concrete)."""
+        return masks.layer_mask(
+            self.mask_type,
+            self._values(),
+            sparsity=self.sparsity,
+            threshold=self.threshold,
+            gate=lambda: self.gate.gate(deterministic=deterministic, rngs=rngs),
+        )
+
+    def masked_kernel(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
+        """``kernel * mask`` (masked entries exactly zero), ``[in, out]``."""
+        mask = self.current_mask(deterministic=deterministic, rngs=rngs)
+        return F.masked_kernel(self.kernel, mask)
+
+    def __call__(
+        self, x: jax.Array, *, deterministic: bool | None = None, rngs: Any = None
+    ) -> jax.Array:
+        """``[..., in_features] -> [..., out_features]``."""
+        F.check_features("MaskedLinear", x, self.in_features)
+        mask = self.current_mask(deterministic=deterministic, rngs=rngs)
+        return masks.masked_linear(
+            x, self._values(), mask, dtype=self.dtype, precision=self.precision
+        )
+
+    def l0_penalty(self) -> jax.Array:
+        """The expected number of non-zero weights (``mask_type="hard_concrete"`` only)."""
+        if self.mask_type != "hard_concrete":
+            raise ValueError(
+                f"MaskedLinear: l0_penalty() needs mask_type='hard_concrete', not "
+                f"{self.mask_type!r}."
+            )
+        return self.gate.l0_penalty()
+
+
+masks.document(MaskedLinear)

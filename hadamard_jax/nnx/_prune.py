@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hadamard_jax._layers import options, pruning
+from hadamard_jax._layers import pruning
+from hadamard_jax._src.sparsity.patterns import Pattern, document, table
 from hadamard_jax.nnx._common import MaskVar
-from hadamard_jax.nnx._hard_concrete import HardConcreteGate
+from hadamard_jax.nnx._masks import HardConcreteGate
 
 
 def _mask_pairs(model: nnx.Module) -> dict[str, tuple[nnx.Module, str, str]]:
@@ -38,6 +39,7 @@ def prune(
     n: int | None = None,
     m: int | None = None,
     axis: int = -2,
+    pattern: Pattern | str = "unstructured",
 ) -> nnx.Module:
     """Sets every fixed mask of ``model`` in place: ``MaskedLinear(mask_type="fixed")`` and
     ``GatedMLP(masked=True)`` kernels.
@@ -63,13 +65,22 @@ def prune(
       sparsity: fraction of each kernel (``"magnitude"``, ``"random"``) or of all masked
         kernels together (``"global_magnitude"``) to prune; for ``"nm"`` ``None`` or
         ``1 - n/m``.
-      method: ``"magnitude"`` (per layer, smallest ``|w|``), ``"global_magnitude"`` (one
-        threshold over all masked layers), ``"random"`` (needs ``key``) or ``"nm"`` (keep the
-        ``n`` largest of every ``m`` consecutive weights along ``axis``; 2:4 is ``n=2, m=4``).
+      method: how weights are chosen:
+
+        <METHODS>
+
       key: PRNG key for ``"random"``.
-      n, m, axis: the N:M pattern. ``axis`` is an axis of each layer's ``[in, out]`` kernel;
-        the default ``-2`` (same as ``0``) groups along the input axis, the library's one N:M
-        convention (:func:`hadamard_jax.nm_mask`), ``-1``/``1`` along the output axis.
+      n, m, axis: the N:M pattern of ``method="nm"``. ``axis`` is an axis of each layer's
+        ``[in, out]`` kernel; the default ``-2`` (same as ``0``) groups along the input axis,
+        the library's one N:M convention (:func:`hadamard_jax.nm_mask`), ``-1``/``1`` along
+        the output axis.
+      pattern: what ``"magnitude"`` and ``"random"`` prune whole in each layer's ``[in, out]``
+        kernel (the pattern objects of :func:`hadamard_jax.sparse.sparsify` and the mask
+        makers, or the name of one that needs no arguments; default ``"unstructured"``):
+
+        <PATTERNS>
+
+        ``sparsity`` is the fraction of units pruned (``NM``: ``None`` or ``1 - n/m``).
 
     Returns:
       ``model`` (mutated).
@@ -89,8 +100,13 @@ def prune(
       >>> _ = prune(layer, 0.5, method="nm", n=2, m=4)
       >>> mask_sparsity(layer)
       0.5
+      >>> from hadamard_jax import Channel
+      >>> layer = MaskedLinear(8, 8, rngs=nnx.Rngs(0))
+      >>> _ = prune(layer, 0.25, pattern=Channel(axis=-1))  # 2 of the 8 output units
+      >>> int(layer.mask[...].all(axis=0).sum())
+      6
     """
-    checked = options.check_prune(sparsity, method, key, n, m, axis)
+    checked = pruning.check_prune(sparsity, method, key, n, m, axis, pattern)
     pairs = _mask_pairs(model)
     if not pairs:
         raise ValueError(
@@ -104,6 +120,10 @@ def prune(
         getattr(mod, mask_attr)[...] = new[name]
         getattr(mod, kernel_attr)[...] = pruning.pruned_kernel(kernels[name], new[name])
     return model
+
+
+document(prune, "<PATTERNS>", table())
+document(prune, "<METHODS>", pruning.methods_doc())
 
 
 def mask_sparsity(model: nnx.Module) -> float:

@@ -22,13 +22,14 @@ from hadamard_jax.sparse._schedules import periodic as periodic
 from hadamard_jax.sparse._schedules import polynomial as polynomial
 from hadamard_jax.sparse._distributions import default_filter as default_filter
 from hadamard_jax.sparse._distributions import erk_densities as erk_densities
-from hadamard_jax.sparse._transform import NM as NM
-from hadamard_jax.sparse._transform import Block as Block
-from hadamard_jax.sparse._transform import Channel as Channel
+from hadamard_jax._src.sparsity.patterns import NM as NM
+from hadamard_jax._src.sparsity.patterns import Block as Block
+from hadamard_jax._src.sparsity.patterns import Channel as Channel
+from hadamard_jax._src.sparsity.patterns import Unstructured as Unstructured
 from hadamard_jax.sparse._transform import SparseState as SparseState
 from hadamard_jax.sparse._transform import apply_masks as apply_masks
 from hadamard_jax.sparse._transform import masks_of as masks_of
-from hadamard_jax.sparse._transform import reset_where as reset_where
+from hadamard_jax.sparse._reset import reset_where as reset_where
 from hadamard_jax.sparse._transform import sparsify as sparsify
 from hadamard_jax.sparse._transform import sparsity_of as sparsity_of
 # isort: on
@@ -44,6 +45,7 @@ __all__ = [
     "NM",
     "Block",
     "Channel",
+    "Unstructured",
     "SparseState",
     "sparsify",
     "masks_of",

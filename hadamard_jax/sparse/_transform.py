@@ -18,9 +18,6 @@ identical masks whichever container holds them (masks depend on the leaves' path
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -31,66 +28,13 @@ from jax import lax
 from jax.core import Tracer
 
 from hadamard_jax._src import checks
-from hadamard_jax._src.checks import count_of
-from hadamard_jax._src.mask_packing import _pack, _unpack
-from hadamard_jax._src.pruning import _nm_mask, input_axis, keep_largest, rank_key
-from hadamard_jax._src.structured import (
-    check_pattern_args,
-    expand_units,
-    n_units,
-    unit_scores,
-)
-from hadamard_jax.sparse._distributions import (
-    DISTRIBUTIONS,
-    Filter,
-    check_overrides,
-    default_filter,
-    layer_sparsities,
-)
-from hadamard_jax.sparse._schedules import Schedule, constant
-
-METHODS = ("magnitude", "random", "saliency", "rigl", "set")
-_OP = "sparsify"
-
-
-# --- patterns -----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class NM:
-    """N:M structure: keep the ``n`` largest of every ``m`` consecutive entries along ``axis``.
-
-    ``axis`` counts in the layer's axes; ``None`` (default) is the library's one N:M
-    convention, the layer's *input* axis (``-2`` for a layer of rank >= 2, i.e. the ``in`` of a
-    Dense kernel ``(in, out)``, the reduction axis sparse tensor cores want for ``x @ W``;
-    ``-1`` for a rank-1 layer), the same default as :func:`hadamard_jax.nm_mask` and
-    :func:`hadamard_jax.nnx.prune`. The sparsity is ``1 - n/m``: every nonzero level of the
-    schedule must equal it (``one_shot(0.5)`` for 2:4).
-    """
-
-    n: int = 2
-    m: int = 4
-    axis: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Block:
-    """Whole blocks of ``shape`` (one int per layer axis) ranked by the ``pool`` of the score."""
-
-    shape: tuple[int, ...]
-    pool: str = "mean"
-
-
-@dataclasses.dataclass(frozen=True)
-class Channel:
-    """Whole slices along the layer ``axis`` (``-1``: output units) ranked by an L1/L2 norm."""
-
-    axis: int = -1
-    norm: int = 1
-
-
-Pattern = Any  # "unstructured" | NM | Block | Channel
-
+from hadamard_jax._src.mask_packing import pack_bits, unpack_bits
+from hadamard_jax._src.sparsity.patterns import Pattern, document, table
+from hadamard_jax.sparse._distributions import Filter, default_filter
+from hadamard_jax.sparse._plan import OP, REGROWING, Config, Leaf, make_config
+from hadamard_jax.sparse._reset import reset_where
+from hadamard_jax.sparse._schedules import Schedule
+from hadamard_jax.sparse._select import explicit_spec, select_jit, select_sharded
 
 # --- state --------------------------------------------------------------------------------------
 
@@ -113,362 +57,7 @@ class SparseState(NamedTuple):
     key: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class _Leaf:
-    """Static plan of one parameter."""
-
-    path: str
-    shape: tuple[int, ...]
-    batch_dims: int
-    kind: str  # "none" | "unstructured" | "block" | "channel" | "nm"
-    args: tuple  # sorted items of the pattern arguments
-    units: int
-    kept: tuple[int, ...]  # kept units per layer at each schedule level
-
-
-def path_name(path: Sequence[Any]) -> str:
-    """``"a/b/kernel"`` from a key path (an ``nnx.Variable``'s own ``.value`` key dropped)."""
-    parts = []
-    for k in path:
-        if isinstance(k, jax.tree_util.DictKey):
-            parts.append(str(k.key))
-        elif isinstance(k, jax.tree_util.GetAttrKey):
-            parts.append(k.name)
-        elif isinstance(k, jax.tree_util.SequenceKey):
-            parts.append(str(k.idx))
-        elif isinstance(k, jax.tree_util.FlattenedIndexKey):
-            parts.append(str(k.key))
-        else:
-            parts.append(str(k))
-    if parts and parts[-1] == "value" and isinstance(path[-1], jax.tree_util.GetAttrKey):
-        parts.pop()
-    return "/".join(parts)
-
-
-def _pattern_kind(pattern: Pattern) -> tuple[str, dict[str, Any]]:
-    if isinstance(pattern, str):
-        checks.check_choice(pattern, "pattern", _OP, ("unstructured",))
-        return "unstructured", {}
-    if isinstance(pattern, NM):
-        return "nm", {"n": pattern.n, "m": pattern.m, "axis": pattern.axis}
-    if isinstance(pattern, Block):
-        return "block", {"block_shape": pattern.shape, "pool": pattern.pool}
-    if isinstance(pattern, Channel):
-        return "channel", {"axis": pattern.axis, "norm": pattern.norm}
-    raise TypeError(
-        f"{_OP}: pattern must be 'unstructured', NM(n, m, axis), Block(shape, pool) or "
-        f"Channel(axis, norm), got {type(pattern).__name__}."
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Config:
-    method: str
-    schedule: Schedule
-    distribution: str
-    pattern: Pattern
-    overrides: tuple[tuple[str, float], ...]
-    filter: Filter
-    batch_dims: int | None
-    drop_fraction: float
-    pack: bool
-    skip_update_on_mask_step: bool = False
-
-    @property
-    def rule(self) -> _Rule:
-        return _Rule(self.method, self.drop_fraction, self.schedule.end_step)
-
-    def plan(self, params: Any) -> tuple[list[_Leaf], Any]:
-        """The static plan of every leaf of ``params`` (shapes and paths only)."""
-        with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
-        kind, raw_args = _pattern_kind(self.pattern)
-        paths, shapes, prunable, bdims = [], [], [], []
-        for path, leaf in with_path:
-            name = path_name(path)
-            shape = tuple(int(d) for d in np.shape(leaf))
-            b = max(len(shape) - 2, 0) if self.batch_dims is None else self.batch_dims
-            # Only inexact (floating, complex) leaves are candidates: integer and bool leaves
-            # (index tables, flags) pass through untouched whatever the filter says.
-            ok = _is_inexact(leaf) and bool(self.filter(name, shape))
-            if ok and self.batch_dims is not None and b >= len(shape):
-                raise ValueError(
-                    f"{_OP}: batch_dims={b} leaves no layer axis in {name} of shape {shape} "
-                    f"(rank {len(shape)}); pass batch_dims < {len(shape)}, batch_dims=None "
-                    "(ndim - 2 per parameter) or a filter that leaves it out."
-                )
-            ok = ok and len(shape) > b
-            paths.append(name)
-            shapes.append(shape)
-            prunable.append(ok)
-            bdims.append(b)
-        idx = [i for i, ok in enumerate(prunable) if ok]
-        levels = self.schedule.levels
-        top = max(levels) if levels else 0.0
-        per_level = []
-        for s in levels:
-            scaled = {k: (v * s / top if top else 0.0) for k, v in self.overrides}
-            per_level.append(
-                layer_sparsities(
-                    [paths[i] for i in idx],
-                    [shapes[i][bdims[i] :] for i in idx],
-                    s,
-                    self.distribution,
-                    scaled,
-                    [math.prod(shapes[i][: bdims[i]]) for i in idx],
-                )
-            )
-        leaves = []
-        for i, (name, shape, b) in enumerate(zip(paths, shapes, bdims)):
-            if not prunable[i]:
-                leaves.append(_Leaf(name, shape, b, "none", (), 0, ()))
-                continue
-            j = idx.index(i)
-            op = f"{_OP} ({name})"
-            if kind == "nm":
-                args = _nm_args(raw_args, shape, b, op)
-                n, m = args["n"], args["m"]
-                for s in (per_level[lvl][j] for lvl in range(len(levels))):
-                    if s != 0.0 and not math.isclose(s, 1 - n / m, abs_tol=1e-9):
-                        raise ValueError(
-                            f"{op}: an {n}:{m} pattern has sparsity {1 - n / m}, but the "
-                            f"schedule/distribution asks for {s}; use one_shot({1 - n / m}) "
-                            "with distribution='uniform'."
-                        )
-                units = math.prod(shape[b:])
-                kept = tuple(
-                    units if per_level[lvl][j] == 0.0 else units * n // m
-                    for lvl in range(len(levels))
-                )
-                leaves.append(_Leaf(name, shape, b, "nm", tuple(sorted(args.items())), units, kept))
-                continue
-            args = check_pattern_args(kind, shape, b, op, **raw_args)
-            units = n_units(kind, shape, b, args)
-            kept = tuple(units - count_of(per_level[lvl][j], units) for lvl in range(len(levels)))
-            leaves.append(_Leaf(name, shape, b, kind, tuple(sorted(args.items())), units, kept))
-        return leaves, treedef
-
-
-def _is_inexact(leaf: Any) -> bool:
-    """Whether a parameter leaf has a floating or complex dtype (a pruning candidate)."""
-    dtype = getattr(leaf, "dtype", None)
-    if dtype is None:
-        dtype = jnp.result_type(leaf)
-    return bool(jnp.issubdtype(dtype, jnp.inexact))
-
-
-def _nm_args(raw: dict[str, Any], shape: tuple[int, ...], b: int, op: str) -> dict[str, Any]:
-    n = checks.static_int(raw["n"], "NM.n", op, 0)
-    m = checks.static_int(raw["m"], "NM.m", op, 1)
-    if n > m:
-        raise ValueError(f"{op}: NM.n must be <= NM.m, got n={n}, m={m}.")
-    layer_rank = len(shape) - b
-    raw_axis = input_axis(layer_rank) if raw["axis"] is None else raw["axis"]
-    axis = checks.check_axis(raw_axis, layer_rank, "NM.axis", op) + b
-    if shape[axis] % m:
-        raise ValueError(
-            f"{op}: NM.m={m} must divide axis {axis} of the parameter's shape {shape}."
-        )
-    return {"n": n, "m": m, "axis": axis}
-
-
-# --- mask selection -----------------------------------------------------------------------------
-
-
-def _float_score(x: jax.Array) -> jax.Array:
-    key = rank_key(x, magnitude=True)
-    return key if jnp.issubdtype(key.dtype, jnp.floating) else key.astype(jnp.float32)
-
-
-class _Rule(NamedTuple):
-    """What mask selection needs of the configuration (hashable: a static jit argument)."""
-
-    method: str
-    drop_fraction: float
-    end_step: int | None
-
-
-def _select(
-    cfg: _Rule,
-    leaf: _Leaf,
-    param: jax.Array,
-    grad: jax.Array | None,
-    old: jax.Array,
-    key: jax.Array,
-    level: jax.Array,
-    step: jax.Array,
-) -> jax.Array:
-    """The new mask of one parameter (traced counts; inside or outside jit)."""
-    args = dict(leaf.args)
-    shape, b = leaf.shape, leaf.batch_dims
-    if cfg.method == "saliency":
-        if grad is None:
-            return jnp.ones(shape, jnp.bool_)  # dense until the first gradient
-        param = param * grad.astype(param.dtype)  # scored by |w * grad| below
-    rows = math.prod(shape[:b])
-    kept = jnp.asarray(leaf.kept, jnp.int32)[level]
-    if leaf.kind == "nm":
-        score = jax.random.uniform(key, shape) if cfg.method == "random" else param
-        nm = _nm_mask(score, args["n"], args["m"], args["axis"])
-        return nm | (kept == leaf.units)
-    method = cfg.method
-    if method in ("rigl", "set"):
-        return _drop_and_grow(cfg, leaf, param, grad, old, key, kept, step)
-    if method == "random":
-        scores = jax.random.uniform(key, (rows, leaf.units))
-    else:  # magnitude, saliency (param is w * grad)
-        scores = unit_scores(param, leaf.kind, b, args)
-    if leaf.kind == "unstructured":
-        # Nested masks: a pruned entry ranks below every kept one, so raising the sparsity
-        # only prunes more (a stored zero never outranks a live weight that is also zero).
-        scores = jnp.where(old.reshape(rows, -1), _float_score(scores), -1.0)
-    return expand_units(keep_largest(scores, kept), shape, leaf.kind, b, args)
-
-
-def _explicit_spec(x: jax.Array) -> Any:
-    """The ``PartitionSpec`` of ``x`` if it is sharded over Explicit mesh axes, else ``None``."""
-    sharding = getattr(jax.typeof(x), "sharding", None)
-    mesh = getattr(sharding, "mesh", None)
-    types = getattr(mesh, "axis_types", ())
-    if not any(t == jax.sharding.AxisType.Explicit for t in types):
-        return None
-    return sharding.spec  # type: ignore[union-attr]
-
-
-def _select_sharded(cfg: _Rule, leaf: _Leaf, param, grad, old, key, level, step) -> jax.Array:
-    """:func:`_select`, whose mask has ``param``'s sharding.
-
-    Under Explicit mesh axes the selection runs with Auto axes (the compiler places the
-    per-layer sort: a layer sharded along a stacked axis is ranked where it lives, a layer
-    split over devices is gathered one layer at a time) and the mask comes back with the
-    parameter's own ``PartitionSpec``. Under Auto axes the caller pins the sharding.
-    """
-    spec = _explicit_spec(param)
-    fn = lambda p, g, o, k, lv, st: _select(cfg, leaf, p, g, o, k, lv, st)
-    if spec is None:
-        return fn(param, grad, old, key, level, step)
-    auto: Any = jax.sharding.auto_axes(fn, out_sharding=spec)
-    return auto(param, grad, old, key, level, step)
-
-
-_select_jit = jax.jit(_select_sharded, static_argnums=(0, 1))
-
-
-def _drop_fraction(cfg: _Rule, step: jax.Array) -> jax.Array:
-    end = cfg.end_step
-    if not end:
-        return jnp.asarray(cfg.drop_fraction, jnp.float32)
-    t = jnp.minimum(step, end).astype(jnp.float32) / end
-    return cfg.drop_fraction * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
-
-
-def _drop_and_grow(cfg, leaf, param, grad, old, key, kept, step) -> jax.Array:
-    """RigL / SET: drop the ``d`` smallest active weights, grow ``d`` pruned ones."""
-    rows = math.prod(leaf.shape[: leaf.batch_dims])
-    flat_old = old.reshape(rows, -1)
-    if grad is None:  # initial masks: uniformly random at the target sparsity
-        return keep_largest(jax.random.uniform(key, (rows, leaf.units)), kept).reshape(leaf.shape)
-    n_drop = jnp.round(_drop_fraction(cfg, step) * kept.astype(jnp.float32)).astype(jnp.int32)
-    n_drop = jnp.clip(n_drop, 0, kept)
-    alive = jnp.where(flat_old, _float_score(param.reshape(rows, -1)), -1.0)
-    survivors = keep_largest(alive, kept - n_drop)
-    if cfg.method == "rigl":
-        grow_score = _float_score(grad.reshape(rows, -1))
-    else:
-        grow_score = jax.random.uniform(key, (rows, leaf.units))
-    grown = keep_largest(jnp.where(survivors, -1.0, grow_score), n_drop)
-    return (survivors | grown).reshape(leaf.shape)
-
-
 # --- the transformation -------------------------------------------------------------------------
-
-
-def _is_masked_node(x: Any) -> bool:
-    return isinstance(x, optax.MaskedNode)
-
-
-def _reset_leaf(leaf: Any, r: Any) -> Any:
-    """``leaf`` with zeros where ``r`` is True, if it is a per-parameter leaf of ``r``'s shape."""
-    if r is None or not hasattr(leaf, "shape") or tuple(leaf.shape) != tuple(r.shape):
-        return leaf
-    return jnp.where(r, jnp.zeros((), leaf.dtype), leaf)
-
-
-def _reset_by_optax(tx: Any, inner_state: Any, index: Any, regrown: list[Any]) -> Any:
-    """The reset through ``optax.tree_utils.tree_map_params``: optax's own notion of which
-    subtrees of the state are copies of the parameters (it inits ``tx`` on a placeholder), with
-    ``optax.MaskedNode`` (``masked``, ``multi_transform``) taken as a leaf and left alone."""
-
-    def reset(value: Any, i: Any) -> Any:
-        return value if _is_masked_node(value) else _reset_leaf(value, regrown[i])
-
-    return optax.tree_utils.tree_map_params(tx, reset, inner_state, index, is_leaf=_is_masked_node)
-
-
-def _reset_by_path(inner_state: Any, index: Any, regrown: list[Any]) -> Any:
-    """The reset by key paths: a state leaf whose key path ends with a parameter's key path
-    (the longest such) and has its shape is that parameter's state (``...mu['dense']['kernel']``
-    for ``['dense']['kernel']``), whatever wrappers lie above it."""
-    owner = {tuple(path): i for path, i in jax.tree_util.tree_flatten_with_path(index)[0]}
-    flat, treedef = jax.tree_util.tree_flatten_with_path(inner_state, is_leaf=_is_masked_node)
-    out = []
-    for path, leaf in flat:
-        path = tuple(path)
-        i = next((owner[path[k:]] for k in range(len(path) + 1) if path[k:] in owner), None)
-        out.append(leaf if i is None else _reset_leaf(leaf, regrown[i]))
-    return treedef.unflatten(out)
-
-
-def reset_where(
-    inner_state: Any, params_treedef: Any, regrown: Sequence[Any], *, tx: Any = None
-) -> Any:
-    """Zeroes the wrapped optimizer's per-parameter state at ``regrown`` positions.
-
-    A leaf of ``inner_state`` that belongs to parameter ``i`` (adam's ``mu``/``nu``, momentum's
-    ``trace``, ``MultiSteps``' accumulated gradients, ...) and has its shape is set to zero
-    where ``regrown[i]`` is True. Other leaves (counts, hyperparameters, factored second
-    moments of another shape) are left as they are. Which leaf belongs to which parameter
-    survives optax's wrappers (``chain``, ``masked``, ``multi_transform``, ``MultiSteps``,
-    ``inject_hyperparams``, ``apply_if_finite``, ...):
-
-    * with ``tx`` (the optimizer whose state it is): ``optax.tree_utils.tree_map_params``,
-      optax's own map over the copies of the parameters inside a state (``MaskedNode``
-      entries of ``masked``/``multi_transform`` skipped);
-    * without ``tx``, or if ``tx.init`` cannot run on optax's placeholder: by key path, a state
-      leaf whose path ends with parameter ``i``'s path (``...mu['dense']['kernel']``).
-
-    A state that keeps no per-parameter tree (``optax.flatten``'s one flat vector) is left as
-    it is.
-
-    Args:
-      inner_state: the wrapped optimizer's state.
-      params_treedef: the parameters' tree structure (``jax.tree.structure(params)``) or the
-        parameters themselves.
-      regrown: one entry per parameter leaf (``jax.tree.leaves`` order): a bool array of the
-        parameter's shape, or ``None`` (nothing to reset).
-      tx: optional, the optimizer (``GradientTransformation``) that made ``inner_state``.
-
-    Returns:
-      ``inner_state`` with the same structure.
-    """
-    if not isinstance(params_treedef, jax.tree_util.PyTreeDef):
-        params_treedef = jax.tree.structure(params_treedef)
-    regrown = list(regrown)
-    index = params_treedef.unflatten(range(params_treedef.num_leaves))
-    if tx is not None:
-        try:
-            return _reset_by_optax(tx, inner_state, index, regrown)
-        except Exception:  # an init that does not run on optax's placeholder: by path
-            pass
-    return _reset_by_path(inner_state, index, regrown)
-
-
-def _check_filter(filter: Any) -> Filter:
-    if not callable(filter):
-        raise TypeError(
-            f"{_OP}: filter must be a callable (path, shape) -> bool, got "
-            f"{type(filter).__name__}; the default is hadamard_jax.sparse.default_filter."
-        )
-    return filter  # type: ignore[return-value]
 
 
 def _check_tx(tx: Any) -> None:
@@ -479,7 +68,7 @@ def _check_tx(tx: Any) -> None:
         name = getattr(tx, "__name__", type(tx).__name__)
         hint = f" (a factory: call it, e.g. optax.{name}(learning_rate))"
     raise TypeError(
-        f"{_OP}: tx must be an optax GradientTransformation (with init and update), got "
+        f"{OP}: tx must be an optax GradientTransformation (with init and update), got "
         f"{type(tx).__name__}{hint}."
     )
 
@@ -537,7 +126,7 @@ def _spelled(sharding: jax.sharding.NamedSharding, ndim: int) -> Any:
 def _replicated(mask: jax.Array) -> jax.Array:
     """``mask`` resharded to replicated if it is sharded over Explicit mesh axes (a packed
     mask is flat: it cannot keep the parameter's ``PartitionSpec``)."""
-    spec = _explicit_spec(mask)
+    spec = explicit_spec(mask)
     if spec is None or all(s is None for s in spec):
         return mask
     return jax.sharding.reshard(mask, jax.sharding.PartitionSpec())
@@ -556,7 +145,7 @@ def sparsify(
     method: str = "magnitude",
     schedule: Schedule | float,
     distribution: str = "uniform",
-    pattern: Pattern = "unstructured",
+    pattern: Pattern | str = "unstructured",
     overrides: dict[str, float] | None = None,
     filter: Filter = default_filter,
     batch_dims: int | None = None,
@@ -591,8 +180,11 @@ def sparsify(
       computes the masks from ``|w * grad|`` at the level in effect, and each later update
       step of the schedule from that step's gradient. (A constant or step-0 schedule thus
       prunes by saliency at step 0, never by magnitude.)
-    * These three take any schedule and any ``pattern``: ``"unstructured"``, :class:`NM`,
-      :class:`Block`, :class:`Channel`.
+    * These three take any schedule and any ``pattern`` (the pattern object, or its name where
+      it needs no arguments):
+
+      <PATTERNS>
+
     * ``"rigl"`` (Evci et al. 2020): random initial masks; on each update step drop the
       ``d = round(f_t k)`` active weights of smallest ``|w|`` and grow the ``d`` pruned ones of
       largest ``|grad|`` (ties: smaller index), ``f_t = drop_fraction (1 + cos(pi t / T)) / 2``
@@ -618,9 +210,10 @@ def sparsify(
       method: ``"magnitude"``, ``"random"``, ``"saliency"``, ``"rigl"`` or ``"set"``.
       schedule: a :class:`~hadamard_jax.sparse.Schedule`, or a number (``constant``).
       distribution: ``"uniform"`` or ``"erk"`` (per-parameter sparsities).
-      pattern: ``"unstructured"`` or :class:`NM`/:class:`Block`/:class:`Channel`
-        (``NM(2, 4)`` groups along each layer's input axis, the library's N:M convention,
-        :func:`hadamard_jax.nm_mask`).
+      pattern: what is pruned whole (above; default ``"unstructured"``, the same as
+        ``Unstructured()``); ``NM(2, 4)`` groups along each layer's input axis, the library's
+        N:M convention (:func:`hadamard_jax.nm_mask`). A pattern's ``axis`` is an axis of the
+        layer (after ``batch_dims``).
       overrides: ``{path regex: sparsity}`` at the schedule's largest level (scaled with it).
       filter: ``(path, shape) -> bool``, which inexact parameters are pruned
         (:func:`~hadamard_jax.sparse.default_filter`: kernels of rank >= 2).
@@ -665,7 +258,7 @@ def sparsify(
       True
     """
     _check_tx(tx)
-    cfg = _make_config(
+    cfg = make_config(
         method=method,
         schedule=schedule,
         distribution=distribution,
@@ -677,7 +270,7 @@ def sparsify(
         pack=pack,
         skip=skip_update_on_mask_step,
     )
-    seed = checks.static_int(seed, "seed", _OP)
+    seed = checks.static_int(seed, "seed", OP)
     # Param shardings seen by init (committed parameters only): update pins each mask to its
     # parameter's sharding under Auto mesh axes, where a traced value does not carry one.
     shardings: dict[int, Any] = {}
@@ -691,70 +284,24 @@ def sparsify(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _make_config(
-    *,
-    method,
-    schedule,
-    distribution,
-    pattern,
-    overrides,
-    filter: Any,
-    batch_dims,
-    drop_fraction,
-    pack,
-    skip,
-) -> _Config:
-    """The checked, static configuration of :func:`sparsify`."""
-    method = checks.check_choice(method, "method", _OP, METHODS)
-    distribution = checks.check_choice(distribution, "distribution", _OP, DISTRIBUTIONS)
-    if not isinstance(schedule, Schedule):
-        try:
-            schedule = constant(schedule)
-        except (TypeError, ValueError) as err:
-            raise type(err)(
-                f"{_OP}: schedule must be a Schedule or a constant sparsity in [0, 1], got "
-                f"{schedule!r:.60} ({err})"
-            ) from None
-    kind, _ = _pattern_kind(pattern)
-    if method in ("rigl", "set"):
-        if kind != "unstructured":
-            raise ValueError(f"{_OP}: method={method!r} supports pattern='unstructured' only.")
-        if len(set(schedule.levels)) != 1:
-            raise ValueError(
-                f"{_OP}: method={method!r} keeps the sparsity constant; pass a single-level "
-                f"schedule (periodic(sparsity, every, end_step=...)), got {schedule!r}."
-            )
-    if batch_dims is not None:
-        batch_dims = checks.static_int(batch_dims, "batch_dims", _OP, 0)
-    return _Config(
-        method=method,
-        schedule=schedule,
-        distribution=distribution,
-        pattern=pattern,
-        overrides=tuple(check_overrides(overrides, _OP).items()),
-        filter=_check_filter(filter),
-        batch_dims=batch_dims,
-        drop_fraction=checks.static_fraction(drop_fraction, "drop_fraction", _OP),
-        pack=checks.check_bool(pack, "pack", _OP),
-        skip_update_on_mask_step=checks.check_bool(skip, "skip_update_on_mask_step", _OP),
-    )
+document(sparsify, "<PATTERNS>", table())
 
 
-def _store(cfg: _Config, mask: jax.Array) -> jax.Array:
-    return _pack(_replicated(mask)) if cfg.pack else mask
+def _store(cfg: Config, mask: jax.Array) -> jax.Array:
+    return pack_bits(_replicated(mask)) if cfg.pack else mask
 
 
-def _load(cfg: _Config, leaf: _Leaf, stored: jax.Array, param: Any) -> jax.Array:
+def _load(cfg: Config, leaf: Leaf, stored: jax.Array, param: Any) -> jax.Array:
     """The bool mask from its stored form; an unpacked mask takes ``param``'s Explicit
     sharding (a packed one is replicated)."""
     if not cfg.pack:
         return stored
-    mask = _unpack(stored, leaf.shape)
-    spec = _explicit_spec(jnp.asarray(param))
+    mask = unpack_bits(stored, leaf.shape)
+    spec = explicit_spec(jnp.asarray(param))
     return mask if spec is None else jax.sharding.reshard(mask, spec)
 
 
-def _init(cfg: _Config, tx: Any, seed: int, shardings: dict[int, Any], params: Any) -> SparseState:
+def _init(cfg: Config, tx: Any, seed: int, shardings: dict[int, Any], params: Any) -> SparseState:
     """:func:`sparsify`'s ``init``: the first level's masks, counters, key, ``tx.init``."""
     leaves, _ = cfg.plan(params)
     arrays = jax.tree.leaves(params)
@@ -762,14 +309,14 @@ def _init(cfg: _Config, tx: Any, seed: int, shardings: dict[int, Any], params: A
     level = cfg.schedule.level(0)
     masks = []
     for i, (leaf, p) in enumerate(zip(leaves, arrays)):
-        if leaf.kind == "none":
+        if leaf.pattern is None:
             masks.append(None)
             continue
         if isinstance(p, jax.Array) and not isinstance(p, Tracer) and p.committed:
             shardings[i] = p.sharding
         p = jnp.asarray(p)
         ones = jnp.ones(p.shape, jnp.bool_)
-        mask = _select_jit(cfg.rule, leaf, p, None, ones, jax.random.fold_in(base, i), level, 0)
+        mask = select_jit(cfg.rule, leaf, p, None, ones, jax.random.fold_in(base, i), level, 0)
         if i in shardings:
             mask = jax.device_put(mask, shardings[i])
         masks.append(_store(cfg, mask))
@@ -782,7 +329,7 @@ def _init(cfg: _Config, tx: Any, seed: int, shardings: dict[int, Any], params: A
     return _place_alike(state, _commit_target(params))
 
 
-def _is_mask_step(cfg: _Config, step: jax.Array) -> jax.Array:
+def _is_mask_step(cfg: Config, step: jax.Array) -> jax.Array:
     """Whether the masks are recomputed at ``step``: the schedule's update steps, and step 0
     for ``"saliency"`` (its first gradient; its masks are dense before)."""
     due = cfg.schedule.is_update(step)
@@ -794,11 +341,11 @@ def _is_mask_step(cfg: _Config, step: jax.Array) -> jax.Array:
 def _new_masks(cfg, shardings, leaves, values, grads, old, key, step, due) -> list[Any]:
     """Every pruned parameter's mask after this step (recomputed under ``lax.cond``)."""
     level = cfg.schedule.level(step)
-    live = [i for i, leaf in enumerate(leaves) if leaf.kind != "none"]
+    live = [i for i, leaf in enumerate(leaves) if leaf.pattern is not None]
 
     def recompute(_):
         return tuple(
-            _select_sharded(
+            select_sharded(
                 cfg.rule,
                 leaves[i],
                 values[i],
@@ -824,7 +371,7 @@ def _update(cfg, tx, shardings, updates, state, params) -> tuple[Any, SparseStat
     """:func:`sparsify`'s ``update``."""
     if params is None:
         raise ValueError(
-            f"{_OP}: update needs the parameters: call tx.update(grads, state, params) "
+            f"{OP}: update needs the parameters: call tx.update(grads, state, params) "
             "(pruned weights are set to zero through the update, update = -param)."
         )
     leaves, treedef = cfg.plan(params)
@@ -839,7 +386,7 @@ def _update(cfg, tx, shardings, updates, state, params) -> tuple[Any, SparseStat
     due = _is_mask_step(cfg, step)
     new = _new_masks(cfg, shardings, leaves, values, grads, old, sub, step, due)
     # Entries whose update passes through: kept, and (RigL/SET) not regrown this step.
-    grow = cfg.method in ("rigl", "set")
+    grow = cfg.method in REGROWING
     through = [None if n is None else (n & o if grow else n) for n, o in zip(new, old)]
     inner_state = state.inner_state
     if grow:
@@ -891,7 +438,7 @@ def masks_of(state: Any, params: Any) -> Any:
     out = []
     for p, m in zip(leaves, sparse.masks):
         if m is not None and m.dtype == jnp.uint8 and m.shape != np.shape(p):
-            m = _unpack(m, tuple(np.shape(p)))
+            m = unpack_bits(m, tuple(np.shape(p)))
         out.append(m)
     return treedef.unflatten(out)
 

@@ -1,4 +1,5 @@
-"""Pruning masks: magnitude (per array and global), random, N:M structured and top-k.
+"""The public pruning masks: magnitude (per array and global), random, top-k, and the pattern
+masks (N:M, blocks, channels, saliency), each a thin call of a :mod:`.patterns` object.
 
 Every mask is a boolean array of the input's shape, ``True`` = kept, ``False`` = pruned, and
 deterministic given its inputs. Counts are exact (no thresholding, which miscounts with ties):
@@ -20,9 +21,9 @@ ranked on its own and gets exactly the count of a layer, ``round(sparsity * n)``
 consecutive entries along one axis. Unless told otherwise every entry point groups along the
 layer's *input* axis: ``-2`` for a layer of rank >= 2 (the ``in`` of a kernel ``[in, out]``, the
 reduction axis of ``x @ W`` that 2:4 sparse tensor cores want), ``-1`` for a rank-1 layer.
-:func:`nm_mask`, :class:`hadamard_jax.sparse.NM` (``sparsify``) and ``prune(method="nm")``
-(NNX and Linen) share this default, so the same ``n``, ``m`` give the same mask of the same
-kernel.
+:func:`nm_mask`, the pattern object :class:`~hadamard_jax.NM` (which ``sparsify`` and ``prune``
+take as ``pattern=``) and ``prune(method="nm")`` (NNX and Linen) share this default, so the same
+``n``, ``m`` give the same mask of the same kernel.
 
 **Static arguments.** ``sparsity``, ``k``, ``n``, ``m``, ``axis`` and ``batch_dims`` fix the
 shape of the computation, so they must be static Python numbers (not traced values); under
@@ -39,124 +40,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.typing import ArrayLike
 
 from hadamard_jax._src import checks
 from hadamard_jax._src.checks import Shape, count_of, static_fraction, static_int
-
-# --- ranking ------------------------------------------------------------------------------------
-
-
-def rank_key(x: jax.Array, *, magnitude: bool) -> jax.Array:
-    """The sort key of ``x``: ``|x|`` (exact, also for the most negative integer) or ``x``."""
-    x = lax.stop_gradient(x)
-    dtype = x.dtype
-    if dtype == jnp.bool_:
-        return x.astype(jnp.uint8)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        if not magnitude:
-            raise TypeError(f"scores must be real to be ranked, got dtype {dtype}.")
-        return jnp.abs(x)
-    if not magnitude or jnp.issubdtype(dtype, jnp.unsignedinteger):
-        return x
-    if jnp.issubdtype(dtype, jnp.signedinteger):
-        # |INT_MIN| wraps to INT_MIN; read as unsigned it is the right magnitude.
-        return jnp.abs(x).astype(jnp.dtype(f"uint{dtype.itemsize * 8}"))
-    return jnp.abs(x)
-
-
-def ordered_bits(key: jax.Array) -> jax.Array:
-    """Unsigned integers in the order of ``key``: ``a < b`` iff ``bits(a) < bits(b)``.
-
-    Floats map through their bit pattern (negative values reversed), after ``-0.0`` becomes
-    ``0.0`` and every NaN the one NaN that ranks above ``+inf``; subnormals keep their order
-    (they rank above ``0.0`` although XLA's CPU arithmetic flushes them to zero); signed
-    integers flip their sign bit; unsigned integers and booleans are their own order.
-    """
-    dtype = key.dtype
-    if dtype == jnp.bool_:
-        return key.astype(jnp.uint8)
-    if jnp.issubdtype(dtype, jnp.unsignedinteger):
-        return key
-    unsigned = jnp.dtype(f"uint{dtype.itemsize * 8}")
-    sign = np.array(1 << (dtype.itemsize * 8 - 1)).astype(unsigned)
-    if jnp.issubdtype(dtype, jnp.signedinteger):
-        return lax.bitcast_convert_type(key, unsigned) ^ sign
-    # -0.0 -> 0.0 on the bit pattern, not by a float compare: XLA on CPU treats subnormals as
-    # zero in ``key == 0`` (denormals-are-zero), which would tie 1e-45 with 0.0; and under jit
-    # it folds the IEEE idiom ``key + 0.0`` to ``key``.
-    canonical = jnp.where(jnp.isnan(key), jnp.array(jnp.nan, dtype), key)
-    bits = lax.bitcast_convert_type(canonical, unsigned)
-    bits = jnp.where(bits == sign, jnp.zeros((), unsigned), bits)
-    return jnp.where((bits & sign) != 0, ~bits, bits | sign)
-
-
-def keep_largest(key: jax.Array, k: int | jax.Array) -> jax.Array:
-    """Bool mask keeping the ``k`` largest entries of ``key`` along its last axis.
-
-    Ties: the smaller index is kept first. Exact count ``k`` in every row (clipped to
-    ``[0, length]``). ``k`` may be a static int or a traced integer array that broadcasts
-    against ``key.shape[:-1] + (1,)`` (one count per row, e.g. a count from a schedule inside
-    a jitted training step: no recompilation when it changes).
-
-    No sort: a radix select finds each row's ``k``-th largest value ``t`` bit by bit from the
-    top (one counting pass per bit of the key's width), then every entry above ``t`` is kept,
-    and of the entries equal to ``t`` the first ones in index order (a cumulative count), as
-    many as are still needed. ``O(bits * length)`` work, vectorised over rows.
-    """
-    length = key.shape[-1]
-    if not isinstance(k, jax.Array):
-        if k <= 0:
-            return jnp.zeros(key.shape, jnp.bool_)
-        if k >= length:
-            return jnp.ones(key.shape, jnp.bool_)
-    bits = ordered_bits(key)
-    width = bits.dtype.itemsize * 8
-    k = jnp.broadcast_to(jnp.clip(jnp.asarray(k, jnp.int32), 0, length), key.shape[:-1] + (1,))
-    one = jnp.ones((), bits.dtype)
-
-    def select_bit(i, threshold):
-        # The largest t with count(bits >= t) >= k, built from the most significant bit down.
-        candidate = threshold | lax.shift_left(one, (width - 1 - i).astype(bits.dtype))
-        count = jnp.sum(bits >= candidate, axis=-1, keepdims=True, dtype=jnp.int32)
-        return jnp.where(count >= k, candidate, threshold)
-
-    threshold = lax.fori_loop(0, width, select_bit, jnp.zeros(k.shape, bits.dtype))
-    above = bits > threshold
-    still_needed = k - jnp.sum(above, axis=-1, keepdims=True, dtype=jnp.int32)
-    equal = bits == threshold
-    return above | (equal & (jnp.cumsum(equal, axis=-1, dtype=jnp.int32) <= still_needed))
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _keep_largest_flat(x: jax.Array, k: int, magnitude: bool, batch_dims: int = 0) -> jax.Array:
-    key = rank_key(x, magnitude=magnitude)
-    rows = math.prod(x.shape[:batch_dims])
-    return keep_largest(key.reshape(rows, -1), k).reshape(x.shape)
-
-
-def check_batch_dims(batch_dims: Any, ndim: int, op: str) -> int:
-    """``batch_dims`` as an int in ``[0, ndim]`` (the leading axes that index separate layers)."""
-    if isinstance(batch_dims, (bool, np.bool_)) or not isinstance(batch_dims, (int, np.integer)):
-        raise TypeError(
-            f"{op}: batch_dims must be a static Python int, got {type(batch_dims).__name__} "
-            f"({batch_dims!r:.60})."
-        )
-    if not 0 <= batch_dims <= ndim:
-        raise ValueError(
-            f"{op}: batch_dims must be in [0, {ndim}] for an array of rank {ndim}, got "
-            f"batch_dims={batch_dims}."
-        )
-    return int(batch_dims)
-
-
-def layer_size(shape: Shape, batch_dims: int) -> int:
-    """Entries per layer: ``prod(shape[batch_dims:])``."""
-    return math.prod(shape[batch_dims:])
-
-
-# --- public masks -------------------------------------------------------------------------------
+from hadamard_jax._src.sparsity.patterns import NM, Block, Channel, Unstructured, select
+from hadamard_jax._src.sparsity.ranking import (
+    check_batch_dims,
+    keep_largest,
+    layer_size,
+    rank_key,
+)
 
 
 def magnitude_mask(x: ArrayLike, sparsity: float, *, batch_dims: int = 0) -> jax.Array:
@@ -193,12 +87,7 @@ def magnitude_mask(x: ArrayLike, sparsity: float, *, batch_dims: int = 0) -> jax
       Array([[False,  True],
              [ True, False]], dtype=bool)
     """
-    op = "magnitude_mask"
-    x = jnp.asarray(checks.as_array(x, "x", op))
-    sparsity = static_fraction(sparsity, "sparsity", op)
-    batch_dims = check_batch_dims(batch_dims, x.ndim, op)
-    n = layer_size(x.shape, batch_dims)
-    return _keep_largest_flat(x, n - count_of(sparsity, n), True, batch_dims)
+    return Unstructured().mask(x, sparsity, batch_dims=batch_dims, op="magnitude_mask")
 
 
 def global_magnitude_masks(tree: Any, sparsity: float, *, batch_dims: int = 0) -> Any:
@@ -329,15 +218,6 @@ def _random_mask(key: jax.Array, shape: Shape, n_prune: int) -> jax.Array:
     return jnp.ones((size,), jnp.bool_).at[pruned].set(False).reshape(shape)
 
 
-def input_axis(layer_rank: int) -> int:
-    """The default N:M group axis of a layer of rank ``layer_rank``: its input axis.
-
-    ``-2`` for rank >= 2 (the ``in`` of a kernel ``[in, out]``), ``-1`` for rank 1: the one
-    N:M convention of the library (see the module docstring, "N:M groups").
-    """
-    return -2 if layer_rank >= 2 else -1
-
-
 def nm_mask(
     x: ArrayLike, n: int, m: int, axis: int | None = None, *, batch_dims: int = 0
 ) -> jax.Array:
@@ -351,8 +231,9 @@ def nm_mask(
     *input* axis: ``-2`` when the layer (``x`` without its ``batch_dims`` leading axes) has rank
     >= 2, so for a kernel ``[in, out]`` (or ``[*stack, in, out]``) each group is ``m``
     consecutive input features of one output unit, the reduction axis of ``x @ W`` that 2:4
-    sparse tensor cores want; ``-1`` for a 1-D layer. :class:`hadamard_jax.sparse.NM`
-    (``sparsify``) and ``prune(method="nm")`` (:func:`hadamard_jax.nnx.prune`,
+    sparse tensor cores want; ``-1`` for a 1-D layer. :class:`hadamard_jax.NM`
+    (``sparsify`` and ``prune`` take it as ``pattern=``) and ``prune(method="nm")``
+    (:func:`hadamard_jax.nnx.prune`,
     :func:`hadamard_jax.linen.prune`) use the same default, so the same words give the same
     mask. *Changed:* the default used to be ``axis=-1`` for every rank; pass ``axis=-1`` for
     the old grouping of a kernel along its output axis (1-D arrays are unchanged).
@@ -387,41 +268,27 @@ def nm_mask(
     """
     op = "nm_mask"
     x = jnp.asarray(checks.as_array(x, "x", op))
-    m = static_int(m, "m", op, 1)
-    n = static_int(n, "n", op, 0)
-    if n > m:
-        raise ValueError(f"{op}: n must be <= m, got n={n} and m={m}.")
     if x.ndim == 0:
         raise ValueError(f"{op}: x must have at least one axis, got a scalar.")
     batch_dims = check_batch_dims(batch_dims, x.ndim, op)
+    pattern = NM(n, m, _layer_axis_of(axis, x.shape, batch_dims, op))
+    return pattern.mask(x, batch_dims=batch_dims, op=op, names=_NM_NAMES)
+
+
+_NM_NAMES = {"n": "n", "m": "m", "axis": "axis"}
+
+
+def _layer_axis_of(axis: Any, shape: Shape, batch_dims: int, op: str) -> int | None:
+    """An axis of ``x`` (``None`` stays ``None``) as an axis of its layer; not a batch axis."""
     if axis is None:
-        if x.ndim == batch_dims:
-            raise ValueError(
-                f"{op}: batch_dims={batch_dims} leaves no layer axis of x.shape={x.shape}."
-            )
-        axis = input_axis(x.ndim - batch_dims)
-    axis = checks.check_axis(axis, x.ndim, "axis", op)
-    if axis < batch_dims:
+        return None
+    full = checks.check_axis(axis, len(shape), "axis", op)
+    if full < batch_dims:
         raise ValueError(
-            f"{op}: axis={axis} is one of the batch_dims={batch_dims} leading (layer) axes of "
-            f"x.shape={x.shape}; group along a layer axis."
+            f"{op}: axis={full} is one of the batch_dims={batch_dims} leading (layer) axes of "
+            f"x.shape={shape}; group along a layer axis."
         )
-    length = x.shape[axis]
-    if length % m:
-        raise ValueError(
-            f"{op}: m={m} must divide the length of axis {axis}, got x.shape={x.shape} "
-            f"(length {length})."
-        )
-    return _nm_mask(x, n, m, axis)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _nm_mask(x: jax.Array, n: int, m: int, axis: int) -> jax.Array:
-    key = rank_key(x, magnitude=True)
-    moved = jnp.moveaxis(key, axis, -1)
-    grouped = moved.reshape(moved.shape[:-1] + (moved.shape[-1] // m, m))
-    kept = keep_largest(grouped, n).reshape(moved.shape)
-    return jnp.moveaxis(kept, -1, axis)
+    return full - batch_dims
 
 
 def topk_mask(scores: ArrayLike, k: int, *, axis: int | None = None) -> jax.Array:
@@ -461,7 +328,7 @@ def topk_mask(scores: ArrayLike, k: int, *, axis: int | None = None) -> jax.Arra
         raise TypeError(f"{op}: scores must be real to be ranked, got dtype {scores.dtype}.")
     if axis is None:
         k = static_int(k, "k", op, 0, scores.size)
-        return _keep_largest_flat(scores, k, False)
+        return _topk_flat(scores, k)
     if scores.ndim == 0:
         raise ValueError(f"{op}: axis={axis} given for a scalar.")
     axis = checks.check_axis(axis, scores.ndim, "axis", op)
@@ -469,7 +336,182 @@ def topk_mask(scores: ArrayLike, k: int, *, axis: int | None = None) -> jax.Arra
     return _topk_along(scores, k, axis)
 
 
+@functools.partial(jax.jit, static_argnums=(1,))
+def _topk_flat(scores: jax.Array, k: int) -> jax.Array:
+    key = rank_key(scores, magnitude=False)
+    return keep_largest(key.reshape(1, -1), k).reshape(scores.shape)
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _topk_along(scores: jax.Array, k: int, axis: int) -> jax.Array:
     key = rank_key(scores, magnitude=False)
     return jnp.moveaxis(keep_largest(jnp.moveaxis(key, axis, -1), k), -1, axis)
+
+
+def block_mask(
+    x: ArrayLike,
+    sparsity: float,
+    block_shape: Any,
+    *,
+    pool: str = "mean",
+    batch_dims: int = 0,
+) -> jax.Array:
+    r"""Prunes whole blocks: the ``round(sparsity * n_blocks)`` blocks of smallest pooled ``|x|``.
+
+    A layer of shape ``(d_1, ..., d_k)`` is tiled by blocks ``(b_1, ..., b_k)``, giving
+    ``n_blocks = prod(d_i / b_i)`` blocks; each is scored by
+
+    .. math::
+      \mathrm{score}(B) = \mathrm{mean}_{i \in B} |x_i| \quad\text{or}\quad
+      \max_{i \in B} |x_i|
+
+    and the lowest-scored blocks are pruned whole, so exactly
+    ``round(sparsity * n_blocks) * prod(b_i)`` entries per layer are ``False``. Ties: the block
+    with the smaller (row-major) block index is kept first.
+
+    Args:
+      x: array ``[*stack, d_1, ..., d_k]`` of a real, integer or boolean dtype (complex: by
+        modulus).
+      sparsity: fraction of blocks to prune, a static number in ``[0, 1]``.
+      block_shape: ``(b_1, ..., b_k)``, one static positive int per layer axis, each dividing
+        its axis.
+      pool: ``"mean"`` or ``"max"`` of ``|x|`` over a block.
+      batch_dims: leading ``stack`` axes ranked as separate layers.
+
+    Returns:
+      A bool mask of ``x``'s shape, constant on every block.
+
+    Raises:
+      ValueError: ``x.shape`` not divisible by ``block_shape`` (the message names both), a
+        ``block_shape`` of the wrong length, ``sparsity`` outside ``[0, 1]``, unknown ``pool``.
+      TypeError: non-static ``sparsity``, ``block_shape`` or ``batch_dims``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import block_mask
+      >>> x = jnp.array([[1., 1., 5., 5.], [1., 1., 5., 5.], [9., 0., 2., 2.], [0., 0., 2., 2.]])
+      >>> block_mask(x, 0.5, (2, 2)).astype(int)
+      Array([[0, 0, 1, 1],
+             [0, 0, 1, 1],
+             [1, 1, 0, 0],
+             [1, 1, 0, 0]], dtype=int32)
+      >>> block_mask(x, 0.5, (2, 2), pool="max")[2:, :].astype(int)  # max 9 beats mean 5
+      Array([[1, 1, 0, 0],
+             [1, 1, 0, 0]], dtype=int32)
+
+    See also:
+      :func:`channel_mask`, :func:`magnitude_mask`, :func:`nm_mask`; the pattern object
+      :class:`hadamard_jax.Block` (``Block(block_shape, pool).mask(x, sparsity)``).
+    """
+    names = {"shape": "block_shape", "pool": "pool"}
+    pattern = Block(block_shape, pool)
+    return pattern.mask(x, sparsity, batch_dims=batch_dims, op="block_mask", names=names)
+
+
+def channel_mask(
+    x: ArrayLike, sparsity: float, *, axis: int = -1, norm: int = 1, batch_dims: int = 0
+) -> jax.Array:
+    r"""Prunes whole slices along ``axis``: ``round(sparsity * x.shape[axis])`` of smallest norm.
+
+    Slice ``c`` is ``x[..., c, ...]`` (index ``c`` on ``axis``, everything else of the layer);
+    its score is :math:`\|x_{:,c,:}\|_p` with ``p = norm``. For a Dense kernel ``(in, out)``,
+    ``axis=-1`` prunes output units, ``axis=-2`` input features. Ties: the smaller channel
+    index is kept first.
+
+    Args:
+      x: array ``[*stack, *layer]``, real, integer or boolean (complex: by modulus).
+      sparsity: fraction of channels to prune, a static number in ``[0, 1]``.
+      axis: the channel axis, a layer axis (not one of the ``batch_dims`` leading ones).
+      norm: ``1`` (sum of ``|x|``) or ``2`` (Euclidean norm).
+      batch_dims: leading ``stack`` axes ranked as separate layers.
+
+    Returns:
+      A bool mask of ``x``'s shape, constant on every slice: exactly
+      ``x.shape[axis] - round(sparsity * x.shape[axis])`` slices kept per layer.
+
+    Raises:
+      ValueError: ``sparsity`` outside ``[0, 1]``, ``norm`` not 1 or 2, ``axis`` out of range or
+        a batch axis.
+      TypeError: non-static ``sparsity``, ``axis`` or ``batch_dims``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import channel_mask
+      >>> w = jnp.array([[1., -4., 0.], [2., 1., 0.5]])  # column norms 3, 5, 0.5
+      >>> channel_mask(w, 1 / 3).astype(int)
+      Array([[1, 1, 0],
+             [1, 1, 0]], dtype=int32)
+      >>> channel_mask(w, 0.5, axis=0).astype(int)  # row norms 5, 3.5
+      Array([[1, 1, 1],
+             [0, 0, 0]], dtype=int32)
+
+    See also:
+      :func:`block_mask`, :func:`magnitude_mask`; the pattern object
+      :class:`hadamard_jax.Channel` (whose ``axis`` is an axis of the layer).
+    """
+    op = "channel_mask"
+    x = jnp.asarray(checks.as_array(x, "x", op))
+    batch_dims = check_batch_dims(batch_dims, x.ndim, op)
+    if x.ndim == batch_dims:
+        raise ValueError(
+            f"{op}: batch_dims={batch_dims} leaves no layer axis of x.shape={x.shape}."
+        )
+    pattern = Channel(_layer_axis_of(axis, x.shape, batch_dims, op), norm)  # type: ignore[arg-type]
+    names = {"axis": "axis", "norm": "norm"}
+    return pattern.mask(x, sparsity, batch_dims=batch_dims, op=op, names=names)
+
+
+def saliency_mask(
+    x: ArrayLike, grad: ArrayLike, sparsity: float, *, batch_dims: int = 0
+) -> jax.Array:
+    r"""Prunes the ``round(sparsity * n)`` entries of smallest first-order saliency ``|x * grad|``.
+
+    The first-order Taylor estimate of the loss change when :math:`x_i` is set to zero is
+    :math:`|\Delta L_i| \approx |x_i \, \partial L / \partial x_i|`; entries with the smallest
+    estimate are pruned. Ties (e.g. several zero gradients) are broken by position: the smaller
+    flat index is kept first.
+
+    Args:
+      x: the parameters ``[*stack, *layer]``, real.
+      grad: the loss gradient, the same shape as ``x``.
+      sparsity: the fraction to prune, a static number in ``[0, 1]``.
+      batch_dims: leading ``stack`` axes ranked as separate layers.
+
+    Returns:
+      A bool mask of ``x``'s shape with exactly ``n - round(sparsity * n)`` ``True`` entries per
+      layer of ``n`` entries.
+
+    Raises:
+      ValueError: ``x`` and ``grad`` of different shapes (the message names both),
+        ``sparsity`` outside ``[0, 1]``.
+      TypeError: non-static ``sparsity`` or ``batch_dims``; complex inputs.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from hadamard_jax import saliency_mask
+      >>> x = jnp.array([3., 1., -2., 0.5])
+      >>> g = jnp.array([0.1, 2., 1., 0.])  # |x * g| = 0.3, 2, 2, 0
+      >>> saliency_mask(x, g, 0.5)
+      Array([False,  True,  True, False], dtype=bool)
+
+    See also:
+      :func:`magnitude_mask`.
+    """
+    op = "saliency_mask"
+    x, grad = checks.real_arrays((x, grad), ("x", "grad"), op)
+    x, grad = jnp.asarray(x), jnp.asarray(grad)
+    if x.shape != grad.shape:
+        raise ValueError(
+            f"{op}: x and grad need equal shapes, got x.shape={x.shape} and "
+            f"grad.shape={grad.shape}."
+        )
+    sparsity = static_fraction(sparsity, "sparsity", op)
+    batch_dims = check_batch_dims(batch_dims, x.ndim, op)
+    n = layer_size(x.shape, batch_dims)
+    return _saliency(x, grad, n - count_of(sparsity, n), batch_dims)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _saliency(x: jax.Array, grad: jax.Array, k: int, batch_dims: int) -> jax.Array:
+    dtype = jnp.result_type(x, grad)
+    return select(x.astype(dtype) * grad.astype(dtype), Unstructured(), k, batch_dims)

@@ -1,13 +1,6 @@
-"""The Linen modules: the :mod:`hadamard_jax.nnx` modules as Linen dataclasses.
-
-Same names, arguments and parameter names as the NNX modules, except that input sizes
-(``in_features``, the context size) are inferred from the inputs, as in ``nn.Dense``, and
-``rngs`` are given to ``init``/``apply``. Both front ends check their arguments with the same
-functions (:mod:`hadamard_jax._layers.options`; Linen in ``__post_init__``, i.e. when the module
-is constructed) and compute through the same pure functions
-(:mod:`hadamard_jax._layers.functional`), so equal parameters give equal outputs. Masks live in
-the ``"masks"`` collection, not in ``"params"``.
-"""
+"""Linen mask layers: ``Mask``, ``HardConcreteGate``, ``MaskedLinear``; the counterparts of
+the NNX modules of the same names, built from the params tables of
+:mod:`hadamard_jax._layers.masks`."""
 
 from __future__ import annotations
 
@@ -19,8 +12,9 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 import hadamard_jax as hj
 from hadamard_jax._layers import functional as F
-from hadamard_jax._layers import options
-from hadamard_jax._layers.options import MASKS
+from hadamard_jax._layers import masks, options
+from hadamard_jax._layers import params as P
+from hadamard_jax.linen import _common as L
 
 
 class Mask(nn.Module):
@@ -52,36 +46,24 @@ class Mask(nn.Module):
     fill: float = 0.0
 
     def __post_init__(self) -> None:
-        options.check_mask(shape=self.shape, mask_init=self.mask_init, fill=self.fill)
+        masks.check_mask(shape=self.shape, mask_init=self.mask_init, fill=self.fill)
         super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x`` with masked entries replaced by ``fill``."""
         shape = options.as_shape(self.shape, "shape", "Mask")
-        mask = self.variable(
-            MASKS, "mask", lambda: self.mask_init(_init_key(self), shape, jnp.bool_)
-        ).value
-        return hj.apply_mask(x, mask, fill=self.fill)
+        specs = masks.mask_params(shape, self.mask_init, draws_key=True)
+        return hj.apply_mask(x, L.build(self, specs, jnp.bool_)["mask"], fill=self.fill)
 
 
 def _fixed_mask(
     module: nn.Module, name: str, kernel_name: str, init: Initializer, shape: tuple[int, ...]
 ) -> jax.Array:
-    """The boolean mask variable ``masks/name`` of a kernel, with the kernel's partitioning."""
-    boxed = module.get_variable("params", kernel_name)
-
-    def init_mask():
-        mask = init(_init_key(module), shape, jnp.bool_)
-        if isinstance(boxed, meta.AxisMetadata) and not isinstance(mask, meta.AxisMetadata):
-            mask = boxed.replace_boxed(mask)
-        return mask
-
-    return meta.unbox(module.variable(MASKS, name, init_mask).value)
-
-
-def _init_key(module: nn.Module) -> jax.Array:
-    return module.make_rng("params") if module.has_rng("params") else jax.random.key(0)
+    """The boolean mask variable ``masks/name`` of a kernel, with the kernel's partitioning
+    (for ``GatedMLP(masked=True)``; the mask layers build theirs from their params table)."""
+    spec = P.Spec(name, shape, init, P.MASKS, like=kernel_name)
+    return L.build(module, (spec,), jnp.bool_)[name]
 
 
 class HardConcreteGate(nn.Module):
@@ -126,21 +108,13 @@ class HardConcreteGate(nn.Module):
     rng_collection: str = "hard_concrete"
 
     def __post_init__(self) -> None:
-        options.check_hard_concrete_gate(
-            shape=self.shape,
-            beta=self.beta,
-            gamma=self.gamma,
-            zeta=self.zeta,
-            log_alpha_init=self.log_alpha_init,
-            deterministic=self.deterministic,
-            param_dtype=self.param_dtype,
-            rng_collection=self.rng_collection,
-        )
+        masks.check_hard_concrete_gate(shape=self.shape, **masks.fields(self, masks.GATE_FIELDS))
         super().__post_init__()
 
     def setup(self):
         shape = options.as_shape(self.shape, "shape", "HardConcreteGate")
-        self.log_alpha = self.param("log_alpha", self.log_alpha_init, shape, self.param_dtype)
+        specs = masks.hard_concrete_params(shape, self.log_alpha_init)
+        self.log_alpha = L.build(self, specs, self.param_dtype)["log_alpha"]
 
     def gate(self, *, deterministic: bool | None = None) -> jax.Array:
         """The gate values ``z``, of ``shape``."""
@@ -157,14 +131,7 @@ class HardConcreteGate(nn.Module):
                 init_fn=lambda: jnp.zeros((), jnp.float32),
                 reduce_fn=lambda _, new: new,
             )
-        return F.hard_concrete_gate(
-            key,
-            self.log_alpha,
-            beta=self.beta,
-            gamma=self.gamma,
-            zeta=self.zeta,
-            deterministic=deterministic,
-        )
+        return masks.gate_values(self, key, deterministic)
 
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
         """``x * z`` (``z`` broadcast against ``x``), with the dtype of ``x * z``."""
@@ -172,21 +139,17 @@ class HardConcreteGate(nn.Module):
 
     def l0_penalty(self) -> jax.Array:
         """The expected number of non-zero gates (with this gate's ``beta``/``gamma``/``zeta``)."""
-        return F.l0_penalty(self.log_alpha, beta=self.beta, gamma=self.gamma, zeta=self.zeta)
+        return masks.gate_penalty(self)
 
 
 class MaskedLinear(nn.Module):
     """A linear layer ``x @ (kernel * mask) + bias`` with a fixed, pruned or learned mask.
 
     The Linen counterpart of :class:`hadamard_jax.nnx.MaskedLinear` (the input size is
-    inferred). ``mask_type`` chooses the mask:
+    inferred). ``mask_type`` chooses the mask (a fixed mask lives in the ``"masks"``
+    collection, ``masks/.../mask``; it takes the kernel's ``nn.with_partitioning`` names):
 
-    * ``"fixed"`` (default): the boolean ``masks/.../mask`` (all ones at first; it takes the
-      kernel's ``nn.with_partitioning`` names), applied with select semantics; :func:`prune`
-      sets it.
-    * ``"ste"``: learned ``scores`` (a param, by default ``|kernel|`` at init) give a hard 0/1
-      mask with a straight-through gradient (:func:`hadamard_jax.ste_mask`).
-    * ``"hard_concrete"``: a :class:`HardConcreteGate` ``gate`` over the kernel.
+    <MASK_TYPES>
 
     Attributes:
       out_features: output size.
@@ -230,52 +193,46 @@ class MaskedLinear(nn.Module):
     rng_collection: str = "hard_concrete"
 
     def __post_init__(self) -> None:
-        options.check_masked_linear(
-            out_features=self.out_features,
-            mask_type=self.mask_type,
-            sparsity=self.sparsity,
-            threshold=self.threshold,
-            use_bias=self.use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
-            mask_init=self.mask_init,
-            scores_init=self.scores_init,
-            beta=self.beta,
-            gamma=self.gamma,
-            zeta=self.zeta,
-            log_alpha_init=self.log_alpha_init,
-            deterministic=self.deterministic,
-            rng_collection=self.rng_collection,
+        masks.check_masked_linear(
+            **masks.fields(self, masks.MASKED_LINEAR_FIELDS + masks.GATE_FIELDS)
         )
         super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
         """``[..., in] -> [..., out_features]``."""
-        shape, pd = (jnp.shape(x)[-1], self.out_features), self.param_dtype
-        kernel = self.param("kernel", self.kernel_init, shape, pd)
-        bias = (
-            self.param("bias", self.bias_init, (self.out_features,), pd) if self.use_bias else None
+        n_in, pd = jnp.shape(x)[-1], self.param_dtype
+
+        def abs_kernel(key: jax.Array, shape: tuple[int, ...], dtype: Dtype) -> jax.Array:
+            return jnp.abs(meta.unbox(self.get_variable("params", "kernel"))).astype(dtype)
+
+        specs = masks.masked_linear_params(
+            n_in,
+            self.out_features,
+            mask_type=self.mask_type,
+            use_bias=self.use_bias,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            mask_init=self.mask_init,
+            scores_init=self.scores_init,
+            abs_kernel=abs_kernel,
         )
-        if self.mask_type == "fixed":
-            mask = _fixed_mask(self, "mask", "kernel", self.mask_init, shape)
-        elif self.mask_type == "ste":
-            init = self.scores_init or (lambda key, shape, dtype: jnp.abs(kernel).astype(dtype))
-            scores = self.param("scores", init, shape, pd)
-            mask = F.ste_scores_mask(scores, sparsity=self.sparsity, threshold=self.threshold)
-        else:
+        values = L.build(self, specs, pd)
+
+        def hard_concrete() -> jax.Array:
             gate = HardConcreteGate(
-                shape,
-                beta=self.beta,
-                gamma=self.gamma,
-                zeta=self.zeta,
-                log_alpha_init=self.log_alpha_init,
-                deterministic=self.deterministic,
-                param_dtype=pd,
-                rng_collection=self.rng_collection,
-                name="gate",
+                (n_in, self.out_features), **masks.fields(self, masks.GATE_FIELDS), name="gate"
             )
-            mask = gate.gate(deterministic=deterministic)
-        return F.masked_linear(x, kernel, bias, mask, dtype=self.dtype, precision=self.precision)
+            return gate.gate(deterministic=deterministic)
+
+        mask = masks.layer_mask(
+            self.mask_type,
+            values,
+            sparsity=self.sparsity,
+            threshold=self.threshold,
+            gate=hard_concrete,
+        )
+        return masks.masked_linear(x, values, mask, dtype=self.dtype, precision=self.precision)
+
+
+masks.document(MaskedLinear)

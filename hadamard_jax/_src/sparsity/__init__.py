@@ -1,0 +1,2 @@
+"""Pruning masks: ranking (:mod:`.ranking`), mask patterns (:mod:`.patterns`) and the public
+``*_mask`` makers (:mod:`.masks`)."""
