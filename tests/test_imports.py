@@ -26,12 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "hadamard_jax"
 SHARED = {"_src", "_layers"}
 
 #: (importing module, imported module, name): private imports across packages, to be removed.
-KNOWN_PRIVATE: set[tuple[str, str, str]] = {
-    # sparsify rebuilds the mask makers and the bit packing from their internals (issue 24).
-    ("hadamard_jax.sparse._transform", "hadamard_jax._src.mask_packing", "_pack"),
-    ("hadamard_jax.sparse._transform", "hadamard_jax._src.mask_packing", "_unpack"),
-    ("hadamard_jax.sparse._transform", "hadamard_jax._src.pruning", "_nm_mask"),
-}
+KNOWN_PRIVATE: set[tuple[str, str, str]] = set()
 #: Import cycles (each as its sorted modules), to be removed.
 KNOWN_CYCLES: set[tuple[str, ...]] = set()
 

@@ -31,6 +31,7 @@ it from ``hadamard_jax/__init__.py`` (and document it in ``docs/api/hadamard_jax
 from __future__ import annotations
 
 import dataclasses
+import sys
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -442,8 +443,13 @@ def table() -> str:
 
 
 def document(obj: Callable[..., Any] | type, placeholder: str, text: str) -> None:
-    """Replaces ``placeholder`` in ``obj``'s docstring by ``text`` (indented to match)."""
-    doc = obj.__doc__ or ""
+    """Replaces ``placeholder`` in ``obj``'s docstring by ``text`` (indented to match).
+
+    Under ``python -OO`` docstrings are ``None`` and there is nothing to fill.
+    """
+    doc = obj.__doc__
+    if doc is None or sys.flags.optimize >= 2:  # a dataclass under -OO gets its signature
+        return
     for line in doc.splitlines():
         if placeholder in line:
             indent = line[: len(line) - len(line.lstrip())]
