@@ -31,9 +31,9 @@ it from ``hadamard_jax/__init__.py`` (and document it in ``docs/api/hadamard_jax
 from __future__ import annotations
 
 import dataclasses
-import sys
 import functools
 import math
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
