@@ -243,3 +243,22 @@ def test_every_shared_module_has_a_row():
     }
     covered = {name.split()[0] for name in ROWS}
     assert shared == covered, (shared - covered, covered - shared)
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_nnx_graphdef_is_hashable(name):
+    # A graph definition is a jit static argument: an attribute that is a plain dict (or list)
+    # makes it unhashable, so ``jax.jit(..., static_argnums=...)`` fails on it.
+    model = ROWS[name].nnx(nnx.Rngs(0))
+    assert hash(nnx.graphdef(model)) == hash(nnx.graphdef(model))
+
+
+@pytest.mark.parametrize("name", ["GatedDeltaNet", "GatedMLP masked ia3"])
+def test_nnx_graphdef_as_a_static_jit_argument(name):
+    row = ROWS[name]
+    model = row.nnx(nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    apply = jax.jit(lambda g, s: nnx.merge(g, s)(*row.args, **row.kwargs), static_argnums=0)
+    ours = apply(graphdef, state)
+    ref = model(*row.args, **row.kwargs)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ours, ref)

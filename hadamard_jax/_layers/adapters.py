@@ -32,7 +32,7 @@ import numpy as np
 
 from hadamard_jax._layers import params as P
 from hadamard_jax._src import adapters as ops
-from hadamard_jax._src import checks
+from hadamard_jax._src import checks, docstrings
 from hadamard_jax._src.hadamard import hadamard
 
 #: The Linen collection of the adapter parameters (NNX: the ``AdapterParam`` variable type).
@@ -50,8 +50,10 @@ LOHA_INITS = (True, False, "abba")
 LOW_RANK_INITS = (True, False, "gaussian")
 
 
-#: Fills ``{LOHA_INITS}``/``{LOW_RANK_INITS}`` in a class docstring from the tables.
-document_choices = ops.with_choices(LOHA_INITS=LOHA_INITS, LOW_RANK_INITS=LOW_RANK_INITS)
+#: The two tables as docstring prose, for the ``{{LOHA_INITS}}``/``{{LOW_RANK_INITS}}``
+#: placeholders of the adapter classes.
+LOHA_INITS_DOC = docstrings.choices(LOHA_INITS)
+LOW_RANK_INITS_DOC = docstrings.choices(LOW_RANK_INITS)
 
 
 # --- checks -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import jax
 from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import options
 from hadamard_jax._layers import params as P
-from hadamard_jax._src import checks
+from hadamard_jax._src import checks, docstrings
 from hadamard_jax._src.checks import Shape
 
 #: The ``mask_type=`` values of ``MaskedLinear``, with what each one holds (read by the
@@ -49,11 +49,9 @@ def mask_types_doc() -> str:
     return "\n".join(f"* ``{name!r}``: {text}" for name, text in MASK_TYPES.items())
 
 
-def document(obj: Any, placeholder: str = "<MASK_TYPES>") -> None:
-    """Fills ``placeholder`` in ``obj``'s docstring with :func:`mask_types_doc`."""
-    from hadamard_jax._src.sparsity.patterns import document as fill
-
-    fill(obj, placeholder, mask_types_doc())
+def document(obj: Any) -> None:
+    """Fills ``{{MASK_TYPES}}`` in ``obj``'s docstring with :func:`mask_types_doc`."""
+    docstrings.fill_in(obj, MASK_TYPES=mask_types_doc())
 
 
 #: The hard-concrete arguments that ``HardConcreteGate`` and ``MaskedLinear`` share.

@@ -34,32 +34,11 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from hadamard_jax._src import activations, checks, rules
+from hadamard_jax._src import activations, checks, docstrings, rules
 
 #: The paths of :func:`loha_matmul` and :func:`hira_matmul`.
 LOHA_PATHS = ("auto", "khatri_rao", "form")
 HIRA_PATHS = ("auto", "form", "sum")
-
-
-def choices(values: tuple) -> str:
-    """``values`` as docstring prose: ````True``, ``False`` or ``"abba"````."""
-    words = [f"``{v!r}``" if isinstance(v, bool) else f'``"{v}"``' for v in values]
-    return ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def with_choices(**tables: tuple) -> Callable:
-    """Fill ``{NAME}`` in the docstring of the decorated object with :func:`choices` of
-    ``tables[NAME]``, so a docstring that lists the choices follows the table."""
-
-    def fill(obj: Any) -> Any:
-        doc = obj.__doc__
-        if doc is not None:  # None under python -OO
-            for name, values in tables.items():
-                doc = doc.replace("{" + name + "}", choices(values))
-            obj.__doc__ = doc
-        return obj
-
-    return fill
 
 
 class _Static(NamedTuple):
@@ -307,7 +286,7 @@ def loha_delta(
     return _loha_delta_jit(s, *args)
 
 
-@with_choices(LOHA_PATHS=LOHA_PATHS)
+@docstrings.fill(LOHA_PATHS=docstrings.choices(LOHA_PATHS))
 def loha_matmul(
     x: ArrayLike,
     a1: ArrayLike,
@@ -344,7 +323,7 @@ def loha_matmul(
       a2: ``[in, r2]`` (peft ``hada_w2_b.T``).
       b2: ``[r2, out]`` (peft ``hada_w2_a.T``).
       scale: a static Python float :math:`s` (peft LoHa: ``alpha / r``).
-      path: {LOHA_PATHS}.
+      path: {{LOHA_PATHS}}.
       precision: ``jax.lax.Precision`` of the matmuls.
 
     Returns:
@@ -433,7 +412,7 @@ def hira_costs(rows: int, n_in: int, n_out: int, r: int) -> dict[str, tuple[int,
     return {"form": form, "sum": summed}
 
 
-@with_choices(HIRA_PATHS=HIRA_PATHS)
+@docstrings.fill(HIRA_PATHS=docstrings.choices(HIRA_PATHS))
 def hira_matmul(
     x: ArrayLike,
     w0: ArrayLike,
@@ -468,7 +447,7 @@ def hira_matmul(
       a: ``[in, r]``.
       b: ``[r, out]``.
       scale: a static Python float :math:`s`.
-      path: {HIRA_PATHS}.
+      path: {{HIRA_PATHS}}.
       precision: ``jax.lax.Precision`` of the matmuls.
 
     Returns:

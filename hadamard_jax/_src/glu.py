@@ -40,7 +40,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from hadamard_jax._src import activations, checks, gates, rules
+from hadamard_jax._src import activations, checks, docstrings, gates, rules
 from hadamard_jax._src.checks import Shape, broadcast_cast
 
 #: ``(dtype, weak)``: the result dtype and whether the result is weakly typed.
@@ -207,7 +207,8 @@ _PAIR_DOC = """
       gate: array of shape ``S``, the pre-activation gate.
       value: array of shape ``S``. With ``broadcast=True``, ``gate`` and ``value`` may have any
         shapes that broadcast NumPy-style; gradients then come back in each input's own shape.
-{extra}      broadcast: allow NumPy broadcasting (off by default: unequal shapes are an error).
+      {{extra}}
+      broadcast: allow NumPy broadcasting (off by default: unequal shapes are an error).
 
     Returns:
       Array of shape ``S`` (or the broadcast shape), dtype ``jnp.result_type(gate, value)``
@@ -228,7 +229,9 @@ def glu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Ar
 
     The derivative rule keeps only ``gate`` and ``value`` for the backward pass and uses
     :math:`\sigma'(g) = \sigma(g)\sigma(-g)` (exact in bfloat16 and at large :math:`|g|`).
-    {pair_doc}
+
+    {{pair_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import glu
@@ -246,7 +249,9 @@ def bilinear(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> j
 
     .. math::
       \mathrm{bilinear}(g, v)_i = g_i\, v_i
-    {pair_doc}
+
+    {{pair_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import bilinear
@@ -263,7 +268,9 @@ def reglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.
       \mathrm{reglu}(g, v)_i = \max(g_i, 0)\, v_i
 
     As ``jax.nn.relu``, the derivative at ``gate == 0`` is 0.
-    {pair_doc}
+
+    {{pair_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import reglu
@@ -283,7 +290,9 @@ def geglu(
 
     with :math:`\Phi` the standard normal CDF, or its tanh approximation with
     ``approximate=True`` (as ``jax.nn.gelu(gate, approximate=approximate)``).
-    {pair_doc}
+
+    {{pair_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import geglu
@@ -300,7 +309,9 @@ def swiglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax
       \mathrm{swiglu}(g, v)_i = g_i\, \sigma(g_i)\, v_i
 
     The gated feed-forward layer of LLaMA-style models is ``swiglu(x @ W1, x @ W2) @ W3``.
-    {pair_doc}
+
+    {{pair_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import swiglu
@@ -318,7 +329,9 @@ def quick_geglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -
 
     One ``sigmoid`` pair gives the value and the derivative (``s + 1.702 g s(1.702 g)
     s(-1.702 g)``); the limit at ``gate = -inf`` is 0.
-    {pair_doc}
+
+    {{pair_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import quick_geglu
@@ -333,7 +346,9 @@ def squared_reglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False)
 
     .. math::
       \mathrm{squared\_reglu}(g, v)_i = \max(g_i, 0)^2\, v_i
-    {pair_doc}
+
+    {{pair_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import squared_reglu
@@ -361,7 +376,9 @@ def clamped_swiglu(
     ``jnp.minimum``/``jnp.clip`` differentiate a tie), so gradients equal the plain
     composition's. For gpt-oss's interleaved storage use
     ``clamped_swiglu_packed(x, layout="interleaved")``.
-    {pair_doc}
+
+    {{pair_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import clamped_swiglu
@@ -381,7 +398,8 @@ _PACKED_DOC = """
         the value at the odd positions (``x[..., ::2]``, ``x[..., 1::2]``, as gpt-oss).
       axis: the axis to split (an int, negative allowed).
       layout: ``"halves"`` (default) or ``"interleaved"``.
-{extra}
+      {{extra}}
+
     Returns:
       Array of shape ``(..., n, ...)``, dtype ``x.dtype`` promoted to floating.
 
@@ -402,7 +420,9 @@ def glu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.A
     float16 the sigmoid and the product are computed in float32 and rounded once, so results
     differ from ``jax.nn.glu`` (which rounds after each step) by rounding, usually towards the
     float32 result.
-    {packed_doc}
+
+    {{packed_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import glu_packed
@@ -414,7 +434,9 @@ def glu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.A
 
 def bilinear_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
     r"""Packed bilinear gate: ``x[:n] * x[n:]`` along ``axis``.
-    {packed_doc}
+
+    {{packed_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import bilinear_packed
@@ -426,7 +448,9 @@ def bilinear_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> 
 
 def reglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
     r"""Packed ReGLU: ``x[:n] * relu(x[n:])`` along ``axis``.
-    {packed_doc}
+
+    {{packed_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import reglu_packed
@@ -440,7 +464,9 @@ def geglu_packed(
     x: ArrayLike, axis: int = -1, *, layout: str = "halves", approximate: bool = False
 ) -> jax.Array:
     r"""Packed GeGLU: ``x[:n] * gelu(x[n:], approximate)`` along ``axis``.
-    {packed_doc}
+
+    {{packed_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import geglu_packed
@@ -454,7 +480,9 @@ def swiglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> ja
     r"""Packed SwiGLU: ``x[:n] * silu(x[n:])`` along ``axis``.
 
     For a fused projection ``x @ W`` with ``W = concat([W_up, W_gate], axis=1)``.
-    {packed_doc}
+
+    {{packed_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import swiglu_packed
@@ -466,7 +494,9 @@ def swiglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> ja
 
 def quick_geglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
     r"""Packed QuickGeGLU: ``value * gate * sigmoid(1.702 gate)`` from one array.
-    {packed_doc}
+
+    {{packed_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import quick_geglu_packed
@@ -478,7 +508,9 @@ def quick_geglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") 
 
 def squared_reglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
     r"""Packed squared ReGLU: ``value * relu(gate)**2`` from one array.
-    {packed_doc}
+
+    {{packed_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import squared_reglu_packed
@@ -497,7 +529,9 @@ def clamped_swiglu_packed(
     limit: float = 7.0,
 ) -> jax.Array:
     r"""Packed clamped SwiGLU (gpt-oss stores it ``layout="interleaved"``).
-    {packed_doc}
+
+    {{packed_doc}}
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from hadamard_jax import clamped_swiglu_packed
@@ -508,26 +542,23 @@ def clamped_swiglu_packed(
 
 
 def _fill_docs() -> None:
-    """Fills the ``{pair_doc}`` / ``{packed_doc}`` marker of every public gate's docstring.
+    """Fills the ``pair_doc`` / ``packed_doc`` placeholder of every public gate's docstring.
 
-    The functions are found by their marker, so a new gate's two functions need no entry here.
+    The functions are found by their placeholder, so a new gate's two functions need no entry here.
     """
-    if glu.__doc__ is None:  # docstrings stripped (python -OO)
-        return
-    approx = "      approximate: use the tanh approximation of GELU (``jax.nn.gelu``'s flag).\n"
+    approx = "approximate: use the tanh approximation of GELU (``jax.nn.gelu``'s flag)."
     clamp = (
-        "      alpha: the sigmoid's slope, a static number > 0 (gpt-oss: 1.702).\n"
-        "      limit: the clamp of gate and value, a static number > 0 (gpt-oss: 7.0).\n"
+        "alpha: the sigmoid's slope, a static number > 0 (gpt-oss: 1.702).\n"
+        "limit: the clamp of gate and value, a static number > 0 (gpt-oss: 7.0)."
     )
     extras = {geglu: approx, geglu_packed: approx, clamped_swiglu: clamp}
     extras[clamped_swiglu_packed] = clamp
     for fn in list(globals().values()):
+        own = getattr(fn, "__doc__", None) if callable(fn) else None
         for doc, mark in ((_PAIR_DOC, "pair_doc"), (_PACKED_DOC, "packed_doc")):
-            marker = f"    {{{mark}}}\n"
-            own = getattr(fn, "__doc__", None) if callable(fn) else None
-            if own and marker in own:
-                text = doc.format(extra=extras.get(fn, "")).strip("\n")
-                fn.__doc__ = own.replace(marker, "\n" + text + "\n\n")
+            if own and "{{" + mark + "}}" in own:
+                part = docstrings.expand(doc, mark, extra=extras.get(fn, ""))
+                docstrings.fill_in(fn, **{mark: part})
 
 
 _fill_docs()

@@ -149,7 +149,7 @@ class MaskedLinear(nn.Module):
     inferred). ``mask_type`` chooses the mask (a fixed mask lives in the ``"masks"``
     collection, ``masks/.../mask``; it takes the kernel's ``nn.with_partitioning`` names):
 
-    <MASK_TYPES>
+    {{MASK_TYPES}}
 
     Attributes:
       out_features: output size.

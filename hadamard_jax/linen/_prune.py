@@ -11,7 +11,8 @@ from flax.core import meta, unfreeze
 
 from hadamard_jax._layers import pruning
 from hadamard_jax._layers.options import L0_PENALTY, MASKS, PENALTIES
-from hadamard_jax._src.sparsity.patterns import Pattern, document, table
+from hadamard_jax._src import docstrings
+from hadamard_jax._src.sparsity.patterns import Pattern, table
 
 
 def _masked_kernels(variables: Any) -> tuple[dict, dict, dict[str, tuple]]:
@@ -61,7 +62,7 @@ def prune(
 
     ``pattern`` is what ``"magnitude"`` and ``"random"`` prune whole in each layer's kernel:
 
-    <PATTERNS>
+    {{PATTERNS}}
 
     Raises:
       TypeError, ValueError: as :func:`hadamard_jax.nnx.prune`.
@@ -84,7 +85,7 @@ def prune(
     return out
 
 
-document(prune, "<PATTERNS>", table())
+docstrings.fill_in(prune, PATTERNS=table())
 
 
 def _rebox(old: Any, value: jax.Array) -> Any:

@@ -18,6 +18,7 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import adapters as A
 from hadamard_jax._layers import options
+from hadamard_jax._src import docstrings
 from hadamard_jax._src.hadamard import hadamard
 from hadamard_jax.nnx import _common as C
 from hadamard_jax.nnx._common import AdapterParam
@@ -162,7 +163,7 @@ class _Adapter(nnx.Module):
         return _linear(*merged, self.base_module)
 
 
-@A.document_choices
+@docstrings.fill(LOHA_INITS=A.LOHA_INITS_DOC)
 class LoHaLinear(_Adapter):
     r"""A linear layer with a LoHa (FedPara) or ABBA adapter: ``base(x) + s x ((A1 B1) * (A2 B2))``.
 
@@ -184,7 +185,7 @@ class LoHaLinear(_Adapter):
       rank: ``r1``.
       alpha: the scale numerator (default ``rank``: scale 1).
       rank2: ``r2`` (default ``rank``).
-      init_weights: {LOHA_INITS}.
+      init_weights: {{LOHA_INITS}}.
       abba_scaling: use ABBA's scale (default: ``init_weights == "abba"``).
       base_module: the frozen base layer (``nnx.Linear`` or ``MaskedLinear``); default a new
         ``nnx.Linear`` with ``use_bias``, ``kernel_init``, ``bias_init``.
@@ -233,7 +234,7 @@ class LoHaLinear(_Adapter):
         return A.ops.loha_delta(p["a1"], p["b1"], p["a2"], p["b2"], scale=self.scale)
 
 
-@A.document_choices
+@docstrings.fill(LOW_RANK_INITS=A.LOW_RANK_INITS_DOC)
 class HiRALinear(_Adapter):
     r"""A linear layer with a HiRA adapter: ``base(x) + s x (W * (A B))`` (Huang et al. 2025).
 
@@ -246,7 +247,7 @@ class HiRALinear(_Adapter):
 
     Args:
       in_features, out_features, rank, alpha: as above.
-      init_hira_weights: {LOW_RANK_INITS}.
+      init_hira_weights: {{LOW_RANK_INITS}}.
       base_module, use_bias, dtype, param_dtype, precision, kernel_init, bias_init, rngs: as
         :class:`LoHaLinear`.
 
@@ -282,7 +283,7 @@ class HiRALinear(_Adapter):
         self._setup(A.HiRAOptions, locals())
 
 
-@A.document_choices
+@docstrings.fill(LOW_RANK_INITS=A.LOW_RANK_INITS_DOC)
 class DoRALinear(_Adapter):
     r"""A linear layer with DoRA: ``x (m * V / ||V||_col) + b``, ``V = W + s A B``.
 
@@ -299,7 +300,7 @@ class DoRALinear(_Adapter):
     Args:
       in_features, out_features, rank, alpha: as above.
       use_rslora: scale ``alpha / sqrt(rank)``.
-      init_lora_weights: {LOW_RANK_INITS}.
+      init_lora_weights: {{LOW_RANK_INITS}}.
       detach_norm: treat the column norm as a constant in the derivative.
       base_module, use_bias, dtype, param_dtype, precision, kernel_init, bias_init, rngs: as
         :class:`LoHaLinear`.

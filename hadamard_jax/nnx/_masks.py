@@ -149,7 +149,7 @@ class MaskedLinear(nnx.Module):
     ``mask_type`` chooses the mask (a fixed mask is a :class:`MaskVar`, scores an
     ``nnx.Param``):
 
-    <MASK_TYPES>
+    {{MASK_TYPES}}
 
     Args:
       in_features, out_features: kernel shape ``[in, out]``.

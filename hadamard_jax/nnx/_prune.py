@@ -9,7 +9,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hadamard_jax._layers import pruning
-from hadamard_jax._src.sparsity.patterns import Pattern, document, table
+from hadamard_jax._src import docstrings
+from hadamard_jax._src.sparsity.patterns import Pattern, table
 from hadamard_jax.nnx._common import MaskVar
 from hadamard_jax.nnx._masks import HardConcreteGate
 
@@ -67,7 +68,7 @@ def prune(
         ``1 - n/m``.
       method: how weights are chosen:
 
-        <METHODS>
+        {{METHODS}}
 
       key: PRNG key for ``"random"``.
       n, m, axis: the N:M pattern of ``method="nm"``. ``axis`` is an axis of each layer's
@@ -78,7 +79,7 @@ def prune(
         kernel (the pattern objects of :func:`hadamard_jax.sparse.sparsify` and the mask
         makers, or the name of one that needs no arguments; default ``"unstructured"``):
 
-        <PATTERNS>
+        {{PATTERNS}}
 
         ``sparsity`` is the fraction of units pruned (``NM``: ``None`` or ``1 - n/m``).
 
@@ -122,8 +123,7 @@ def prune(
     return model
 
 
-document(prune, "<PATTERNS>", table())
-document(prune, "<METHODS>", pruning.methods_doc())
+docstrings.fill_in(prune, PATTERNS=table(), METHODS=pruning.methods_doc())
 
 
 def mask_sparsity(model: nnx.Module) -> float:

@@ -27,9 +27,9 @@ import optax
 from jax import lax
 from jax.core import Tracer
 
-from hadamard_jax._src import checks
+from hadamard_jax._src import checks, docstrings
 from hadamard_jax._src.mask_packing import pack_bits, unpack_bits
-from hadamard_jax._src.sparsity.patterns import Pattern, document, table
+from hadamard_jax._src.sparsity.patterns import Pattern, table
 from hadamard_jax.sparse._distributions import Filter, default_filter
 from hadamard_jax.sparse._plan import OP, REGROWING, Config, Leaf, make_config
 from hadamard_jax.sparse._reset import reset_where
@@ -183,7 +183,7 @@ def sparsify(
     * These three take any schedule and any ``pattern`` (the pattern object, or its name where
       it needs no arguments):
 
-      <PATTERNS>
+      {{PATTERNS}}
 
     * ``"rigl"`` (Evci et al. 2020): random initial masks; on each update step drop the
       ``d = round(f_t k)`` active weights of smallest ``|w|`` and grow the ``d`` pruned ones of
@@ -284,7 +284,7 @@ def sparsify(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-document(sparsify, "<PATTERNS>", table())
+docstrings.fill_in(sparsify, PATTERNS=table())
 
 
 def _store(cfg: Config, mask: jax.Array) -> jax.Array:

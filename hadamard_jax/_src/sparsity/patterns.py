@@ -6,7 +6,7 @@ with the same defaults: the mask makers (:func:`hadamard_jax.nm_mask`, ...), ``p
 :func:`hadamard_jax.sparse.sparsify`. Each pattern splits an array ``[*stack, *layer]`` (the
 leading ``batch_dims`` axes index separate layers) into *units*, the things pruned whole:
 
-<PATTERNS>
+{{PATTERNS}}
 
 A mask is computed in four steps, each a method, so that a caller with its own scores or counts
 (a schedule's traced count inside a jitted step) reuses the parts:
@@ -33,14 +33,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from hadamard_jax._src import checks
+from hadamard_jax._src import checks, docstrings
 from hadamard_jax._src.checks import Shape, count_of
 from hadamard_jax._src.sparsity.ranking import check_batch_dims, keep_largest, rank_key
 
@@ -442,22 +441,5 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def document(obj: Callable[..., Any] | type, placeholder: str, text: str) -> None:
-    """Replaces ``placeholder`` in ``obj``'s docstring by ``text`` (indented to match).
-
-    Under ``python -OO`` docstrings are ``None`` and there is nothing to fill.
-    """
-    doc = obj.__doc__
-    if doc is None or sys.flags.optimize >= 2:  # a dataclass under -OO gets its signature
-        return
-    for line in doc.splitlines():
-        if placeholder in line:
-            indent = line[: len(line) - len(line.lstrip())]
-            filled = ("\n" + indent).join(text.splitlines())
-            obj.__doc__ = doc.replace(placeholder, filled)
-            return
-    raise ValueError(f"{placeholder} not in the docstring of {obj!r}")
-
-
 if __doc__:
-    __doc__ = __doc__.replace("<PATTERNS>", table())
+    __doc__ = docstrings.expand(__doc__, __name__, PATTERNS=table())
