@@ -232,7 +232,7 @@ def test_decode_equals_parallel(kind):
 def test_gated_delta_net_grads():
     cfg = dict(num_heads=1, head_dim=2, expand_v=1.0, conv_size=2, chunk_size=2)
     layer = hn.GatedDeltaNet(3, **cfg, rngs=nnx.Rngs(2))
-    params = C.values(layer, layer._specs)
+    params = C.values(layer, layer._names)
 
     def f(x, a_log, conv):
         p = {**params, "A_log": a_log, "q_conv1d": conv}
@@ -308,7 +308,7 @@ def test_bad_calls(kind):
 def test_gated_linear_attention_grads():
     cfg = dict(num_heads=1, expand_k=2 / 3, expand_v=1.0, gate_low_rank_dim=2, chunk_size=2)
     layer = hn.GatedLinearAttention(3, **cfg, use_short_conv=True, conv_size=2, rngs=nnx.Rngs(2))
-    params = C.values(layer, layer._specs)
+    params = C.values(layer, layer._names)
 
     def f(x, bias, conv):
         p = {**params, "gk_proj_1_bias": bias, "k_conv1d": conv}

@@ -251,6 +251,11 @@ def test_nnx_graphdef_is_hashable(name):
     # makes it unhashable, so ``jax.jit(..., static_argnums=...)`` fails on it.
     model = ROWS[name].nnx(nnx.Rngs(0))
     assert hash(nnx.graphdef(model)) == hash(nnx.graphdef(model))
+    # Two modules built alike have equal graph definitions, so a jit keyed on the graph (nnx.jit,
+    # a static graphdef) compiles once for both: no attribute holds a per-instance closure.
+    again = ROWS[name].nnx(nnx.Rngs(1))
+    assert nnx.graphdef(again) == nnx.graphdef(model)
+    assert hash(nnx.graphdef(again)) == hash(nnx.graphdef(model))
 
 
 @pytest.mark.parametrize("name", ["GatedDeltaNet", "GatedMLP masked ia3"])

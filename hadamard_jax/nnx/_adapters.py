@@ -18,6 +18,7 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import adapters as A
 from hadamard_jax._layers import options
+from hadamard_jax._layers import params as P
 from hadamard_jax._src import docstrings
 from hadamard_jax._src.hadamard import hadamard
 from hadamard_jax.nnx import _common as C
@@ -130,11 +131,12 @@ class _Adapter(nnx.Module):
         base = _base(self.op, *(args[k] for k in _BASE_ARGS))
         self.base_module, self.in_features, self.out_features = base
         self.dtype, self.precision = args["dtype"], args["precision"]
-        self._specs = self.options.specs(self.base_kernel(), self.in_features, self.out_features)
-        C.build(self, self._specs, args["rngs"], args["param_dtype"])
+        specs = self.options.specs(self.base_kernel(), self.in_features, self.out_features)
+        self._names = P.names(specs)
+        C.build(self, specs, args["rngs"], args["param_dtype"])
 
     def _params(self) -> dict[str, Any]:
-        return C.values(self, self._specs)
+        return C.values(self, self._names)
 
     def base_kernel(self) -> jax.Array:
         """The frozen (masked) base kernel ``[in, out]``."""
@@ -367,8 +369,9 @@ class IA3(nnx.Module):
     def __init__(self, num_features: int, *, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         A.check_common("IA3", None, num_features, None, None)
         self.num_features = num_features
-        self._specs = A.ia3_specs(num_features)
-        C.build(self, self._specs, rngs, param_dtype)
+        specs = A.ia3_specs(num_features)
+        self._names = P.names(specs)
+        C.build(self, specs, rngs, param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., num_features] -> [..., num_features]``."""

@@ -98,9 +98,21 @@ def build(module: nnx.Module, specs: tuple[P.Spec, ...], rngs: nnx.Rngs, param_d
         setattr(module, spec.name, kind(value, **meta))
 
 
-def values(module: nnx.Module, specs: tuple[P.Spec, ...], collection: str | None = None) -> dict:
-    """``{name: array or None}`` of the variables of ``specs`` (of one collection if given)."""
-    return {n: value(getattr(module, n)) for n in P.names(specs, collection)}
+def values(
+    module: nnx.Module, specs: tuple[P.Spec, ...] | tuple[str, ...], collection: str | None = None
+) -> dict:
+    """``{name: array or None}`` of the variables of ``specs`` (of one collection if given).
+
+    ``specs`` may be the names alone (``P.names(specs)``): that is what a module keeps, because a
+    static attribute is part of its graph definition, and specs hold initialiser closures that
+    differ between two modules built alike (a jit keyed on the graph would compile again).
+    """
+    names = [s for s in specs if isinstance(s, str)]
+    if not names:
+        names = P.names([s for s in specs if isinstance(s, P.Spec)], collection)
+    elif collection is not None:
+        raise ValueError("values: a collection needs the specs, not their names.")
+    return {n: value(getattr(module, n)) for n in names}
 
 
 def arguments(local_vars: dict[str, Any]) -> dict[str, Any]:

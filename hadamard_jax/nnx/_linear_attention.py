@@ -11,6 +11,7 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import linear_attention as L
 from hadamard_jax._layers import options
+from hadamard_jax._layers import params as P
 from hadamard_jax.nnx import _common as C
 
 
@@ -22,11 +23,12 @@ class _Mixer(nnx.Module):
     def _build(self, opts: L.MixerOptions, rngs: nnx.Rngs) -> None:
         C.store(self, opts)
         self.sizes = opts.sizes
-        self._specs = opts.specs()
-        C.build(self, self._specs, rngs, opts.param_dtype)
+        specs = opts.specs()
+        self._names = P.names(specs)
+        C.build(self, specs, rngs, opts.param_dtype)
 
     def _params(self) -> dict[str, Any]:
-        return C.values(self, self._specs)
+        return C.values(self, self._names)
 
     def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
         """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""

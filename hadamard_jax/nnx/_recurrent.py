@@ -10,6 +10,7 @@ from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import options
+from hadamard_jax._layers import params as P
 from hadamard_jax._layers import recurrent as R
 from hadamard_jax.nnx import _common as C
 
@@ -25,22 +26,23 @@ class BlockDiagonalGate(nnx.Module):
     """
 
     def __init__(self, options: R.RGLRUOptions, *, rngs: nnx.Rngs):
-        self._specs = options.gate_specs()
-        C.build(self, self._specs, rngs, options.param_dtype)
+        specs = options.gate_specs()
+        self._names = P.names(specs)
+        C.build(self, specs, rngs, options.param_dtype)
 
     def params(self) -> dict[str, Any]:
         """``{"w": ..., "b": ...}``."""
-        return C.values(self, self._specs)
+        return C.values(self, self._names)
 
 
 class _Recurrence(nnx.Module):
     """What both recurrences do: keep the checked options, check and run a call or a step."""
 
     options: Any
-    _specs: tuple
+    _names: tuple[str, ...]
 
     def _params(self) -> dict[str, Any]:
-        return C.values(self, self._specs)
+        return C.values(self, self._names)
 
     def _run(self, x: Any, state: Any, decode: bool, segment_pos: Any = None) -> Any:
         self.options.check(x, state, decode, segment_pos)
@@ -129,8 +131,9 @@ class RGLRU(_Recurrence):
         rngs: nnx.Rngs,
     ):
         C.store(self, R.RGLRUOptions.of(locals()))
-        self._specs = self.options.specs()
-        C.build(self, self._specs, rngs, param_dtype)
+        specs = self.options.specs()
+        self._names = P.names(specs)
+        C.build(self, specs, rngs, param_dtype)
         self.input_gate = BlockDiagonalGate(self.options, rngs=rngs)
         self.a_gate = BlockDiagonalGate(self.options, rngs=rngs)
 
@@ -229,8 +232,9 @@ class MinGRU(_Recurrence):
         rngs: nnx.Rngs,
     ):
         C.store(self, R.MinGRUOptions.of(locals()))
-        self._specs = self.options.specs(in_features)
-        C.build(self, self._specs, rngs, param_dtype)
+        specs = self.options.specs(in_features)
+        self._names = P.names(specs)
+        C.build(self, specs, rngs, param_dtype)
 
     def __call__(
         self, x: jax.Array, initial_state: jax.Array | None = None
