@@ -124,3 +124,9 @@ def store(module: nnx.Module, options: P.Options) -> None:
     module.options = options  # type: ignore[attr-defined]
     for name, v in options.items().items():
         setattr(module, name, v)
+
+
+class Stored(nnx.Module):
+    """The base of a family's NNX module: ``options`` is its checked options (:func:`store`)."""
+
+    options: Any
