@@ -172,8 +172,22 @@ def test_docstrings_list_every_gate_of_the_gate_table(front):
     assert '``"headwise"``' in front.GatedMultiHeadAttention.__doc__
 
 
-def test_unexpected_argument_to_a_family_check_is_refused():
+def test_an_option_without_a_check_is_refused():
+    import dataclasses
+    from typing import ClassVar
+
     from hadamard_jax._layers import glu
 
+    @dataclasses.dataclass(frozen=True)
+    class Unchecked(glu.GLUOptions):
+        op: ClassVar[str] = "GLU"
+        outfeatures: int = 3
+
+    args = dict(out_features=3, activation="swiglu", approximate=False, fused_kernel=True)
+    args |= dict(use_bias=True, dtype=None, param_dtype="float32", precision=None)
+    args |= dict(
+        kernel_init=glu.options.default_kernel_init, bias_init=glu.options.default_bias_init
+    )
+    assert glu.GLUOptions(**args).out_features == 3
     with pytest.raises(TypeError, match="GLU: unexpected argument 'outfeatures'"):
-        glu.check_glu(outfeatures=3, activation="swiglu", approximate=False)
+        Unchecked(**args)

@@ -1,6 +1,6 @@
 """``GatedMultiHeadAttention``: the output gate of attention (Qiu et al. 2025, "Gated Attention
-for Large Language Models", as in Qwen3-Next), shared by the NNX and Linen modules: the argument
-check (once, at construction), the gate's size and the gated ``attention_fn``. The parameters
+for Large Language Models", as in Qwen3-Next), shared by the NNX and Linen modules: the options
+(checked once, at construction), the gate's size and the gated ``attention_fn``. The parameters
 are Flax's attention's (plus the gate's projection), declared by Flax's modules.
 
 The gate multiplies the attention output before the output projection,
@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 
 import hadamard_jax as hj
 from hadamard_jax._layers import options
+from hadamard_jax._layers import params as P
 from hadamard_jax._src import checks
 
 #: The ``gate=`` choices of ``GatedMultiHeadAttention``: a gate per element of each head's
@@ -45,27 +46,41 @@ def check_attention_gate(gate: Any, normalize_qk: Any, op: str = "GatedMultiHead
         )
 
 
-def check_gated_attention(
-    *,
-    gate: Any,
-    normalize_qk: Any,
-    num_heads: Any,
-    qkv_features: Any,
-    out_features: Any,
-    dropout_rate: Any,
-    op: str = "GatedMultiHeadAttention",
-) -> int:
-    """``GatedMultiHeadAttention``'s own arguments, NNX and Linen alike (construction time).
+@dataclasses.dataclass(frozen=True)
+class GatedAttentionOptions(P.Options):
+    """``GatedMultiHeadAttention``'s own options, NNX and Linen alike, checked once (the others
+    are Flax's attention's, checked by Flax).
 
-    ``gate`` and ``normalize_qk`` (:func:`check_attention_gate`), the sizes, and
-    ``dropout_rate`` in ``[0, 1)`` (Flax's attention accepts any float: at 2.0 a training call
-    returned zeros). Returns ``num_heads``."""
-    check_attention_gate(gate, normalize_qk, op)
-    heads = options.size(num_heads, "num_heads", op)
-    options.optional_size(qkv_features, "qkv_features", op)
-    options.optional_size(out_features, "out_features", op)
-    options.rate(dropout_rate, "dropout_rate", op)
-    return heads
+    ``gate`` and ``normalize_qk`` (:func:`check_attention_gate`), the sizes (``num_heads``
+    made an int), and ``dropout_rate`` in ``[0, 1)`` (Flax's attention accepts any float: at
+    2.0 a training call returned zeros).
+    """
+
+    op: ClassVar[str] = "GatedMultiHeadAttention"
+
+    num_heads: int
+    qkv_features: int | None
+    out_features: int | None
+    gate: str | None
+    normalize_qk: bool
+    dropout_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        op = self.op
+        check_attention_gate(self.gate, self.normalize_qk, op)
+        heads = options.size(self.num_heads, "num_heads", op)
+        options.optional_size(self.qkv_features, "qkv_features", op)
+        options.optional_size(self.out_features, "out_features", op)
+        options.rate(self.dropout_rate, "dropout_rate", op)
+        self.set(num_heads=heads)
+
+    def head_dim(self, in_features: int) -> int:
+        """Each head's size: ``qkv_features`` (default ``in_features``) over ``num_heads``."""
+        return options.first(self.qkv_features, in_features) // self.num_heads
+
+    def gate_features(self, head_dim: int) -> int:
+        """Gate values per head (:func:`gate_features`)."""
+        return gate_features(self.gate, head_dim)
 
 
 def gate_features(gate: str | None, head_dim: int) -> int:

@@ -5,7 +5,8 @@ descriptions both docstrings share."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax
 from flax.typing import Dtype
@@ -48,14 +49,30 @@ GATED_RMS_NORM_CHECKS = {
 }
 
 
-def check_gated_rms_norm(**args: Any) -> None:
-    """``GatedRMSNorm``'s arguments (:data:`GATED_RMS_NORM_CHECKS`)."""
-    options.check_args("GatedRMSNorm", args, GATED_RMS_NORM_CHECKS)
+@dataclasses.dataclass(frozen=True)
+class GatedRMSNormOptions(options.TableOptions):
+    """``GatedRMSNorm``'s options, checked once (:data:`GATED_RMS_NORM_CHECKS`);
+    ``num_features``: NNX only (Linen infers it)."""
 
+    op: ClassVar[str] = "GatedRMSNorm"
+    CHECKS: ClassVar[dict[str, Any]] = GATED_RMS_NORM_CHECKS
 
-def gated_rms_norm_params(num_features: int, o: Any) -> tuple[P.Spec, ...]:
-    """``GatedRMSNorm``'s one variable, ``scale`` ``[num_features]``."""
-    return (P.Spec("scale", (num_features,), o.scale_init),)
+    eps: float
+    activation: str
+    norm_before_gate: bool
+    dtype: Any
+    param_dtype: Any
+    scale_init: Any
+    num_features: int | None = None
+
+    def specs(self, num_features: int) -> tuple[P.Spec, ...]:
+        """The one variable, ``scale`` ``[num_features]``."""
+        return (P.Spec("scale", (num_features,), self.scale_init),)
+
+    def apply(self, x: Any, gate: Any, scale: Any) -> jax.Array:
+        """:func:`gated_rms_norm` with these options (``x [..., num_features]`` checked)."""
+        F.check_features(self.op, x, self.num_features)
+        return gated_rms_norm(x, gate, scale, **self.pick(GATED_RMS_NORM_APPLY))
 
 
 def gated_rms_norm(

@@ -1,8 +1,8 @@
 """The GLU family: ``GLU`` (a projection to a gated output) and ``GatedMLP`` (the gated
 feed-forward block, a GLU followed by a down projection), for both front ends.
 
-Per layer: the argument check (called once, at construction, by the NNX ``__init__`` and the
-Linen ``__post_init__``), the params table (:mod:`.params`: names, shapes, initialisers, in NNX
+Per layer: the options dataclass, checked once at construction (NNX ``__init__``, Linen
+``__post_init__``), with the params table (:mod:`.params`: names, shapes, initialisers, in NNX
 creation order), the pure apply function, and the argument descriptions both docstrings share.
 Kept together because ``GatedMLP`` is a ``GLU`` with a down projection: the same gate table
 (``activation=``), the same checks and the same docs.
@@ -10,8 +10,9 @@ Kept together because ``GatedMLP`` is a ``GLU`` with a down projection: the same
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -58,28 +59,45 @@ use_bias: add biases to the projections.
 GLU_CHECKS = {
     "in_features": options.optional_size,
     "out_features": options.size,
-    "activation": options.anything,  # with approximate, below
+    "activation": options.anything,  # with approximate, in GLUOptions.check
     "approximate": options.anything,
     "fused_kernel": options.flag,
     **options.DENSE,
 }
 
 
-def check_glu(**args: Any) -> None:
-    """``GLU``'s arguments (:data:`GLU_CHECKS`; the gate by :func:`.options.gate`)."""
-    options.check_args("GLU", args, GLU_CHECKS)
-    options.gate(args["activation"], args["approximate"], "GLU")
+@dataclasses.dataclass(frozen=True)
+class GLUOptions(options.DenseOptions):
+    """``GLU``'s options, checked once (:data:`GLU_CHECKS`; the gate by :func:`.options.gate`);
+    ``in_features``: NNX only (Linen infers it)."""
 
+    op: ClassVar[str] = "GLU"
+    CHECKS: ClassVar[dict[str, Any]] = GLU_CHECKS
 
-def glu_params(in_features: int, o: Any) -> tuple[P.Spec, ...]:
-    """``GLU``'s variables for input size ``in_features`` and options ``o`` (the module)."""
-    d, n = in_features, o.out_features
-    inits = dict(use_bias=o.use_bias, kernel_init=o.kernel_init, bias_init=o.bias_init)
-    if o.fused_kernel:
-        return P.dense("", d, 2 * n, **inits)
-    gate_kernel, gate_bias = P.dense("gate", d, n, **inits)
-    value_kernel, value_bias = P.dense("value", d, n, **inits)
-    return (gate_kernel, value_kernel, gate_bias, value_bias)
+    out_features: int
+    activation: str
+    approximate: bool
+    fused_kernel: bool
+    in_features: int | None = None
+
+    def check(self) -> None:
+        options.gate(self.activation, self.approximate, self.op)
+
+    def specs(self, in_features: int) -> tuple[P.Spec, ...]:
+        """``GLU``'s variables for input size ``in_features``, in NNX creation order."""
+        d, n = in_features, self.out_features
+        inits: dict[str, Any] = dict(
+            use_bias=self.use_bias, kernel_init=self.kernel_init, bias_init=self.bias_init
+        )
+        if self.fused_kernel:
+            return P.dense("", d, 2 * n, **inits)
+        gate_kernel, gate_bias = P.dense("gate", d, n, **inits)
+        value_kernel, value_bias = P.dense("value", d, n, **inits)
+        return (gate_kernel, value_kernel, gate_bias, value_bias)
+
+    def apply(self, x: Any, params: Params) -> jax.Array:
+        """:func:`glu` with these options."""
+        return glu(x, params, **self.pick(GLU_APPLY))
 
 
 def glu(
@@ -145,28 +163,53 @@ GATED_MLP_CHECKS = {
 }
 
 
-def check_gated_mlp(**args: Any) -> None:
-    """``GatedMLP``'s arguments (:data:`GATED_MLP_CHECKS`; the gate by :func:`.options.gate`)."""
-    options.check_args("GatedMLP", args, GATED_MLP_CHECKS)
-    options.gate(args["activation"], args["approximate"], "GatedMLP")
+@dataclasses.dataclass(frozen=True)
+class GatedMLPOptions(options.DenseOptions):
+    """``GatedMLP``'s options, checked once (:data:`GATED_MLP_CHECKS`; the gate by
+    :func:`.options.gate`); ``in_features``: NNX only (Linen infers it), and given, it is the
+    default ``out_features``."""
 
+    op: ClassVar[str] = "GatedMLP"
+    CHECKS: ClassVar[dict[str, Any]] = GATED_MLP_CHECKS
 
-def gated_mlp_params(in_features: int, o: Any) -> tuple[P.Spec, ...]:
-    """``GatedMLP``'s variables for input size ``in_features`` and options ``o`` (the module):
-    the kernels, the biases, ``ia3_l`` (adapter) and the masks, in NNX creation order."""
-    d, h = in_features, o.hidden_features
-    out = d if o.out_features is None else o.out_features
-    inits = dict(use_bias=o.use_bias, bias_init=o.bias_init)
-    gate_kernel, gate_bias = P.dense("gate", d, h, kernel_init=o.kernel_init, **inits)
-    up_kernel, up_bias = P.dense("up", d, h, kernel_init=o.kernel_init, **inits)
-    down_init = options.first(o.down_kernel_init, o.kernel_init)
-    down_kernel, down_bias = P.dense("down", h, out, kernel_init=down_init, **inits)
-    kernels = (gate_kernel, up_kernel, down_kernel)
-    ia3 = P.Spec(
-        "ia3_l", (h,), jax.nn.initializers.ones, P.ADAPTERS, present=o.ia3, draws_key=False
-    )
-    masks = P.masks_of(kernels, GATED_MLP_KERNELS, options.default_mask_init, present=o.masked)
-    return (*kernels, gate_bias, up_bias, down_bias, ia3, *masks)
+    hidden_features: int
+    out_features: int | None
+    activation: str
+    approximate: bool
+    dropout_rate: float
+    deterministic: bool | None
+    masked: bool
+    ia3: bool
+    down_kernel_init: Any
+    rng_collection: str
+    in_features: int | None = None
+
+    def check(self) -> None:
+        options.gate(self.activation, self.approximate, self.op)
+        self.set(out_features=options.first(self.out_features, self.in_features))
+
+    def specs(self, in_features: int) -> tuple[P.Spec, ...]:
+        """``GatedMLP``'s variables for input size ``in_features``: the kernels, the biases,
+        ``ia3_l`` (adapter) and the masks, in NNX creation order."""
+        d, h = in_features, self.hidden_features
+        out = options.first(self.out_features, d)
+        inits: dict[str, Any] = dict(use_bias=self.use_bias, bias_init=self.bias_init)
+        gate_kernel, gate_bias = P.dense("gate", d, h, kernel_init=self.kernel_init, **inits)
+        up_kernel, up_bias = P.dense("up", d, h, kernel_init=self.kernel_init, **inits)
+        down_init = options.first(self.down_kernel_init, self.kernel_init)
+        down_kernel, down_bias = P.dense("down", h, out, kernel_init=down_init, **inits)
+        kernels = (gate_kernel, up_kernel, down_kernel)
+        ia3 = P.Spec(
+            "ia3_l", (h,), jax.nn.initializers.ones, P.ADAPTERS, present=self.ia3, draws_key=False
+        )
+        masks = P.masks_of(
+            kernels, GATED_MLP_KERNELS, options.default_mask_init, present=self.masked
+        )
+        return (*kernels, gate_bias, up_bias, down_bias, ia3, *masks)
+
+    def apply(self, x: Any, params: Params, dropout_key: jax.Array | None = None) -> jax.Array:
+        """:func:`gated_mlp` with these options."""
+        return gated_mlp(x, params, **self.pick(GATED_MLP_APPLY), dropout_key=dropout_key)
 
 
 def gated_mlp(

@@ -1,14 +1,16 @@
 """The mask-layer family, shared by NNX and Linen: ``Mask``, ``HardConcreteGate``,
 ``MaskedLinear``.
 
-For each module: one check of its arguments (construction time), its params table
+For each module: a frozen options dataclass checked once, at construction (:class:`MaskOptions`,
+:class:`HardConcreteGateOptions`, :class:`MaskedLinearOptions`), which gives its params table
 (:mod:`hadamard_jax._layers.params`: names, shapes, initialisers, collections, in NNX creation
-order) and the pure function that applies it. The front ends (``nnx/_masks.py``,
-``linen/_masks.py``) build the variables from the table and call the function.
+order), and the pure function that applies it. The front ends (``nnx/_masks.py``,
+``linen/_masks.py``) build the options and the variables from the table and call the function.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -63,20 +65,6 @@ GATE_FIELDS = (
     "deterministic",
     "param_dtype",
     "rng_collection",
-)
-#: ``MaskedLinear``'s arguments other than the gate's (Linen: its fields; NNX adds
-#: ``in_features``).
-MASKED_LINEAR_FIELDS = (
-    "out_features",
-    "mask_type",
-    "sparsity",
-    "threshold",
-    "use_bias",
-    "dtype",
-    "kernel_init",
-    "bias_init",
-    "mask_init",
-    "scores_init",
 )
 
 
@@ -169,6 +157,94 @@ def check_masked_linear(
     options.function(mask_init, "mask_init", op)
     options.function(scores_init, "scores_init", op, optional=True)
     check_hard_concrete_gate(shape=(), op=op, **gate)
+
+
+# --- options (checked once, at construction) ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskOptions(P.Options):
+    """``Mask``'s options, checked once (:func:`check_mask`; ``shape`` made a tuple)."""
+
+    shape: Shape
+    mask_init: Any
+    fill: Any
+
+    def __post_init__(self) -> None:
+        self.set(shape=check_mask(shape=self.shape, mask_init=self.mask_init, fill=self.fill))
+
+    def specs(self, *, draws_key: bool) -> tuple:
+        """:func:`mask_params` of these options."""
+        return mask_params(self.shape, self.mask_init, draws_key=draws_key)
+
+
+@dataclasses.dataclass(frozen=True)
+class HardConcreteGateOptions(P.Options):
+    """``HardConcreteGate``'s options, checked once (:func:`check_hard_concrete_gate`;
+    ``shape`` made a tuple)."""
+
+    shape: Shape
+    beta: Any
+    gamma: Any
+    zeta: Any
+    log_alpha_init: Any
+    deterministic: Any
+    param_dtype: Any
+    rng_collection: Any
+
+    def __post_init__(self) -> None:
+        self.set(shape=check_hard_concrete_gate(**self.items()))
+
+    def specs(self) -> tuple:
+        """:func:`hard_concrete_params` of these options."""
+        return hard_concrete_params(self.shape, self.log_alpha_init)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedLinearOptions(P.Options):
+    """``MaskedLinear``'s options, checked once (:func:`check_masked_linear`);
+    ``in_features``: NNX only (Linen infers it)."""
+
+    out_features: Any
+    mask_type: Any
+    sparsity: Any
+    threshold: Any
+    use_bias: Any
+    dtype: Any
+    precision: Any
+    kernel_init: Any
+    bias_init: Any
+    mask_init: Any
+    scores_init: Any
+    beta: Any
+    gamma: Any
+    zeta: Any
+    log_alpha_init: Any
+    deterministic: Any
+    param_dtype: Any
+    rng_collection: Any
+    in_features: Any = None
+
+    def __post_init__(self) -> None:
+        check_masked_linear(**{k: v for k, v in self.items().items() if k != "precision"})
+
+    def gate_args(self) -> dict[str, Any]:
+        """The :data:`GATE_FIELDS` its ``HardConcreteGate`` takes."""
+        return fields(self, GATE_FIELDS)
+
+    def specs(self, in_features: int, abs_kernel: Callable[..., Any]) -> tuple:
+        """:func:`masked_linear_params` of these options (``abs_kernel``: ``|kernel|``)."""
+        return masked_linear_params(
+            in_features,
+            self.out_features,
+            mask_type=self.mask_type,
+            use_bias=self.use_bias,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            mask_init=self.mask_init,
+            scores_init=self.scores_init,
+            abs_kernel=abs_kernel,
+        )
 
 
 # --- params tables ------------------------------------------------------------------------------

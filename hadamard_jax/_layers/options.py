@@ -1,8 +1,9 @@
 """Argument checks, defaults and constants of the Flax modules, shared by NNX and Linen.
 
-One check function per module (here or in the family's own ``_layers/<family>.py``), called by the
-NNX ``__init__`` and the Linen ``__post_init__``, so that both front ends judge every argument
-at construction time, the same way, with the checks of :mod:`hadamard_jax._src.checks`: a bad
+One check per kind of argument, used by each family's frozen options dataclass (in its
+``_layers/<family>.py``; :class:`TableOptions` checks its fields with a table of these), which
+both front ends build once, at construction (NNX ``__init__``, Linen ``__post_init__``), so that
+they judge every argument the same way, with the checks of :mod:`hadamard_jax._src.checks`: a bad
 argument is a ``TypeError`` (wrong kind: a string for a number, a float for a size, a non-bool
 flag) or a ``ValueError`` (out of range), naming the module and the argument. Sizes that the
 Linen modules infer from their inputs (``in_features``) are checked where they are given.
@@ -10,12 +11,14 @@ Linen modules infer from their inputs (``in_features``) are checked where they a
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
 
+from hadamard_jax._layers import params as P
 from hadamard_jax._src import checks, gates, learned_masks
 from hadamard_jax._src.checks import Shape
 
@@ -222,3 +225,36 @@ def check_args(op: str, args: dict[str, Any], table: dict[str, Any]) -> None:
         if name not in table:
             raise TypeError(f"{op}: unexpected argument {name!r}.")
         table[name](value, name, op)
+
+
+class TableOptions(P.Options):
+    """A family's options checked by a table: :attr:`CHECKS` maps each field to its check
+    ``check(value, name, op)`` (:func:`check_args`); :meth:`check` adds the checks of several
+    fields together. A subclass is a frozen dataclass naming its module as :attr:`op`."""
+
+    op: ClassVar[str] = ""
+    CHECKS: ClassVar[dict[str, Any]] = {}
+
+    def __post_init__(self) -> None:
+        check_args(self.op, self.items(), self.CHECKS)
+        self.check()
+
+    def check(self) -> None:
+        """The checks of several fields together (none by default)."""
+
+    def pick(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """``{name: value}`` of the fields ``names`` (what the apply function takes)."""
+        return pick(self, names)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseOptions(TableOptions):
+    """The fields every projection has (as ``nnx.Linear``/``nn.Dense``; checks: :data:`DENSE`);
+    a family with projections adds its own fields."""
+
+    use_bias: bool
+    dtype: Any
+    param_dtype: Any
+    precision: Any
+    kernel_init: Any
+    bias_init: Any

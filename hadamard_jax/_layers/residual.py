@@ -1,8 +1,8 @@
 """Gated skip connections: ``Highway`` (``T * H(x) + (1 - T) * x``) and ``GatedResidual`` (the
 Temporal Fusion Transformer's ``LayerNorm(skip(a) + GLU(...))``), for both front ends.
 
-Kept together because both gate what is added to a carried input. Per layer: the argument check
-(once, at construction, NNX and Linen alike), the pure apply function and the argument
+Kept together because both gate what is added to a carried input. Per layer: the options dataclass
+(checked once, at construction, NNX and Linen alike), the pure apply function and the argument
 descriptions the two docstrings share; ``Highway`` also has its params table (:mod:`.params`).
 ``GatedResidual`` is built from Flax's own ``Linear``/``Dense``, ``LayerNorm`` and ``Dropout``
 and a ``GLU``, whose parameters those modules declare: :func:`gated_residual` is the one
@@ -11,8 +11,9 @@ composition both front ends call with their submodules.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 from flax.typing import Dtype, PrecisionLike
@@ -48,22 +49,31 @@ HIGHWAY_CHECKS = {
 }
 
 
-def check_highway(**args: Any) -> None:
-    """``Highway``'s arguments (:data:`HIGHWAY_CHECKS`)."""
-    options.check_args("Highway", args, HIGHWAY_CHECKS)
+@dataclasses.dataclass(frozen=True)
+class HighwayOptions(options.DenseOptions):
+    """``Highway``'s options, checked once (:data:`HIGHWAY_CHECKS`)."""
 
+    op: ClassVar[str] = "Highway"
+    CHECKS: ClassVar[dict[str, Any]] = HIGHWAY_CHECKS
 
-def highway_params(o: Any) -> tuple[P.Spec, ...]:
-    """``Highway``'s variables for options ``o`` (the module): ``kernel``, ``bias`` (``H``),
-    ``gate_kernel``, ``gate_bias`` (``T``), in NNX creation order."""
-    f = o.features
-    kernel, bias = P.dense(
-        "", f, f, use_bias=o.use_bias, kernel_init=o.kernel_init, bias_init=o.bias_init
-    )
-    gate = P.dense(
-        "gate", f, f, use_bias=True, kernel_init=o.kernel_init, bias_init=o.gate_bias_init
-    )
-    return (kernel, bias, *gate)
+    features: int
+    activation: Callable[[jax.Array], jax.Array]
+    gate_bias_init: Any
+
+    def specs(self) -> tuple[P.Spec, ...]:
+        """``kernel``, ``bias`` (``H``), ``gate_kernel``, ``gate_bias`` (``T``), in NNX creation
+        order."""
+        f, init = self.features, self.kernel_init
+        kernel, bias = P.dense(
+            "", f, f, use_bias=self.use_bias, kernel_init=init, bias_init=self.bias_init
+        )
+        gate = P.dense("gate", f, f, use_bias=True, kernel_init=init, bias_init=self.gate_bias_init)
+        return (kernel, bias, *gate)
+
+    def apply(self, x: Any, params: Mapping[str, Any]) -> jax.Array:
+        """:func:`highway` with these options (``x [..., features]`` checked)."""
+        F.check_features(self.op, x, self.features)
+        return highway(x, params, **self.pick(HIGHWAY_APPLY))
 
 
 def highway(
@@ -114,9 +124,24 @@ GATED_RESIDUAL_CHECKS = {
 }
 
 
-def check_gated_residual(**args: Any) -> None:
-    """``GatedResidual``'s arguments (:data:`GATED_RESIDUAL_CHECKS`)."""
-    options.check_args("GatedResidual", args, GATED_RESIDUAL_CHECKS)
+@dataclasses.dataclass(frozen=True)
+class GatedResidualOptions(options.DenseOptions):
+    """``GatedResidual``'s options, checked once (:data:`GATED_RESIDUAL_CHECKS`);
+    ``in_features``: NNX only (Linen infers it), and given, it is the default ``out_features``."""
+
+    op: ClassVar[str] = "GatedResidual"
+    CHECKS: ClassVar[dict[str, Any]] = GATED_RESIDUAL_CHECKS
+
+    hidden_features: int
+    out_features: int | None
+    context_features: int | None
+    dropout_rate: float
+    deterministic: bool | None
+    epsilon: float
+    in_features: int | None = None
+
+    def check(self) -> None:
+        self.set(out_features=options.first(self.out_features, self.in_features))
 
 
 def gated_residual(

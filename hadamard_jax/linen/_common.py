@@ -48,14 +48,6 @@ def build(module: nn.Module, specs: tuple[P.Spec, ...], param_dtype: Any) -> dic
     return {s.name: _one(module, s, param_dtype) if s.present else None for s in specs}
 
 
-def fields(module: nn.Module) -> dict[str, Any]:
-    """The dataclass attributes of ``module`` (not ``parent``/``name``): a family's options, for
-    its check function (``check_<family>(**fields(self))``)."""
-    return {
-        f: getattr(module, f) for f in module.__dataclass_fields__ if f not in ("parent", "name")
-    }
-
-
 class Checked(nn.Module):
     """A Linen module whose fields are checked once, at construction, into a family's options.
 

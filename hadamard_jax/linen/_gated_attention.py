@@ -13,10 +13,11 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import docstrings, options
 from hadamard_jax._layers import gated_attention as attention
+from hadamard_jax.linen import _common as L
 
 
 @docstrings.fill(gate=attention.GATE_ARG)
-class GatedMultiHeadAttention(nn.Module):
+class GatedMultiHeadAttention(L.Checked):
     r"""``nn.MultiHeadDotProductAttention`` with the output gate of Qiu et al. (2025).
 
     The Linen counterpart of :class:`hadamard_jax.nnx.GatedMultiHeadAttention`:
@@ -66,16 +67,7 @@ class GatedMultiHeadAttention(nn.Module):
     bias_init: Initializer = options.default_bias_init
     use_bias: bool = True
 
-    def __post_init__(self) -> None:
-        attention.check_gated_attention(
-            gate=self.gate,
-            normalize_qk=self.normalize_qk,
-            num_heads=self.num_heads,
-            qkv_features=self.qkv_features,
-            out_features=self.out_features,
-            dropout_rate=self.dropout_rate,
-        )
-        super().__post_init__()
+    _options = attention.GatedAttentionOptions
 
     @nn.compact
     def __call__(
@@ -90,12 +82,11 @@ class GatedMultiHeadAttention(nn.Module):
         sow_weights: bool = False,
     ) -> Any:
         """As ``nn.MultiHeadDotProductAttention``: ``[..., length, in] -> [..., length, out]``."""
-        qkv = jnp.shape(inputs_q)[-1] if self.qkv_features is None else self.qkv_features
-        head_dim = qkv // self.num_heads
+        head_dim = self.options.head_dim(jnp.shape(inputs_q)[-1])
         attention_fn = self.attention_fn
         if self.gate is not None:
             pre = nn.DenseGeneral(
-                (self.num_heads, attention.gate_features(self.gate, head_dim)),
+                (self.num_heads, self.options.gate_features(head_dim)),
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 kernel_init=self.kernel_init,

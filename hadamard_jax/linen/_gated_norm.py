@@ -8,13 +8,13 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax.typing import Dtype, Initializer
 
-from hadamard_jax._layers import docstrings, options
+from hadamard_jax._layers import docstrings
 from hadamard_jax._layers import gated_norm as N
 from hadamard_jax.linen import _common as L
 
 
 @docstrings.fill(args=N.GATED_RMS_NORM_ARGS)
-class GatedRMSNorm(nn.Module):
+class GatedRMSNorm(L.Checked):
     r"""RMS normalisation over the last axis, gated: :func:`hadamard_jax.gated_rms_norm`.
 
     The Linen counterpart of :class:`hadamard_jax.nnx.GatedRMSNorm` (``num_features`` is
@@ -41,13 +41,10 @@ class GatedRMSNorm(nn.Module):
     param_dtype: Dtype = jnp.float32
     scale_init: Initializer = nn.initializers.ones_init()
 
-    def __post_init__(self) -> None:
-        N.check_gated_rms_norm(**L.fields(self))
-        super().__post_init__()
+    _options = N.GatedRMSNormOptions
 
     @nn.compact
     def __call__(self, x: jax.Array, gate: jax.Array) -> jax.Array:
         """``x``, ``gate``: ``[..., d]`` -> ``[..., d]``."""
-        specs = N.gated_rms_norm_params(jnp.shape(x)[-1], self)
-        scale = L.build(self, specs, self.param_dtype)["scale"]
-        return N.gated_rms_norm(x, gate, scale, **options.pick(self, N.GATED_RMS_NORM_APPLY))
+        specs = self.options.specs(jnp.shape(x)[-1])
+        return self.options.apply(x, gate, L.build(self, specs, self.param_dtype)["scale"])

@@ -15,7 +15,7 @@ from hadamard_jax.linen import _common as L
 
 
 @docstrings.fill(args=G.GLU_ARGS)
-class GLU(nn.Module):
+class GLU(L.Checked):
     """A linear projection to a gated output, ``act(x W_g + b_g) * (x W_v + b_v)``.
 
     The Linen counterpart of :class:`hadamard_jax.nnx.GLU` (the input size is inferred).
@@ -45,19 +45,17 @@ class GLU(nn.Module):
     kernel_init: Initializer = options.default_kernel_init
     bias_init: Initializer = options.default_bias_init
 
-    def __post_init__(self) -> None:
-        G.check_glu(**L.fields(self))
-        super().__post_init__()
+    _options = G.GLUOptions
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., in] -> [..., out_features]``."""
-        params = L.build(self, G.glu_params(jnp.shape(x)[-1], self), self.param_dtype)
-        return G.glu(x, params, **options.pick(self, G.GLU_APPLY))
+        params = L.build(self, self.options.specs(jnp.shape(x)[-1]), self.param_dtype)
+        return self.options.apply(x, params)
 
 
 @docstrings.fill(args=G.GATED_MLP_ARGS)
-class GatedMLP(nn.Module):
+class GatedMLP(L.Checked):
     """The gated feed-forward block ``down(act(x W_gate) * (x W_up))`` on the fused
     :func:`hadamard_jax.gated_mlp` op (SwiGLU, GeGLU, ...).
 
@@ -98,16 +96,14 @@ class GatedMLP(nn.Module):
     down_kernel_init: Initializer | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self) -> None:
-        G.check_gated_mlp(**L.fields(self))
-        super().__post_init__()
+    _options = G.GatedMLPOptions
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
         """``[..., in] -> [..., out_features or in]``."""
-        params = L.build(self, G.gated_mlp_params(jnp.shape(x)[-1], self), self.param_dtype)
+        params = L.build(self, self.options.specs(jnp.shape(x)[-1]), self.param_dtype)
         deterministic = options.deterministic_of(deterministic, self.deterministic, "GatedMLP")
         key = None
         if self.dropout_rate > 0 and not deterministic:
             key = self.make_rng(self.rng_collection)
-        return G.gated_mlp(x, params, **options.pick(self, G.GATED_MLP_APPLY), dropout_key=key)
+        return self.options.apply(x, params, dropout_key=key)

@@ -17,7 +17,7 @@ from hadamard_jax._layers import params as P
 from hadamard_jax.linen import _common as L
 
 
-class Mask(nn.Module):
+class Mask(L.Checked):
     """A fixed mask applied to the input, ``where(mask, x, fill)`` (select semantics: masked
     entries exactly ``fill``, their gradient exactly zero).
 
@@ -45,15 +45,12 @@ class Mask(nn.Module):
     mask_init: Initializer = options.default_mask_init
     fill: float = 0.0
 
-    def __post_init__(self) -> None:
-        masks.check_mask(shape=self.shape, mask_init=self.mask_init, fill=self.fill)
-        super().__post_init__()
+    _options = masks.MaskOptions
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x`` with masked entries replaced by ``fill``."""
-        shape = options.as_shape(self.shape, "shape", "Mask")
-        specs = masks.mask_params(shape, self.mask_init, draws_key=True)
+        specs = self.options.specs(draws_key=True)
         return hj.apply_mask(x, L.build(self, specs, jnp.bool_)["mask"], fill=self.fill)
 
 
@@ -66,7 +63,7 @@ def _fixed_mask(
     return L.build(module, (spec,), jnp.bool_)[name]
 
 
-class HardConcreteGate(nn.Module):
+class HardConcreteGate(L.Checked):
     """A learned gate ``z`` in ``[0, 1]`` per entry of ``shape``, applied as ``x * z``
     (Louizos et al. 2018).
 
@@ -107,14 +104,10 @@ class HardConcreteGate(nn.Module):
     param_dtype: Dtype = jnp.float32
     rng_collection: str = "hard_concrete"
 
-    def __post_init__(self) -> None:
-        masks.check_hard_concrete_gate(shape=self.shape, **masks.fields(self, masks.GATE_FIELDS))
-        super().__post_init__()
+    _options = masks.HardConcreteGateOptions
 
     def setup(self):
-        shape = options.as_shape(self.shape, "shape", "HardConcreteGate")
-        specs = masks.hard_concrete_params(shape, self.log_alpha_init)
-        self.log_alpha = L.build(self, specs, self.param_dtype)["log_alpha"]
+        self.log_alpha = L.build(self, self.options.specs(), self.param_dtype)["log_alpha"]
 
     def gate(self, *, deterministic: bool | None = None) -> jax.Array:
         """The gate values ``z``, of ``shape``."""
@@ -142,7 +135,7 @@ class HardConcreteGate(nn.Module):
         return masks.gate_penalty(self)
 
 
-class MaskedLinear(nn.Module):
+class MaskedLinear(L.Checked):
     """A linear layer ``x @ (kernel * mask) + bias`` with a fixed, pruned or learned mask.
 
     The Linen counterpart of :class:`hadamard_jax.nnx.MaskedLinear` (the input size is
@@ -192,11 +185,7 @@ class MaskedLinear(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "hard_concrete"
 
-    def __post_init__(self) -> None:
-        masks.check_masked_linear(
-            **masks.fields(self, masks.MASKED_LINEAR_FIELDS + masks.GATE_FIELDS)
-        )
-        super().__post_init__()
+    _options = masks.MaskedLinearOptions
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
@@ -206,23 +195,12 @@ class MaskedLinear(nn.Module):
         def abs_kernel(key: jax.Array, shape: tuple[int, ...], dtype: Dtype) -> jax.Array:
             return jnp.abs(meta.unbox(self.get_variable("params", "kernel"))).astype(dtype)
 
-        specs = masks.masked_linear_params(
-            n_in,
-            self.out_features,
-            mask_type=self.mask_type,
-            use_bias=self.use_bias,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
-            mask_init=self.mask_init,
-            scores_init=self.scores_init,
-            abs_kernel=abs_kernel,
-        )
+        specs = self.options.specs(n_in, abs_kernel)
         values = L.build(self, specs, pd)
 
         def hard_concrete() -> jax.Array:
-            gate = HardConcreteGate(
-                (n_in, self.out_features), **masks.fields(self, masks.GATE_FIELDS), name="gate"
-            )
+            gate_args = self.options.gate_args()
+            gate = HardConcreteGate((n_in, self.out_features), **gate_args, name="gate")
             return gate.gate(deterministic=deterministic)
 
         mask = masks.layer_mask(

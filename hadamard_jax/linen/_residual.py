@@ -14,14 +14,13 @@ from flax import linen as nn
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import docstrings, options
-from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import residual as R
 from hadamard_jax.linen import _common as L
 from hadamard_jax.linen._glu import GLU
 
 
 @docstrings.fill(args=R.HIGHWAY_ARGS)
-class Highway(nn.Module):
+class Highway(L.Checked):
     """A highway layer (Srivastava et al. 2015): ``y = T(x) * H(x) + (1 - T(x)) * x``.
 
     ``H(x) = activation(x W_H + b_H)`` (params ``kernel``, ``bias``) and the transform gate
@@ -50,20 +49,16 @@ class Highway(nn.Module):
     kernel_init: Initializer = options.default_kernel_init
     bias_init: Initializer = options.default_bias_init
 
-    def __post_init__(self) -> None:
-        R.check_highway(**L.fields(self))
-        super().__post_init__()
+    _options = R.HighwayOptions
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., features] -> [..., features]``."""
-        F.check_features("Highway", x, self.features)
-        params = L.build(self, R.highway_params(self), self.param_dtype)
-        return R.highway(x, params, **options.pick(self, R.HIGHWAY_APPLY))
+        return self.options.apply(x, L.build(self, self.options.specs(), self.param_dtype))
 
 
 @docstrings.fill(args=R.GATED_RESIDUAL_ARGS)
-class GatedResidual(nn.Module):
+class GatedResidual(L.Checked):
     r"""The gated residual network of the Temporal Fusion Transformer (Lim et al. 2021).
 
     ``GRN(a, c) = LayerNorm(skip(a) + GLU(W_1 ELU(W_2 a + W_3 c + b_2) + b_1))`` with dropout
@@ -101,9 +96,7 @@ class GatedResidual(nn.Module):
     kernel_init: Initializer = options.default_kernel_init
     bias_init: Initializer = options.default_bias_init
 
-    def __post_init__(self) -> None:
-        R.check_gated_residual(**L.fields(self))
-        super().__post_init__()
+    _options = R.GatedResidualOptions
 
     @nn.compact
     def __call__(

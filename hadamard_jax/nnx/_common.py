@@ -115,24 +115,15 @@ def values(
     return {n: value(getattr(module, n)) for n in names}
 
 
-def arguments(local_vars: dict[str, Any]) -> dict[str, Any]:
-    """A constructor's arguments, from ``locals()`` at its top: all but ``self`` and ``rngs``.
-
-    A family checks them with one call (``check_<family>(**args)``) and keeps them with
-    :func:`keep`, so that no argument is listed twice.
-    """
-    return {k: v for k, v in local_vars.items() if k not in ("self", "rngs", "__class__")}
-
-
-def keep(module: nnx.Module, args: dict[str, Any]) -> None:
-    """Store each argument as a (static) attribute of ``module``."""
-    for name, arg in args.items():
-        setattr(module, name, arg)
-
-
 def store(module: nnx.Module, options: P.Options) -> None:
     """Keep the checked ``options`` as ``module.options`` and each of its fields as an attribute
     of the same name (``layer.features``, ...)."""
     module.options = options  # type: ignore[attr-defined]
     for name, v in options.items().items():
         setattr(module, name, v)
+
+
+class Stored(nnx.Module):
+    """The base of a family's NNX module: ``options`` is its checked options (:func:`store`)."""
+
+    options: Any

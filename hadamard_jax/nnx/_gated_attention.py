@@ -75,16 +75,8 @@ class GatedMultiHeadAttention(nnx.MultiHeadAttention):
         rngs: nnx.Rngs,
         **kwargs: Any,
     ):
-        num_heads = attention.check_gated_attention(
-            gate=gate,
-            normalize_qk=normalize_qk,
-            num_heads=num_heads,
-            qkv_features=qkv_features,
-            out_features=out_features,
-            dropout_rate=kwargs.get("dropout_rate", 0.0),
-        )
-        qkv = in_features if qkv_features is None else qkv_features
-        head_dim = qkv // num_heads
+        opts = attention.GatedAttentionOptions.of({**kwargs, **locals()})
+        num_heads, head_dim = opts.num_heads, opts.head_dim(in_features)
         fn = attention_fn if gate is None else attention.SplitQueryAttention(head_dim, attention_fn)
         super().__init__(
             num_heads,
@@ -102,12 +94,12 @@ class GatedMultiHeadAttention(nnx.MultiHeadAttention):
             rngs=rngs,
             **kwargs,
         )
-        self.gate = gate
+        self.options, self.gate = opts, gate
         if gate is not None:
             # The fused query-and-gate projection replaces Flax's query projection.
             self.query = nnx.LinearGeneral(
                 in_features,
-                (num_heads, head_dim + attention.gate_features(gate, head_dim)),
+                (num_heads, head_dim + opts.gate_features(head_dim)),
                 dtype=dtype,
                 param_dtype=param_dtype,
                 kernel_init=kernel_init,

@@ -8,14 +8,13 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer
 
-from hadamard_jax._layers import docstrings, options
-from hadamard_jax._layers import functional as F
+from hadamard_jax._layers import docstrings
 from hadamard_jax._layers import gated_norm as N
 from hadamard_jax.nnx import _common as C
 
 
 @docstrings.fill(args=N.GATED_RMS_NORM_ARGS)
-class GatedRMSNorm(nnx.Module):
+class GatedRMSNorm(C.Stored):
     r"""RMS normalisation over the last axis, gated: :func:`hadamard_jax.gated_rms_norm`.
 
     .. math::
@@ -57,14 +56,9 @@ class GatedRMSNorm(nnx.Module):
         scale_init: Initializer = nnx.initializers.ones_init(),
         rngs: nnx.Rngs,
     ):
-        args = C.arguments(locals())
-        N.check_gated_rms_norm(**args)
-        C.keep(self, args)
-        C.build(self, N.gated_rms_norm_params(num_features, self), rngs, param_dtype)
+        C.store(self, N.GatedRMSNormOptions.of(locals()))
+        C.build(self, self.options.specs(num_features), rngs, param_dtype)
 
     def __call__(self, x: jax.Array, gate: jax.Array) -> jax.Array:
         """``x``, ``gate``: ``[..., num_features]`` -> ``[..., num_features]``."""
-        F.check_features("GatedRMSNorm", x, self.num_features)
-        return N.gated_rms_norm(
-            x, gate, self.scale[...], **options.pick(self, N.GATED_RMS_NORM_APPLY)
-        )
+        return self.options.apply(x, gate, self.scale[...])

@@ -17,7 +17,7 @@ from hadamard_jax.nnx import _common as C
 
 
 @docstrings.fill(args=G.GLU_ARGS)
-class GLU(nnx.Module):
+class GLU(C.Stored):
     r"""A linear projection to a gated output, ``act(x W_g + b_g) * (x W_v + b_v)``.
 
     With ``fused_kernel=True`` (default) the packed gate op splits one projection; with
@@ -58,20 +58,18 @@ class GLU(nnx.Module):
         bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        args = C.arguments(locals())
-        G.check_glu(**args)
-        C.keep(self, args)
-        C.build(self, G.glu_params(in_features, self), rngs, param_dtype)
+        C.store(self, G.GLUOptions.of(locals()))
+        C.build(self, self.options.specs(in_features), rngs, param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., in_features] -> [..., out_features]``."""
         F.check_features("GLU", x, self.in_features)
-        params = C.values(self, G.glu_params(self.in_features, self))
-        return G.glu(x, params, **options.pick(self, G.GLU_APPLY))
+        params = C.values(self, self.options.specs(self.in_features))
+        return self.options.apply(x, params)
 
 
 @docstrings.fill(args=G.GATED_MLP_ARGS)
-class GatedMLP(nnx.Module):
+class GatedMLP(C.Stored):
     r"""The gated feed-forward block ``down(act(x W_gate) * (x W_up))`` (SwiGLU, GeGLU, ...).
 
     Runs on the fused :func:`hadamard_jax.gated_mlp` op, whose derivative rule keeps only
@@ -127,10 +125,8 @@ class GatedMLP(nnx.Module):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs,
     ):
-        args = C.arguments(locals())
-        G.check_gated_mlp(**args)
-        C.keep(self, {**args, "out_features": options.first(out_features, in_features)})
-        C.build(self, G.gated_mlp_params(in_features, self), rngs, param_dtype)
+        C.store(self, G.GatedMLPOptions.of(locals()))
+        C.build(self, self.options.specs(in_features), rngs, param_dtype)
         self.rngs = C.rng_stream(rngs, rng_collection) if dropout_rate > 0 else nnx.data(None)
 
     def __call__(
@@ -138,9 +134,9 @@ class GatedMLP(nnx.Module):
     ) -> jax.Array:
         """``[..., in_features] -> [..., out_features]``."""
         F.check_features("GatedMLP", x, self.in_features)
-        params = C.values(self, G.gated_mlp_params(self.in_features, self))
+        params = C.values(self, self.options.specs(self.in_features))
         deterministic = options.deterministic_of(deterministic, self.deterministic, "GatedMLP")
         key = None
         if self.dropout_rate > 0 and not deterministic:
             key = C.draw_key("GatedMLP", rngs, self.rngs, self.rng_collection)
-        return G.gated_mlp(x, params, **options.pick(self, G.GATED_MLP_APPLY), dropout_key=key)
+        return self.options.apply(x, params, dropout_key=key)

@@ -19,7 +19,7 @@ from hadamard_jax._layers import params as P
 from hadamard_jax.nnx import _common as C
 
 
-class Mask(nnx.Module):
+class Mask(C.Stored):
     r"""A fixed mask applied to the input: ``where(mask, x, fill)``.
 
     The mask is a boolean :class:`MaskVar` (not an ``nnx.Param``: optimizers and ``nnx.grad``
@@ -47,6 +47,8 @@ class Mask(nnx.Module):
     """
 
     mask: C.MaskVar  # created from masks.mask_params
+    shape: tuple[int, ...]
+    fill: float
 
     def __init__(
         self,
@@ -56,9 +58,8 @@ class Mask(nnx.Module):
         fill: float = 0.0,
         rngs: nnx.Rngs | None = None,
     ):
-        self.shape = masks.check_mask(shape=shape, mask_init=mask_init, fill=fill)
-        self.fill = fill
-        specs = masks.mask_params(self.shape, mask_init, draws_key=rngs is not None)
+        C.store(self, masks.MaskOptions.of(locals()))
+        specs = self.options.specs(draws_key=rngs is not None)
         C.build(self, specs, rngs, jnp.bool_)  # type: ignore[arg-type]  # no key drawn without rngs
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -66,7 +67,7 @@ class Mask(nnx.Module):
         return hj.apply_mask(x, self.mask[...], fill=self.fill)
 
 
-class HardConcreteGate(nnx.Module):
+class HardConcreteGate(C.Stored):
     r"""A learned gate ``z`` in ``[0, 1]`` per entry of ``shape``, applied as ``x * z``.
 
     Training (``deterministic=False``) samples ``z = hard_concrete(key, log_alpha)``; evaluation
@@ -96,6 +97,8 @@ class HardConcreteGate(nnx.Module):
     """
 
     log_alpha: nnx.Param  # created from masks.hard_concrete_params
+    deterministic: bool | None
+    rng_collection: str
 
     def __init__(
         self,
@@ -110,19 +113,8 @@ class HardConcreteGate(nnx.Module):
         rng_collection: str = "hard_concrete",
         rngs: nnx.Rngs,
     ):
-        self.shape = masks.check_hard_concrete_gate(
-            shape=shape,
-            beta=beta,
-            gamma=gamma,
-            zeta=zeta,
-            log_alpha_init=log_alpha_init,
-            deterministic=deterministic,
-            param_dtype=param_dtype,
-            rng_collection=rng_collection,
-        )
-        self.beta, self.gamma, self.zeta = beta, gamma, zeta
-        self.deterministic, self.rng_collection = deterministic, rng_collection
-        C.build(self, masks.hard_concrete_params(self.shape, log_alpha_init), rngs, param_dtype)
+        C.store(self, masks.HardConcreteGateOptions.of(locals()))
+        C.build(self, self.options.specs(), rngs, param_dtype)
         self.rngs = C.rng_stream(rngs, rng_collection)
 
     def gate(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
@@ -143,7 +135,7 @@ class HardConcreteGate(nnx.Module):
         return masks.gate_penalty(self)
 
 
-class MaskedLinear(nnx.Module):
+class MaskedLinear(C.Stored):
     r"""A linear layer ``x @ (kernel * mask) + bias`` with a fixed, pruned or learned mask.
 
     ``mask_type`` chooses the mask (a fixed mask is a :class:`MaskVar`, scores an
@@ -176,6 +168,13 @@ class MaskedLinear(nnx.Module):
     """
 
     kernel: nnx.Param  # and bias, mask or scores: created from masks.masked_linear_params
+    in_features: int
+    out_features: int
+    mask_type: str
+    sparsity: float | None
+    threshold: float | None
+    dtype: Any
+    precision: Any
 
     def __init__(
         self,
@@ -201,48 +200,13 @@ class MaskedLinear(nnx.Module):
         rng_collection: str = "hard_concrete",
         rngs: nnx.Rngs,
     ):
-        gate: dict[str, Any] = dict(
-            beta=beta,
-            gamma=gamma,
-            zeta=zeta,
-            log_alpha_init=log_alpha_init,
-            deterministic=deterministic,
-            param_dtype=param_dtype,
-            rng_collection=rng_collection,
-        )
-        masks.check_masked_linear(
-            in_features=in_features,
-            out_features=out_features,
-            mask_type=mask_type,
-            sparsity=sparsity,
-            threshold=threshold,
-            use_bias=use_bias,
-            dtype=dtype,
-            kernel_init=kernel_init,
-            bias_init=bias_init,
-            mask_init=mask_init,
-            scores_init=scores_init,
-            **gate,
-        )
-        self.in_features, self.out_features = in_features, out_features
-        self.mask_type, self.sparsity, self.threshold = mask_type, sparsity, threshold
-        self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
-        self.precision = precision
-        specs = masks.masked_linear_params(
-            in_features,
-            out_features,
-            mask_type=mask_type,
-            use_bias=use_bias,
-            kernel_init=kernel_init,
-            bias_init=bias_init,
-            mask_init=mask_init,
-            scores_init=scores_init,
-            abs_kernel=lambda key, shape, dtype: jnp.abs(self.kernel[...]),
-        )
+        C.store(self, masks.MaskedLinearOptions.of(locals()))
+        specs = self.options.specs(in_features, lambda key, shape, dtype: jnp.abs(self.kernel[...]))
         C.build(self, specs, rngs, param_dtype)
         self._names = P.names(specs)
         if mask_type == "hard_concrete":
-            self.gate = HardConcreteGate((in_features, out_features), **gate, rngs=rngs)
+            gate_args = self.options.gate_args()
+            self.gate = HardConcreteGate((in_features, out_features), **gate_args, rngs=rngs)
 
     def _values(self) -> dict[str, Any]:
         return {n: C.value(getattr(self, n)) for n in self._names}

@@ -20,7 +20,7 @@ from hadamard_jax.nnx._glu import GLU
 
 
 @docstrings.fill(args=R.HIGHWAY_ARGS)
-class Highway(nnx.Module):
+class Highway(C.Stored):
     r"""A highway layer (Srivastava et al. 2015): ``y = T(x) * H(x) + (1 - T(x)) * x``.
 
     ``H(x) = activation(x W_H + b_H)`` and the transform gate ``T(x) = sigmoid(x W_T + b_T)``,
@@ -60,20 +60,16 @@ class Highway(nnx.Module):
         bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        args = C.arguments(locals())
-        R.check_highway(**args)
-        C.keep(self, args)
-        C.build(self, R.highway_params(self), rngs, param_dtype)
+        C.store(self, R.HighwayOptions.of(locals()))
+        C.build(self, self.options.specs(), rngs, param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., features] -> [..., features]``."""
-        F.check_features("Highway", x, self.features)
-        params = C.values(self, R.highway_params(self))
-        return R.highway(x, params, **options.pick(self, R.HIGHWAY_APPLY))
+        return self.options.apply(x, C.values(self, self.options.specs()))
 
 
 @docstrings.fill(args=R.GATED_RESIDUAL_ARGS)
-class GatedResidual(nnx.Module):
+class GatedResidual(C.Stored):
     r"""The gated residual network of the Temporal Fusion Transformer (Lim et al. 2021).
 
     .. math::
@@ -105,6 +101,10 @@ class GatedResidual(nnx.Module):
       (2, 6)
     """
 
+    in_features: int
+    out_features: int
+    context_features: int | None
+
     def __init__(
         self,
         in_features: int,
@@ -123,11 +123,8 @@ class GatedResidual(nnx.Module):
         bias_init: Initializer = options.default_bias_init,
         rngs: nnx.Rngs,
     ):
-        R.check_gated_residual(**C.arguments(locals()))
-        d, h = in_features, hidden_features
-        o = options.first(out_features, in_features)
-        self.in_features, self.out_features = in_features, o
-        self.context_features = context_features
+        C.store(self, R.GatedResidualOptions.of(locals()))
+        d, h, o = in_features, hidden_features, self.out_features
         common: dict[str, Any] = dict(
             dtype=dtype, param_dtype=param_dtype, precision=precision, kernel_init=kernel_init
         )
