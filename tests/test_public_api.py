@@ -34,6 +34,8 @@ PACKAGES = (
     "hadamard_jax.bench",
 )
 POSITIONAL = ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")
+#: The fields Flax adds after a Linen module's own.
+FLAX_TAIL = ("parent", "name")
 
 
 def _params(fn: Any, *, drop_self: bool = False) -> list[list[Any]]:
@@ -115,8 +117,10 @@ def _compare_params(where: str, old: list, new: list) -> tuple[list[str], list[s
             broken.append(f"{where}: parameter {name!r} no longer positional ({new_kind})")
         if kind == "POSITIONAL_OR_KEYWORD" and new_kind == "POSITIONAL_ONLY":
             broken.append(f"{where}: parameter {name!r} became positional-only")
-    old_pos = [p[0] for p in old if p[1] in POSITIONAL]
-    new_pos = [p[0] for p in new if p[1] in POSITIONAL]
+    # Flax appends a Linen module's ``parent`` and ``name`` after its own fields, so a new field
+    # lands before them: they are left out of the order (nobody passes them by position).
+    old_pos = [p[0] for p in old if p[1] in POSITIONAL and p[0] not in FLAX_TAIL]
+    new_pos = [p[0] for p in new if p[1] in POSITIONAL and p[0] not in FLAX_TAIL]
     if new_pos[: len(old_pos)] != old_pos and all(n in new_pos for n in old_pos):
         broken.append(f"{where}: positional order changed {old_pos} -> {new_pos}")
     old_names = {p[0] for p in old}
@@ -206,6 +210,22 @@ def test_compare_flags_breaks_and_allows_additions():
         ),
     )
     assert not broken and len(added) == 2
+    # A Linen field added before Flax's parent/name keeps the order; moving parent first breaks.
+    pos = lambda n, d=True: [n, "POSITIONAL_OR_KEYWORD", d]  # noqa: E731
+    linen = {
+        "p": {"M": {"kind": "function", "params": [pos("a", False), pos("parent"), pos("name")]}}
+    }
+    grown = {
+        "p": {
+            "M": {
+                "kind": "function",
+                "params": [pos("a", False), pos("b"), pos("parent"), pos("name")],
+            }
+        }
+    }
+    assert compare(linen, grown)[0] == []
+    moved = {"p": {"M": {"kind": "function", "params": [pos("b"), pos("a", False), pos("name")]}}}
+    assert compare(linen, moved)[0]
     for live in (
         with_params(x),  # k lost
         with_params(x, ["k", "KEYWORD_ONLY", False]),  # k made required

@@ -82,6 +82,7 @@ class MixerOptions(P.Options):
     precision: Any
     kernel_init: Any
     sizes: Sizes = dataclasses.field(init=False, repr=False)
+    mesh_axis: Any = dataclasses.field(default=None, kw_only=True)
 
     def _check_common(self) -> None:
         op = self.op
@@ -94,6 +95,11 @@ class MixerOptions(P.Options):
         options.size(self.chunk_size, "chunk_size", op)
         options.dtypes(self.dtype, self.param_dtype, op)
         options.function(self.kernel_init, "kernel_init", op)
+        if self.mesh_axis is not None and not isinstance(self.mesh_axis, str):
+            raise TypeError(
+                f"{op}: mesh_axis must be a mesh axis name (a str) or None, got "
+                f"{type(self.mesh_axis).__name__}."
+            )
         self.set(norm_eps=float(self.norm_eps))
 
     # the table, the cache and the checks of a call
@@ -145,7 +151,7 @@ class MixerOptions(P.Options):
         """``(recurrence inputs, output gate, conv tails)`` of ``x`` ``[B, T, d]``."""
         raise NotImplementedError
 
-    def recurrence(self, *args: Any, initial_state: Any, chunk_size: int) -> Any:
+    def recurrence(self, *args: Any, initial_state: Any, chunk_size: int, mesh_axis: Any) -> Any:
         """The op over a sequence: ``(o, state)``."""
         raise NotImplementedError
 
@@ -161,7 +167,9 @@ class MixerOptions(P.Options):
         """
         args, gate, tails = self.inputs(x, params, cache)
         s0 = None if cache is None else cache["state"]
-        o, state = self.recurrence(*args, initial_state=s0, chunk_size=self.chunk_size)
+        o, state = self.recurrence(
+            *args, initial_state=s0, chunk_size=self.chunk_size, mesh_axis=self.mesh_axis
+        )
         return _output(o, gate, params, self), {"state": state, **tails}
 
     def step(self, cache: Mapping[str, Any] | None, x_t: Any, params: Params) -> Any:
@@ -248,8 +256,10 @@ class GDNOptions(MixerOptions):
         gate = _heads(F.dense(x, p["g_proj"], None, precision), z.head_v_dim)
         return (q, k, _heads(v, z.head_v_dim), log_alpha, beta), gate, tails
 
-    def recurrence(self, *args: Any, initial_state: Any, chunk_size: int) -> Any:
-        return hj.gated_delta_rule(*args, initial_state=initial_state, chunk_size=chunk_size)
+    def recurrence(self, *args: Any, initial_state: Any, chunk_size: int, mesh_axis: Any) -> Any:
+        return hj.gated_delta_rule(
+            *args, initial_state=initial_state, chunk_size=chunk_size, mesh_axis=mesh_axis
+        )
 
     def recurrence_step(self, *args: Any) -> Any:
         return hj.gated_delta_rule_step(*args)
@@ -328,8 +338,10 @@ class GLAOptions(MixerOptions):
         kd, vd = z.head_k_dim, z.head_v_dim
         return (_heads(q, kd), _heads(k, kd), _heads(v, vd), _heads(log_g, kd)), gate, tails
 
-    def recurrence(self, *args: Any, initial_state: Any, chunk_size: int) -> Any:
-        return hj.gated_linear_attention(*args, initial_state=initial_state, chunk_size=chunk_size)
+    def recurrence(self, *args: Any, initial_state: Any, chunk_size: int, mesh_axis: Any) -> Any:
+        return hj.gated_linear_attention(
+            *args, initial_state=initial_state, chunk_size=chunk_size, mesh_axis=mesh_axis
+        )
 
     def recurrence_step(self, *args: Any) -> Any:
         return hj.gated_linear_attention_step(*args)

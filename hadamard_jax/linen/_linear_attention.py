@@ -75,6 +75,9 @@ class GatedDeltaNet(_Mixer):
       param_dtype: parameter dtype.
       precision: ``jax.lax.Precision`` of the matmuls.
       kernel_init: initializer of the projections' kernels.
+      mesh_axis: the mesh axis to split the time axis over under Auto mesh axes (sequence
+        sharding of the recurrence, as the op's ``mesh_axis``; under Explicit axes a time-
+        sharded input is detected without it). ``None``: no opt-in.
 
     Example::
 
@@ -103,6 +106,7 @@ class GatedDeltaNet(_Mixer):
     param_dtype: Dtype = jnp.float32
     precision: PrecisionLike = None
     kernel_init: Initializer = options.default_kernel_init
+    mesh_axis: str | None = None
 
     _options = L.GDNOptions
 
@@ -132,6 +136,9 @@ class GatedLinearAttention(_Mixer):
       param_dtype: parameter dtype.
       precision: ``jax.lax.Precision`` of the matmuls.
       kernel_init, bias_init: initializers of the projections.
+      mesh_axis: the mesh axis to split the time axis over under Auto mesh axes (sequence
+        sharding of the recurrence, as the op's ``mesh_axis``; under Explicit axes a time-
+        sharded input is detected without it). ``None``: no opt-in.
 
     Example::
 
@@ -162,5 +169,6 @@ class GatedLinearAttention(_Mixer):
     precision: PrecisionLike = None
     kernel_init: Initializer = options.default_kernel_init
     bias_init: Initializer = options.default_bias_init
+    mesh_axis: str | None = None
 
     _options = L.GLAOptions

@@ -94,6 +94,9 @@ class GatedDeltaNet(_Mixer):
       norm_eps: the output norm's ``eps`` (1e-5).
       chunk_size: the chunk of :func:`hadamard_jax.gated_delta_rule` (64).
       dtype, param_dtype, precision, kernel_init: as ``nnx.Linear`` (the projections).
+      mesh_axis: the mesh axis to split the time axis over under Auto mesh axes (sequence
+        sharding of the recurrence, as the op's ``mesh_axis``; under Explicit axes a time-
+        sharded input is detected without it). ``None``: no opt-in.
       rngs: ``nnx.Rngs``.
 
     Parameters: ``q_proj``, ``k_proj`` ``[d, H K]``; ``v_proj``, ``g_proj`` ``[d, Hv V]``;
@@ -132,6 +135,7 @@ class GatedDeltaNet(_Mixer):
         param_dtype: Dtype = jnp.float32,
         precision: PrecisionLike = None,
         kernel_init: Initializer = options.default_kernel_init,
+        mesh_axis: str | None = None,
         rngs: nnx.Rngs,
     ):
         self._build(L.GDNOptions.of(locals()), rngs)
@@ -175,6 +179,9 @@ class GatedLinearAttention(_Mixer):
       norm_eps: the output norm's ``eps`` (1e-5).
       chunk_size: the chunk of :func:`hadamard_jax.gated_linear_attention` (64).
       dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
+      mesh_axis: the mesh axis to split the time axis over under Auto mesh axes (sequence
+        sharding of the recurrence, as the op's ``mesh_axis``; under Explicit axes a time-
+        sharded input is detected without it). ``None``: no opt-in.
       rngs: ``nnx.Rngs``.
 
     Example::
@@ -210,6 +217,7 @@ class GatedLinearAttention(_Mixer):
         precision: PrecisionLike = None,
         kernel_init: Initializer = options.default_kernel_init,
         bias_init: Initializer = options.default_bias_init,
+        mesh_axis: str | None = None,
         rngs: nnx.Rngs,
     ):
         self._build(L.GLAOptions.of(locals()), rngs)
