@@ -76,12 +76,6 @@ def check_init(op: str, name: str, value: Any, choices: tuple) -> None:
         raise ValueError(f"{op}: {name} must be one of {list(choices)}, got {value!r}.")
 
 
-def check_features(op: str, x: Any, n_in: int) -> None:
-    shape = jnp.shape(x)
-    if len(shape) < 1 or shape[-1] != n_in:
-        raise ValueError(f"{op}: the last axis of x.shape={shape} must be in_features={n_in}.")
-
-
 # --- scales ---------------------------------------------------------------------------------------
 
 

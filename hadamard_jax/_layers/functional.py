@@ -28,7 +28,7 @@ def check_features(op: str, x: Any, in_features: int | None) -> None:
         return
     if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != in_features:
         raise ValueError(
-            f"{op}: expected inputs with last axis {in_features} (in_features), got "
+            f"{op}: expected inputs with last axis {in_features} (in_features={in_features}), got "
             f"x.shape={jnp.shape(x)}."
         )
 

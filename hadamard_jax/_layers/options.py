@@ -41,7 +41,7 @@ default_log_alpha_init = jax.nn.initializers.constant(LOG_ALPHA)
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 
 #: The Linen collection of the masks (NNX: the ``MaskVar`` variable type).
-MASKS = "masks"
+MASKS = P.MASKS
 #: The Linen collection where each hard-concrete gate sows its own L0 penalty.
 PENALTIES = "intermediates"
 #: The name under which a gate sows its penalty.

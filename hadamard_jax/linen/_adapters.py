@@ -244,7 +244,7 @@ class IA3(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        A.check_features("IA3", x, self.num_features)
+        F.check_features("IA3", x, self.num_features)
         l = LC.build(self, A.ia3_specs(self.num_features), self.param_dtype)["ia3_l"]
         return hadamard(x, l, broadcast=True)
 

@@ -17,6 +17,7 @@ from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import adapters as A
+from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import options
 from hadamard_jax._layers import params as P
 from hadamard_jax._src import docstrings
@@ -155,7 +156,7 @@ class _Adapter(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., in] -> [..., out]``."""
-        A.check_features(self.op, x, self.in_features)
+        F.check_features(self.op, x, self.in_features)
         return self.options.apply(x, self, self._params(), self.dtype, self.precision)
 
     def merge(self) -> nnx.Linear:
@@ -375,7 +376,7 @@ class IA3(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., num_features] -> [..., num_features]``."""
-        A.check_features("IA3", x, self.num_features)
+        F.check_features("IA3", x, self.num_features)
         return hadamard(x, self.ia3_l[...], broadcast=True)
 
 
