@@ -154,6 +154,10 @@ def _check_pattern(mask_type: str, pattern: Any, sparsity: Any, threshold: Any, 
     return pattern
 
 
+#: The name in ``MaskedLinear``'s messages.
+OP = "MaskedLinear"
+
+
 def check_masked_linear(
     *,
     out_features: Any,
@@ -180,7 +184,7 @@ def check_masked_linear(
     unstructured takes ``sparsity`` (implied by :class:`~hadamard_jax.NM`), no ``threshold``,
     and no ``"hard_concrete"``.
     """
-    op = "MaskedLinear"
+    op = OP
     if in_features is not None:
         options.size(in_features, "in_features", op)
     options.size(out_features, "out_features", op)
@@ -285,10 +289,12 @@ class MaskedLinearOptions(GateOptions):
 
     def specs(self, in_features: int, kernel: Callable[[], Any]) -> tuple:
         """:func:`masked_linear_params` of these options (``kernel()``: the kernel's value,
-        for the ``|kernel|`` scores and a magnitude-initialised mask)."""
+        for the ``|kernel|`` scores and a magnitude-initialised mask); checks the pattern
+        against the kernel (Linen: the input size is known now, at trace time)."""
+        pattern = self.pattern.check((in_features, self.out_features), 0, OP, array="kernel")
         mask_init = self.mask_init
-        if magnitude_init(self.mask_type, self.sparsity, self.pattern):
-            mask_init = _pattern_init(kernel, self.pattern, self.sparsity)
+        if magnitude_init(self.mask_type, self.sparsity, pattern):
+            mask_init = _pattern_init(kernel, pattern, self.sparsity)
         dense = ("use_bias", "kernel_init", "bias_init", "mask_type", "scores_init")
         return masked_linear_params(
             in_features,
@@ -316,7 +322,7 @@ def _pattern_init(kernel: Callable[[], Any], pattern: Pattern, sparsity: float |
     """The initialiser of a magnitude-initialised fixed mask: ``pattern.mask(kernel, s)``."""
 
     def init(key: jax.Array, shape: Shape, dtype: Any) -> jax.Array:
-        return pattern.mask(kernel(), sparsity, op="MaskedLinear", array="kernel")
+        return pattern.mask(kernel(), sparsity, op=OP, array="kernel")
 
     return init
 
@@ -371,7 +377,7 @@ def ste_units(scores: Any, sparsity: float | None, pattern: Pattern) -> jax.Arra
     """The straight-through mask of ``scores`` that keeps whole units of ``pattern``
     (:func:`hadamard_jax.ste_mask` with ``pattern=``), ranked over the whole kernel: under
     Explicit mesh axes the scores are gathered and the mask goes back to their sharding."""
-    scores = jnp.asarray(checks.as_array(scores, "scores", "MaskedLinear"))
+    scores = jnp.asarray(checks.as_array(scores, "scores", OP))
     gathered = F.unsharded(scores)
     mask = ste_mask(gathered, sparsity=sparsity, pattern=pattern)
     if gathered is scores:
