@@ -61,10 +61,20 @@ def mask_types_doc() -> str:
     return "\n".join(f"* ``{name!r}``: {text}" for name, text in MASK_TYPES.items())
 
 
+def patterns_doc() -> str:
+    """What ``pattern=`` does, and the pattern table, for a docstring."""
+    return (
+        '``pattern`` is what the ``"ste"`` mask and a magnitude-initialised fixed mask keep '
+        "whole\n(the same objects and defaults as ``prune``, "
+        ":func:`hadamard_jax.sparse.sparsify` and the\nmask makers; a pattern's axes are axes "
+        f"of the kernel ``[in, out]``):\n\n{table()}"
+    )
+
+
 def document(obj: Any) -> None:
-    """Fills ``{{MASK_TYPES}}`` (:func:`mask_types_doc`) and ``{{PATTERNS}}`` (the pattern
-    table) in ``obj``'s docstring."""
-    docstrings.fill_in(obj, MASK_TYPES=mask_types_doc(), PATTERNS=table())
+    """Fills ``{{MASK_TYPES}}`` (:func:`mask_types_doc`) and ``{{PATTERNS}}``
+    (:func:`patterns_doc`) in ``obj``'s docstring."""
+    docstrings.fill_in(obj, MASK_TYPES=mask_types_doc(), PATTERNS=patterns_doc())
 
 
 def fields(module: Any, names: tuple[str, ...]) -> dict[str, Any]:

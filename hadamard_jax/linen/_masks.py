@@ -145,10 +145,6 @@ class MaskedLinear(L.Checked):
 
     {{MASK_TYPES}}
 
-    ``pattern`` is what the ``"ste"`` mask and a magnitude-initialised fixed mask keep whole
-    (the same objects and defaults as ``prune``, :func:`hadamard_jax.sparse.sparsify` and the
-    mask makers; a pattern's axes are axes of the kernel ``[in, out]``):
-
     {{PATTERNS}}
 
     Attributes:
