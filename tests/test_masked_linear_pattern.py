@@ -2,6 +2,8 @@
 magnitude-initialised masks keep whole units of the same pattern objects as the mask makers,
 ``prune`` and ``sparsify``; the default (unstructured) is the mask of before."""
 
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ from flax import nnx
 import hadamard_jax as hj
 import hadamard_jax.linen as hl
 import hadamard_jax.nnx as hn
+from tests.utils import run_on_8_cpu_devices
 
 N_IN, N_OUT = 8, 4
 X = jax.random.normal(jax.random.key(1), (2, N_IN))
@@ -193,3 +196,31 @@ def test_ste_mask_pattern_errors():
         hj.ste_mask(s, k=2, pattern="nm")
     with pytest.raises(ValueError, match=r"ste_mask: pattern=Channel\(.*needs sparsity="):
         hj.ste_mask(s, pattern="channel")
+
+
+_EXPLICIT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    import hadamard_jax as hj
+    from hadamard_jax._layers import masks
+
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Explicit,) * 2)
+    sharding = NamedSharding(mesh, P("data", "model"))
+    scores = jax.device_put(jax.random.normal(jax.random.key(0), (8, 4)), sharding)
+    with jax.set_mesh(mesh):
+        for pattern, sparsity in [(hj.NM(2, 4), None), (hj.Channel(), 0.5)]:
+            ste = lambda s: masks.ste_units(s, sparsity, pattern)
+            out = jax.jit(ste)(scores)
+            grad = jax.jit(jax.grad(lambda s: (ste(s) * s).sum()))(scores)
+            expected = hj.ste_mask(jax.device_get(scores), sparsity=sparsity, pattern=pattern)
+            assert (jax.device_get(out) == expected).all(), pattern
+            assert out.sharding.spec == grad.sharding.spec == sharding.spec, out.sharding.spec
+    print("PATTERN EXPLICIT OK")
+    """
+)
+
+
+def test_pattern_ste_mask_under_explicit_mesh_axes():
+    # The kernel-wide ranking gathers the scores; the mask and the gradient keep their sharding.
+    run_on_8_cpu_devices(_EXPLICIT, "PATTERN EXPLICIT OK")
