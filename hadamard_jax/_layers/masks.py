@@ -305,13 +305,13 @@ class MaskedLinearOptions(GateOptions):
         mask_init = self.mask_init
         if magnitude_init(self.mask_type, self.sparsity, pattern):
             mask_init = _pattern_init(kernel, pattern, self.sparsity)
-        dense = ("use_bias", "kernel_init", "bias_init", "mask_type", "scores_init")
+        passed = ("use_bias", "kernel_init", "bias_init", "mask_type", "scores_init")
         return masked_linear_params(
             in_features,
             self.out_features,
             mask_init=mask_init,
             kernel=kernel,
-            **fields(self, dense),
+            **fields(self, passed),
         )
 
     def mask(self, values: dict[str, Any], gate: Callable[[], jax.Array]) -> jax.Array:
