@@ -28,6 +28,7 @@ from jax.typing import ArrayLike
 from hadamard_jax._src import checks, rules
 from hadamard_jax._src.activations import compute_dtype, sigmoid_and_grad
 from hadamard_jax._src.checks import count_of, static_fraction, static_int
+from hadamard_jax._src.sparsity.patterns import Pattern, Unstructured, as_pattern
 from hadamard_jax._src.sparsity.ranking import keep_largest, rank_key
 
 
@@ -50,7 +51,9 @@ def _identity_tangent(t, out):
 
 
 def _hard_mask(rule: tuple, scores: jax.Array, threshold: jax.Array) -> jax.Array:
-    kind, k = rule
+    kind, k, pattern = rule
+    if kind == "k" and pattern is not None:  # a checked pattern: the top k units by value
+        return pattern.top(scores, k)
     if kind == "k":
         key = rank_key(scores, magnitude=False)
         return keep_largest(key.reshape(-1), k).reshape(scores.shape)
@@ -74,6 +77,23 @@ def _ste_jvp(rule, primals, tangents):
 _ste_jit = jax.jit(_ste, static_argnums=(0,))
 
 
+def _structured_rule(scores: jax.Array, pattern: Pattern, given: tuple, op: str) -> tuple:
+    """The rule ``("k", kept units, checked pattern)`` of a pattern other than unstructured:
+    it keeps whole units by ``sparsity=`` (:class:`NM`: implied, may be left out)."""
+    other = [f"{name}={v!r}" for name, v in given if v is not None and name != "sparsity"]
+    if other:
+        raise ValueError(
+            f"{op}: pattern={pattern} keeps whole units by sparsity=, got {', '.join(other)}."
+        )
+    sparsity = dict(given)["sparsity"]
+    if sparsity is None and pattern.sparsity() is None:
+        raise ValueError(f"{op}: pattern={pattern} needs sparsity= (the fraction of units pruned).")
+    if sparsity is not None:
+        sparsity = static_fraction(sparsity, "sparsity", op)
+    checked = pattern.check(scores.shape, 0, op, array="scores")
+    return ("k", checked.kept(sparsity, checked.units(scores.shape), op), checked)  # type: ignore[arg-type]
+
+
 def ste_mask(
     scores: ArrayLike,
     *,
@@ -81,6 +101,7 @@ def ste_mask(
     fraction: float | None = None,
     sparsity: float | None = None,
     threshold: ArrayLike | None = None,
+    pattern: Pattern | str = "unstructured",
 ) -> jax.Array:
     r"""A hard 0/1 mask of ``scores`` with a straight-through gradient.
 
@@ -100,12 +121,22 @@ def ste_mask(
     * ``threshold``: keep ``scores > threshold`` (compared in float32 or wider; a NaN score is
       dropped). The threshold may be traced; it gets no gradient.
 
+    ``pattern`` (a :class:`~hadamard_jax.Pattern` or its name; default single scores) keeps
+    whole units instead: :class:`~hadamard_jax.NM` ``n`` of every ``m`` scores along its axis,
+    :class:`~hadamard_jax.Block` whole blocks, :class:`~hadamard_jax.Channel` whole slices,
+    ranked by the pattern's pooling of the scores' *values* (:meth:`Pattern.top`; Block: mean
+    or max, Channel: sum or signed root of ``sum(s * |s|)``). It takes ``sparsity`` (the
+    fraction of units pruned, ``round(sparsity * units)``), which :class:`~hadamard_jax.NM`
+    implies (leave it out, or give ``1 - n/m``); ``k``, ``fraction`` and ``threshold`` select
+    single scores.
+
     Args:
       scores: real floating array of any shape.
       k: static int in ``[0, scores.size]``.
       fraction: static number in ``[0, 1]``, the fraction kept.
       sparsity: static number in ``[0, 1]``, the fraction pruned.
       threshold: a scalar.
+      pattern: what is kept whole (above), with ``sparsity``.
 
     Returns:
       The mask, of ``scores``' shape and dtype, with values 0 and 1.
@@ -124,6 +155,9 @@ def ste_mask(
       >>> w = jnp.array([1., 2., 3., 4.])
       >>> jax.grad(lambda s: jnp.sum(w * ste_mask(s, threshold=0.4)))(s)
       Array([1., 2., 3., 4.], dtype=float32)
+      >>> from hadamard_jax import NM
+      >>> ste_mask(s, pattern=NM(1, 2))  # 1 of every 2: the larger value
+      Array([1., 0., 1., 0.], dtype=float32)
     """
     op = "ste_mask"
     scores = _float_array(scores, "scores", op)
@@ -133,26 +167,30 @@ def ste_mask(
         ("sparsity", sparsity),
         ("threshold", threshold),
     )
+    pattern = as_pattern(pattern, "pattern", op)
+    zero = jnp.zeros((), scores.dtype)
+    if not isinstance(pattern, Unstructured):
+        return _ste_jit(_structured_rule(scores, pattern, rules_given, op), scores, zero)
     if sum(v is not None for _, v in rules_given) != 1:
         listed = ", ".join(f"{name}={v!r}" for name, v in rules_given)
         raise ValueError(
             f"{op}: give exactly one of k, fraction, sparsity or threshold, got {listed}."
         )
-    zero = jnp.zeros((), scores.dtype)
     if k is not None:
-        return _ste_jit(("k", static_int(k, "k", op, 0, scores.size)), scores, zero)
+        return _ste_jit(("k", static_int(k, "k", op, 0, scores.size), None), scores, zero)
     if fraction is not None:
         fraction = static_fraction(fraction, "fraction", op)
-        return _ste_jit(("k", count_of(fraction, scores.size)), scores, zero)
+        return _ste_jit(("k", count_of(fraction, scores.size), None), scores, zero)
     if sparsity is not None:
         sparsity = static_fraction(sparsity, "sparsity", op)
-        return _ste_jit(("k", scores.size - count_of(sparsity, scores.size)), scores, zero)
+        kept = scores.size - count_of(sparsity, scores.size)
+        return _ste_jit(("k", kept, None), scores, zero)
     threshold = jnp.asarray(checks.as_array(threshold, "threshold", op))
     if threshold.ndim != 0:
         raise ValueError(f"{op}: threshold must be a scalar, got shape {threshold.shape}.")
     if jnp.issubdtype(threshold.dtype, jnp.complexfloating):
         raise TypeError(f"{op}: threshold must be real, got dtype {threshold.dtype}.")
-    return _ste_jit(("threshold", None), scores, threshold)
+    return _ste_jit(("threshold", None, None), scores, threshold)
 
 
 # --- bernoulli_ste ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import hadamard_jax as hj
 from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import masks, options
 from hadamard_jax._layers import params as P
+from hadamard_jax._src.sparsity.patterns import Pattern
 from hadamard_jax.linen import _common as L
 
 
@@ -144,17 +145,27 @@ class MaskedLinear(L.Checked):
 
     {{MASK_TYPES}}
 
+    {{PATTERNS}}
+
     Attributes:
       out_features: output size.
       mask_type: ``"fixed"``, ``"ste"`` or ``"hard_concrete"``.
       sparsity, threshold: the ``"ste"`` selection rule (exactly one): ``sparsity`` prunes
-        the ``round(sparsity * size)`` lowest scores, ``threshold`` keeps scores above it.
+        the ``round(sparsity * size)`` lowest scores (units of a pattern other than
+        unstructured; implied by N:M), ``threshold`` keeps scores above it; ``sparsity``
+        also starts a fixed mask magnitude-pruned.
       use_bias, dtype, param_dtype, precision, kernel_init, bias_init: as ``nn.Dense``.
       mask_init: initializer of the fixed mask (default ones).
       scores_init: initializer of the ``"ste"`` scores (default: ``|kernel|``).
       beta, gamma, zeta, log_alpha_init: the hard-concrete gate's parameters.
       deterministic: hard-concrete test-time gate (``None``: decided by the call).
       rng_collection: the rng of ``apply`` for hard-concrete sampling.
+      pattern: a :class:`~hadamard_jax.Pattern` or its name (default ``"unstructured"``:
+        single weights); checked against the kernel when the input size is known (``init``).
+
+    Raises:
+      ValueError: a pattern with ``mask_type="hard_concrete"`` or ``threshold`` (at
+        construction); a pattern that does not fit the kernel (at ``init``).
 
     Example::
 
@@ -184,32 +195,23 @@ class MaskedLinear(L.Checked):
     log_alpha_init: Initializer = options.default_log_alpha_init
     deterministic: bool | None = None
     rng_collection: str = "hard_concrete"
+    pattern: Pattern | str = "unstructured"
 
     _options = masks.MaskedLinearOptions
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
         """``[..., in] -> [..., out_features]``."""
-        n_in, pd = jnp.shape(x)[-1], self.param_dtype
-
-        def abs_kernel(key: jax.Array, shape: tuple[int, ...], dtype: Dtype) -> jax.Array:
-            return jnp.abs(meta.unbox(self.get_variable("params", "kernel"))).astype(dtype)
-
-        specs = self.options.specs(n_in, abs_kernel)
-        values = L.build(self, specs, pd)
+        n_in = jnp.shape(x)[-1]
+        kernel = lambda: meta.unbox(self.get_variable("params", "kernel"))  # noqa: E731
+        values = L.build(self, self.options.specs(n_in, kernel), self.param_dtype)
 
         def hard_concrete() -> jax.Array:
             gate_args = self.options.gate_args()
             gate = HardConcreteGate((n_in, self.out_features), **gate_args, name="gate")
             return gate.gate(deterministic=deterministic)
 
-        mask = masks.layer_mask(
-            self.mask_type,
-            values,
-            sparsity=self.sparsity,
-            threshold=self.threshold,
-            gate=hard_concrete,
-        )
+        mask = self.options.mask(values, hard_concrete)
         return masks.masked_linear(x, values, mask, dtype=self.dtype, precision=self.precision)
 
 

@@ -16,6 +16,7 @@ import hadamard_jax as hj
 from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import masks, options
 from hadamard_jax._layers import params as P
+from hadamard_jax._src.sparsity.patterns import Pattern
 from hadamard_jax.nnx import _common as C
 
 
@@ -143,10 +144,14 @@ class MaskedLinear(C.Stored):
 
     {{MASK_TYPES}}
 
+    {{PATTERNS}}
+
     Args:
       in_features, out_features: kernel shape ``[in, out]``.
       mask_type: ``"fixed"``, ``"ste"`` or ``"hard_concrete"``.
-      sparsity, threshold: the ``"ste"`` selection rule (exactly one).
+      sparsity, threshold: the ``"ste"`` selection rule (exactly one; a pattern other than
+        unstructured takes ``sparsity``, implied by N:M); ``sparsity`` also starts a fixed
+        mask magnitude-pruned.
       use_bias, dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
       mask_init: initializer of the fixed mask (default ones). By default the mask takes the
         kernel's partitioning metadata (``nnx.with_partitioning``).
@@ -154,17 +159,28 @@ class MaskedLinear(C.Stored):
       beta, gamma, zeta, log_alpha_init: the hard-concrete gate's parameters.
       deterministic: hard-concrete test-time gate (``model.eval()`` sets it).
       rng_collection: rng stream for hard-concrete sampling.
+      pattern: a :class:`~hadamard_jax.Pattern` or its name (default ``"unstructured"``: single
+        weights); checked against the kernel at construction.
       rngs: ``nnx.Rngs``.
+
+    Raises:
+      ValueError: a pattern with ``mask_type="hard_concrete"`` or ``threshold``; a pattern
+        that does not fit the kernel (``NM.m`` not dividing ``in_features``, ...).
 
     Example::
 
       >>> import jax.numpy as jnp
       >>> from flax import nnx
+      >>> from hadamard_jax import NM
       >>> from hadamard_jax.nnx import MaskedLinear, prune
       >>> layer = MaskedLinear(8, 4, rngs=nnx.Rngs(0))
       >>> _ = prune(layer, 0.75)
       >>> int((layer.masked_kernel() == 0).sum()), layer(jnp.ones((2, 8))).shape
       (24, (2, 4))
+      >>> ste = MaskedLinear(8, 4, mask_type="ste", pattern=NM(2, 4), rngs=nnx.Rngs(0))
+      >>> ste.current_mask().reshape(2, 4, 4).sum(axis=1)  # 2 of every 4 inputs
+      Array([[2., 2., 2., 2.],
+             [2., 2., 2., 2.]], dtype=float32)
     """
 
     kernel: nnx.Param  # and bias, mask or scores: created from masks.masked_linear_params
@@ -175,6 +191,7 @@ class MaskedLinear(C.Stored):
     threshold: float | None
     dtype: Any
     precision: Any
+    pattern: Pattern
 
     def __init__(
         self,
@@ -198,10 +215,11 @@ class MaskedLinear(C.Stored):
         log_alpha_init: Initializer = options.default_log_alpha_init,
         deterministic: bool | None = False,
         rng_collection: str = "hard_concrete",
+        pattern: Pattern | str = "unstructured",
         rngs: nnx.Rngs,
     ):
         C.store(self, masks.MaskedLinearOptions.of(locals()))
-        specs = self.options.specs(in_features, lambda key, shape, dtype: jnp.abs(self.kernel[...]))
+        specs = self.options.specs(in_features, lambda: self.kernel[...])
         C.build(self, specs, rngs, param_dtype)
         self._names = P.names(specs)
         if mask_type == "hard_concrete":
@@ -213,13 +231,8 @@ class MaskedLinear(C.Stored):
 
     def current_mask(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
         """The mask ``[in, out]``: bool (fixed), 0/1 float (ste) or gate values (hard concrete)."""
-        return masks.layer_mask(
-            self.mask_type,
-            self._values(),
-            sparsity=self.sparsity,
-            threshold=self.threshold,
-            gate=lambda: self.gate.gate(deterministic=deterministic, rngs=rngs),
-        )
+        gate = lambda: self.gate.gate(deterministic=deterministic, rngs=rngs)  # noqa: E731
+        return self.options.mask(self._values(), gate)
 
     def masked_kernel(self, *, deterministic: bool | None = None, rngs: Any = None) -> jax.Array:
         """``kernel * mask`` (masked entries exactly zero), ``[in, out]``."""

@@ -13,16 +13,22 @@ A mask is computed in four steps, each a method, so that a caller with its own s
 
 1. :meth:`Pattern.check` validates the pattern against a shape and returns it resolved
    (axes made non-negative, sizes made tuples of ints); errors name the argument and the shape;
-2. :meth:`Pattern.scores` pools ``|x|`` into one score per unit, ``(n_layers, n_units)``;
+2. :meth:`Pattern.scores` pools ``|x|`` into one score per unit, ``(n_layers, n_units)``: the
+   magnitude default of :meth:`Pattern.unit_scores`, which pools any per-entry key (larger
+   ranks higher);
 3. :meth:`Pattern.keep` keeps the ``kept`` best units of each layer (exact counts; ties: the
    smaller unit index is kept first);
 4. :meth:`Pattern.expand` turns the unit mask back into an element mask of the array's shape.
+
+:meth:`Pattern.top` runs steps 2-4 on given scores ranked by *value* (learned scores, as
+:func:`hadamard_jax.ste_mask` and ``MaskedLinear(mask_type="ste", pattern=...)`` rank them):
+the pooling is monotone in every score, so a larger score never lowers its unit's rank.
 
 **Axes.** A pattern's ``axis`` is an axis of the *layer* (``x.shape[batch_dims:]``); a negative
 axis counts from the end, so it is also an axis of ``x``. The N:M default (``axis=None``) is the
 library's one N:M convention, the layer's input axis (:func:`input_axis`).
 
-A new pattern is one subclass here with a ``name`` (``check``, ``units``, ``scores``,
+A new pattern is one subclass here with a ``name`` (``check``, ``units``, ``unit_scores``,
 ``expand``; ``keep`` and ``kept`` when it does not prune a fraction of its units): it registers
 itself, so strings, messages and the docstrings that list the patterns pick it up; then export
 it from ``hadamard_jax/__init__.py`` (and document it in ``docs/api/hadamard_jax.md``).
@@ -64,9 +70,8 @@ def _rows(shape: Shape, batch_dims: int) -> int:
     return math.prod(shape[:batch_dims])
 
 
-def _float_key(x: jax.Array) -> jax.Array:
-    """``|x|`` as a float (float32 at least) for pooling; NaN kept."""
-    key = rank_key(x, magnitude=True)
+def _float_key(key: jax.Array) -> jax.Array:
+    """A rank key as a float (float32 at least) for pooling; NaN kept."""
     dtype = jnp.promote_types(key.dtype, jnp.float32)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.float32
@@ -126,9 +131,22 @@ class Pattern:
         """Units kept per layer at ``sparsity``: ``units - round(sparsity * units)``."""
         return units - count_of(sparsity, units)
 
-    def scores(self, x: jax.Array, batch_dims: int = 0) -> jax.Array:
-        """One score per unit from ``|x|``: ``(n_layers, n_units)``."""
+    def unit_scores(self, key: jax.Array, batch_dims: int = 0) -> jax.Array:
+        """One score per unit from a per-entry ``key`` of a checked shape (larger = kept):
+        ``(n_layers, n_units)``, monotone in every entry of ``key``."""
         raise NotImplementedError
+
+    def scores(self, x: jax.Array, batch_dims: int = 0) -> jax.Array:
+        """One score per unit from ``|x|``: ``(n_layers, n_units)``, the :meth:`unit_scores` of
+        ``|x|``."""
+        return self.unit_scores(rank_key(x, magnitude=True), batch_dims)
+
+    def top(self, scores: jax.Array, kept: int, batch_dims: int = 0) -> jax.Array:
+        """Bool mask of ``scores``' shape keeping the ``kept`` units of largest pooled *value*
+        per layer (:meth:`unit_scores` of ``scores`` itself, not ``|scores|``; a checked
+        pattern)."""
+        ranked = self.unit_scores(rank_key(scores, magnitude=False), batch_dims)
+        return self.expand(self.keep(ranked, kept), scores.shape, batch_dims)
 
     def random_scores(self, key: jax.Array, shape: Shape, batch_dims: int = 0) -> jax.Array:
         """Uniform random unit scores ``(n_layers, n_units)`` (random pruning)."""
@@ -198,8 +216,8 @@ class Unstructured(Pattern):
 
     name: ClassVar[str] = "unstructured"
 
-    def scores(self, x: jax.Array, batch_dims: int = 0) -> jax.Array:
-        return rank_key(x, magnitude=True).reshape(_rows(x.shape, batch_dims), -1)
+    def unit_scores(self, key: jax.Array, batch_dims: int = 0) -> jax.Array:
+        return key.reshape(_rows(key.shape, batch_dims), -1)
 
     def expand(self, kept: jax.Array, shape: Shape, batch_dims: int = 0) -> jax.Array:
         return kept.reshape(shape)
@@ -281,9 +299,9 @@ class NM(Pattern):
         axis = batch_dims + (self.axis or 0)
         return (*shape[:axis], *shape[axis + 1 :], shape[axis])
 
-    def scores(self, x: jax.Array, batch_dims: int = 0) -> jax.Array:
-        moved = jnp.moveaxis(rank_key(x, magnitude=True), batch_dims + (self.axis or 0), -1)
-        return moved.reshape(_rows(x.shape, batch_dims), -1)
+    def unit_scores(self, key: jax.Array, batch_dims: int = 0) -> jax.Array:
+        moved = jnp.moveaxis(key, batch_dims + (self.axis or 0), -1)
+        return moved.reshape(_rows(key.shape, batch_dims), -1)
 
     def random_scores(self, key: jax.Array, shape: Shape, batch_dims: int = 0) -> jax.Array:
         return self.scores(jax.random.uniform(key, shape), batch_dims)
@@ -345,10 +363,10 @@ class Block(Pattern):
     def units(self, shape: Shape, batch_dims: int = 0) -> int:
         return math.prod(d // b for d, b in zip(shape[batch_dims:], self.shape))
 
-    def scores(self, x: jax.Array, batch_dims: int = 0) -> jax.Array:
-        rows, layer = _rows(x.shape, batch_dims), x.shape[batch_dims:]
+    def unit_scores(self, key: jax.Array, batch_dims: int = 0) -> jax.Array:
+        rows, layer = _rows(key.shape, batch_dims), key.shape[batch_dims:]
         split = [n for d, b in zip(layer, self.shape) for n in (d // b, b)]
-        key = _float_key(x).reshape((rows, *split))
+        key = _float_key(key).reshape((rows, *split))
         inner = tuple(range(2, 2 * len(layer) + 1, 2))
         pooled = key.mean(axis=inner) if self.pool == "mean" else key.max(axis=inner)
         return pooled.reshape(rows, -1)
@@ -390,13 +408,17 @@ class Channel(Pattern):
     def units(self, shape: Shape, batch_dims: int = 0) -> int:
         return shape[batch_dims + self.axis]
 
-    def scores(self, x: jax.Array, batch_dims: int = 0) -> jax.Array:
-        rows, layer = _rows(x.shape, batch_dims), x.shape[batch_dims:]
-        key = _float_key(x).reshape((rows, *layer))
+    def unit_scores(self, key: jax.Array, batch_dims: int = 0) -> jax.Array:
+        """The L1 or L2 norm of each slice of a key ``>= 0`` (``|x|``); of a signed key (learned
+        scores), its sum (``norm=1``) or ``sign(t) sqrt(|t|)`` of ``t = sum(key * |key|)``
+        (``norm=2``): monotone in every entry, the same ranking as the norm where ``key >= 0``."""
+        rows, layer = _rows(key.shape, batch_dims), key.shape[batch_dims:]
+        key = _float_key(key).reshape((rows, *layer))
         key = jnp.moveaxis(key, 1 + self.axis, 1).reshape(rows, layer[self.axis], -1)
         if self.norm == 1:
             return key.sum(axis=-1)
-        return jnp.sqrt(jnp.square(key).sum(axis=-1))
+        total = (key * jnp.abs(key)).sum(axis=-1)
+        return jnp.sign(total) * jnp.sqrt(jnp.abs(total))
 
     def expand(self, kept: jax.Array, shape: Shape, batch_dims: int = 0) -> jax.Array:
         layer, axis, rows = shape[batch_dims:], self.axis, kept.shape[0]
