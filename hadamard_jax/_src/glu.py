@@ -10,9 +10,10 @@ SwiGLU, QuickGeGLU, squared ReGLU, gpt-oss's clamped SwiGLU) in two layouts:
   ``layout="interleaved"`` takes the gate from the even and the value from the odd positions
   along ``axis`` (``x[..., ::2]``, ``x[..., 1::2]``), as gpt-oss stores them.
 
-All go through :func:`gated` / :func:`gated_packed` and one ``jax.custom_jvp``, :func:`_gated`,
-whose static arguments are the gate's :class:`~hadamard_jax._src.gates.Spec`, the layout and the
-result type. Its tangent rule
+Each public function is a typed one-liner whose docstring is filled from its gate's row
+(:func:`documented`). All go through :func:`gated` / :func:`gated_packed` and one
+``jax.custom_jvp``, :func:`_gated`, whose static arguments are the gate's
+:class:`~hadamard_jax._src.gates.Spec`, the layout and the result type. Its tangent rule
 
 .. math::
   d(\mathrm{act}(g)\, v) = \mathrm{act}'(g)\, v\, dg + \mathrm{act}(g)\, dv
