@@ -23,7 +23,9 @@ This module defines no ``time_``/``track_`` names: asv would take them for bench
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import common
@@ -32,23 +34,33 @@ SMOKE = common.SMOKE
 
 MISSING = "missing"
 
-# The gating ops of hadamard_jax.bench.gating (fixed here so the params do not need JAX).
-GATING = common.axis(
-    [
-        "glu",
-        "bilinear",
-        "reglu",
-        "geglu",
-        "geglu_tanh",
-        "swiglu",
-        "quick_geglu",
-        "squared_reglu",
-        "clamped_swiglu",
-        "glu_packed",
-        "highway",
-    ],
-    "swiglu",
-)
+
+def gate_rows() -> list[tuple[str, bool]]:
+    """``(name, has an approximate form)`` of each ``Gate(...)`` row of the gate table, in table
+    order, read from ``hadamard_jax/_src/gates.py`` with ``ast`` (importing it imports JAX)."""
+    source = Path(__file__).resolve().parent.parent / "hadamard_jax" / "_src" / "gates.py"
+    calls = [
+        node
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Gate"
+    ]
+    rows = []
+    for call in sorted(calls, key=lambda node: (node.lineno, node.col_offset)):
+        name, _, approximate = (ast.literal_eval(arg) for arg in call.args[:3])
+        rows.append((name, approximate is not None))
+    return rows
+
+
+def _gating_ops() -> list[str]:
+    ops = []
+    for name, approximate in gate_rows():
+        ops += [name, f"{name}_tanh"] if approximate else [name]
+    return [*ops, "glu_packed", "highway"]
+
+
+# The gating ops of hadamard_jax.bench.gating: every gate of the table (and ``<name>_tanh``, its
+# approximate form), the packed GLU and the highway gate, read without importing JAX.
+GATING = common.axis(_gating_ops(), "swiglu")
 # Kernels with a compiled cost: the Hadamard product forward, forward+backward, and the gating
 # ops' forward+backward, all in hadamard_jax's implementation.
 COSTED = [*common.axis(["hadamard", "hadamard_vjp"]), *GATING]

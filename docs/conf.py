@@ -6,7 +6,8 @@ Build (from the repository root, after ``pip install -e ".[docs]"``)::
 
 Pages are MyST markdown; the API reference is autodoc with napoleon (Google-style ``Args:`` /
 ``Returns:``); math renders with MathJax. The command-line help shown on the API pages is
-generated here at build time from the commands themselves, so it cannot go stale.
+generated here at build time from the commands themselves, so it cannot go stale; the gate
+functions' entries and the gate table are generated from the gate table (``_ext/gate_docs.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 DOCS = pathlib.Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))  # document the checkout, not some other installed copy
+sys.path.insert(0, str(DOCS / "_ext"))  # this site's own extensions
 
 import hadamard_jax  # noqa: E402
 
@@ -37,6 +39,8 @@ extensions = [
     # MathJax served from the built site, so the pages render math offline too.
     "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
+    # The gate functions' API entries and the gate table, generated from the gate table.
+    "gate_docs",
 ]
 
 source_suffix = {".md": "markdown"}

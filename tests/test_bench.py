@@ -655,6 +655,16 @@ def test_asv_gating_axis_lists_every_gate_of_the_table(suite):
     assert figures.GATING == list(gating.NAMES)
 
 
+def test_asv_gate_rows_are_the_gate_table():
+    # figures.GATING reads the rows from the source of hadamard_jax/_src/gates.py (importing it
+    # would import JAX): the same gates, in table order, with the same approximate forms.
+    from benchmarks import figures
+    from hadamard_jax._src import gates
+
+    table = [(gate.name, gate.approximate is not None) for gate in gates.GATES.values()]
+    assert figures.gate_rows() == table
+
+
 def test_benchmark_modules_import_without_jax():
     # A benchmark that only reads a figure from setup_cache must not pay JAX's import (~1.5 s
     # a process), and discovery must work on commits whose hadamard_jax lacks the bench code.

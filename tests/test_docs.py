@@ -6,6 +6,7 @@ warnings as errors) runs in ``.ci/run``.
 """
 
 import importlib
+import importlib.util
 import pathlib
 import re
 
@@ -30,12 +31,26 @@ PAGES = sorted(
 )
 
 
+def gate_docs():
+    """The docs' extension that generates the gate blocks of the pages (``docs/_ext``)."""
+    spec = importlib.util.spec_from_file_location("gate_docs", DOCS / "_ext" / "gate_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def page_text(path: pathlib.Path) -> str:
+    """A page as Sphinx reads it: its generated gate blocks filled in."""
+    return gate_docs().fill(path.read_text())
+
+
 def documented_names() -> set[str]:
-    """Every name an ``.. autofunction::``, ``autoclass``, ``(auto)data`` of docs/api documents."""
+    """Every name an ``.. autofunction::``, ``autoclass``, ``(auto)data`` of docs/api documents
+    (the generated gate entries included)."""
     directive = r"(?:auto)?(?:function|class|data|attribute|exception)"
     pattern = re.compile(rf"^\.\. {directive}::\s+(\S+)", re.M)
     return {
-        name for page in (DOCS / "api").glob("*.md") for name in pattern.findall(page.read_text())
+        name for page in (DOCS / "api").glob("*.md") for name in pattern.findall(page_text(page))
     }
 
 
@@ -72,12 +87,24 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
         exec(compile(block, f"docs/{page} block {index}", "exec"), namespace)
 
 
-def test_gate_table_is_the_code_gate_table():
-    from hadamard_jax._src.gates import markdown_table
+def test_gate_blocks_are_generated_from_the_gate_table():
+    from hadamard_jax._src.gates import GATES, markdown_table
 
-    text = (DOCS / "guides" / "gates.md").read_text()
+    text = page_text(DOCS / "guides" / "gates.md")
     shown = text.split("<!-- gate-table -->\n", 1)[1].split("\n<!-- /gate-table -->", 1)[0]
-    assert shown.strip() == markdown_table()
+    assert shown == markdown_table()
+    assert len(shown.splitlines()) == 2 + len(GATES)
+    api = page_text(DOCS / "api" / "hadamard_jax.md")
+    for name in GATES:
+        for function in (name, f"{name}_packed"):
+            assert f".. autofunction:: hadamard_jax.{function}\n" in api, function
+    # Other marked blocks are left alone; a misspelt gate block is an error, not an empty list.
+    assert (
+        gate_docs().fill("<!-- other -->\nx\n<!-- /other -->")
+        == "<!-- other -->\nx\n<!-- /other -->"
+    )
+    with pytest.raises(ValueError, match="gate-tabel"):
+        gate_docs().fill("<!-- gate-tabel -->\n<!-- /gate-tabel -->")
 
 
 def pyproject() -> dict:

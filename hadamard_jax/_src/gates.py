@@ -9,10 +9,15 @@ list the choices, the docs' gate table (``docs/guides/gates.md``) and the tests.
 rules (the GLU family's and ``gated_mlp``'s) evaluate a gate through :func:`evaluate`, so they
 agree at every input.
 
-Adding a gate is one row here (plus, for a new activation, one row of ``ACTIVATIONS``) and its
-public names (``<name>`` and ``<name>_packed`` in ``glu.py``, exported from ``hadamard_jax``).
-The row carries its plain ``jax.nn`` composition (``plain``): the reference the tests and the
-benchmarks (:mod:`hadamard_jax.bench.gating`) compare the op with, collected in :data:`PLAIN`.
+Adding a gate touches three files: one row here (plus, for a new activation, one row of
+``ACTIVATIONS``), its two public functions ``<name>`` and ``<name>_packed`` in ``glu.py`` (typed
+one-liners whose docstrings are filled from the row) and their export from ``hadamard_jax``.
+The row carries the functions' docstrings (:class:`GateDoc`) and its plain
+``jax.nn`` composition (``plain``): the reference the tests (float64 values and derivatives
+included) and the benchmarks (:mod:`hadamard_jax.bench.gating`) compare the op with, collected
+in :data:`PLAIN`. The asv parameter list (``benchmarks/figures.py`` reads the rows' names
+without importing JAX), the docs' API entries and gate table (built by ``docs/_ext/gate_docs.py``)
+follow the table.
 """
 
 from __future__ import annotations
@@ -25,6 +30,42 @@ import jax
 import jax.numpy as jnp
 
 from hadamard_jax._src import activations, checks
+
+
+class Example(NamedTuple):
+    """A gate's doctest example: ``<name>(gate, value)`` and ``<name>_packed(x)`` on the same
+    numbers (``x`` is ``value + gate`` for ``layout="halves"``, the pairs ``(gate, value)`` for
+    ``"interleaved"``), both printing ``output``."""
+
+    gate: tuple[float, ...]
+    value: tuple[float, ...]
+    output: str
+    layout: str = "halves"
+
+
+class GateDoc(NamedTuple):
+    """The prose of a gate's two public functions, between the summary line (which stays in the
+    function, where IDEs read it) and the end; :func:`hadamard_jax._src.glu.documented` puts it
+    together with the Args, Returns and Raises of each layout. Empty parts are left out.
+
+    Attributes:
+      math: the ``.. math::`` formula of ``<name>(gate, value)`` (LaTeX, one or more lines).
+      notes: remarks after it.
+      example: the doctest example of both functions (``None``: none).
+      see_also: the text of a closing "See also:" section of ``<name>``.
+      packed_math: ``math`` of ``<name>_packed(x)``.
+      packed_notes: ``notes`` of ``<name>_packed(x)``.
+      args: the Args lines of the gate's own arguments (its ``params``, ``approximate``), in
+        both functions after the common ones.
+    """
+
+    math: str = ""
+    notes: str = ""
+    example: Example | None = None
+    see_also: str = ""
+    packed_math: str = ""
+    packed_notes: str = ""
+    args: str = ""
 
 
 class Gate(NamedTuple):
@@ -42,6 +83,8 @@ class Gate(NamedTuple):
       plain: ``act(g, *params)`` as a user writes it with ``jax.nn``/``jax.numpy``, independently
         of ``ACTIVATIONS``: the reference of the tests and the benchmarks (:data:`PLAIN`).
       plain_approximate: the same for the approximate form (``None`` without one).
+      doc: the prose of its two public functions (:class:`GateDoc`), given with
+        :meth:`with_doc`.
     """
 
     name: str
@@ -52,6 +95,11 @@ class Gate(NamedTuple):
     clamps_value: bool = False
     plain: Callable[..., jax.Array] | None = None
     plain_approximate: Callable[..., jax.Array] | None = None
+    doc: GateDoc = GateDoc()
+
+    def with_doc(self, **parts: Any) -> Gate:
+        """This row with its docstring parts, the fields of :class:`GateDoc`."""
+        return self._replace(doc=GateDoc(**parts))
 
 
 def _plain_clamped_silu(g: jax.Array, alpha: float, limit: float) -> jax.Array:
@@ -59,48 +107,114 @@ def _plain_clamped_silu(g: jax.Array, alpha: float, limit: float) -> jax.Array:
     return g * jax.nn.sigmoid(alpha * g)
 
 
-#: The gates, by name.
-GATES: dict[str, Gate] = {
-    gate.name: gate
-    for gate in (
-        Gate("glu", "sigmoid", None, "sigmoid(g)", plain=jax.nn.sigmoid),
-        Gate("bilinear", "identity", None, "g", plain=lambda g: g),
-        Gate("reglu", "relu", None, "relu(g)", plain=jax.nn.relu),
-        Gate(
-            "geglu",
-            "gelu",
-            "gelu_tanh",
-            "gelu(g) = g Phi(g), exact (erf)",
-            plain=functools.partial(jax.nn.gelu, approximate=False),
-            plain_approximate=functools.partial(jax.nn.gelu, approximate=True),
+#: The gates, in table order (read through :data:`GATES`).
+_ROWS: tuple[Gate, ...] = (
+    Gate("glu", "sigmoid", None, "sigmoid(g)", plain=jax.nn.sigmoid).with_doc(
+        math=r"\mathrm{glu}(g, v)_i = \sigma(g_i)\, v_i",
+        notes=r"""
+        The derivative rule keeps only ``gate`` and ``value`` for the backward pass and uses
+        :math:`\sigma'(g) = \sigma(g)\sigma(-g)` (exact in bfloat16 and at large :math:`|g|`).
+        """,
+        example=Example((0.0, 100.0), (2.0, 3.0), "Array([1., 3.], dtype=float32)"),
+        see_also=":func:`glu_packed` for ``jax.nn.glu``'s packed layout.",
+        packed_math=r"\mathrm{glu}(x) = x_{[:n]} \cdot \sigma(x_{[n:]})",
+        packed_notes="""
+        Bit-for-bit equal to ``jax.nn.glu(x, axis)`` for float32 and float64. For bfloat16 and
+        float16 the sigmoid and the product are computed in float32 and rounded once, so results
+        differ from ``jax.nn.glu`` (which rounds after each step) by rounding, usually towards the
+        float32 result.
+        """,
+    ),
+    Gate("bilinear", "identity", None, "g", plain=lambda g: g).with_doc(
+        math=r"\mathrm{bilinear}(g, v)_i = g_i\, v_i",
+        example=Example((-1.0, 2.0), (2.0, 3.0), "Array([-2.,  6.], dtype=float32)"),
+    ),
+    Gate("reglu", "relu", None, "relu(g)", plain=jax.nn.relu).with_doc(
+        math=r"\mathrm{reglu}(g, v)_i = \max(g_i, 0)\, v_i",
+        notes="As ``jax.nn.relu``, the derivative at ``gate == 0`` is 0.",
+        example=Example((-1.0, 2.0), (2.0, 3.0), "Array([0., 6.], dtype=float32)"),
+    ),
+    Gate(
+        "geglu",
+        "gelu",
+        "gelu_tanh",
+        "gelu(g) = g Phi(g), exact (erf)",
+        plain=functools.partial(jax.nn.gelu, approximate=False),
+        plain_approximate=functools.partial(jax.nn.gelu, approximate=True),
+    ).with_doc(
+        math=r"\mathrm{geglu}(g, v)_i = g_i\, \Phi(g_i)\, v_i",
+        notes=r"""
+        with :math:`\Phi` the standard normal CDF, or its tanh approximation with
+        ``approximate=True`` (as ``jax.nn.gelu(gate, approximate=approximate)``).
+        """,
+        example=Example((0.0, 100.0), (2.0, 3.0), "Array([  0., 300.], dtype=float32)"),
+        args="approximate: use the tanh approximation of GELU (``jax.nn.gelu``'s flag).",
+    ),
+    Gate("swiglu", "silu", None, "silu(g) = g sigmoid(g)", plain=jax.nn.silu).with_doc(
+        math=r"\mathrm{swiglu}(g, v)_i = g_i\, \sigma(g_i)\, v_i",
+        notes="""
+        The gated feed-forward layer of LLaMA-style models is ``swiglu(x @ W1, x @ W2) @ W3``.
+        """,
+        example=Example((0.0, 100.0), (2.0, 3.0), "Array([  0., 300.], dtype=float32)"),
+        packed_notes="""
+        For a fused projection ``x @ W`` with ``W = concat([W_up, W_gate], axis=1)``.
+        """,
+    ),
+    Gate(
+        "quick_geglu",
+        "quick_gelu",
+        None,
+        "g sigmoid(1.702 g) (CLIP's QuickGELU)",
+        plain=lambda g: g * jax.nn.sigmoid(1.702 * g),
+    ).with_doc(
+        math=r"\mathrm{quick\_geglu}(g, v)_i = g_i\, \sigma(1.702\, g_i)\, v_i",
+        notes="""
+        One ``sigmoid`` pair gives the value and the derivative (``s + 1.702 g s(1.702 g)
+        s(-1.702 g)``); the limit at ``gate = -inf`` is 0.
+        """,
+        example=Example((0.0, 100.0), (2.0, 3.0), "Array([  0., 300.], dtype=float32)"),
+    ),
+    Gate(
+        "squared_reglu",
+        "squared_relu",
+        None,
+        "relu(g)^2 (Primer)",
+        plain=lambda g: jnp.square(jax.nn.relu(g)),
+    ).with_doc(
+        math=r"\mathrm{squared\_reglu}(g, v)_i = \max(g_i, 0)^2\, v_i",
+        example=Example((-1.0, 2.0), (2.0, 3.0), "Array([ 0., 12.], dtype=float32)"),
+    ),
+    Gate(
+        "clamped_swiglu",
+        "clamped_silu",
+        None,
+        "min(g, limit) sigmoid(alpha min(g, limit)), value clip(v, -limit, limit) + 1 (gpt-oss)",
+        params=(("alpha", 1.702), ("limit", 7.0)),
+        clamps_value=True,
+        plain=_plain_clamped_silu,
+    ).with_doc(
+        math=r"""
+        g' = \min(g, \ell),\quad v' = \mathrm{clip}(v, -\ell, \ell),\quad
+        \mathrm{out} = g'\, \sigma(\alpha g')\, (v' + 1)
+        """,
+        notes="""
+        The clamps' derivatives are JAX's: zero outside the limits and one half at a limit (as
+        ``jnp.minimum``/``jnp.clip`` differentiate a tie), so gradients equal the plain
+        composition's. For gpt-oss's interleaved storage use
+        ``clamped_swiglu_packed(x, layout="interleaved")``.
+        """,
+        example=Example(
+            (0.0, 100.0), (2.0, 30.0), "Array([ 0.      , 55.999626], dtype=float32)", "interleaved"
         ),
-        Gate("swiglu", "silu", None, "silu(g) = g sigmoid(g)", plain=jax.nn.silu),
-        Gate(
-            "quick_geglu",
-            "quick_gelu",
-            None,
-            "g sigmoid(1.702 g) (CLIP's QuickGELU)",
-            plain=lambda g: g * jax.nn.sigmoid(1.702 * g),
+        args=(
+            "alpha: the sigmoid's slope, a static number > 0 (gpt-oss: 1.702).\n"
+            "limit: the clamp of gate and value, a static number > 0 (gpt-oss: 7.0)."
         ),
-        Gate(
-            "squared_reglu",
-            "squared_relu",
-            None,
-            "relu(g)^2 (Primer)",
-            plain=lambda g: jnp.square(jax.nn.relu(g)),
-        ),
-        Gate(
-            "clamped_swiglu",
-            "clamped_silu",
-            None,
-            "min(g, limit) sigmoid(alpha min(g, limit)), value clip(v, -limit, limit) + 1 "
-            "(gpt-oss)",
-            params=(("alpha", 1.702), ("limit", 7.0)),
-            clamps_value=True,
-            plain=_plain_clamped_silu,
-        ),
-    )
-}
+    ),
+)
+
+#: The gates, by name: the table every consumer reads.
+GATES: dict[str, Gate] = {gate.name: gate for gate in _ROWS}
 
 #: The gate names, in table order (the ``activation=`` choices).
 NAMES: tuple[str, ...] = tuple(GATES)
@@ -177,7 +291,7 @@ def spec_of(
       ValueError: ``name`` is not in the table; ``approximate=True`` for a gate without an
         approximate form; an unknown parameter; a parameter out of range.
     """
-    gate = GATES[checks.check_choice(name, arg, op, NAMES)]
+    gate = GATES[checks.check_choice(name, arg, op, tuple(GATES))]
     activation = gate.activation
     if checks.check_bool(approximate, "approximate", op):
         if gate.approximate is None:

@@ -10,9 +10,10 @@ SwiGLU, QuickGeGLU, squared ReGLU, gpt-oss's clamped SwiGLU) in two layouts:
   ``layout="interleaved"`` takes the gate from the even and the value from the odd positions
   along ``axis`` (``x[..., ::2]``, ``x[..., 1::2]``), as gpt-oss stores them.
 
-All go through :func:`gated` / :func:`gated_packed` and one ``jax.custom_jvp``, :func:`_gated`,
-whose static arguments are the gate's :class:`~hadamard_jax._src.gates.Spec`, the layout and the
-result type. Its tangent rule
+Each public function is a typed one-liner whose docstring is filled from its gate's row
+(:func:`documented`). All go through :func:`gated` / :func:`gated_packed` and one
+``jax.custom_jvp``, :func:`_gated`, whose static arguments are the gate's
+:class:`~hadamard_jax._src.gates.Spec`, the layout and the result type. Its tangent rule
 
 .. math::
   d(\mathrm{act}(g)\, v) = \mathrm{act}'(g)\, v\, dg + \mathrm{act}(g)\, dv
@@ -31,8 +32,9 @@ promote to the default float dtype (as ``jax.nn.gelu`` does); complex inputs are
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Any
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -200,7 +202,7 @@ def _gated_packed_impl(x, name, axis, layout, approximate, op, *params) -> jax.A
 _gated_packed_checked = checks.checked_once(_gated_packed_impl)
 
 
-# --- two-input forms ---------------------------------------------------------------------------
+# --- docstrings from the gate table ------------------------------------------------------------
 
 _PAIR_DOC = """
     Args:
@@ -219,176 +221,6 @@ _PAIR_DOC = """
       TypeError: an argument is complex, or not an array or a number (a typed PRNG key, a
         ``fractions.Fraction``); a flag is not a bool.
 """
-
-
-def glu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
-    r"""Gated linear unit: ``sigmoid(gate) * value``.
-
-    .. math::
-      \mathrm{glu}(g, v)_i = \sigma(g_i)\, v_i
-
-    The derivative rule keeps only ``gate`` and ``value`` for the backward pass and uses
-    :math:`\sigma'(g) = \sigma(g)\sigma(-g)` (exact in bfloat16 and at large :math:`|g|`).
-
-    {{pair_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import glu
-      >>> glu(jnp.array([0.0, 100.0]), jnp.array([2.0, 3.0]))
-      Array([1., 3.], dtype=float32)
-
-    See also:
-      :func:`glu_packed` for ``jax.nn.glu``'s packed layout.
-    """
-    return gated("glu", gate, value, broadcast=broadcast)
-
-
-def bilinear(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
-    r"""Bilinear gate (GLU without activation): ``gate * value``.
-
-    .. math::
-      \mathrm{bilinear}(g, v)_i = g_i\, v_i
-
-    {{pair_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import bilinear
-      >>> bilinear(jnp.array([-1.0, 2.0]), jnp.array([2.0, 3.0]))
-      Array([-2.,  6.], dtype=float32)
-    """
-    return gated("bilinear", gate, value, broadcast=broadcast)
-
-
-def reglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
-    r"""ReGLU: ``relu(gate) * value``.
-
-    .. math::
-      \mathrm{reglu}(g, v)_i = \max(g_i, 0)\, v_i
-
-    As ``jax.nn.relu``, the derivative at ``gate == 0`` is 0.
-
-    {{pair_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import reglu
-      >>> reglu(jnp.array([-1.0, 2.0]), jnp.array([2.0, 3.0]))
-      Array([0., 6.], dtype=float32)
-    """
-    return gated("reglu", gate, value, broadcast=broadcast)
-
-
-def geglu(
-    gate: ArrayLike, value: ArrayLike, *, approximate: bool = False, broadcast: bool = False
-) -> jax.Array:
-    r"""GeGLU: ``gelu(gate) * value``, exact (erf) GELU by default.
-
-    .. math::
-      \mathrm{geglu}(g, v)_i = g_i\, \Phi(g_i)\, v_i
-
-    with :math:`\Phi` the standard normal CDF, or its tanh approximation with
-    ``approximate=True`` (as ``jax.nn.gelu(gate, approximate=approximate)``).
-
-    {{pair_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import geglu
-      >>> geglu(jnp.array([0.0, 100.0]), jnp.array([2.0, 3.0]))
-      Array([  0., 300.], dtype=float32)
-    """
-    return gated("geglu", gate, value, approximate=approximate, broadcast=broadcast)
-
-
-def swiglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
-    r"""SwiGLU: ``silu(gate) * value``.
-
-    .. math::
-      \mathrm{swiglu}(g, v)_i = g_i\, \sigma(g_i)\, v_i
-
-    The gated feed-forward layer of LLaMA-style models is ``swiglu(x @ W1, x @ W2) @ W3``.
-
-    {{pair_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import swiglu
-      >>> swiglu(jnp.array([0.0, 100.0]), jnp.array([2.0, 3.0]))
-      Array([  0., 300.], dtype=float32)
-    """
-    return gated("swiglu", gate, value, broadcast=broadcast)
-
-
-def quick_geglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
-    r"""QuickGeGLU: ``gate * sigmoid(1.702 gate) * value``, the QuickGELU of CLIP, gated.
-
-    .. math::
-      \mathrm{quick\_geglu}(g, v)_i = g_i\, \sigma(1.702\, g_i)\, v_i
-
-    One ``sigmoid`` pair gives the value and the derivative (``s + 1.702 g s(1.702 g)
-    s(-1.702 g)``); the limit at ``gate = -inf`` is 0.
-
-    {{pair_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import quick_geglu
-      >>> quick_geglu(jnp.array([0.0, 100.0]), jnp.array([2.0, 3.0]))
-      Array([  0., 300.], dtype=float32)
-    """
-    return gated("quick_geglu", gate, value, broadcast=broadcast)
-
-
-def squared_reglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
-    r"""Squared ReGLU: ``relu(gate)**2 * value`` (the squared ReLU of Primer and Nemotron, gated).
-
-    .. math::
-      \mathrm{squared\_reglu}(g, v)_i = \max(g_i, 0)^2\, v_i
-
-    {{pair_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import squared_reglu
-      >>> squared_reglu(jnp.array([-1.0, 2.0]), jnp.array([2.0, 3.0]))
-      Array([ 0., 12.], dtype=float32)
-    """
-    return gated("squared_reglu", gate, value, broadcast=broadcast)
-
-
-def clamped_swiglu(
-    gate: ArrayLike,
-    value: ArrayLike,
-    *,
-    alpha: float = 1.702,
-    limit: float = 7.0,
-    broadcast: bool = False,
-) -> jax.Array:
-    r"""gpt-oss's clamped SwiGLU: ``g * sigmoid(alpha * g) * (v + 1)`` with clamped inputs.
-
-    .. math::
-      g' = \min(g, \ell),\quad v' = \mathrm{clip}(v, -\ell, \ell),\quad
-      \mathrm{out} = g'\, \sigma(\alpha g')\, (v' + 1)
-
-    The clamps' derivatives are JAX's: zero outside the limits and one half at a limit (as
-    ``jnp.minimum``/``jnp.clip`` differentiate a tie), so gradients equal the plain
-    composition's. For gpt-oss's interleaved storage use
-    ``clamped_swiglu_packed(x, layout="interleaved")``.
-
-    {{pair_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import clamped_swiglu
-      >>> clamped_swiglu(jnp.array([0.0, 100.0]), jnp.array([2.0, 30.0]))
-      Array([ 0.      , 55.999626], dtype=float32)
-    """
-    return gated("clamped_swiglu", gate, value, broadcast=broadcast, alpha=alpha, limit=limit)
-
-
-# --- packed forms ------------------------------------------------------------------------------
 
 _PACKED_DOC = """
     Args:
@@ -409,117 +241,201 @@ _PACKED_DOC = """
       TypeError: ``x`` is complex, or not an array or a number; ``axis`` is not an int.
 """
 
+F = TypeVar("F", bound=Callable[..., Any])
 
+
+def documented(fn: F) -> F:
+    """Fills the ``{{gate_doc}}`` placeholder of a public gate function from its table row.
+
+    ``<name>`` gets its row's :class:`~hadamard_jax._src.gates.GateDoc` ``math`` and ``notes``,
+    the Args/Returns/Raises of two inputs (``_PAIR_DOC``, the row's ``args`` after the common
+    arguments), the example and ``see_also``; ``<name>_packed`` the same from ``packed_math``,
+    ``packed_notes`` and ``_PACKED_DOC``, its example on the same numbers packed. Empty parts are
+    left out; the summary line stays in the function.
+    """
+    name = fn.__name__
+    packed = name.endswith("_packed")
+    doc = gates.GATES[name.removesuffix("_packed")].doc
+    math, notes = (doc.packed_math, doc.packed_notes) if packed else (doc.math, doc.notes)
+    parts = [
+        ".. math::\n" + textwrap.indent(textwrap.dedent(math).strip("\n"), "  ") if math else "",
+        notes,
+        docstrings.expand(_PACKED_DOC if packed else _PAIR_DOC, name, extra=doc.args),
+        _example(name, doc.example, packed),
+        "" if packed or not doc.see_also else "See also:\n" + textwrap.indent(doc.see_also, "  "),
+    ]
+    text = "\n\n".join(textwrap.dedent(part).strip("\n") for part in parts if part)
+    return docstrings.fill_in(fn, gate_doc=text)
+
+
+def _example(name: str, example: gates.Example | None, packed: bool) -> str:
+    """The "Examples:" section of ``name`` (a pair or packed gate function) from ``example``."""
+    if example is None:
+        return ""
+    if not packed:
+        call = f"{name}(jnp.array({list(example.gate)}), jnp.array({list(example.value)}))"
+    elif example.layout == "halves":
+        call = f"{name}(jnp.array({list(example.value + example.gate)}))"
+    else:
+        pairs = [x for pair in zip(example.gate, example.value) for x in pair]
+        call = f'{name}(jnp.array({pairs}), layout="{example.layout}")'
+    lines = ["import jax.numpy as jnp", f"from hadamard_jax import {name}", call]
+    return "Examples:\n" + "".join(f"  >>> {line}\n" for line in lines) + f"  {example.output}"
+
+
+# --- two-input forms ---------------------------------------------------------------------------
+
+
+@documented
+def glu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    """Gated linear unit: ``sigmoid(gate) * value``.
+
+    {{gate_doc}}
+    """
+    return gated("glu", gate, value, broadcast=broadcast)
+
+
+@documented
+def bilinear(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    """Bilinear gate (GLU without activation): ``gate * value``.
+
+    {{gate_doc}}
+    """
+    return gated("bilinear", gate, value, broadcast=broadcast)
+
+
+@documented
+def reglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    """ReGLU: ``relu(gate) * value``.
+
+    {{gate_doc}}
+    """
+    return gated("reglu", gate, value, broadcast=broadcast)
+
+
+@documented
+def geglu(
+    gate: ArrayLike, value: ArrayLike, *, approximate: bool = False, broadcast: bool = False
+) -> jax.Array:
+    """GeGLU: ``gelu(gate) * value``, exact (erf) GELU by default.
+
+    {{gate_doc}}
+    """
+    return gated("geglu", gate, value, approximate=approximate, broadcast=broadcast)
+
+
+@documented
+def swiglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    """SwiGLU: ``silu(gate) * value``.
+
+    {{gate_doc}}
+    """
+    return gated("swiglu", gate, value, broadcast=broadcast)
+
+
+@documented
+def quick_geglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    """QuickGeGLU: ``gate * sigmoid(1.702 gate) * value``, the QuickGELU of CLIP, gated.
+
+    {{gate_doc}}
+    """
+    return gated("quick_geglu", gate, value, broadcast=broadcast)
+
+
+@documented
+def squared_reglu(gate: ArrayLike, value: ArrayLike, *, broadcast: bool = False) -> jax.Array:
+    """Squared ReGLU: ``relu(gate)**2 * value`` (the squared ReLU of Primer and Nemotron, gated).
+
+    {{gate_doc}}
+    """
+    return gated("squared_reglu", gate, value, broadcast=broadcast)
+
+
+@documented
+def clamped_swiglu(
+    gate: ArrayLike,
+    value: ArrayLike,
+    *,
+    alpha: float = 1.702,
+    limit: float = 7.0,
+    broadcast: bool = False,
+) -> jax.Array:
+    """gpt-oss's clamped SwiGLU: ``g * sigmoid(alpha * g) * (v + 1)`` with clamped inputs.
+
+    {{gate_doc}}
+    """
+    return gated("clamped_swiglu", gate, value, broadcast=broadcast, alpha=alpha, limit=limit)
+
+
+# --- packed forms ------------------------------------------------------------------------------
+
+
+@documented
 def glu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
-    r"""``jax.nn.glu`` with a derivative rule that keeps only ``x``.
+    """``jax.nn.glu`` with a derivative rule that keeps only ``x``.
 
-    .. math::
-      \mathrm{glu}(x) = x_{[:n]} \cdot \sigma(x_{[n:]})
-
-    Bit-for-bit equal to ``jax.nn.glu(x, axis)`` for float32 and float64. For bfloat16 and
-    float16 the sigmoid and the product are computed in float32 and rounded once, so results
-    differ from ``jax.nn.glu`` (which rounds after each step) by rounding, usually towards the
-    float32 result.
-
-    {{packed_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import glu_packed
-      >>> glu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
-      Array([1., 3.], dtype=float32)
+    {{gate_doc}}
     """
     return gated_packed("glu", x, axis=axis, layout=layout)
 
 
+@documented
 def bilinear_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
-    r"""Packed bilinear gate: ``x[:n] * x[n:]`` along ``axis``.
+    """Packed bilinear gate: ``x[:n] * x[n:]`` along ``axis``.
 
-    {{packed_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import bilinear_packed
-      >>> bilinear_packed(jnp.array([2.0, 3.0, -1.0, 2.0]))
-      Array([-2.,  6.], dtype=float32)
+    {{gate_doc}}
     """
     return gated_packed("bilinear", x, axis=axis, layout=layout)
 
 
+@documented
 def reglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
-    r"""Packed ReGLU: ``x[:n] * relu(x[n:])`` along ``axis``.
+    """Packed ReGLU: ``x[:n] * relu(x[n:])`` along ``axis``.
 
-    {{packed_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import reglu_packed
-      >>> reglu_packed(jnp.array([2.0, 3.0, -1.0, 2.0]))
-      Array([0., 6.], dtype=float32)
+    {{gate_doc}}
     """
     return gated_packed("reglu", x, axis=axis, layout=layout)
 
 
+@documented
 def geglu_packed(
     x: ArrayLike, axis: int = -1, *, layout: str = "halves", approximate: bool = False
 ) -> jax.Array:
-    r"""Packed GeGLU: ``x[:n] * gelu(x[n:], approximate)`` along ``axis``.
+    """Packed GeGLU: ``x[:n] * gelu(x[n:], approximate)`` along ``axis``.
 
-    {{packed_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import geglu_packed
-      >>> geglu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
-      Array([  0., 300.], dtype=float32)
+    {{gate_doc}}
     """
     return gated_packed("geglu", x, axis=axis, layout=layout, approximate=approximate)
 
 
+@documented
 def swiglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
-    r"""Packed SwiGLU: ``x[:n] * silu(x[n:])`` along ``axis``.
+    """Packed SwiGLU: ``x[:n] * silu(x[n:])`` along ``axis``.
 
-    For a fused projection ``x @ W`` with ``W = concat([W_up, W_gate], axis=1)``.
-
-    {{packed_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import swiglu_packed
-      >>> swiglu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
-      Array([  0., 300.], dtype=float32)
+    {{gate_doc}}
     """
     return gated_packed("swiglu", x, axis=axis, layout=layout)
 
 
+@documented
 def quick_geglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
-    r"""Packed QuickGeGLU: ``value * gate * sigmoid(1.702 gate)`` from one array.
+    """Packed QuickGeGLU: ``value * gate * sigmoid(1.702 gate)`` from one array.
 
-    {{packed_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import quick_geglu_packed
-      >>> quick_geglu_packed(jnp.array([2.0, 3.0, 0.0, 100.0]))
-      Array([  0., 300.], dtype=float32)
+    {{gate_doc}}
     """
     return gated_packed("quick_geglu", x, axis=axis, layout=layout)
 
 
+@documented
 def squared_reglu_packed(x: ArrayLike, axis: int = -1, *, layout: str = "halves") -> jax.Array:
-    r"""Packed squared ReGLU: ``value * relu(gate)**2`` from one array.
+    """Packed squared ReGLU: ``value * relu(gate)**2`` from one array.
 
-    {{packed_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import squared_reglu_packed
-      >>> squared_reglu_packed(jnp.array([2.0, 3.0, -1.0, 2.0]))
-      Array([ 0., 12.], dtype=float32)
+    {{gate_doc}}
     """
     return gated_packed("squared_reglu", x, axis=axis, layout=layout)
 
 
+@documented
 def clamped_swiglu_packed(
     x: ArrayLike,
     axis: int = -1,
@@ -528,37 +444,8 @@ def clamped_swiglu_packed(
     alpha: float = 1.702,
     limit: float = 7.0,
 ) -> jax.Array:
-    r"""Packed clamped SwiGLU (gpt-oss stores it ``layout="interleaved"``).
+    """Packed clamped SwiGLU (gpt-oss stores it ``layout="interleaved"``).
 
-    {{packed_doc}}
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from hadamard_jax import clamped_swiglu_packed
-      >>> clamped_swiglu_packed(jnp.array([0.0, 2.0, 100.0, 30.0]), layout="interleaved")
-      Array([ 0.      , 55.999626], dtype=float32)
+    {{gate_doc}}
     """
     return gated_packed("clamped_swiglu", x, axis=axis, layout=layout, alpha=alpha, limit=limit)
-
-
-def _fill_docs() -> None:
-    """Fills the ``pair_doc`` / ``packed_doc`` placeholder of every public gate's docstring.
-
-    The functions are found by their placeholder, so a new gate's two functions need no entry here.
-    """
-    approx = "approximate: use the tanh approximation of GELU (``jax.nn.gelu``'s flag)."
-    clamp = (
-        "alpha: the sigmoid's slope, a static number > 0 (gpt-oss: 1.702).\n"
-        "limit: the clamp of gate and value, a static number > 0 (gpt-oss: 7.0)."
-    )
-    extras = {geglu: approx, geglu_packed: approx, clamped_swiglu: clamp}
-    extras[clamped_swiglu_packed] = clamp
-    for fn in list(globals().values()):
-        own = getattr(fn, "__doc__", None) if callable(fn) else None
-        for doc, mark in ((_PAIR_DOC, "pair_doc"), (_PACKED_DOC, "packed_doc")):
-            if own and "{{" + mark + "}}" in own:
-                part = docstrings.expand(doc, mark, extra=extras.get(fn, ""))
-                docstrings.fill_in(fn, **{mark: part})
-
-
-_fill_docs()
