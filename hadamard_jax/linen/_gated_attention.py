@@ -15,6 +15,8 @@ from hadamard_jax._layers import docstrings, options
 from hadamard_jax._layers import gated_attention as attention
 from hadamard_jax.linen import _common as L
 
+__all__ = ["GatedMultiHeadAttention"]
+
 
 @docstrings.fill(gate=attention.GATE_ARG)
 class GatedMultiHeadAttention(L.Checked):

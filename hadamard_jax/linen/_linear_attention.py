@@ -20,6 +20,8 @@ from hadamard_jax._layers import linear_attention as L
 from hadamard_jax._layers import options
 from hadamard_jax.linen import _common as LC
 
+__all__ = ["GatedDeltaNet", "GatedLinearAttention"]
+
 
 class _Mixer(LC.Checked):
     """What both mixers do: check the options once, build the table, check and run a call."""

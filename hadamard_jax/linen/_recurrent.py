@@ -20,6 +20,8 @@ from hadamard_jax._layers import options
 from hadamard_jax._layers import recurrent as R
 from hadamard_jax.linen import _common as LC
 
+__all__ = ["MinGRU", "RGLRU"]
+
 
 class _BlockDiagonalGate(nn.Module):
     """One RG-LRU gate's parameters, ``w`` and ``b``: recurrentgemma's ``BlockDiagonalLinear``

@@ -25,6 +25,8 @@ from hadamard_jax._src.hadamard import hadamard
 from hadamard_jax.nnx import _common as C
 from hadamard_jax.nnx._common import AdapterParam
 
+__all__ = ["AdapterParam", "DoRALinear", "HiRALinear", "IA3", "IA3Linear", "LoHaLinear"]
+
 
 def _base(
     op: str,

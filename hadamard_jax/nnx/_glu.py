@@ -15,6 +15,8 @@ from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import glu as G
 from hadamard_jax.nnx import _common as C
 
+__all__ = ["GLU", "GatedMLP"]
+
 
 @docstrings.fill(args=G.GLU_ARGS)
 class GLU(C.Stored):

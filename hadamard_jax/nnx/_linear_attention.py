@@ -14,6 +14,8 @@ from hadamard_jax._layers import options
 from hadamard_jax._layers import params as P
 from hadamard_jax.nnx import _common as C
 
+__all__ = ["GatedDeltaNet", "GatedLinearAttention"]
+
 
 class _Mixer(nnx.Module):
     """What both mixers do: store the options, build the table, check and run a call."""

@@ -14,6 +14,8 @@ from hadamard_jax._layers import params as P
 from hadamard_jax._layers import recurrent as R
 from hadamard_jax.nnx import _common as C
 
+__all__ = ["MinGRU", "RGLRU"]
+
 
 class BlockDiagonalGate(nnx.Module):
     """The parameters of one RG-LRU gate: recurrentgemma's ``BlockDiagonalLinear``.

@@ -18,6 +18,8 @@ from hadamard_jax._layers import residual as R
 from hadamard_jax.nnx import _common as C
 from hadamard_jax.nnx._glu import GLU
 
+__all__ = ["GatedResidual", "Highway"]
+
 
 @docstrings.fill(args=R.HIGHWAY_ARGS)
 class Highway(C.Stored):
