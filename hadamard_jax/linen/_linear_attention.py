@@ -146,13 +146,13 @@ class GatedLinearAttention(_Mixer):
 
       >>> import jax, jax.numpy as jnp
       >>> from hadamard_jax.linen import GatedLinearAttention
-      >>> layer = GatedLinearAttention(16, num_heads=2)
-      >>> x = jnp.ones((2, 5, 16))
+      >>> layer, x = GatedLinearAttention(16, num_heads=2), jnp.ones((2, 6, 16))
       >>> variables = layer.init(jax.random.key(0), x)
-      >>> y, cache = layer.apply(variables, x)
-      >>> cache, y_t = layer.apply(variables, cache, x[:, 0], method="step")
-      >>> y.shape, y_t.shape
-      ((2, 5, 16), (2, 16))
+      >>> y, cache = layer.apply(variables, x[:, :5], layer.init_cache(2))
+      >>> cache, y_t = layer.apply(variables, cache, x[:, 5], method="step")  # the sixth token
+      >>> y_all, _ = layer.apply(variables, x)
+      >>> bool(jnp.allclose(y_t, y_all[:, 5], atol=1e-5))
+      True
     """
 
     hidden_size: int

@@ -191,13 +191,16 @@ class GatedLinearAttention(_Mixer):
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from hadamard_jax.nnx import GatedLinearAttention
+      >>> x = jnp.ones((2, 6, 16))  # [batch, time, hidden_size]
       >>> layer = GatedLinearAttention(16, num_heads=2, rngs=nnx.Rngs(0))
-      >>> y, cache = layer(jnp.ones((2, 5, 16)))
-      >>> y.shape, cache["state"].shape  # K = 16 * 0.5 / 2, V = 16 / 2
-      ((2, 5, 16), (2, 2, 4, 8))
-      >>> cache, y_t = layer.step(cache, jnp.ones((2, 16)))
-      >>> y_t.shape
-      (2, 16)
+      >>> cache = layer.init_cache(2)
+      >>> cache["state"].shape  # [B, H, K, V]: K = 16 * 0.5 / 2, V = 16 / 2
+      (2, 2, 4, 8)
+      >>> y, cache = layer(x[:, :5], cache)
+      >>> cache, y_t = layer.step(cache, x[:, 5])  # the sixth token continues the five
+      >>> y_all, _ = layer(x)
+      >>> bool(jnp.allclose(y_t, y_all[:, 5], atol=1e-5))
+      True
     """
 
     def __init__(
