@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -359,6 +359,41 @@ class GLAOptions(MixerOptions):
 
     def recurrence_step(self, *args: Any) -> Any:
         return hj.gated_linear_attention_step(*args)
+
+
+# --- the public calls, the same in both front ends ----------------------------------------------
+
+
+class MixerCalls:
+    """``init_cache``, ``__call__`` and ``step`` of both mixers (NNX and Linen): a front end
+    provides ``options`` and ``_run(x, cache, decode)`` (the parallel form, or one decode step
+    with ``decode=True``, on the module's parameters)."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def options(self) -> Any: ...
+
+        def _run(self, x: Any, cache: Any, decode: bool) -> Any: ...
+
+    def init_cache(self, batch_size: int, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
+        return self.options.init_cache(batch_size, dtype)
+
+    def __call__(
+        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
+        self.options.check(x, cache, 3)
+        return self._run(x, cache, False)
+
+    def step(
+        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
+        ``(new cache, y_t [B, d])``; stepping through a sequence gives ``__call__``'s outputs."""
+        self.options.check(x_t, cache, 2)
+        return self._run(x_t, cache, True)
 
 
 # --- initialisers -------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
@@ -17,10 +16,8 @@ from hadamard_jax.nnx import _common as C
 __all__ = ["GatedDeltaNet", "GatedLinearAttention"]
 
 
-class _Mixer(nnx.Module):
+class _Mixer(L.MixerCalls, nnx.Module):
     """What both mixers do: store the options, build the table, check and run a call."""
-
-    options: L.MixerOptions
 
     def _build(self, opts: L.MixerOptions, rngs: nnx.Rngs) -> None:
         C.store(self, opts)
@@ -32,24 +29,9 @@ class _Mixer(nnx.Module):
     def _params(self) -> dict[str, Any]:
         return C.values(self, self._names)
 
-    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
-        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
-        return self.options.init_cache(batch_size, dtype)
-
-    def __call__(
-        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
-        self.options.check(x, cache, 3)
-        return self.options.apply(x, self._params(), cache)
-
-    def step(
-        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
-    ) -> tuple[dict[str, jax.Array], jax.Array]:
-        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
-        ``(new cache, y_t [B, d])``; stepping through a sequence gives ``__call__``'s outputs."""
-        self.options.check(x_t, cache, 2)
-        return self.options.step(cache, x_t, self._params())
+    def _run(self, x: Any, cache: Any, decode: bool) -> Any:
+        opts, params = self.options, self._params()
+        return opts.step(cache, x, params) if decode else opts.apply(x, params, cache)
 
 
 class GatedDeltaNet(_Mixer):
