@@ -10,24 +10,18 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import linear_attention as L
 from hadamard_jax._layers import options
-from hadamard_jax._layers import params as P
 from hadamard_jax.nnx import _common as C
 
 __all__ = ["GatedDeltaNet", "GatedLinearAttention"]
 
 
-class _Mixer(L.MixerCalls, nnx.Module):
+class _Mixer(L.MixerCalls, C.Table):
     """What both mixers do: store the options, build the table, check and run a call."""
 
     def _build(self, opts: L.MixerOptions, rngs: nnx.Rngs) -> None:
         C.store(self, opts)
         self.sizes = opts.sizes
-        specs = opts.specs()
-        self._names = P.names(specs)
-        C.build(self, specs, rngs, opts.param_dtype)
-
-    def _params(self) -> dict[str, Any]:
-        return C.values(self, self._names)
+        self._build_table(opts.specs(), rngs, opts.param_dtype)
 
     def _run(self, x: Any, cache: Any, decode: bool) -> Any:
         opts, params = self.options, self._params()

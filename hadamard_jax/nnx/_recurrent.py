@@ -9,14 +9,13 @@ from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import options
-from hadamard_jax._layers import params as P
 from hadamard_jax._layers import recurrent as R
 from hadamard_jax.nnx import _common as C
 
 __all__ = ["MinGRU", "RGLRU"]
 
 
-class BlockDiagonalGate(nnx.Module):
+class BlockDiagonalGate(C.Table):
     """The parameters of one RG-LRU gate: recurrentgemma's ``BlockDiagonalLinear``.
 
     ``w`` ``[heads, width / heads, width / heads]`` and ``b`` ``[heads, width / heads]``
@@ -27,23 +26,17 @@ class BlockDiagonalGate(nnx.Module):
     """
 
     def __init__(self, options: R.RGLRUOptions, *, rngs: nnx.Rngs):
-        specs = options.gate_specs()
-        self._names = P.names(specs)
-        C.build(self, specs, rngs, options.param_dtype)
+        self._build_table(options.gate_specs(), rngs, options.param_dtype)
 
     def params(self) -> dict[str, Any]:
         """``{"w": ..., "b": ...}``."""
-        return C.values(self, self._names)
+        return self._params()
 
 
-class _Recurrence(nnx.Module):
+class _Recurrence(C.Table):
     """What both recurrences do: keep the checked options, check and run a call or a step."""
 
     options: Any
-    _names: tuple[str, ...]
-
-    def _params(self) -> dict[str, Any]:
-        return C.values(self, self._names)
 
     def _checked_run(self, x: Any, state: Any, decode: bool, segment_pos: Any = None) -> Any:
         self.options.check(x, state, decode, segment_pos)
@@ -132,9 +125,7 @@ class RGLRU(R.RGLRUCalls, _Recurrence):
         rngs: nnx.Rngs,
     ):
         C.store(self, R.RGLRUOptions.of(locals()))
-        specs = self.options.specs()
-        self._names = P.names(specs)
-        C.build(self, specs, rngs, param_dtype)
+        self._build_table(self.options.specs(), rngs, param_dtype)
         self.input_gate = BlockDiagonalGate(self.options, rngs=rngs)
         self.a_gate = BlockDiagonalGate(self.options, rngs=rngs)
 
@@ -208,6 +199,4 @@ class MinGRU(R.MinGRUCalls, _Recurrence):
         rngs: nnx.Rngs,
     ):
         C.store(self, R.MinGRUOptions.of(locals()))
-        specs = self.options.specs(in_features)
-        self._names = P.names(specs)
-        C.build(self, specs, rngs, param_dtype)
+        self._build_table(self.options.specs(in_features), rngs, param_dtype)
