@@ -129,7 +129,7 @@ class Stored(nnx.Module):
     options: Any
 
 
-class Table(nnx.Module):
+class Table(Stored):
     """A module whose variables come from a family's table: :meth:`_build_table` creates them
     and keeps their names (not the specs: see :func:`values`), :meth:`_params` reads them back
     as ``{name: array or None}``."""
