@@ -67,7 +67,19 @@ GLU_CHECKS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class GLUOptions(options.DenseOptions):
+class GatedDenseOptions(options.DenseOptions):
+    """Projections with a gate of the gate table: ``activation`` and ``approximate``, checked
+    together by :func:`.options.gate`."""
+
+    activation: str
+    approximate: bool
+
+    def check(self) -> None:
+        options.gate(self.activation, self.approximate, self.op)
+
+
+@dataclasses.dataclass(frozen=True)
+class GLUOptions(GatedDenseOptions):
     """``GLU``'s options, checked once (:data:`GLU_CHECKS`; the gate by :func:`.options.gate`);
     ``in_features``: NNX only (Linen infers it)."""
 
@@ -75,13 +87,8 @@ class GLUOptions(options.DenseOptions):
     CHECKS: ClassVar[dict[str, Any]] = GLU_CHECKS
 
     out_features: int
-    activation: str
-    approximate: bool
     fused_kernel: bool
     in_features: int | None = None
-
-    def check(self) -> None:
-        options.gate(self.activation, self.approximate, self.op)
 
     def specs(self, in_features: int) -> tuple[P.Spec, ...]:
         """``GLU``'s variables for input size ``in_features``, in NNX creation order."""
@@ -164,7 +171,7 @@ GATED_MLP_CHECKS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class GatedMLPOptions(options.DenseOptions):
+class GatedMLPOptions(GatedDenseOptions):
     """``GatedMLP``'s options, checked once (:data:`GATED_MLP_CHECKS`; the gate by
     :func:`.options.gate`); ``in_features``: NNX only (Linen infers it), and given, it is the
     default ``out_features``."""
@@ -174,8 +181,6 @@ class GatedMLPOptions(options.DenseOptions):
 
     hidden_features: int
     out_features: int | None
-    activation: str
-    approximate: bool
     dropout_rate: float
     deterministic: bool | None
     masked: bool
@@ -185,7 +190,7 @@ class GatedMLPOptions(options.DenseOptions):
     in_features: int | None = None
 
     def check(self) -> None:
-        options.gate(self.activation, self.approximate, self.op)
+        super().check()
         self.set(out_features=options.first(self.out_features, self.in_features))
 
     def specs(self, in_features: int) -> tuple[P.Spec, ...]:

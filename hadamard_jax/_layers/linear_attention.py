@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -84,10 +84,26 @@ class MixerOptions(P.Options):
     sizes: Sizes = dataclasses.field(init=False, repr=False)
     mesh_axis: Any = dataclasses.field(default=None, kw_only=True)
 
-    def _check_common(self) -> None:
+    def __post_init__(self) -> None:
+        """The checks, in argument order: the sizes (:meth:`_sizes`), the short convolution,
+        the family's own options (:meth:`_check_own`), then the norm, chunk, dtypes and
+        initialisers."""
         op = self.op
+        d = options.size(self.hidden_size, "hidden_size", op)
+        h = options.size(self.num_heads, "num_heads", op)
+        sizes = self._sizes(d, h)
         options.flag(self.use_short_conv, "use_short_conv", op)
         options.size(self.conv_size, "conv_size", op)
+        self._check_own()
+        self._check_tail()
+        self.set(sizes=sizes)
+
+    def _sizes(self, hidden_size: int, num_heads: int) -> Sizes:
+        """The head sizes from the checked ``hidden_size`` and ``num_heads``."""
+        raise NotImplementedError
+
+    def _check_own(self) -> None:
+        """The family's options between the convolution and the norm."""
 
     def _check_tail(self) -> None:
         op = self.op
@@ -201,10 +217,8 @@ class GDNOptions(MixerOptions):
     num_v_heads: int | None
     allow_neg_eigval: bool
 
-    def __post_init__(self) -> None:
-        op = self.op
-        options.size(self.hidden_size, "hidden_size", op)
-        h = options.size(self.num_heads, "num_heads", op)
+    def _sizes(self, hidden_size: int, num_heads: int) -> Sizes:
+        op, h = self.op, num_heads
         k = options.size(self.head_dim, "head_dim", op)
         ev = checks.static_real(self.expand_v, "expand_v", op, lambda v: v > 0, "a number > 0")
         what = "head_dim * expand_v must be a whole number >= 1 (the value head size), got "
@@ -217,10 +231,11 @@ class GDNOptions(MixerOptions):
                 f"{op}: num_v_heads={hv} must be a multiple of num_heads={h} (each key head "
                 "serves num_v_heads // num_heads value heads)."
             )
-        self._check_common()
-        options.flag(self.allow_neg_eigval, "allow_neg_eigval", op)
-        self._check_tail()
-        self.set(num_v_heads=hv, sizes=Sizes(hv, k, v, h * k, hv * v))
+        self.set(num_v_heads=hv)
+        return Sizes(hv, k, v, h * k, hv * v)
+
+    def _check_own(self) -> None:
+        options.flag(self.allow_neg_eigval, "allow_neg_eigval", self.op)
 
     def specs(self) -> tuple[P.Spec, ...]:
         """fla's ``GatedDeltaNet``: kernels ``[in, out]`` (PyTorch's ``weight.T``), the
@@ -283,16 +298,18 @@ class GLAOptions(MixerOptions):
     clamp_min: float | None
     bias_init: Any
 
-    def __post_init__(self) -> None:
-        op = self.op
-        d = options.size(self.hidden_size, "hidden_size", op)
-        h = options.size(self.num_heads, "num_heads", op)
+    def _sizes(self, hidden_size: int, num_heads: int) -> Sizes:
+        op, d, h = self.op, hidden_size, num_heads
         dims = []
         for name in ("expand_k", "expand_v"):
             e = checks.static_real(getattr(self, name), name, op, lambda v: v > 0, "a number > 0")
             what = f"hidden_size * {name} must be a whole multiple of num_heads={h}, got "
             dims.append(_whole(op, what + f"hidden_size={d}, {name}={e}", d * e, h, h))
-        self._check_common()
+        kd, vd = dims
+        return Sizes(h, kd // h, vd // h, kd, vd)
+
+    def _check_own(self) -> None:
+        op = self.op
         g = checks.static_real(
             self.gate_logit_normalizer, "gate_logit_normalizer", op, lambda v: v > 0,
             "a number > 0",
@@ -301,11 +318,8 @@ class GLAOptions(MixerOptions):
         c = self.clamp_min
         if c is not None:
             c = checks.static_real(c, "clamp_min", op, lambda v: v <= 0, "None or a number <= 0")
-        self._check_tail()
         options.function(self.bias_init, "bias_init", op)
-        kd, vd = dims
         self.set(gate_logit_normalizer=float(g), clamp_min=None if c is None else float(c))
-        self.set(sizes=Sizes(h, kd // h, vd // h, kd, vd))
 
     def specs(self) -> tuple[P.Spec, ...]:
         """fla's ``GatedLinearAttention``, the gate's ``nn.Sequential`` flattened:
@@ -345,6 +359,41 @@ class GLAOptions(MixerOptions):
 
     def recurrence_step(self, *args: Any) -> Any:
         return hj.gated_linear_attention_step(*args)
+
+
+# --- the public calls, the same in both front ends ----------------------------------------------
+
+
+class MixerCalls:
+    """``init_cache``, ``__call__`` and ``step`` of both mixers (NNX and Linen): a front end
+    provides ``options`` and ``_run(x, cache, decode)`` (the parallel form, or one decode step
+    with ``decode=True``, on the module's parameters)."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def options(self) -> Any: ...
+
+        def _run(self, x: Any, cache: Any, decode: bool) -> Any: ...
+
+    def init_cache(self, batch_size: int, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
+        return self.options.init_cache(batch_size, dtype)
+
+    def __call__(
+        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
+        self.options.check(x, cache, 3)
+        return self._run(x, cache, False)
+
+    def step(
+        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
+        ``(new cache, y_t [B, d])``; stepping through a sequence gives ``__call__``'s outputs."""
+        self.options.check(x_t, cache, 2)
+        return self._run(x_t, cache, True)
 
 
 # --- initialisers -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +45,65 @@ MAX_SQRT_GRADIENT = 1000.0
 #: ``[heads, d / heads, d / heads]`` and ``b`` ``[heads, d / heads]``.
 RGLRU_PARAMS = ("a_param", "input_gate", "a_gate")
 MIN_GRU_PARAMS = ("gate_kernel", "gate_bias", "candidate_kernel", "candidate_bias")
+
+
+# --- the public calls, the same in both front ends ----------------------------------------------
+
+
+class _Calls:
+    """A front end's recurrence provides ``_checked_run``: check the call, then run the
+    parallel form (``decode=False``) or one decode step."""
+
+    if TYPE_CHECKING:
+
+        def _checked_run(
+            self, x: Any, state: Any, decode: bool, segment_pos: Any = None
+        ) -> Any: ...
+
+
+class RGLRUCalls(_Calls):
+    """``RGLRU``'s ``__call__`` and ``step`` (NNX and Linen)."""
+
+    def __call__(
+        self,
+        x: jax.Array,
+        initial_state: jax.Array | None = None,
+        *,
+        segment_pos: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """``x [..., T, d]``, ``initial_state [..., d]`` (``None``: zeros), ``segment_pos
+        [..., T]`` (``None``: no resets) -> ``(states [..., T, d], last state [..., d])``.
+
+        An empty sequence (``T = 0``) gives ``([..., 0, d], initial_state)``."""
+        return self._checked_run(x, initial_state, False, segment_pos)
+
+    def step(
+        self,
+        state: jax.Array | None,
+        x_t: jax.Array,
+        *,
+        segment_pos: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]``,
+        ``segment_pos [...]`` (``x_t``'s position; 0 resets; ``None``: no reset) ->
+        ``(new state, output)``, both ``[..., d]`` (the output is the new state)."""
+        return self._checked_run(x_t, state, True, segment_pos)
+
+
+class MinGRUCalls(_Calls):
+    """``MinGRU``'s ``__call__`` and ``step`` (NNX and Linen)."""
+
+    def __call__(
+        self, x: jax.Array, initial_state: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """``x [..., T, d]``, ``initial_state [..., n]`` (``None``: zeros) ->
+        ``(states [..., T, n], last state [..., n])``."""
+        return self._checked_run(x, initial_state, False)
+
+    def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One decode step: ``state [..., n]`` (``None``: zeros), ``x_t [..., d]`` ->
+        ``(new state, output)``, both ``[..., n]``."""
+        return self._checked_run(x_t, state, True)
 
 
 # --- argument checks ----------------------------------------------------------------------------

@@ -468,17 +468,7 @@ def hira_matmul(
     args = [checks.as_array(v, k, op) for k, v in zip(("x", "w0", "a", "b"), (x, w0, a, b))]
     n_in, n_out = _matrix(args[1], "w0", op)
     _check_x(args[0], n_in, "w0", (n_in, n_out), op)
-    ai, r = _matrix(args[2], "a", op)
-    br, bo = _matrix(args[3], "b", op)
-    if ai != n_in:
-        raise ValueError(
-            f"{op}: a.shape={(ai, r)} must have {n_in} rows like w0.shape={(n_in, n_out)}."
-        )
-    if (br, bo) != (r, n_out):
-        raise ValueError(
-            f"{op}: b.shape={(br, bo)} must be {(r, n_out)}: the columns of "
-            f"a.shape={(ai, r)} by the columns of w0.shape={(n_in, n_out)}."
-        )
+    r = _check_lora(op, *args[1:], w_name="w0")[2]
     path = checks.check_choice(path, "path", op, HIRA_PATHS)
     if path == "auto":
         rows = math.prod(jnp.shape(args[0])[:-1])
@@ -614,18 +604,20 @@ def dora_norm(
     return _dora_norm(s, *_up(args, compute)).astype(dtype)
 
 
-def _check_lora(op: str, w, a, b) -> tuple[int, int, int]:
-    n_in, n_out = _matrix(w, "w", op)
+def _check_lora(op: str, w, a, b, *, w_name: str = "w") -> tuple[int, int, int]:
+    """``(in, out, r)`` of a kernel ``w [in, out]`` and its factors ``a [in, r]``,
+    ``b [r, out]`` (DoRA's ``w``, HiRA's ``w0``)."""
+    n_in, n_out = _matrix(w, w_name, op)
     ai, r = _matrix(a, "a", op)
     br, bo = _matrix(b, "b", op)
     if ai != n_in:
         raise ValueError(
-            f"{op}: a.shape={(ai, r)} must have {n_in} rows like w.shape={(n_in, n_out)}."
+            f"{op}: a.shape={(ai, r)} must have {n_in} rows like {w_name}.shape={(n_in, n_out)}."
         )
     if (br, bo) != (r, n_out):
         raise ValueError(
             f"{op}: b.shape={(br, bo)} must be {(r, n_out)}: the columns of "
-            f"a.shape={(ai, r)} by the columns of w.shape={(n_in, n_out)}."
+            f"a.shape={(ai, r)} by the columns of {w_name}.shape={(n_in, n_out)}."
         )
     return n_in, n_out, r
 

@@ -30,6 +30,8 @@ from hadamard_jax._src.hadamard import hadamard
 from hadamard_jax.linen import _common as LC
 from hadamard_jax.linen._masks import MaskedLinear
 
+__all__ = ["DoRALinear", "HiRALinear", "IA3", "IA3Linear", "LoHaLinear", "merge_adapter"]
+
 
 def _base_out_features(op: str, base: nn.Module | None, out_features: Any) -> int:
     """The output size: ``out_features`` and/or the wrapped base's (which must agree)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import jax
@@ -48,17 +50,69 @@ def build(module: nn.Module, specs: tuple[P.Spec, ...], param_dtype: Any) -> dic
     return {s.name: _one(module, s, param_dtype) if s.present else None for s in specs}
 
 
+#: How many checked options :class:`Checked` keeps (least recently used dropped first).
+CHECKED_CACHE_SIZE = 256
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with its type (inside tuples too), so that equal values of other types (``1``,
+    ``1.0``, ``True``) make different keys: each is checked on its own."""
+    if isinstance(value, tuple):
+        return (type(value), tuple(_typed(v) for v in value))
+    return (type(value), value)
+
+
+class _Fields:
+    """A module's option fields as a cache key: equal when the values are equal and of the
+    same types. Hashing raises ``TypeError`` when a value is unhashable."""
+
+    def __init__(self, cls: type[P.Options], values: dict[str, Any]):
+        self.cls, self.values = cls, values
+        self.key = (cls, tuple((name, _typed(v)) for name, v in values.items()))
+        self.hash = hash(self.key)
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Fields) and self.key == other.key
+
+
+@functools.lru_cache(maxsize=CHECKED_CACHE_SIZE)
+def _checked(fields: _Fields) -> P.Options:
+    """The checked options of ``fields`` (a failed check raises and is not cached)."""
+    return fields.cls.of(fields.values)
+
+
+def checked_options(cls: type[P.Options], module: Any) -> P.Options:
+    """``cls.of(module)``, checked once per distinct set of field values.
+
+    Flax runs ``__post_init__`` again on every clone of a module (each un-jitted ``apply``), so
+    the options built from equal fields are kept (an LRU cache of :data:`CHECKED_CACHE_SIZE`);
+    fields with an unhashable value (an initialiser object without ``__hash__``) are checked
+    each time.
+    """
+    names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    values = {n: getattr(module, n) for n in names if hasattr(module, n)}
+    try:
+        fields = _Fields(cls, values)
+    except TypeError:
+        return cls.of(values)
+    return _checked(fields)
+
+
 class Checked(nn.Module):
     """A Linen module whose fields are checked once, at construction, into a family's options.
 
     A subclass names the family's :class:`~hadamard_jax._layers.params.Options` dataclass as
-    ``_options``; ``self.options`` is the checked instance built from the module's fields.
+    ``_options``; ``self.options`` is the checked instance built from the module's fields
+    (:func:`checked_options`: a clone with the same fields reuses it).
     """
 
     _options: ClassVar[type[P.Options]]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_checked", self._options.of(self))
+        object.__setattr__(self, "_checked", checked_options(self._options, self))
         super().__post_init__()
 
     @property

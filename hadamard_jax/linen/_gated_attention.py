@@ -15,6 +15,11 @@ from hadamard_jax._layers import docstrings, options
 from hadamard_jax._layers import gated_attention as attention
 from hadamard_jax.linen import _common as L
 
+__all__ = ["GatedMultiHeadAttention"]
+
+#: The projection options both Flax layers take from the module.
+_DENSE = ("dtype", "param_dtype", "precision", "kernel_init", "bias_init", "use_bias")
+
 
 @docstrings.fill(gate=attention.GATE_ARG)
 class GatedMultiHeadAttention(L.Checked):
@@ -84,16 +89,10 @@ class GatedMultiHeadAttention(L.Checked):
         """As ``nn.MultiHeadDotProductAttention``: ``[..., length, in] -> [..., length, out]``."""
         head_dim = self.options.head_dim(jnp.shape(inputs_q)[-1])
         attention_fn = self.attention_fn
+        dense = options.pick(self, _DENSE)
         if self.gate is not None:
             pre = nn.DenseGeneral(
-                (self.num_heads, self.options.gate_features(head_dim)),
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                kernel_init=self.kernel_init,
-                bias_init=self.bias_init,
-                use_bias=self.use_bias,
-                precision=self.precision,
-                name="gate",
+                (self.num_heads, self.options.gate_features(head_dim)), name="gate", **dense
             )(inputs_q)
             attention_fn = attention.gate_attention_fn(pre, attention_fn)
         return nn.MultiHeadDotProductAttention(
@@ -106,13 +105,8 @@ class GatedMultiHeadAttention(L.Checked):
             deterministic=self.deterministic,
             decode=self.decode,
             normalize_qk=self.normalize_qk,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            precision=self.precision,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
-            use_bias=self.use_bias,
             name="attention",
+            **dense,
         )(
             inputs_q,
             inputs_k,

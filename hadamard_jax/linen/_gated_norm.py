@@ -12,6 +12,8 @@ from hadamard_jax._layers import docstrings
 from hadamard_jax._layers import gated_norm as N
 from hadamard_jax.linen import _common as L
 
+__all__ = ["GatedRMSNorm"]
+
 
 @docstrings.fill(args=N.GATED_RMS_NORM_ARGS)
 class GatedRMSNorm(L.Checked):

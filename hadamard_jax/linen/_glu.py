@@ -13,6 +13,8 @@ from hadamard_jax._layers import docstrings, options
 from hadamard_jax._layers import glu as G
 from hadamard_jax.linen import _common as L
 
+__all__ = ["GLU", "GatedMLP"]
+
 
 @docstrings.fill(args=G.GLU_ARGS)
 class GLU(L.Checked):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax.typing import Dtype, Initializer, PrecisionLike
@@ -20,13 +19,11 @@ from hadamard_jax._layers import linear_attention as L
 from hadamard_jax._layers import options
 from hadamard_jax.linen import _common as LC
 
+__all__ = ["GatedDeltaNet", "GatedLinearAttention"]
 
-class _Mixer(LC.Checked):
+
+class _Mixer(L.MixerCalls, LC.Checked):
     """What both mixers do: check the options once, build the table, check and run a call."""
-
-    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
-        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
-        return self.options.init_cache(batch_size, dtype)
 
     @nn.compact
     def _run(self, x: Any, cache: Any, decode: bool) -> Any:
@@ -34,20 +31,10 @@ class _Mixer(LC.Checked):
         params = LC.build(self, opts.specs(), opts.param_dtype)
         return opts.step(cache, x, params) if decode else opts.apply(x, params, cache)
 
-    def __call__(
-        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
-        self.options.check(x, cache, 3)
-        return self._run(x, cache, False)
-
-    def step(
-        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
-    ) -> tuple[dict[str, jax.Array], jax.Array]:
-        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
-        ``(new cache, y_t [B, d])``."""
-        self.options.check(x_t, cache, 2)
-        return self._run(x_t, cache, True)
+    # Flax wraps the methods a Linen class defines itself (scopes, intercepts, intermediates).
+    init_cache = L.MixerCalls.init_cache
+    __call__ = L.MixerCalls.__call__
+    step = L.MixerCalls.step
 
 
 class GatedDeltaNet(_Mixer):
@@ -144,13 +131,13 @@ class GatedLinearAttention(_Mixer):
 
       >>> import jax, jax.numpy as jnp
       >>> from hadamard_jax.linen import GatedLinearAttention
-      >>> layer = GatedLinearAttention(16, num_heads=2)
-      >>> x = jnp.ones((2, 5, 16))
+      >>> layer, x = GatedLinearAttention(16, num_heads=2), jnp.ones((2, 6, 16))
       >>> variables = layer.init(jax.random.key(0), x)
-      >>> y, cache = layer.apply(variables, x)
-      >>> cache, y_t = layer.apply(variables, cache, x[:, 0], method="step")
-      >>> y.shape, y_t.shape
-      ((2, 5, 16), (2, 16))
+      >>> y, cache = layer.apply(variables, x[:, :5], layer.init_cache(2))
+      >>> cache, y_t = layer.apply(variables, cache, x[:, 5], method="step")  # the sixth token
+      >>> y_all, _ = layer.apply(variables, x)
+      >>> bool(jnp.allclose(y_t, y_all[:, 5], atol=1e-5))
+      True
     """
 
     hidden_size: int

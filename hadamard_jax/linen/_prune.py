@@ -14,6 +14,8 @@ from hadamard_jax._layers.options import L0_PENALTY, MASKS, PENALTIES
 from hadamard_jax._src import docstrings
 from hadamard_jax._src.sparsity.patterns import Pattern, table
 
+__all__ = ["l0_penalty", "mask_sparsity", "prune"]
+
 
 def _masked_kernels(variables: Any) -> tuple[dict, dict, dict[str, tuple]]:
     """Flattened params, flattened masks, and ``{name: mask path}`` of every fixed kernel mask

@@ -20,6 +20,8 @@ from hadamard_jax._layers import options
 from hadamard_jax._layers import recurrent as R
 from hadamard_jax.linen import _common as LC
 
+__all__ = ["MinGRU", "RGLRU"]
+
 
 class _BlockDiagonalGate(nn.Module):
     """One RG-LRU gate's parameters, ``w`` and ``b``: recurrentgemma's ``BlockDiagonalLinear``
@@ -47,7 +49,7 @@ class _Recurrence(LC.Checked):
         return self._run(x, state, decode, segment_pos)
 
 
-class RGLRU(_Recurrence):
+class RGLRU(R.RGLRUCalls, _Recurrence):
     r"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024), as recurrentgemma runs it.
 
     .. math::
@@ -116,30 +118,12 @@ class RGLRU(_Recurrence):
             params[name] = _BlockDiagonalGate(opts, name=name)()
         return params
 
-    def __call__(
-        self,
-        x: jax.Array,
-        initial_state: jax.Array | None = None,
-        *,
-        segment_pos: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array]:
-        """``x [..., T, d]``, ``initial_state [..., d]`` (``None``: zeros), ``segment_pos
-        [..., T]`` (``None``: no resets) -> ``(states [..., T, d], last state [..., d])``."""
-        return self._checked_run(x, initial_state, False, segment_pos)
-
-    def step(
-        self,
-        state: jax.Array | None,
-        x_t: jax.Array,
-        *,
-        segment_pos: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array]:
-        """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]``,
-        ``segment_pos [...]`` (0 resets) -> ``(new state, output)``, both ``[..., d]``."""
-        return self._checked_run(x_t, state, True, segment_pos)
+    # Flax wraps the methods a Linen class defines itself (scopes, intercepts, intermediates).
+    __call__ = R.RGLRUCalls.__call__
+    step = R.RGLRUCalls.step
 
 
-class MinGRU(_Recurrence):
+class MinGRU(R.MinGRUCalls, _Recurrence):
     r"""minGRU (Feng et al. 2024, "Were RNNs all we needed?") in its log-space parallel form.
 
     .. math::
@@ -190,14 +174,5 @@ class MinGRU(_Recurrence):
         opts = self.options
         return LC.build(self, opts.specs(jnp.shape(x)[-1]), opts.param_dtype)
 
-    def __call__(
-        self, x: jax.Array, initial_state: jax.Array | None = None
-    ) -> tuple[jax.Array, jax.Array]:
-        """``x [..., T, d]``, ``initial_state [..., n]`` (``None``: zeros) ->
-        ``(states [..., T, n], last state [..., n])``."""
-        return self._checked_run(x, initial_state, False)
-
-    def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One decode step: ``state [..., n]`` (``None``: zeros), ``x_t [..., d]`` ->
-        ``(new state, output)``, both ``[..., n]``."""
-        return self._checked_run(x_t, state, True)
+    __call__ = R.MinGRUCalls.__call__
+    step = R.MinGRUCalls.step

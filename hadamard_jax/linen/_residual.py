@@ -18,6 +18,8 @@ from hadamard_jax._layers import residual as R
 from hadamard_jax.linen import _common as L
 from hadamard_jax.linen._glu import GLU
 
+__all__ = ["GatedResidual", "Highway"]
+
 
 @docstrings.fill(args=R.HIGHWAY_ARGS)
 class Highway(L.Checked):

@@ -19,11 +19,12 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 from hadamard_jax._layers import adapters as A
 from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import options
-from hadamard_jax._layers import params as P
 from hadamard_jax._src import docstrings
 from hadamard_jax._src.hadamard import hadamard
 from hadamard_jax.nnx import _common as C
 from hadamard_jax.nnx._common import AdapterParam
+
+__all__ = ["AdapterParam", "DoRALinear", "HiRALinear", "IA3", "IA3Linear", "LoHaLinear"]
 
 
 def _base(
@@ -110,7 +111,7 @@ _BASE_ARGS = (
 )  # fmt: skip
 
 
-class _Adapter(nnx.Module):
+class _Adapter(C.Table):
     """Shared parts: the base layer, its kernel and bias, the adapter variables built from the
     family's table, the forward, the merge and the trainable-parameter count."""
 
@@ -133,11 +134,7 @@ class _Adapter(nnx.Module):
         self.base_module, self.in_features, self.out_features = base
         self.dtype, self.precision = args["dtype"], args["precision"]
         specs = self.options.specs(self.base_kernel(), self.in_features, self.out_features)
-        self._names = P.names(specs)
-        C.build(self, specs, args["rngs"], args["param_dtype"])
-
-    def _params(self) -> dict[str, Any]:
-        return C.values(self, self._names)
+        self._build_table(specs, args["rngs"], args["param_dtype"])
 
     def base_kernel(self) -> jax.Array:
         """The frozen (masked) base kernel ``[in, out]``."""
@@ -343,7 +340,7 @@ class DoRALinear(_Adapter):
         self._setup(A.DoRAOptions, locals())
 
 
-class IA3(nnx.Module):
+class IA3(C.Table):
     r"""(IA)^3's learned scaling ``x * l`` of the last axis (Liu et al. 2022), ``l`` from ones.
 
     Scales keys, values or a feed-forward hidden activation element-wise, through
@@ -370,9 +367,7 @@ class IA3(nnx.Module):
     def __init__(self, num_features: int, *, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         A.check_common("IA3", None, num_features, None, None)
         self.num_features = num_features
-        specs = A.ia3_specs(num_features)
-        self._names = P.names(specs)
-        C.build(self, specs, rngs, param_dtype)
+        self._build_table(A.ia3_specs(num_features), rngs, param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., num_features] -> [..., num_features]``."""

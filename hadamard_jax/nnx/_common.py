@@ -127,3 +127,18 @@ class Stored(nnx.Module):
     """The base of a family's NNX module: ``options`` is its checked options (:func:`store`)."""
 
     options: Any
+
+
+class Table(Stored):
+    """A module whose variables come from a family's table: :meth:`_build_table` creates them
+    and keeps their names (not the specs: see :func:`values`), :meth:`_params` reads them back
+    as ``{name: array or None}``."""
+
+    _names: tuple[str, ...]
+
+    def _build_table(self, specs: tuple[P.Spec, ...], rngs: nnx.Rngs, param_dtype: Dtype) -> None:
+        self._names = P.names(specs)
+        build(self, specs, rngs, param_dtype)
+
+    def _params(self) -> dict[str, Any]:
+        return values(self, self._names)

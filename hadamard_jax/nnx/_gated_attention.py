@@ -13,6 +13,8 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 from hadamard_jax._layers import docstrings, options
 from hadamard_jax._layers import gated_attention as attention
 
+__all__ = ["GatedMultiHeadAttention"]
+
 
 @docstrings.fill(gate=attention.GATE_ARG)
 class GatedMultiHeadAttention(nnx.MultiHeadAttention):

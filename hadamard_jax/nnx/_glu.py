@@ -15,9 +15,11 @@ from hadamard_jax._layers import functional as F
 from hadamard_jax._layers import glu as G
 from hadamard_jax.nnx import _common as C
 
+__all__ = ["GLU", "GatedMLP"]
+
 
 @docstrings.fill(args=G.GLU_ARGS)
-class GLU(C.Stored):
+class GLU(C.Table):
     r"""A linear projection to a gated output, ``act(x W_g + b_g) * (x W_v + b_v)``.
 
     With ``fused_kernel=True`` (default) the packed gate op splits one projection; with
@@ -59,17 +61,16 @@ class GLU(C.Stored):
         rngs: nnx.Rngs,
     ):
         C.store(self, G.GLUOptions.of(locals()))
-        C.build(self, self.options.specs(in_features), rngs, param_dtype)
+        self._build_table(self.options.specs(in_features), rngs, param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., in_features] -> [..., out_features]``."""
         F.check_features("GLU", x, self.in_features)
-        params = C.values(self, self.options.specs(self.in_features))
-        return self.options.apply(x, params)
+        return self.options.apply(x, self._params())
 
 
 @docstrings.fill(args=G.GATED_MLP_ARGS)
-class GatedMLP(C.Stored):
+class GatedMLP(C.Table):
     r"""The gated feed-forward block ``down(act(x W_gate) * (x W_up))`` (SwiGLU, GeGLU, ...).
 
     Runs on the fused :func:`hadamard_jax.gated_mlp` op, whose derivative rule keeps only
@@ -126,7 +127,7 @@ class GatedMLP(C.Stored):
         rngs: nnx.Rngs,
     ):
         C.store(self, G.GatedMLPOptions.of(locals()))
-        C.build(self, self.options.specs(in_features), rngs, param_dtype)
+        self._build_table(self.options.specs(in_features), rngs, param_dtype)
         self.rngs = C.rng_stream(rngs, rng_collection) if dropout_rate > 0 else nnx.data(None)
 
     def __call__(
@@ -134,7 +135,7 @@ class GatedMLP(C.Stored):
     ) -> jax.Array:
         """``[..., in_features] -> [..., out_features]``."""
         F.check_features("GatedMLP", x, self.in_features)
-        params = C.values(self, self.options.specs(self.in_features))
+        params = self._params()
         deterministic = options.deterministic_of(deterministic, self.deterministic, "GatedMLP")
         key = None
         if self.dropout_rate > 0 and not deterministic:

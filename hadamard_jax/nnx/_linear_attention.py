@@ -4,50 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import linear_attention as L
 from hadamard_jax._layers import options
-from hadamard_jax._layers import params as P
 from hadamard_jax.nnx import _common as C
 
+__all__ = ["GatedDeltaNet", "GatedLinearAttention"]
 
-class _Mixer(nnx.Module):
+
+class _Mixer(L.MixerCalls, C.Table):
     """What both mixers do: store the options, build the table, check and run a call."""
-
-    options: L.MixerOptions
 
     def _build(self, opts: L.MixerOptions, rngs: nnx.Rngs) -> None:
         C.store(self, opts)
         self.sizes = opts.sizes
-        specs = opts.specs()
-        self._names = P.names(specs)
-        C.build(self, specs, rngs, opts.param_dtype)
+        self._build_table(opts.specs(), rngs, opts.param_dtype)
 
-    def _params(self) -> dict[str, Any]:
-        return C.values(self, self._names)
-
-    def init_cache(self, batch_size: int, dtype: Dtype = jnp.float32) -> dict[str, jax.Array]:
-        """A zero decode cache for ``batch_size`` sequences (the same as ``cache=None``)."""
-        return self.options.init_cache(batch_size, dtype)
-
-    def __call__(
-        self, x: jax.Array, cache: dict[str, jax.Array] | None = None
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """``x [B, T, d]``, ``cache`` (``None``: zeros) -> ``(y [B, T, d], cache after x)``."""
-        self.options.check(x, cache, 3)
-        return self.options.apply(x, self._params(), cache)
-
-    def step(
-        self, cache: dict[str, jax.Array] | None, x_t: jax.Array
-    ) -> tuple[dict[str, jax.Array], jax.Array]:
-        """One decode step: ``cache`` (``None``: zeros), ``x_t [B, d]`` ->
-        ``(new cache, y_t [B, d])``; stepping through a sequence gives ``__call__``'s outputs."""
-        self.options.check(x_t, cache, 2)
-        return self.options.step(cache, x_t, self._params())
+    def _run(self, x: Any, cache: Any, decode: bool) -> Any:
+        opts, params = self.options, self._params()
+        return opts.step(cache, x, params) if decode else opts.apply(x, params, cache)
 
 
 class GatedDeltaNet(_Mixer):
@@ -189,13 +167,16 @@ class GatedLinearAttention(_Mixer):
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from hadamard_jax.nnx import GatedLinearAttention
+      >>> x = jnp.ones((2, 6, 16))  # [batch, time, hidden_size]
       >>> layer = GatedLinearAttention(16, num_heads=2, rngs=nnx.Rngs(0))
-      >>> y, cache = layer(jnp.ones((2, 5, 16)))
-      >>> y.shape, cache["state"].shape  # K = 16 * 0.5 / 2, V = 16 / 2
-      ((2, 5, 16), (2, 2, 4, 8))
-      >>> cache, y_t = layer.step(cache, jnp.ones((2, 16)))
-      >>> y_t.shape
-      (2, 16)
+      >>> cache = layer.init_cache(2)
+      >>> cache["state"].shape  # [B, H, K, V]: K = 16 * 0.5 / 2, V = 16 / 2
+      (2, 2, 4, 8)
+      >>> y, cache = layer(x[:, :5], cache)
+      >>> cache, y_t = layer.step(cache, x[:, 5])  # the sixth token continues the five
+      >>> y_all, _ = layer(x)
+      >>> bool(jnp.allclose(y_t, y_all[:, 5], atol=1e-5))
+      True
     """
 
     def __init__(

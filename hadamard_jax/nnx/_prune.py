@@ -14,6 +14,8 @@ from hadamard_jax._src.sparsity.patterns import Pattern, table
 from hadamard_jax.nnx._common import MaskVar
 from hadamard_jax.nnx._masks import HardConcreteGate
 
+__all__ = ["l0_penalty", "mask_sparsity", "masks_of", "prune"]
+
 
 def _mask_pairs(model: nnx.Module) -> dict[str, tuple[nnx.Module, str, str]]:
     """Every fixed mask with its kernel: ``{path: (module, mask attr, kernel attr)}``.

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import options
-from hadamard_jax._layers import params as P
 from hadamard_jax._layers import recurrent as R
 from hadamard_jax.nnx import _common as C
 
+__all__ = ["MinGRU", "RGLRU"]
 
-class BlockDiagonalGate(nnx.Module):
+
+class BlockDiagonalGate(C.Table):
     """The parameters of one RG-LRU gate: recurrentgemma's ``BlockDiagonalLinear``.
 
     ``w`` ``[heads, width / heads, width / heads]`` and ``b`` ``[heads, width / heads]``
@@ -26,30 +26,24 @@ class BlockDiagonalGate(nnx.Module):
     """
 
     def __init__(self, options: R.RGLRUOptions, *, rngs: nnx.Rngs):
-        specs = options.gate_specs()
-        self._names = P.names(specs)
-        C.build(self, specs, rngs, options.param_dtype)
+        self._build_table(options.gate_specs(), rngs, options.param_dtype)
 
     def params(self) -> dict[str, Any]:
         """``{"w": ..., "b": ...}``."""
-        return C.values(self, self._names)
+        return self._params()
 
 
-class _Recurrence(nnx.Module):
+class _Recurrence(C.Table):
     """What both recurrences do: keep the checked options, check and run a call or a step."""
 
     options: Any
-    _names: tuple[str, ...]
 
-    def _params(self) -> dict[str, Any]:
-        return C.values(self, self._names)
-
-    def _run(self, x: Any, state: Any, decode: bool, segment_pos: Any = None) -> Any:
+    def _checked_run(self, x: Any, state: Any, decode: bool, segment_pos: Any = None) -> Any:
         self.options.check(x, state, decode, segment_pos)
         return self.options.run(x, self._params(), state, decode, segment_pos)
 
 
-class RGLRU(_Recurrence):
+class RGLRU(R.RGLRUCalls, _Recurrence):
     r"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024), as recurrentgemma runs it.
 
     For inputs ``x`` ``[..., T, features]`` (usually ``[batch, T, features]``):
@@ -131,9 +125,7 @@ class RGLRU(_Recurrence):
         rngs: nnx.Rngs,
     ):
         C.store(self, R.RGLRUOptions.of(locals()))
-        specs = self.options.specs()
-        self._names = P.names(specs)
-        C.build(self, specs, rngs, param_dtype)
+        self._build_table(self.options.specs(), rngs, param_dtype)
         self.input_gate = BlockDiagonalGate(self.options, rngs=rngs)
         self.a_gate = BlockDiagonalGate(self.options, rngs=rngs)
 
@@ -141,33 +133,8 @@ class RGLRU(_Recurrence):
         gates = {"input_gate": self.input_gate.params(), "a_gate": self.a_gate.params()}
         return {**super()._params(), **gates}
 
-    def __call__(
-        self,
-        x: jax.Array,
-        initial_state: jax.Array | None = None,
-        *,
-        segment_pos: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array]:
-        """``x [..., T, d]``, ``initial_state [..., d]`` (``None``: zeros), ``segment_pos
-        [..., T]`` (``None``: no resets) -> ``(states [..., T, d], last state [..., d])``.
 
-        An empty sequence (``T = 0``) gives ``([..., 0, d], initial_state)``."""
-        return self._run(x, initial_state, False, segment_pos)
-
-    def step(
-        self,
-        state: jax.Array | None,
-        x_t: jax.Array,
-        *,
-        segment_pos: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array]:
-        """One decode step: ``state [..., d]`` (``None``: zeros), ``x_t [..., d]``,
-        ``segment_pos [...]`` (``x_t``'s position; 0 resets; ``None``: no reset) ->
-        ``(new state, output)``, both ``[..., d]`` (the output is the new state)."""
-        return self._run(x_t, state, True, segment_pos)
-
-
-class MinGRU(_Recurrence):
+class MinGRU(R.MinGRUCalls, _Recurrence):
     r"""minGRU (Feng et al. 2024, "Were RNNs all we needed?"), in its log-space parallel form.
 
     For inputs ``x`` ``[..., T, in_features]``:
@@ -232,18 +199,4 @@ class MinGRU(_Recurrence):
         rngs: nnx.Rngs,
     ):
         C.store(self, R.MinGRUOptions.of(locals()))
-        specs = self.options.specs(in_features)
-        self._names = P.names(specs)
-        C.build(self, specs, rngs, param_dtype)
-
-    def __call__(
-        self, x: jax.Array, initial_state: jax.Array | None = None
-    ) -> tuple[jax.Array, jax.Array]:
-        """``x [..., T, d]``, ``initial_state [..., n]`` (``None``: zeros) ->
-        ``(states [..., T, n], last state [..., n])``."""
-        return self._run(x, initial_state, False)
-
-    def step(self, state: jax.Array | None, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One decode step: ``state [..., n]`` (``None``: zeros), ``x_t [..., d]`` ->
-        ``(new state, output)``, both ``[..., n]``."""
-        return self._run(x_t, state, True)
+        self._build_table(self.options.specs(in_features), rngs, param_dtype)

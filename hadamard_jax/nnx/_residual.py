@@ -18,9 +18,11 @@ from hadamard_jax._layers import residual as R
 from hadamard_jax.nnx import _common as C
 from hadamard_jax.nnx._glu import GLU
 
+__all__ = ["GatedResidual", "Highway"]
+
 
 @docstrings.fill(args=R.HIGHWAY_ARGS)
-class Highway(C.Stored):
+class Highway(C.Table):
     r"""A highway layer (Srivastava et al. 2015): ``y = T(x) * H(x) + (1 - T(x)) * x``.
 
     ``H(x) = activation(x W_H + b_H)`` and the transform gate ``T(x) = sigmoid(x W_T + b_T)``,
@@ -61,11 +63,11 @@ class Highway(C.Stored):
         rngs: nnx.Rngs,
     ):
         C.store(self, R.HighwayOptions.of(locals()))
-        C.build(self, self.options.specs(), rngs, param_dtype)
+        self._build_table(self.options.specs(), rngs, param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[..., features] -> [..., features]``."""
-        return self.options.apply(x, C.values(self, self.options.specs()))
+        return self.options.apply(x, self._params())
 
 
 @docstrings.fill(args=R.GATED_RESIDUAL_ARGS)
