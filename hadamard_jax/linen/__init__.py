@@ -10,9 +10,7 @@ from hadamard_jax.linen._gated_attention import *  # noqa: F403
 from hadamard_jax.linen._gated_norm import *  # noqa: F403
 from hadamard_jax.linen._glu import *  # noqa: F403
 from hadamard_jax.linen._linear_attention import *  # noqa: F403
-from hadamard_jax.linen._masks import HardConcreteGate as HardConcreteGate
-from hadamard_jax.linen._masks import Mask as Mask
-from hadamard_jax.linen._masks import MaskedLinear as MaskedLinear
+from hadamard_jax.linen._masks import *  # noqa: F403
 from hadamard_jax.linen._prune import *  # noqa: F403
 from hadamard_jax.linen._recurrent import *  # noqa: F403
 from hadamard_jax.linen._residual import *  # noqa: F403

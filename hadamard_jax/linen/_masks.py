@@ -17,6 +17,8 @@ from hadamard_jax._layers import params as P
 from hadamard_jax._src.sparsity.patterns import Pattern
 from hadamard_jax.linen import _common as L
 
+__all__ = ["HardConcreteGate", "Mask", "MaskedLinear"]
+
 
 class Mask(L.Checked):
     """A fixed mask applied to the input, ``where(mask, x, fill)`` (select semantics: masked

@@ -12,9 +12,7 @@ from hadamard_jax.nnx._gated_attention import *  # noqa: F403
 from hadamard_jax.nnx._gated_norm import *  # noqa: F403
 from hadamard_jax.nnx._glu import *  # noqa: F403
 from hadamard_jax.nnx._linear_attention import *  # noqa: F403
-from hadamard_jax.nnx._masks import HardConcreteGate as HardConcreteGate
-from hadamard_jax.nnx._masks import Mask as Mask
-from hadamard_jax.nnx._masks import MaskedLinear as MaskedLinear
+from hadamard_jax.nnx._masks import *  # noqa: F403
 from hadamard_jax.nnx._prune import *  # noqa: F403
 from hadamard_jax.nnx._recurrent import *  # noqa: F403
 from hadamard_jax.nnx._residual import *  # noqa: F403

@@ -19,6 +19,8 @@ from hadamard_jax._layers import params as P
 from hadamard_jax._src.sparsity.patterns import Pattern
 from hadamard_jax.nnx import _common as C
 
+__all__ = ["HardConcreteGate", "Mask", "MaskedLinear"]
+
 
 class Mask(C.Stored):
     r"""A fixed mask applied to the input: ``where(mask, x, fill)``.
