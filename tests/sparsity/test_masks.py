@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import hadamard_jax as hj
 from hadamard_jax import (
     block_mask,
     channel_mask,
@@ -422,3 +423,13 @@ def test_batch_dims_errors():
         nm_mask(x, 2, 2, axis=0, batch_dims=1)
     with pytest.raises(ValueError, match="same leading shape"):
         global_magnitude_masks([x, jnp.ones((3, 4))], 0.5, batch_dims=1)
+
+
+def test_sparsity_rounding_is_one_rule():
+    # 5 entries at sparsity 0.5: round(2.5) = 2 pruned, 3 kept, in every maker.
+    x = jnp.arange(1.0, 6.0)
+    assert int(hj.magnitude_mask(x, 0.5).sum()) == 3
+    assert int(hj.random_mask(jax.random.key(0), (5,), 0.5).sum()) == 3
+    assert int(hj.ste_mask(x, sparsity=0.5).sum()) == 3
+    masks = hj.global_magnitude_masks({"a": x}, 0.5)
+    assert int(masks["a"].sum()) == 3
