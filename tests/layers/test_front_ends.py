@@ -1,6 +1,7 @@
-"""Both front ends as a whole, on a model mixing the families: Flax transforms (jit, grad, vmap,
-remat, scan), state round trips through bytes, an 8-device mesh. Each family's own tests are in its
-module here; NNX == Linen in ``tests/test_parity.py``."""
+"""Both front ends as a whole, on models mixing the families: Flax transforms (jit, grad, vmap,
+remat, scan), an NNX state round trip through bytes (Linen's pruned variables:
+``test_pruning.py``), an 8-device mesh. Each family's own tests are in its module here; NNX ==
+Linen in ``tests/test_parity.py``."""
 
 import textwrap
 

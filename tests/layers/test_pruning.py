@@ -1,6 +1,7 @@
 """Pruning of the masked layers (``hadamard_jax.nnx.prune``, ``hadamard_jax.linen.prune``): every
 method, training keeps the pruned weights zero, stacked (scanned) layers pruned per layer, one
-rounding rule with the straight-through mask, argument errors."""
+rounding rule with the straight-through mask, pruned Linen variables through bytes, argument
+errors."""
 
 import jax
 import jax.numpy as jnp
