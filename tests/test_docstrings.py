@@ -1,10 +1,14 @@
 """The one docstring filler (``hadamard_jax._src.docstrings``): blocks, inline text, typos.
 
-Under ``python -OO`` filling is a no-op: ``test_hardening.py::test_import_under_python_OO``.
+Under ``python -OO`` filling is a no-op: ``test_import_under_python_OO`` below.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import jax
 import pytest
 
 from hadamard_jax._src import docstrings
@@ -51,3 +55,15 @@ def test_no_docstring_is_left_alone():
 
 def test_choices_quotes_strings_and_not_bools():
     assert docstrings.choices((True, False, "abba")) == '``True``, ``False`` or ``"abba"``'
+
+
+def test_import_under_python_OO():
+    script = (
+        "import hadamard_jax as hj, hadamard_jax.nnx, hadamard_jax.linen, hadamard_jax.bench;"
+        "print(float(hj.swiglu(1.0, 2.0)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-OO", "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert abs(float(result.stdout) - float(jax.nn.silu(1.0) * 2.0)) < 1e-6

@@ -4,6 +4,7 @@ With the time axis split over a mesh axis (Explicit axes detected from the array
 ``mesh_axis=`` under Auto axes) each shard runs its chunks and only ``[B, H, K, V]`` states and
 the shards' transitions move between devices: the values and gradients equal the one-device
 op, and the compiled program's only collectives are all-reduces of ``n`` state-sized items.
+The layers' ``mesh_axis=``: ``tests/layers/test_linear_attention.py``.
 """
 
 from __future__ import annotations
@@ -211,52 +212,3 @@ def test_bad_mesh_axis(op):
             op(*args, mesh_axis="time")
         # A one-device axis: the one-device algorithm.
         np.testing.assert_array_equal(op(*args, mesh_axis="seq")[0], op(*args)[0])
-
-
-_LAYERS = textwrap.dedent(
-    """
-    import numpy as np, jax, jax.numpy as jnp
-    from flax import nnx
-    from jax.sharding import AxisType
-    import hadamard_jax.nnx as hn
-    import hadamard_jax.linen as hl
-
-    # The layers pass mesh_axis to their op: under an Auto mesh the recurrence runs per shard of
-    # the time axis (T = 16 over 4 shards, chunks of 4) and the block equals the one-device one.
-    x = jax.random.normal(jax.random.key(0), (2, 16, 8))
-    mesh = jax.make_mesh((4, 2), ("seq", "model"), axis_types=(AxisType.Auto,) * 2)
-    for cls, kw in ((hn.GatedDeltaNet, dict(head_dim=4)), (hn.GatedLinearAttention, {})):
-        one = cls(8, num_heads=2, chunk_size=4, **kw, rngs=nnx.Rngs(0))
-        split = cls(8, num_heads=2, chunk_size=4, **kw, mesh_axis="seq", rngs=nnx.Rngs(0))
-        want = jax.jit(lambda x: one(x))(x)
-        with jax.set_mesh(mesh):
-            got = jax.jit(lambda x: split(x))(x)
-            hlo = jax.jit(lambda x: split(x)).lower(x).compile().as_text()
-        assert "all-reduce" in hlo, cls  # the shards' (transition, state) pairs moved
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
-    linen = hl.GatedDeltaNet(8, num_heads=2, head_dim=4, chunk_size=4, mesh_axis="seq")
-    plain = hl.GatedDeltaNet(8, num_heads=2, head_dim=4, chunk_size=4)
-    variables = plain.init(jax.random.key(1), x)  # the same variables: mesh_axis adds none
-    want = plain.apply(variables, x)
-    with jax.set_mesh(mesh):
-        got = jax.jit(linen.apply)(variables, x)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
-    print("LAYERS OK")
-    """
-)
-
-
-def test_layers_pass_mesh_axis_to_the_op():
-    run_on_8_cpu_devices(_LAYERS, "LAYERS OK")
-
-
-@pytest.mark.parametrize("name", ["GatedDeltaNet", "GatedLinearAttention"])
-def test_layer_mesh_axis_must_be_a_name(name):
-    from flax import nnx
-
-    import hadamard_jax.nnx as hn
-
-    with pytest.raises(TypeError, match=f"{name}: mesh_axis must be a mesh axis name"):
-        getattr(hn, name)(8, num_heads=2, mesh_axis=0, rngs=nnx.Rngs(0))

@@ -1,8 +1,11 @@
 """``linear_scan`` and ``log_linear_scan``: values, derivatives of every order, residuals, memory,
-dtypes, errors, transforms, Variables, and the sequence-sharded path on 8 CPU devices."""
+dtypes, errors, transforms, Variables, the sequence-sharded path on 8 CPU devices, mixed
+shardings under Explicit mesh axes (with the RGLRU and MinGRU layers), an empty time axis and the
+algorithm table."""
 
 from __future__ import annotations
 
+import functools
 import textwrap
 
 import hypothesis.extra.numpy as hnp
@@ -19,7 +22,14 @@ from jax import lax
 import hadamard_jax as hj
 from hadamard_jax._src import linear_scan as ls
 from hadamard_jax.bench import recurrence
-from tests.utils import check_grads, normal, run_on_8_cpu_devices, saved_residuals, uniform
+from tests.utils import (
+    assert_tree_allclose,
+    check_grads,
+    normal,
+    run_on_8_cpu_devices,
+    saved_residuals,
+    uniform,
+)
 
 # --- references ---------------------------------------------------------------------------------
 
@@ -494,3 +504,181 @@ _MESH_SCRIPT = textwrap.dedent(
 
 def test_sequence_sharded_mesh():
     run_on_8_cpu_devices(_MESH_SCRIPT, "MESH OK")
+
+
+# --- regressions: mixed shardings under Explicit axes, an empty time axis, the algorithms ----
+
+TOL = dict(rtol=2e-5, atol=2e-5)
+
+MIXED_SHARDINGS_SCRIPT = r"""
+import functools
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+import hadamard_jax as hj
+from hadamard_jax import linen as hl, nnx as hn
+
+mesh = jax.make_mesh((2, 4), ("data", "seq"), axis_types=(AxisType.Explicit,) * 2)
+B, T, D = 4, 8, 3
+rng = np.random.default_rng(0)
+a = jnp.asarray(rng.uniform(0.5, 1.0, (B, T, D)), jnp.float32)
+b = jnp.asarray(rng.standard_normal((B, T, D)), jnp.float32)
+h0 = jnp.asarray(rng.standard_normal((B, D)), jnp.float32)
+ct = jnp.asarray(rng.standard_normal((B, T, D)), jnp.float32)
+
+
+def put(x, *spec):
+    return jax.device_put(x, NamedSharding(mesh, P(*spec)))
+
+
+def spec_of(x):
+    spec = tuple(x.sharding.spec)
+    return spec + (None,) * (x.ndim - len(spec))
+
+
+def lin(a, b, h0):
+    return hj.linear_scan(a, b, h0=h0, axis=1, broadcast=True)
+
+
+def log(a, b, h0):
+    return hj.log_linear_scan(jnp.log(a), b, log_h0=h0, axis=1, broadcast=True)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def everything(a, b, h0, fn):
+    out, vjp = jax.vjp(lambda a, b, h0: fn(a, b, h0), a, b, h0)
+    tangent = jax.jvp(lambda b, h0: fn(a, b, h0), (b, h0), (b, h0))[1]
+    return out, vjp(ct), tangent
+
+# (a, b, h0) placements: each mixes shardings that crashed inside JAX before. The start is the
+# usual zeros((B, D)) (one unsharded reference per op and shape of a: fewer compiles).
+zeros = jnp.zeros((B, D))
+cases = {
+    "replicated zeros h0": (("data", "seq"), ("data", "seq"), ()),
+    "only a along time": (("data", "seq"), (), ()),
+    "only b along time, h0 batch": ((None, "seq"), ("data", "seq"), ("data",)),
+    "time-invariant a replicated": ("invariant", ("data", "seq"), ()),
+}
+with jax.set_mesh(mesh):
+    for fn, names in ((lin, list(cases)), (log, list(cases)[:2])):
+        for name in names:
+            sa, sb, sh = cases[name]
+            a_, h_ = a, zeros
+            if sa == "invariant":
+                a_, sa = a[:, :1], ()
+            want = everything(a_, b, h_, fn)
+            args = (put(a_, *sa), put(b, *sb), put(h_, *sh))
+            got = everything(*args, fn)
+            assert spec_of(got[0])[:2] == ("data", "seq"), (name, got[0].sharding.spec)
+            for g, x in zip(got[1], args):  # each gradient has its argument's sharding
+                assert spec_of(g) == spec_of(x), (name, g.sharding, x.sharding)
+            for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=f"{fn} {name}")
+            print(fn.__name__, name, "OK")
+
+    # Time-major, reversed, a replicated h0 that conflicts with nothing; and mesh_axis named
+    # for arrays whose types are not sharded along time (they are resharded to it).
+    tm = lambda x: jnp.swapaxes(x, 0, 1)
+    rev = jax.jit(
+        jax.grad(
+            lambda a, b, h0: jnp.sum(jnp.sin(hj.linear_scan(a, b, h0=h0, reverse=True))),
+            argnums=(0, 1, 2),
+        )
+    )
+    want = rev(tm(a), tm(b), h0)
+    got = rev(put(tm(a), "seq"), put(tm(b), "seq", "data"), put(h0))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    named = jax.jit(lambda a, b, h0: hj.linear_scan(a, b, h0=h0, axis=1, mesh_axis="seq"))
+    out = named(a, put(b, "data"), h0)
+    assert spec_of(out) == ("data", "seq", None), out.sharding
+    np.testing.assert_allclose(out, lin(a, b, h0), rtol=1e-5, atol=1e-6)
+
+    # The layers (Linen; NNX runs the same functions), from the usual replicated zeros((B, n))
+    # start with batch- and time-sharded inputs.
+    @functools.partial(jax.jit, static_argnums=3)
+    def layer_loss(params, x, h0, apply):
+        def loss(params, x, h0):
+            h, last = apply(params, x, h0)
+            return jnp.sum(h * jnp.cos(h)) + jnp.sum(last), (h, last)
+
+        return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(params, x, h0)
+
+    for module, n in ((hl.RGLRU(D, num_heads=1), D), (hl.MinGRU(5), 5)):
+        params = jax.jit(module.init)(jax.random.key(0), b)
+        apply = lambda p, x, h0, m=module: m.apply(p, x, h0)
+        want = layer_loss(params, b, jnp.zeros((B, n)), apply)
+        got = layer_loss(params, put(b, "data", "seq"), put(jnp.zeros((B, n))), apply)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+        print(type(module).__name__, "OK")
+    layer = hn.RGLRU(D, rngs=nnx.Rngs(0))
+    h, last = nnx.jit(lambda m, x, h0: m(x, h0))(layer, put(b, "data", "seq"), jnp.zeros((B, D)))
+    assert h.sharding.spec[:2] == ("data", "seq")
+    np.testing.assert_allclose(h, layer(b)[0], rtol=1e-5, atol=1e-6)
+
+# Auto axes: the compiler places the arguments; mesh_axis names the time's axis.
+auto = jax.make_mesh((2, 4), ("data", "seq"), axis_types=(AxisType.Auto,) * 2)
+with jax.set_mesh(auto):
+    f = jax.jit(lambda a, b, h0: hj.linear_scan(a, b, h0=h0, axis=1, mesh_axis="seq"))
+    bs = jax.device_put(b, NamedSharding(auto, P("data", "seq")))
+    np.testing.assert_allclose(f(a, bs, h0), lin(a, b, h0), rtol=1e-5, atol=1e-6)
+print("MIXED SHARDINGS OK")
+"""
+
+
+def test_mixed_shardings_under_explicit_mesh_axes():
+    run_on_8_cpu_devices(MIXED_SHARDINGS_SCRIPT, "MIXED SHARDINGS OK")
+
+
+def _plain_scan(a, b, h0, axis, reverse=False):
+    """``lax.scan`` of the recurrence: the reference of shapes and dtypes at ``T = 0``."""
+    a, b = jnp.moveaxis(a, axis, 0), jnp.moveaxis(b, axis, 0)
+    h = jax.lax.scan(lambda h, x: (x[0] * h + x[1],) * 2, h0, (a, b), reverse=reverse)[1]
+    return jnp.moveaxis(h, 0, axis)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_empty_time_axis_ops(reverse):
+    z = jnp.zeros((2, 0, 3))
+    h0 = jnp.ones((2, 3))
+    want = _plain_scan(z, z, jnp.zeros((2, 3)), 1, reverse)
+    for op, kw in ((hj.linear_scan, "h0"), (hj.log_linear_scan, "log_h0")):
+        for kwargs in ({}, {kw: h0}):
+            f = functools.partial(op, axis=1, reverse=reverse, **kwargs)
+            out = f(z, z)
+            assert out.shape == want.shape == (2, 0, 3) and out.dtype == want.dtype
+            assert jax.jit(f)(z, z).shape == (2, 0, 3)
+            grads = jax.grad(lambda a, b, f=f: jnp.sum(f(a, b)), argnums=(0, 1))(z, z)
+            assert [g.shape for g in grads] == [(2, 0, 3)] * 2
+            tangent = jax.jvp(f, (z, z), (z, z))[1]
+            assert tangent.shape == (2, 0, 3)
+        # A gradient with respect to the initial state: zero (no state depends on it).
+        g = jax.grad(lambda h, op=op, kw=kw: jnp.sum(op(z, z, axis=1, **{kw: h})))(h0)
+        np.testing.assert_array_equal(g, jnp.zeros((2, 3)))
+    # Broadcast (time-invariant) a, the time axis elsewhere, dtypes as for T > 0.
+    assert hj.linear_scan(jnp.ones(3), z, broadcast=True, axis=1).shape == (2, 0, 3)
+    zt = jnp.zeros((0, 4), jnp.bfloat16)
+    assert hj.linear_scan(zt, zt).dtype == jnp.bfloat16
+    assert hj.log_linear_scan(jnp.zeros((0,), jnp.int32), jnp.zeros((0,))).dtype == jnp.float32
+
+
+def test_algorithms_are_public():
+    table = hj.linear_scan.ALGORITHMS
+    assert set(table) >= {"cpu", "gpu", "tpu"} and hj.log_linear_scan.ALGORITHMS is table
+    assert hj.linear_scan.choose_algorithm("cpu") == table["cpu"]
+    a, b = uniform(0, (12, 3), 0.5, 1.0), normal(1, (12, 3))
+    h0 = normal(2, (3,))
+
+    def loss(a, b, h0, algorithm):
+        return jnp.sum(jnp.sin(hj.linear_scan(a, b, h0=h0, algorithm=algorithm)))
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)
+    assert_tree_allclose(grad(a, b, h0, "chunked"), grad(a, b, h0, "sequential"), **TOL)
+    log_seq = hj.log_linear_scan(jnp.log(a), b, algorithm="sequential")
+    log_chunked = hj.log_linear_scan(jnp.log(a), b, algorithm="chunked")
+    np.testing.assert_allclose(log_chunked, log_seq, **TOL)
+    with pytest.raises(ValueError, match=r"linear_scan: algorithm must be None or one of"):
+        hj.linear_scan(a, b, algorithm="pallas")
+    with pytest.raises(ValueError, match=r"log_linear_scan: algorithm"):
+        hj.log_linear_scan(a, b, algorithm=1)

@@ -1,4 +1,5 @@
-"""Tests of apply_mask, the attention-mask makers, combine_masks and mask bit-packing."""
+"""Tests of apply_mask, the attention-mask makers and combine_masks (bit-packing:
+``test_mask_packing.py``)."""
 
 import flax.linen as nn
 import jax
@@ -8,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import hadamard_jax as hj
 from hadamard_jax import (
     apply_mask,
     attention_mask,
     causal_mask,
     combine_masks,
-    pack_mask,
     padding_mask,
-    unpack_mask,
 )
 from tests.utils import (
     assert_tree_allclose,
@@ -317,34 +317,64 @@ def test_mask_makers_under_jit_and_vmap():
     np.testing.assert_array_equal(jax.jit(lambda: causal_mask(3))(), causal_mask(3))
 
 
-# --- packing -----------------------------------------------------------------------------------
-
-
-@settings(max_examples=10)
-@given(
-    shape=st.lists(st.integers(0, 9), min_size=0, max_size=3),
-    seed=st.integers(0, 2**16),
-    kind=st.sampled_from([np.bool_, np.int8, np.float32]),
+@pytest.mark.parametrize(
+    "dtype, lengths, max_length",
+    [
+        (jnp.uint8, [3, 200, 255], 300),
+        (jnp.int8, [-3, 100, 127], 200),
+        (jnp.int16, [0, 40000 - 2**16, 5], 70000),
+        (jnp.uint32, [2**32 - 1, 0, 7], 9),
+    ],
 )
-def test_pack_round_trip_and_matches_numpy(shape, seed, kind):
-    mask = np.random.default_rng(seed).random(shape) < 0.5
-    packed = pack_mask(jnp.asarray(mask.astype(kind)))
-    assert packed.dtype == jnp.uint8 and packed.shape == (-(-mask.size // 8),)
-    np.testing.assert_array_equal(packed, np.packbits(mask.ravel()))
-    out = unpack_mask(packed, tuple(shape))
-    assert out.dtype == jnp.bool_ and out.shape == tuple(shape)
-    np.testing.assert_array_equal(out, mask)
+def test_padding_mask_narrow_integer_lengths(dtype, lengths, max_length):
+    lengths = np.asarray(lengths).astype(dtype)
+    mask = np.asarray(hj.padding_mask(jnp.asarray(lengths), max_length))
+    expected = np.clip(lengths.astype(np.int64), 0, max_length)
+    np.testing.assert_array_equal(mask.sum(-1), expected)
+    np.testing.assert_array_equal(mask, np.arange(max_length) < lengths.astype(np.int64)[:, None])
 
 
-def test_pack_under_jit_and_vmap_and_errors():
-    masks = _bits((3, 5, 7))
-    packed = jax.jit(jax.vmap(pack_mask))(masks)
-    assert packed.shape == (3, 5)
-    out = jax.jit(jax.vmap(lambda p: unpack_mask(p, (5, 7))))(packed)
-    np.testing.assert_array_equal(out, masks)
-    with pytest.raises(ValueError, match=r"shape \(5, 7\) packs into shape \(5,\).*\(4,\)"):
-        unpack_mask(packed[0, :4], (5, 7))
-    with pytest.raises(TypeError, match="uint8"):
-        unpack_mask(packed[0].astype(jnp.int32), (5, 7))
-    with pytest.raises(TypeError, match="shape"):
-        unpack_mask(packed[0], "abc")
+@pytest.mark.parametrize(
+    "dtype, fill",
+    [
+        (jnp.int8, 300),
+        (jnp.int8, -129),
+        (jnp.uint8, -1),
+        (jnp.int32, 2.5),
+        (jnp.int32, jnp.array(2.5)),
+        (jnp.int32, np.float32(1e10)),
+        (jnp.bool_, 2),
+        (jnp.float16, 1e6),
+        (jnp.bfloat16, -1e39),
+        (jnp.float32, 1e39),
+    ],
+)
+def test_apply_mask_unrepresentable_fill_is_an_error(dtype, fill):
+    x = jnp.ones(3, dtype)
+    with pytest.raises(ValueError, match="fill=.*dtype"):
+        hj.apply_mask(x, jnp.array([1, 0, 1]), fill=fill)
+
+
+@pytest.mark.parametrize(
+    "dtype, fill, expected",
+    [
+        (jnp.int8, -128, -128),
+        (jnp.uint8, 255.0, 255),
+        (jnp.int32, jnp.array(2.0), 2),
+        (jnp.bool_, True, True),
+        (jnp.float16, -jnp.inf, -np.inf),
+        (jnp.float32, jnp.nan, np.nan),
+    ],
+)
+def test_apply_mask_representable_fill(dtype, fill, expected):
+    out = hj.apply_mask(jnp.zeros(2, dtype), jnp.array([True, False]), fill=fill)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(out)[1], np.asarray(expected, dtype))
+
+
+def test_apply_mask_traced_fill():
+    mask = jnp.array([True, False])
+    out = jax.jit(lambda f: hj.apply_mask(jnp.ones(2, jnp.int8), mask, fill=f))(5)
+    np.testing.assert_array_equal(out, [1, 5])
+    with pytest.raises(TypeError, match="traced fill of dtype float32"):
+        jax.jit(lambda f: hj.apply_mask(jnp.ones(2, jnp.int8), mask, fill=f))(2.0)

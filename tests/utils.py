@@ -127,3 +127,16 @@ def run_on_8_cpu_devices(script: str, marker: str) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert marker in result.stdout
+
+
+def nnx_rngs(seed: int = 0):
+    """``nnx.Rngs(seed)``: the streams every NNX module in the layer tests is built with."""
+    from flax import nnx  # here, not at the top: the op tests do not import Flax
+
+    return nnx.Rngs(seed)
+
+
+def affine(x, kernel, bias=None):
+    """``x @ kernel (+ bias)``: the plain dense layer the module tests compare against."""
+    y = x @ kernel
+    return y if bias is None else y + bias[None, :]

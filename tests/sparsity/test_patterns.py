@@ -18,9 +18,11 @@ from hypothesis.extra import numpy as hnp
 import hadamard_jax as hj
 import hadamard_jax.linen as hl
 import hadamard_jax.nnx as hn
-from hadamard_jax import NM, Block, Channel, Pattern, Unstructured, sparse
+from hadamard_jax import NM, Block, Channel, Pattern, Unstructured, nm_mask, sparse
+from tests.utils import normal
 
 _prune: Any = hn.prune  # returns the module, typed nnx.Module
+W = normal(0, (8, 8))  # a layer [in, out], for the N:M convention
 SHAPE = (2, 8, 4)  # [stack, in, out]: one batch axis, a layer [8, 4]
 FLOATS = hnp.arrays(
     np.float32, SHAPE, elements=st.floats(-4, 4, width=32).map(lambda v: round(v, 1))
@@ -232,3 +234,29 @@ def test_a_new_pattern_is_one_class():
         np.testing.assert_array_equal(sparse.masks_of(tx.init(params), params)["w"], want)
     finally:
         PATTERNS.pop("inputs_test")
+
+
+def test_nm_default_axis_is_the_input_axis_everywhere():
+    stack = normal(3, (2, 8, 8))
+    tx = sparse.sparsify(optax.sgd(0.0), schedule=sparse.one_shot(0.5), pattern=sparse.NM(2, 4))
+    p = {"w": W, "s": stack}
+    _, state = tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)
+    via_sparsify = sparse.masks_of(state, p)
+    layer = hn.MaskedLinear(8, 8, rngs=nnx.Rngs(0))
+    layer.kernel[...] = W
+    hn.prune(layer, None, method="nm", n=2, m=4)
+    variables = {"params": {"kernel": W}, "masks": {"mask": jnp.ones((8, 8), bool)}}
+    via_linen = hl.prune(variables, None, method="nm", n=2, m=4)["masks"]["mask"]
+    want = nm_mask(W, 2, 4)
+    # Groups of 4 consecutive inputs (axis -2) of each output unit keep 2.
+    assert (np.asarray(want).reshape(2, 4, 8).sum(axis=1) == 2).all()
+    np.testing.assert_array_equal(want, nm_mask(W, 2, 4, axis=-2))
+    np.testing.assert_array_equal(via_sparsify["w"], want)
+    np.testing.assert_array_equal(layer.mask[...], want)
+    np.testing.assert_array_equal(via_linen, want)
+    # Stacked kernels [*stack, in, out]: the input axis of each layer.
+    np.testing.assert_array_equal(via_sparsify["s"], nm_mask(stack, 2, 4))
+    np.testing.assert_array_equal(nm_mask(stack, 2, 4), nm_mask(stack, 2, 4, axis=1))
+    # A rank-1 layer groups along its only axis.
+    np.testing.assert_array_equal(nm_mask(W[0], 2, 4), nm_mask(W[0], 2, 4, axis=-1))
+    np.testing.assert_array_equal(nm_mask(W, 2, 4, batch_dims=1), nm_mask(W, 2, 4, axis=-1))

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "digits.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "digits.py"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "sequential_digits.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "sequential_digits.py"
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "associative_recall.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "associative_recall.py"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from hadamard_jax._src.checks import count_of
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "sparse_training.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "sparse_training.py"
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import importlib.util
 import pathlib
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "adapters.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "adapters.py"
 
 
 def test_quick_run(capsys):
@@ -28,7 +28,7 @@ def test_quick_run(capsys):
 def test_guide_code_blocks_run():
     import re
 
-    guide = pathlib.Path(__file__).resolve().parents[1] / "docs" / "guides" / "adapters.md"
+    guide = pathlib.Path(__file__).resolve().parents[2] / "docs" / "guides" / "adapters.md"
     blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)
     assert len(blocks) == 5
     for i, block in enumerate(blocks):

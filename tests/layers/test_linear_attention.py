@@ -1,9 +1,12 @@
 """GatedDeltaNet and GatedLinearAttention (NNX and Linen): float64 NumPy ports of
 flash-linear-attention's layers (torch weight layout, token-by-token recurrences) against ours
 with the converted weights, NNX == Linen, the decode step and a prefill + continue against the
-parallel form, gradients, errors."""
+parallel form, gradients, errors, and ``mesh_axis=`` passed to the op (sequence sharding on 8 CPU
+devices; the op's own sharding tests: ``tests/test_linear_attention_sharding.py``)."""
 
 from __future__ import annotations
+
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +18,7 @@ from hadamard_jax import linen as hl
 from hadamard_jax import nnx as hn
 from hadamard_jax._layers import linear_attention as L
 from hadamard_jax.nnx import _common as C
-from tests.utils import assert_tree_allclose, check_grads, normal
+from tests.utils import assert_tree_allclose, check_grads, normal, run_on_8_cpu_devices
 
 # Small, but every feature on: grouped values (Hv = 2 H), V != K, T not a multiple of the chunk.
 B, T, D = 2, 9, 12
@@ -317,3 +320,52 @@ def test_gated_linear_attention_grads():
 
     args = (_x((1, 3, 3), seed=6), params["gk_proj_1_bias"] - 1.0, params["k_conv1d"])
     check_grads(f, args, 1, modes=["fwd", "rev"], atol=2e-2, rtol=2e-2)
+
+
+_LAYERS = textwrap.dedent(
+    """
+    import numpy as np, jax, jax.numpy as jnp
+    from flax import nnx
+    from jax.sharding import AxisType
+    import hadamard_jax.nnx as hn
+    import hadamard_jax.linen as hl
+
+    # The layers pass mesh_axis to their op: under an Auto mesh the recurrence runs per shard of
+    # the time axis (T = 16 over 4 shards, chunks of 4) and the block equals the one-device one.
+    x = jax.random.normal(jax.random.key(0), (2, 16, 8))
+    mesh = jax.make_mesh((4, 2), ("seq", "model"), axis_types=(AxisType.Auto,) * 2)
+    for cls, kw in ((hn.GatedDeltaNet, dict(head_dim=4)), (hn.GatedLinearAttention, {})):
+        one = cls(8, num_heads=2, chunk_size=4, **kw, rngs=nnx.Rngs(0))
+        split = cls(8, num_heads=2, chunk_size=4, **kw, mesh_axis="seq", rngs=nnx.Rngs(0))
+        want = jax.jit(lambda x: one(x))(x)
+        with jax.set_mesh(mesh):
+            got = jax.jit(lambda x: split(x))(x)
+            hlo = jax.jit(lambda x: split(x)).lower(x).compile().as_text()
+        assert "all-reduce" in hlo, cls  # the shards' (transition, state) pairs moved
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
+    linen = hl.GatedDeltaNet(8, num_heads=2, head_dim=4, chunk_size=4, mesh_axis="seq")
+    plain = hl.GatedDeltaNet(8, num_heads=2, head_dim=4, chunk_size=4)
+    variables = plain.init(jax.random.key(1), x)  # the same variables: mesh_axis adds none
+    want = plain.apply(variables, x)
+    with jax.set_mesh(mesh):
+        got = jax.jit(linen.apply)(variables, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
+    print("LAYERS OK")
+    """
+)
+
+
+def test_layers_pass_mesh_axis_to_the_op():
+    run_on_8_cpu_devices(_LAYERS, "LAYERS OK")
+
+
+@pytest.mark.parametrize("name", ["GatedDeltaNet", "GatedLinearAttention"])
+def test_layer_mesh_axis_must_be_a_name(name):
+    from flax import nnx
+
+    import hadamard_jax.nnx as hn
+
+    with pytest.raises(TypeError, match=f"{name}: mesh_axis must be a mesh axis name"):
+        getattr(hn, name)(8, num_heads=2, mesh_axis=0, rngs=nnx.Rngs(0))
