@@ -3,6 +3,8 @@ NumPy scalars and bools are static values, ``deterministic=None`` stays allowed.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
 from unittest import mock
 
 import jax
@@ -15,16 +17,12 @@ import hadamard_jax.linen as hl
 import hadamard_jax.nnx as hn
 from hadamard_jax import linen
 from hadamard_jax import nnx as hnnx
-from hadamard_jax._layers import options
+from hadamard_jax._layers import glu, options
 from hadamard_jax.linen import _common as LC
 from tests.utils import nnx_rngs
 
 
 def test_an_option_without_a_check_is_refused():
-    import dataclasses
-    from typing import ClassVar
-
-    from hadamard_jax._layers import glu
 
     @dataclasses.dataclass(frozen=True)
     class Unchecked(glu.GLUOptions):
@@ -60,6 +58,7 @@ def test_good_arguments_still_accepted():
 #
 
 
+@pytest.fixture
 def check_args():
     """A fresh options cache, and the family's table check counted."""
     LC._checked.cache_clear()
