@@ -33,6 +33,43 @@ from hadamard_jax._layers import options
 from hadamard_jax._layers import params as P
 from hadamard_jax._src import checks
 
+#: ``GatedDeltaNet``'s arguments (NNX ``Args`` and Linen ``Attributes``; NNX adds ``rngs``).
+GDN_ARGS = """\
+hidden_size: the model width ``d``.
+num_heads: key heads ``H`` (fla's default 6).
+head_dim: key head size ``K`` (fla's default 256).
+expand_v: value head size ``V = head_dim * expand_v`` (2 in fla; 1 in Qwen3-Next).
+num_v_heads: value heads ``Hv``, a multiple of ``num_heads`` (``None``: ``num_heads``).
+use_short_conv: the convolutions (else ``silu`` of the projections, as fla).
+conv_size: convolution taps ``W`` (4).
+allow_neg_eigval: ``beta = 2 sigmoid(.)``, eigenvalues of ``I - beta k k^T`` in
+  ``(-1, 1]`` (Grazzi et al. 2024).
+norm_eps: the output norm's ``eps`` (1e-5).
+chunk_size: the chunk of :func:`hadamard_jax.gated_delta_rule` (64).
+dtype, param_dtype, precision, kernel_init: as ``nnx.Linear``/``nn.Dense`` (the projections).
+mesh_axis: the mesh axis to split the time axis over under Auto mesh axes (sequence
+  sharding of the recurrence, as the op's ``mesh_axis``; under Explicit axes a time-
+  sharded input is detected without it). ``None``: no opt-in.
+"""
+
+#: ``GatedLinearAttention``'s arguments (NNX ``Args`` and Linen ``Attributes``; NNX adds ``rngs``).
+GLA_ARGS = """\
+hidden_size: the model width ``d``.
+num_heads: heads ``H`` (4).
+expand_k, expand_v: ``key_dim = d * expand_k`` (0.5), ``value_dim = d * expand_v`` (1).
+use_short_conv: short causal convolutions with SiLU on ``q, k, v`` (off).
+conv_size: their taps (4).
+gate_logit_normalizer: the divisor of ``log sigmoid`` (16).
+gate_low_rank_dim: the rank of the gate projection (16).
+clamp_min: a floor for ``log g`` (``None``: none).
+norm_eps: the output norm's ``eps`` (1e-5).
+chunk_size: the chunk of :func:`hadamard_jax.gated_linear_attention` (64).
+dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``/``nn.Dense``.
+mesh_axis: the mesh axis to split the time axis over under Auto mesh axes (sequence
+  sharding of the recurrence, as the op's ``mesh_axis``; under Explicit axes a time-
+  sharded input is detected without it). ``None``: no opt-in.
+"""
+
 Params = Mapping[str, Any]
 
 #: ``eps`` of the L2 normalisation of ``q`` and ``k`` (fla's ``l2norm``, Qwen3-Next's ``l2norm``).

@@ -17,6 +17,7 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import linear_attention as L
 from hadamard_jax._layers import options
+from hadamard_jax._src import docstrings
 from hadamard_jax.linen import _common as LC
 
 __all__ = ["GatedDeltaNet", "GatedLinearAttention"]
@@ -37,6 +38,7 @@ class _Mixer(L.MixerCalls, LC.Checked):
     step = L.MixerCalls.step
 
 
+@docstrings.fill(args=L.GDN_ARGS)
 class GatedDeltaNet(_Mixer):
     r"""The Gated DeltaNet block (Yang et al. 2025), as in Qwen3-Next and flash-linear-attention.
 
@@ -48,23 +50,7 @@ class GatedDeltaNet(_Mixer):
     ``__call__(x, cache=None) -> (y, cache)``; ``step(cache, x_t) -> (cache, y_t)``.
 
     Attributes:
-      hidden_size: the model width ``d``.
-      num_heads: key heads ``H``.
-      head_dim: key head size ``K``.
-      expand_v: value head size ``V = head_dim * expand_v``.
-      num_v_heads: value heads (``None``: ``num_heads``).
-      use_short_conv: the short convolutions.
-      conv_size: convolution taps.
-      allow_neg_eigval: ``beta = 2 sigmoid(.)``.
-      norm_eps: the output norm's ``eps``.
-      chunk_size: the chunk of the delta rule.
-      dtype: computation dtype (default: inferred from inputs and params).
-      param_dtype: parameter dtype.
-      precision: ``jax.lax.Precision`` of the matmuls.
-      kernel_init: initializer of the projections' kernels.
-      mesh_axis: the mesh axis to split the time axis over under Auto mesh axes (sequence
-        sharding of the recurrence, as the op's ``mesh_axis``; under Explicit axes a time-
-        sharded input is detected without it). ``None``: no opt-in.
+      {{args}}
 
     Example::
 
@@ -98,6 +84,7 @@ class GatedDeltaNet(_Mixer):
     _options = L.GDNOptions
 
 
+@docstrings.fill(args=L.GLA_ARGS)
 class GatedLinearAttention(_Mixer):
     r"""The Gated Linear Attention block (Yang et al. 2024), as flash-linear-attention's layer.
 
@@ -108,24 +95,7 @@ class GatedLinearAttention(_Mixer):
     ``__call__(x, cache=None) -> (y, cache)``; ``step(cache, x_t) -> (cache, y_t)``.
 
     Attributes:
-      hidden_size: the model width ``d``.
-      num_heads: heads ``H``.
-      expand_k: ``key_dim = d * expand_k``.
-      expand_v: ``value_dim = d * expand_v``.
-      use_short_conv: short convolutions on ``q, k, v``.
-      conv_size: convolution taps.
-      gate_logit_normalizer: the divisor of ``log sigmoid``.
-      gate_low_rank_dim: the rank of the gate projection.
-      clamp_min: a floor for ``log g`` (``None``: none).
-      norm_eps: the output norm's ``eps``.
-      chunk_size: the chunk of the recurrence.
-      dtype: computation dtype (default: inferred from inputs and params).
-      param_dtype: parameter dtype.
-      precision: ``jax.lax.Precision`` of the matmuls.
-      kernel_init, bias_init: initializers of the projections.
-      mesh_axis: the mesh axis to split the time axis over under Auto mesh axes (sequence
-        sharding of the recurrence, as the op's ``mesh_axis``; under Explicit axes a time-
-        sharded input is detected without it). ``None``: no opt-in.
+      {{args}}
 
     Example::
 

@@ -10,6 +10,7 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 from hadamard_jax._layers import linear_attention as L
 from hadamard_jax._layers import options
+from hadamard_jax._src import docstrings
 from hadamard_jax.nnx import _common as C
 
 __all__ = ["GatedDeltaNet", "GatedLinearAttention"]
@@ -28,6 +29,7 @@ class _Mixer(L.MixerCalls, C.Table):
         return opts.step(cache, x, params) if decode else opts.apply(x, params, cache)
 
 
+@docstrings.fill(args=L.GDN_ARGS)
 class GatedDeltaNet(_Mixer):
     r"""The Gated DeltaNet block (Yang et al. 2025), as in Qwen3-Next and flash-linear-attention.
 
@@ -60,21 +62,7 @@ class GatedDeltaNet(_Mixer):
     ``[B, Hv, V, K]``, ``state_v_first``: transpose the last two axes).
 
     Args:
-      hidden_size: the model width ``d``.
-      num_heads: key heads ``H`` (fla's default 6).
-      head_dim: key head size ``K`` (fla's default 256).
-      expand_v: value head size ``V = head_dim * expand_v`` (2 in fla; 1 in Qwen3-Next).
-      num_v_heads: value heads ``Hv``, a multiple of ``num_heads`` (``None``: ``num_heads``).
-      use_short_conv: the convolutions (else ``silu`` of the projections, as fla).
-      conv_size: convolution taps ``W`` (4).
-      allow_neg_eigval: ``beta = 2 sigmoid(.)``, eigenvalues of ``I - beta k k^T`` in
-        ``(-1, 1]`` (Grazzi et al. 2024).
-      norm_eps: the output norm's ``eps`` (1e-5).
-      chunk_size: the chunk of :func:`hadamard_jax.gated_delta_rule` (64).
-      dtype, param_dtype, precision, kernel_init: as ``nnx.Linear`` (the projections).
-      mesh_axis: the mesh axis to split the time axis over under Auto mesh axes (sequence
-        sharding of the recurrence, as the op's ``mesh_axis``; under Explicit axes a time-
-        sharded input is detected without it). ``None``: no opt-in.
+      {{args}}
       rngs: ``nnx.Rngs``.
 
     Parameters: ``q_proj``, ``k_proj`` ``[d, H K]``; ``v_proj``, ``g_proj`` ``[d, Hv V]``;
@@ -119,6 +107,7 @@ class GatedDeltaNet(_Mixer):
         self._build(L.GDNOptions.of(locals()), rngs)
 
 
+@docstrings.fill(args=L.GLA_ARGS)
 class GatedLinearAttention(_Mixer):
     r"""The Gated Linear Attention block (Yang et al. 2024), as flash-linear-attention's layer.
 
@@ -146,20 +135,7 @@ class GatedLinearAttention(_Mixer):
     (:func:`hadamard_jax._layers.linear_attention.gla_params_from_fla` converts a state dict).
 
     Args:
-      hidden_size: the model width ``d``.
-      num_heads: heads ``H`` (4).
-      expand_k, expand_v: ``key_dim = d * expand_k`` (0.5), ``value_dim = d * expand_v`` (1).
-      use_short_conv: short causal convolutions with SiLU on ``q, k, v`` (off).
-      conv_size: their taps (4).
-      gate_logit_normalizer: the divisor of ``log sigmoid`` (16).
-      gate_low_rank_dim: the rank of the gate projection (16).
-      clamp_min: a floor for ``log g`` (``None``: none).
-      norm_eps: the output norm's ``eps`` (1e-5).
-      chunk_size: the chunk of :func:`hadamard_jax.gated_linear_attention` (64).
-      dtype, param_dtype, precision, kernel_init, bias_init: as ``nnx.Linear``.
-      mesh_axis: the mesh axis to split the time axis over under Auto mesh axes (sequence
-        sharding of the recurrence, as the op's ``mesh_axis``; under Explicit axes a time-
-        sharded input is detected without it). ``None``: no opt-in.
+      {{args}}
       rngs: ``nnx.Rngs``.
 
     Example::
