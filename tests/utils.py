@@ -140,3 +140,16 @@ def affine(x, kernel, bias=None):
     """``x @ kernel (+ bias)``: the plain dense layer the module tests compare against."""
     y = x @ kernel
     return y if bias is None else y + bias[None, :]
+
+
+def raises_in_both_front_ends(make_nnx, make_linen, error: type[Exception], match: str) -> None:
+    """``make_nnx()`` and ``make_linen()`` raise ``error`` matching ``match`` at construction
+    (Linen: when the module is constructed, before ``init``); ``make_linen=None`` for an argument
+    only NNX takes. The runner of the families' bad-arguments tables."""
+    import pytest
+
+    with pytest.raises(error, match=match):
+        make_nnx()
+    if make_linen is not None:
+        with pytest.raises(error, match=match):
+            make_linen()

@@ -10,7 +10,7 @@ from flax import nnx
 import hadamard_jax as hj
 from hadamard_jax import linen as hl
 from hadamard_jax import nnx as hn
-from tests.utils import affine, nnx_rngs, normal
+from tests.utils import affine, nnx_rngs, normal, raises_in_both_front_ends
 
 X = normal(42, (3, 4))
 
@@ -231,12 +231,7 @@ BAD = [
 
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
 def test_bad_arguments_raise_at_construction(case):
-    _, make_nnx, make_linen, error, match = case
-    with pytest.raises(error, match=match):
-        make_nnx()
-    if make_linen is not None:  # Linen: when the module is constructed, before init
-        with pytest.raises(error, match=match):
-            make_linen()
+    raises_in_both_front_ends(*case[1:])
 
 
 def test_argument_errors():
