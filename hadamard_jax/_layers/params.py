@@ -129,13 +129,19 @@ class Options:
     """
 
     @classmethod
+    def values_of(cls, source: Any) -> dict[str, Any]:
+        """``{name: value}`` of ``cls``'s init fields found in a dict or an object (a name it
+        lacks is left out: the field's default applies)."""
+        fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+        if isinstance(source, dict):
+            return {n: source[n] for n in fields if n in source}
+        return {n: getattr(source, n) for n in fields if hasattr(source, n)}
+
+    @classmethod
     def of(cls, source: Any):
         """The options named by ``cls``'s init fields, read from a dict or an object (a name
         it lacks takes the field's default)."""
-        fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
-        if isinstance(source, dict):
-            return cls(**{n: source[n] for n in fields if n in source})
-        return cls(**{n: getattr(source, n) for n in fields if hasattr(source, n)})
+        return cls(**cls.values_of(source))
 
     def items(self) -> dict[str, Any]:
         """``{name: value}`` of the init fields (as checked and normalised)."""

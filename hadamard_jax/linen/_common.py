@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, ClassVar
 
@@ -92,8 +91,7 @@ def checked_options(cls: type[P.Options], module: Any) -> P.Options:
     fields with an unhashable value (an initialiser object without ``__hash__``) are checked
     each time.
     """
-    names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
-    values = {n: getattr(module, n) for n in names if hasattr(module, n)}
+    values = cls.values_of(module)
     try:
         fields = _Fields(cls, values)
     except TypeError:
